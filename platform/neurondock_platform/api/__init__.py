@@ -1,0 +1,1 @@
+"""Wire protocols only: parse a request, call a service, shape the answer."""

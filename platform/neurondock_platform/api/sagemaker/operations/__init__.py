@@ -1,0 +1,1 @@
+"""One module per resource; importing them fills the operation registry."""

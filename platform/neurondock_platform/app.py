@@ -1,0 +1,78 @@
+"""The Flask application factory for the control plane (SageMaker API, S3 store, admin)."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, Response, request
+from sqlalchemy.orm import Session, sessionmaker
+from werkzeug.exceptions import HTTPException
+
+from neurondock_platform import dispatch
+from neurondock_platform.api import context
+from neurondock_platform.api.auth import CredentialCache, authenticate
+from neurondock_platform.api.sagemaker import bp as sagemaker_bp
+from neurondock_platform.api.sagemaker import dispatch_target, json_response
+from neurondock_platform.config import Settings
+from neurondock_platform.db import make_engine, make_sessionmaker
+from neurondock_platform.errors import PlatformError
+
+log = logging.getLogger(__name__)
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    session_factory: sessionmaker[Session] | None = None,
+    dispatcher: dispatch.Dispatcher | None = None,
+) -> Flask:
+    """Build the control-plane app; tests pass their own session factory and dispatcher."""
+    settings = settings or Settings.from_env()
+    if session_factory is None:
+        session_factory = make_sessionmaker(make_engine(settings.database_url))
+    if dispatcher is None:
+        dispatcher = dispatch.CeleryDispatcher(settings.broker_url)
+    dispatch.install(session_factory, dispatcher)
+
+    app = Flask("neurondock_platform")
+    app.config.update(MAX_CONTENT_LENGTH=None, NEURONDOCK_SETTINGS=settings)
+    app.extensions[context.EXTENSION] = context.PlatformState(settings=settings, session_factory=session_factory)
+    credentials = CredentialCache(session_factory)
+    app.extensions["neurondock_credentials"] = credentials
+    app.teardown_appcontext(context.close_db)
+
+    @app.post("/")
+    def sagemaker_api() -> Response:
+        target = request.headers.get("X-Amz-Target", "")
+        authenticate(request, credentials)
+        return dispatch_target(target)
+
+    @app.get("/ping")
+    def ping() -> Response:
+        return Response("", status=200)
+
+    app.register_blueprint(sagemaker_bp)
+    _register_optional_blueprints(app, credentials)
+
+    @app.errorhandler(PlatformError)
+    def platform_error(err: PlatformError) -> Response:
+        return json_response(err.body(), status=err.http_status)
+
+    @app.errorhandler(HTTPException)
+    def http_error(err: HTTPException) -> Response:
+        code = err.code or 500
+        return json_response({"__type": err.name.replace(" ", ""), "message": err.description or ""}, status=code)
+
+    @app.errorhandler(Exception)
+    def unexpected(err: Exception) -> Response:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return json_response({"__type": "InternalFailure", "message": "An internal error occurred."}, status=500)
+
+    return app
+
+
+def _register_optional_blueprints(app: Flask, credentials: CredentialCache) -> None:
+    # The S3 store and the admin API are separate blueprints with their own error rendering.
+    from neurondock_platform.api.s3 import make_blueprint as make_s3_blueprint
+
+    app.register_blueprint(make_s3_blueprint(credentials), url_prefix="/s3")

@@ -1,0 +1,1 @@
+"""The data plane: the replica wire protocol, the replica client wrapper and the router."""

@@ -1,0 +1,156 @@
+"""The routing table: which replicas serve which endpoint, cached so serving survives DB hiccups."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from neurondock_platform.models import Endpoint, EndpointStatus, EndpointVariant, Replica, ReplicaState
+
+log = logging.getLogger(__name__)
+
+# The old fleet keeps serving while an endpoint changes (sagemaker-api.md §3).
+SERVABLE = frozenset(
+    {
+        EndpointStatus.IN_SERVICE,
+        EndpointStatus.UPDATING,
+        EndpointStatus.SYSTEM_UPDATING,
+        EndpointStatus.ROLLING_BACK,
+        EndpointStatus.UPDATE_ROLLBACK_FAILED,
+    }
+)
+
+
+@dataclass(frozen=True)
+class ReplicaRoute:
+    replica_id: int
+    address: str
+
+
+@dataclass(frozen=True)
+class VariantRoute:
+    name: str
+    weight: float
+    replicas: tuple[ReplicaRoute, ...]
+
+
+@dataclass(frozen=True)
+class EndpointRoute:
+    account_id: str
+    name: str
+    status: EndpointStatus
+    variants: tuple[VariantRoute, ...]
+
+    @property
+    def servable(self) -> bool:
+        return self.status in SERVABLE
+
+    def variant(self, name: str) -> VariantRoute | None:
+        return next((v for v in self.variants if v.name == name), None)
+
+
+RouteKey = tuple[str, str]
+
+
+def load_routes(session: Session) -> dict[RouteKey, EndpointRoute]:
+    """Read every endpoint with its Ready replicas in one pass."""
+    endpoints = session.execute(select(Endpoint.id, Endpoint.account_id, Endpoint.name, Endpoint.status)).all()
+    variants = session.execute(
+        select(
+            EndpointVariant.id,
+            EndpointVariant.endpoint_id,
+            EndpointVariant.name,
+            EndpointVariant.desired_weight,
+            EndpointVariant.position,
+        ).order_by(EndpointVariant.position)
+    ).all()
+    replicas = session.execute(
+        select(Replica.id, Replica.variant_id, Replica.address).where(
+            Replica.state == ReplicaState.READY, Replica.desired_state == "running", Replica.address.is_not(None)
+        )
+    ).all()
+    by_variant: dict[int, list[ReplicaRoute]] = {}
+    for rid, variant_id, address in replicas:
+        by_variant.setdefault(variant_id, []).append(ReplicaRoute(rid, address))
+    by_endpoint: dict[int, list[VariantRoute]] = {}
+    for vid, endpoint_id, name, weight, _ in variants:
+        by_endpoint.setdefault(endpoint_id, []).append(
+            VariantRoute(name, float(weight), tuple(sorted(by_variant.get(vid, []), key=lambda r: r.replica_id)))
+        )
+    return {
+        (account_id, name): EndpointRoute(account_id, name, EndpointStatus(status), tuple(by_endpoint.get(eid, [])))
+        for eid, account_id, name, status in endpoints
+    }
+
+
+class RoutingTable:
+    """Routes refreshed in the background; a miss triggers an immediate (rate-limited) refresh."""
+
+    def __init__(self, session_factory: sessionmaker[Session], refresh_interval: float = 0.25) -> None:
+        self._factory = session_factory
+        self._interval = refresh_interval
+        self._routes: dict[RouteKey, EndpointRoute] = {}
+        self._loaded_at = 0.0
+        self._lock = asyncio.Lock()
+        self._task: asyncio.Task[None] | None = None
+
+    def _load(self) -> dict[RouteKey, EndpointRoute]:
+        with self._factory() as session:
+            return load_routes(session)
+
+    async def refresh(self) -> None:
+        """Reload the table from the database, keeping the old one if the database fails."""
+        async with self._lock:
+            try:
+                self._routes = await asyncio.to_thread(self._load)
+                self._loaded_at = time.monotonic()
+            except Exception:
+                # Endpoints keep serving from the cached table while the database is away.
+                log.exception("routing table refresh failed; serving from the cached table")
+
+    async def get(self, account_id: str, name: str) -> EndpointRoute | None:
+        """Return the route of an endpoint, refreshing once if it is unknown or has no replicas."""
+        route = self._routes.get((account_id, name))
+        if route is None or not any(v.replicas for v in route.variants):
+            if time.monotonic() - self._loaded_at > 0.02:
+                await self.refresh()
+            route = self._routes.get((account_id, name))
+        return route
+
+    def invalidate_replica(self, replica_id: int) -> None:
+        """Drop a replica that failed a connection until the next refresh says otherwise."""
+        changed: dict[RouteKey, EndpointRoute] = {}
+        for key, route in self._routes.items():
+            if any(r.replica_id == replica_id for v in route.variants for r in v.replicas):
+                variants = tuple(
+                    VariantRoute(v.name, v.weight, tuple(r for r in v.replicas if r.replica_id != replica_id))
+                    for v in route.variants
+                )
+                changed[key] = EndpointRoute(route.account_id, route.name, route.status, variants)
+        if changed:
+            self._routes = {**self._routes, **changed}
+
+    async def _loop(self) -> None:
+        while True:
+            await self.refresh()
+            await asyncio.sleep(self._interval)
+
+    def start(self) -> None:
+        """Start the background refresh on the running loop."""
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._loop())
+
+    async def stop(self) -> None:
+        """Stop the background refresh."""
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None

@@ -1,0 +1,34 @@
+"""Typed ORM models; shaping into wire responses lives in ``api/shapes.py``."""
+
+from neurondock_platform.models.account import AccessKey, Account
+from neurondock_platform.models.bucket import Bucket
+from neurondock_platform.models.endpoint import Endpoint, EndpointVariant
+from neurondock_platform.models.endpoint_config import EndpointConfig
+from neurondock_platform.models.hosting import Host, Replica
+from neurondock_platform.models.model import Model
+from neurondock_platform.models.status import (
+    AccessKeyStatus,
+    CompilationJobStatus,
+    EndpointStatus,
+    ReplicaState,
+    VariantStatus,
+)
+from neurondock_platform.models.tag import Tag
+
+__all__ = [
+    "AccessKey",
+    "AccessKeyStatus",
+    "Account",
+    "Bucket",
+    "CompilationJobStatus",
+    "Endpoint",
+    "EndpointConfig",
+    "EndpointStatus",
+    "EndpointVariant",
+    "Host",
+    "Model",
+    "Replica",
+    "ReplicaState",
+    "Tag",
+    "VariantStatus",
+]

@@ -1,0 +1,84 @@
+"""The HTTP front: uvicorn serving the runtime fast path (ASGI) and the Flask control plane (WSGI)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from a2wsgi import WSGIMiddleware
+from sqlalchemy.orm import Session, sessionmaker
+
+from neurondock_platform import dispatch
+from neurondock_platform.app import create_app
+from neurondock_platform.config import Settings
+from neurondock_platform.dataplane import runtime
+from neurondock_platform.dataplane.runtime import Receive, RuntimeApp, Scope, Send
+from neurondock_platform.db import make_engine, make_sessionmaker
+
+log = logging.getLogger(__name__)
+
+
+class NeurondockASGI:
+    """Send ``/endpoints/*`` to the runtime app on the event loop and everything else to Flask."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        session_factory: sessionmaker[Session] | None = None,
+        dispatcher: dispatch.Dispatcher | None = None,
+        wsgi_threads: int = 16,
+    ) -> None:
+        self.settings = settings
+        factory = session_factory or make_sessionmaker(make_engine(settings.database_url))
+        self.flask_app = create_app(settings, session_factory=factory, dispatcher=dispatcher)
+        self.wsgi = WSGIMiddleware(self.flask_app, workers=wsgi_threads)  # type: ignore[arg-type]
+        credentials = self.flask_app.extensions["neurondock_credentials"]
+        self.runtime = RuntimeApp(settings, factory, credentials)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "lifespan":
+            await self._lifespan(receive, send)
+        elif kind == "http" and runtime.matches(scope["path"]):
+            await self.runtime(scope, receive, send)
+        else:
+            await self.wsgi(scope, receive, send)  # type: ignore[arg-type]
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await self.runtime.startup()
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.runtime.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+
+def uvicorn_config(app: Any, settings: Settings, **overrides: Any) -> Any:
+    """A uvicorn config with the serving choices neurondock relies on."""
+    import uvicorn
+
+    options: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        "lifespan": "on",
+        "log_level": "warning",
+        "access_log": False,
+        "timeout_keep_alive": 75,
+        # boto3 sends Expect: 100-continue on uploads; uvicorn answers it when the app reads the body.
+        "http": "httptools",
+        "loop": "uvloop",
+    }
+    options.update(overrides)
+    return uvicorn.Config(app, **options)
+
+
+def serve(settings: Settings) -> None:
+    """Serve the platform on ``settings.host:settings.port`` until SIGINT/SIGTERM."""
+    import uvicorn
+
+    app = NeurondockASGI(settings)
+    uvicorn.Server(uvicorn_config(app, settings)).run()

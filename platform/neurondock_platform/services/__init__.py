@@ -1,0 +1,1 @@
+"""Domain verbs: plain functions taking a SQLAlchemy session, raising typed errors."""

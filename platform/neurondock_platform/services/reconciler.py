@@ -1,0 +1,298 @@
+"""The endpoint reconciler: one idempotent function that converges an endpoint to its desired state.
+
+Desired state lives in the database (Endpoint.status, EndpointVariant.desired_*); the host agents
+report what actually runs (Replica.state). Running this twice, or after a crash, is safe: every pass
+reads both and only does what is missing. A pass that sees ``Endpoint.generation`` move on stops,
+because a newer pass owns the endpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from neurondock_platform.db import session_scope, utcnow
+from neurondock_platform.models import (
+    Endpoint,
+    EndpointStatus,
+    EndpointVariant,
+    Replica,
+    ReplicaState,
+    Tag,
+)
+from neurondock_platform.services import placement
+from neurondock_platform.services.images import UnsupportedImageError, resolve_image
+from neurondock_platform.services.instance_types import chips_for
+
+log = logging.getLogger(__name__)
+
+FAILURE_REASON_MAX = 1024
+SERVING = (EndpointStatus.CREATING, EndpointStatus.UPDATING, EndpointStatus.SYSTEM_UPDATING, EndpointStatus.IN_SERVICE)
+DONE_STATES = (ReplicaState.STOPPED, ReplicaState.FAILED)
+
+
+@dataclass(frozen=True)
+class ReconcileOptions:
+    """Deadlines and poll interval of one reconcile pass."""
+
+    startup_timeout: float = 600.0
+    stop_timeout: float = 30.0
+    capacity_wait: float = 15.0
+    heartbeat_timeout: float = 15.0
+    poll_interval: float = 0.05
+
+
+class _Superseded(Exception):
+    """A newer desired state arrived while this pass was waiting."""
+
+
+def reconcile_endpoint(
+    factory: sessionmaker[Session],
+    endpoint_id: int,
+    options: ReconcileOptions | None = None,
+    *,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> str:
+    """Converge one endpoint; returns what the pass ended with (for logs and tests)."""
+    opts = options or ReconcileOptions()
+    with session_scope(factory) as session:
+        endpoint = session.get(Endpoint, endpoint_id)
+        if endpoint is None:
+            return "gone"
+        status, generation = endpoint.status, endpoint.generation
+    try:
+        if status == EndpointStatus.DELETING:
+            return _delete(factory, endpoint_id, generation, opts, clock, sleep)
+        if status in (EndpointStatus.FAILED, EndpointStatus.OUT_OF_SERVICE):
+            _stop_replicas(factory, endpoint_id)
+            return status.value
+        return _converge(factory, endpoint_id, generation, opts, clock, sleep)
+    except _Superseded:
+        return "superseded"
+
+
+def _check_generation(session: Session, endpoint_id: int, generation: int) -> Endpoint:
+    endpoint = session.get(Endpoint, endpoint_id)
+    if endpoint is None or endpoint.generation != generation:
+        raise _Superseded()
+    return endpoint
+
+
+def _stop_replicas(factory: sessionmaker[Session], endpoint_id: int) -> None:
+    with session_scope(factory) as session:
+        for replica in session.scalars(select(Replica).where(Replica.endpoint_id == endpoint_id)):
+            replica.desired_state = "stopped"
+
+
+def _delete(
+    factory: sessionmaker[Session],
+    endpoint_id: int,
+    generation: int,
+    opts: ReconcileOptions,
+    clock: Callable[[], float],
+    sleep: Callable[[float], None],
+) -> str:
+    _stop_replicas(factory, endpoint_id)
+    deadline = clock() + opts.stop_timeout
+    while True:
+        with session_scope(factory) as session:
+            _check_generation(session, endpoint_id, generation)
+            live = {h.id for h in placement.live_hosts(session, opts.heartbeat_timeout)}
+            waiting = [
+                r
+                for r in session.scalars(select(Replica).where(Replica.endpoint_id == endpoint_id))
+                if r.state not in DONE_STATES and r.host_id in live and r.pid is not None
+            ]
+        if not waiting or clock() > deadline:
+            break
+        sleep(opts.poll_interval)
+    with session_scope(factory) as session:
+        endpoint = _check_generation(session, endpoint_id, generation)
+        session.execute(delete(Tag).where(Tag.resource_arn == endpoint.arn, Tag.account_id == endpoint.account_id))
+        session.execute(delete(Replica).where(Replica.endpoint_id == endpoint_id))
+        session.delete(endpoint)
+    return "deleted"
+
+
+def _fail(factory: sessionmaker[Session], endpoint_id: int, generation: int, reason: str) -> str:
+    with session_scope(factory) as session:
+        endpoint = _check_generation(session, endpoint_id, generation)
+        if endpoint.status == EndpointStatus.CREATING:
+            endpoint.status = EndpointStatus.FAILED
+            for replica in session.scalars(select(Replica).where(Replica.endpoint_id == endpoint_id)):
+                replica.desired_state = "stopped"
+        else:
+            # A failed update leaves the endpoint serving on what it had (API_EndpointMetadata).
+            endpoint.status = EndpointStatus.IN_SERVICE
+        endpoint.failure_reason = reason[:FAILURE_REASON_MAX]
+        for variant in endpoint.variants:
+            variant.variant_status = None
+        endpoint.touch()
+    return "failed"
+
+
+def _place(session: Session, endpoint: Endpoint, opts: ReconcileOptions) -> None:
+    """Create or move replica rows so each variant has its desired count on live hosts."""
+    hosts = placement.live_hosts(session, opts.heartbeat_timeout)
+    live_ids = {h.id for h in hosts}
+    all_replicas = list(session.scalars(select(Replica).where(Replica.desired_state == "running")))
+    chips = {}
+    variant_types = {v.id: v.instance_type for v in session.scalars(select(EndpointVariant))}
+    for r in all_replicas:
+        chips[r.id] = chips_for(variant_types.get(r.variant_id, ""))
+    for variant in endpoint.variants:
+        existing = {
+            r.ordinal: r
+            for r in session.scalars(select(Replica).where(Replica.variant_id == variant.id))
+        }
+        for ordinal, replica in existing.items():
+            if ordinal >= variant.desired_instance_count:
+                replica.desired_state = "stopped"
+        for ordinal in range(variant.desired_instance_count):
+            replica = existing.get(ordinal)
+            if replica is not None and replica.host_id in live_ids and replica.desired_state == "running":
+                continue
+            if replica is not None and replica.host_id in live_ids:
+                # Scaled back up after a scale-down: reuse the row.
+                replica.desired_state = "running"
+                replica.state = ReplicaState.PENDING
+                replica.failure_reason = None
+                continue
+            caps = placement.capacities(hosts, all_replicas, chips, variant.id)
+            host = placement.choose_host(caps, chips_for(variant.instance_type))
+            if replica is None:
+                replica = Replica(
+                    endpoint_id=endpoint.id, variant_id=variant.id, host_id=host.host_id, ordinal=ordinal
+                )
+                session.add(replica)
+            else:
+                # Its host stopped heartbeating: move the instance (SystemUpdating on SageMaker).
+                replica.host_id = host.host_id
+                replica.state = ReplicaState.PENDING
+                replica.pid = None
+                replica.address = None
+            replica.desired_state = "running"
+            session.flush()
+            all_replicas.append(replica)
+            chips[replica.id] = chips_for(variant.instance_type)
+
+
+def _failure_reason(variant: EndpointVariant, replica: Replica) -> str:
+    reason = (
+        f"The primary container for production variant {variant.name} did not pass the ping health check: "
+        f"{replica.failure_reason or 'the replica exited'}"
+    )
+    if replica.log_tail:
+        reason += f" Last log lines: {replica.log_tail.strip()[-600:]}"
+    return reason
+
+
+def _converge(
+    factory: sessionmaker[Session],
+    endpoint_id: int,
+    generation: int,
+    opts: ReconcileOptions,
+    clock: Callable[[], float],
+    sleep: Callable[[float], None],
+) -> str:
+    # 1. Images first: an unsupported one fails the endpoint before anything starts.
+    with session_scope(factory) as session:
+        endpoint = _check_generation(session, endpoint_id, generation)
+        for variant in endpoint.variants:
+            try:
+                resolve_image(variant.container.get("Image"))
+            except UnsupportedImageError as exc:
+                return _fail(factory, endpoint_id, generation, f"Production variant {variant.name}: {exc}")
+    # 2. Place replicas, waiting a little for a host agent to come up.
+    capacity_deadline = clock() + opts.capacity_wait
+    while True:
+        try:
+            with session_scope(factory) as session:
+                endpoint = _check_generation(session, endpoint_id, generation)
+                _place(session, endpoint, opts)
+            break
+        except placement.InsufficientCapacity as exc:
+            if clock() > capacity_deadline:
+                return _fail(factory, endpoint_id, generation, str(exc))
+            sleep(opts.poll_interval * 4)
+    # 3. Wait for every desired replica to report Ready (or one to fail).
+    deadline = clock() + opts.startup_timeout
+    while True:
+        with session_scope(factory) as session:
+            endpoint = _check_generation(session, endpoint_id, generation)
+            pending = 0
+            for variant in endpoint.variants:
+                replicas = session.scalars(
+                    select(Replica).where(Replica.variant_id == variant.id, Replica.desired_state == "running")
+                )
+                for replica in replicas:
+                    if replica.state == ReplicaState.FAILED:
+                        reason = _failure_reason(variant, replica)
+                        session.rollback()
+                        return _fail(factory, endpoint_id, generation, reason)
+                    if replica.state != ReplicaState.READY:
+                        pending += 1
+            if pending == 0:
+                _mark_in_service(session, endpoint)
+                _forget_stopped(session, endpoint_id)
+                return "InService"
+        if clock() > deadline:
+            return _fail(
+                factory,
+                endpoint_id,
+                generation,
+                f"Timed out after {opts.startup_timeout:.0f} s waiting for {pending} replica(s) to pass the ping "
+                "health check.",
+            )
+        sleep(opts.poll_interval)
+
+
+def _mark_in_service(session: Session, endpoint: Endpoint) -> None:
+    now = utcnow()
+    for variant in endpoint.variants:
+        image = resolve_image(variant.container.get("Image"))
+        variant.current_instance_count = variant.desired_instance_count
+        variant.current_weight = variant.desired_weight
+        variant.variant_status = None
+        variant.status_message = None
+        variant.extra = {
+            **variant.extra,
+            "deployed_images": [
+                {
+                    "SpecifiedImage": image.specified,
+                    "ResolvedImage": image.resolved,
+                    "ResolutionTime": now.timestamp(),
+                }
+            ],
+        }
+    if endpoint.status != EndpointStatus.IN_SERVICE or endpoint.failure_reason:
+        endpoint.status = EndpointStatus.IN_SERVICE
+        endpoint.failure_reason = None
+        endpoint.touch()
+
+
+def _forget_stopped(session: Session, endpoint_id: int) -> None:
+    session.execute(
+        delete(Replica).where(
+            Replica.endpoint_id == endpoint_id,
+            Replica.desired_state == "stopped",
+            Replica.state.in_([s.value for s in DONE_STATES]),
+        )
+    )
+
+
+def endpoints_needing_reconcile(session: Session) -> list[int]:
+    """Endpoints in a transitional state: re-enqueued when a worker starts (crash recovery)."""
+    transitional = (
+        EndpointStatus.CREATING,
+        EndpointStatus.UPDATING,
+        EndpointStatus.SYSTEM_UPDATING,
+        EndpointStatus.DELETING,
+    )
+    return list(session.scalars(select(Endpoint.id).where(Endpoint.status.in_([s.value for s in transitional]))))
