@@ -39,7 +39,15 @@ DEFAULT_MODEL_FILENAME = "model.pt"
 CUSTOM_ATTRIBUTES_HEADER = "X-Amzn-SageMaker-Custom-Attributes"
 
 Hook = Callable[..., Any]
-_HOOK_NAMES = ("model_fn", "input_fn", "predict_fn", "output_fn", "transform_fn", "pre_model_fn", "model_warmup_fn")
+_HOOK_NAMES = (
+    "model_fn",
+    "input_fn",
+    "predict_fn",
+    "output_fn",
+    "transform_fn",
+    "pre_model_fn",
+    "model_warmup_fn",
+)
 
 
 class InferenceError(Exception):
@@ -156,7 +164,9 @@ def default_model_fn(model_dir: str) -> Any:
     try:
         model = torch.jit.load(str(path), map_location="cpu")
     except RuntimeError as exc:
-        raise ModelLoadError(f"Failed to load {path}. Please ensure model is saved using torchscript.") from exc
+        raise ModelLoadError(
+            f"Failed to load {path}. Please ensure model is saved using torchscript."
+        ) from exc
     model.eval()
     return model
 
@@ -374,7 +384,9 @@ class Handler:
                 try:
                     data = body.decode("utf-8")
                 except UnicodeDecodeError as exc:
-                    raise InputDecodeError(f"The request body is not valid UTF-8 {content_type}: {exc}") from exc
+                    raise InputDecodeError(
+                        f"The request body is not valid UTF-8 {content_type}: {exc}"
+                    ) from exc
             result = _call(self.transform_fn, (self.model, data, content_type, accept), context)
             response_type = context.response_headers.get("Content-Type") or accept
             if isinstance(result, tuple):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -61,10 +62,8 @@ class ReplicaServer:
         """Answer frames on one connection, one request at a time, until the peer closes it."""
         sock = writer.get_extra_info("socket")
         if sock is not None:
-            try:
+            with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            except OSError:
-                pass
         self._writers.add(writer)
         try:
             while True:
@@ -111,7 +110,11 @@ class ReplicaServer:
                 self._idle.set()
         if result.status >= 400:
             # The replica log is this platform's CloudWatch: keep the traceback where users look.
-            print(f"invocation failed with status {result.status}: {result.message}", file=sys.stderr, flush=True)
+            print(
+                f"invocation failed with status {result.status}: {result.message}",
+                file=sys.stderr,
+                flush=True,
+            )
         return {
             "status": result.status,
             "content_type": result.content_type,

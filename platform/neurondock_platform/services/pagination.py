@@ -1,0 +1,137 @@
+"""Keyset pagination behind opaque ``NextToken`` strings, as every SageMaker List* operation pages.
+
+A token carries the sort value and id of the last row returned plus a fingerprint of the query it
+belongs to, so pages stay stable while rows are added and a token cannot be replayed on another query.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from sqlalchemy import Select, and_, or_
+from sqlalchemy.orm import InstrumentedAttribute, Session
+
+from neurondock_platform.errors import ValidationException
+
+T = TypeVar("T")
+
+ASCENDING = "Ascending"
+DESCENDING = "Descending"
+DEFAULT_MAX_RESULTS = 10
+
+
+@dataclass(frozen=True)
+class PageRequest:
+    """What the caller asked for: page size, where to resume and the order."""
+
+    max_results: int = DEFAULT_MAX_RESULTS
+    next_token: str | None = None
+    sort_by: str = "CreationTime"
+    sort_order: str = DESCENDING
+
+
+@dataclass(frozen=True)
+class Page(Generic[T]):
+    """One page of rows and the token of the next page (None on the last)."""
+
+    items: list[T]
+    next_token: str | None
+
+
+def fingerprint(**parts: Any) -> str:
+    """Return a short stable digest of a query's filters and order."""
+    canonical = json.dumps(parts, sort_keys=True, default=_json_default, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, dt.datetime):
+        return value.isoformat()
+    return str(value)
+
+
+def encode_token(payload: Mapping[str, Any]) -> str:
+    """Return an opaque token for a payload."""
+    raw = json.dumps(payload, separators=(",", ":"), default=_json_default).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_token(token: str) -> dict[str, Any]:
+    """Return the payload of a token; raise ValidationException when it is not one of ours."""
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        payload = json.loads(raw)
+    except (binascii.Error, ValueError, UnicodeDecodeError) as exc:
+        raise invalid_token() from exc
+    if not isinstance(payload, dict):
+        raise invalid_token()
+    return payload
+
+
+def invalid_token() -> ValidationException:
+    return ValidationException("Invalid pagination token: NextToken must be a value returned by the same request.")
+
+
+def _encode_value(value: Any) -> list[Any]:
+    if isinstance(value, dt.datetime):
+        return ["dt", value.isoformat()]
+    return ["v", value]
+
+
+def _decode_value(encoded: Any) -> Any:
+    if not isinstance(encoded, list) or len(encoded) != 2:
+        raise invalid_token()
+    kind, value = encoded
+    if kind == "dt" and isinstance(value, str):
+        try:
+            return dt.datetime.fromisoformat(value)
+        except ValueError as exc:
+            raise invalid_token() from exc
+    if kind == "v" and isinstance(value, str | int | float):
+        return value
+    raise invalid_token()
+
+
+def paginate(
+    session: Session,
+    stmt: Select[tuple[T]],
+    *,
+    sort_column: InstrumentedAttribute[Any],
+    id_column: InstrumentedAttribute[int],
+    request: PageRequest,
+    scope: str,
+) -> Page[T]:
+    """Run ``stmt`` ordered by ``sort_column`` (ties by id) and return the requested page."""
+    descending = request.sort_order == DESCENDING
+    if request.next_token:
+        payload = decode_token(request.next_token)
+        last_id = payload.get("i")
+        if payload.get("s") != scope or not isinstance(last_id, int) or isinstance(last_id, bool):
+            raise invalid_token()
+        last_value = _decode_value(payload.get("v"))
+        if descending:
+            after = or_(sort_column < last_value, and_(sort_column == last_value, id_column < last_id))
+        else:
+            after = or_(sort_column > last_value, and_(sort_column == last_value, id_column > last_id))
+        stmt = stmt.where(after)
+    order = (sort_column.desc(), id_column.desc()) if descending else (sort_column.asc(), id_column.asc())
+    rows = list(session.scalars(stmt.order_by(*order).limit(request.max_results + 1)))
+    if len(rows) <= request.max_results:
+        return Page(rows, None)
+    rows = rows[: request.max_results]
+    last = rows[-1]
+    token = encode_token(
+        {
+            "s": scope,
+            "v": _encode_value(getattr(last, sort_column.key)),
+            "i": getattr(last, id_column.key),
+        }
+    )
+    return Page(rows, token)

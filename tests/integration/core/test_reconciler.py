@@ -1,0 +1,192 @@
+"""The endpoint reconciler against a real database, with the host agent played by a fake."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+from sqlalchemy import select
+
+from neurondock_platform.db import session_scope, utcnow
+from neurondock_platform.models import Endpoint, EndpointStatus, EndpointVariant, Host, Replica, ReplicaState
+from neurondock_platform.services.reconciler import ReconcileOptions, reconcile_endpoint
+from tests.conftest import ACCOUNT_ID
+
+IMAGE = "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-inference:2.1.0-cpu-py310"
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class FakeAgent:
+    """Plays every host agent: each 'sleep' of the reconciler is one agent pass."""
+
+    def __init__(self, factory, clock: FakeClock, *, fail: bool = False, hosts: tuple[str, ...] = ("h1",)) -> None:
+        self.factory, self.clock, self.fail, self.hosts = factory, clock, fail, hosts
+        self.passes = 0
+
+    def __call__(self, seconds: float) -> None:
+        self.clock.now += seconds
+        self.passes += 1
+        with session_scope(self.factory) as session:
+            for host in session.scalars(select(Host).where(Host.id.in_(self.hosts))):
+                host.last_heartbeat = utcnow()
+            for r in session.scalars(select(Replica).where(Replica.host_id.in_(self.hosts))):
+                if r.desired_state == "stopped":
+                    r.state = ReplicaState.STOPPED
+                elif self.fail:
+                    r.state, r.failure_reason, r.pid = ReplicaState.FAILED, "model_fn raised: boom", 42
+                    r.log_tail = "Traceback...\nRuntimeError: boom"
+                else:
+                    r.state, r.address, r.pid = ReplicaState.READY, f"127.0.0.1:{9000 + r.id}", 42
+
+
+def add_hosts(factory, chips=(16,)) -> None:
+    with session_scope(factory) as session:
+        for i, c in enumerate(chips, start=1):
+            session.add(Host(id=f"h{i}", address="127.0.0.1", chips=c))
+
+
+_ids = itertools.count()
+
+
+def add_endpoint(factory, *, instance_type="ml.c5.large", count=1, image=IMAGE, status=EndpointStatus.CREATING) -> int:
+    n = next(_ids)
+    with session_scope(factory) as session:
+        ep = Endpoint(account_id=ACCOUNT_ID, name=f"ep{n}", arn=f"arn:ep{n}", endpoint_config_name=f"c{n}",
+                      status=status)
+        ep.variants.append(EndpointVariant(name="AllTraffic", model_name="m", instance_type=instance_type,
+                                           desired_instance_count=count,
+                                           container={"Image": image, "ModelDataUrl": "s3://b/k"}))
+        session.add(ep)
+        session.flush()
+        return ep.id
+
+
+def run(factory, endpoint_id, agent, clock, **opts):
+    return reconcile_endpoint(factory, endpoint_id, ReconcileOptions(**opts), clock=clock, sleep=agent)
+
+
+def test_creating_becomes_in_service_with_all_replicas(session_factory):
+    add_hosts(session_factory)
+    clock = FakeClock()
+    agent = FakeAgent(session_factory, clock)
+    agent(0)  # first heartbeat
+    eid = add_endpoint(session_factory, count=3)
+    assert run(session_factory, eid, agent, clock) == "InService"
+    with session_scope(session_factory) as s:
+        ep = s.get(Endpoint, eid)
+        assert ep.status == EndpointStatus.IN_SERVICE and ep.failure_reason is None
+        v = ep.variants[0]
+        assert (v.current_instance_count, v.current_weight) == (3, 1.0)
+        assert v.extra["deployed_images"][0]["SpecifiedImage"] == IMAGE
+        assert len(s.scalars(select(Replica).where(Replica.endpoint_id == eid)).all()) == 3
+    # Idempotent: a second pass changes nothing and ends InService.
+    assert run(session_factory, eid, agent, clock) == "InService"
+
+
+def test_failing_replica_fails_endpoint_with_reason_and_logs(session_factory):
+    add_hosts(session_factory)
+    clock = FakeClock()
+    agent = FakeAgent(session_factory, clock, fail=True)
+    agent(0)
+    eid = add_endpoint(session_factory)
+    assert run(session_factory, eid, agent, clock) == "failed"
+    with session_scope(session_factory) as s:
+        ep = s.get(Endpoint, eid)
+        assert ep.status == EndpointStatus.FAILED
+        assert "did not pass the ping health check: model_fn raised: boom" in ep.failure_reason
+        assert "RuntimeError: boom" in ep.failure_reason
+        assert all(r.desired_state == "stopped" for r in s.scalars(select(Replica)))
+
+
+def test_unsupported_image_fails_before_placing(session_factory):
+    add_hosts(session_factory)
+    clock = FakeClock()
+    agent = FakeAgent(session_factory, clock)
+    agent(0)
+    eid = add_endpoint(session_factory, image="docker.io/library/nginx:latest")
+    assert run(session_factory, eid, agent, clock) == "failed"
+    with session_scope(session_factory) as s:
+        assert "is not supported by neurondock" in s.get(Endpoint, eid).failure_reason
+        assert s.scalars(select(Replica)).all() == []
+
+
+def test_no_live_host_fails_with_capacity_reason(session_factory):
+    clock = FakeClock()
+    agent = FakeAgent(session_factory, clock, hosts=())
+    eid = add_endpoint(session_factory)
+    assert run(session_factory, eid, agent, clock, capacity_wait=1.0) == "failed"
+    with session_scope(session_factory) as s:
+        assert "InsufficientInstanceCapacity" in s.get(Endpoint, eid).failure_reason
+
+
+def test_inf1_instances_need_their_chips_on_one_host(session_factory):
+    add_hosts(session_factory, chips=(2, 2))
+    clock = FakeClock()
+    agent = FakeAgent(session_factory, clock, hosts=("h1", "h2"))
+    agent(0)
+    too_big = add_endpoint(session_factory, instance_type="ml.inf1.6xlarge")
+    assert run(session_factory, too_big, agent, clock, capacity_wait=0.5) == "failed"
+    spread = add_endpoint(session_factory, instance_type="ml.inf1.xlarge", count=2)
+    assert run(session_factory, spread, agent, clock) == "InService"
+    with session_scope(session_factory) as s:
+        hosts = sorted(r.host_id for r in s.scalars(select(Replica).where(Replica.endpoint_id == spread)))
+        assert hosts == ["h1", "h2"]
+
+
+def test_deleting_stops_replicas_then_removes_the_endpoint(session_factory):
+    add_hosts(session_factory)
+    clock = FakeClock()
+    agent = FakeAgent(session_factory, clock)
+    agent(0)
+    eid = add_endpoint(session_factory, count=2)
+    assert run(session_factory, eid, agent, clock) == "InService"
+    with session_scope(session_factory) as s:
+        ep = s.get(Endpoint, eid)
+        ep.status, ep.generation = EndpointStatus.DELETING, ep.generation + 1
+    assert run(session_factory, eid, agent, clock) == "deleted"
+    with session_scope(session_factory) as s:
+        assert s.get(Endpoint, eid) is None
+        assert s.scalars(select(Replica)).all() == []
+    assert run(session_factory, eid, agent, clock) == "gone"
+
+
+def test_a_newer_generation_supersedes_a_waiting_pass(session_factory):
+    add_hosts(session_factory)
+    clock = FakeClock()
+    eid = add_endpoint(session_factory)
+
+    def bump_then_agent(seconds: float) -> None:
+        with session_scope(session_factory) as s:
+            s.get(Endpoint, eid).generation += 1
+        FakeAgent(session_factory, clock)(seconds)
+
+    FakeAgent(session_factory, clock)(0)
+    assert run(session_factory, eid, bump_then_agent, clock) == "superseded"
+
+
+@pytest.mark.parametrize("count", [1, 2])
+def test_scale_down_stops_extra_replicas(session_factory, count):
+    add_hosts(session_factory)
+    clock = FakeClock()
+    agent = FakeAgent(session_factory, clock)
+    agent(0)
+    eid = add_endpoint(session_factory, count=3)
+    assert run(session_factory, eid, agent, clock) == "InService"
+    with session_scope(session_factory) as s:
+        ep = s.get(Endpoint, eid)
+        ep.variants[0].desired_instance_count = count
+        ep.status, ep.generation = EndpointStatus.UPDATING, ep.generation + 1
+    assert run(session_factory, eid, agent, clock) == "InService"
+    agent(0)
+    assert run(session_factory, eid, agent, clock) == "InService"
+    with session_scope(session_factory) as s:
+        running = s.scalars(select(Replica).where(Replica.desired_state == "running")).all()
+        assert len(running) == count
+        assert s.get(Endpoint, eid).variants[0].current_instance_count == count

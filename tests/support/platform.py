@@ -1,0 +1,142 @@
+"""Run the real platform (`neurondock up`) on a loopback port for end-to-end tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ACCESS_KEY = "AKNDE2EROOT000000001"
+SECRET_KEY = "e2e-secret-key-neurondock-000000000001"
+ACCOUNT_ID = "210987654321"
+REGION = "us-east-1"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Platform:
+    """A `neurondock up` process tree and clients pointed at it."""
+
+    data_dir: Path
+    database_url: str = ""
+    broker_url: str = ""
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen[str] | None = None
+    output: list[str] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "NEURONDOCK_"))}
+        env.update(
+            NEURONDOCK_DATA_DIR=str(self.data_dir),
+            NEURONDOCK_PORT=str(self.port),
+            NEURONDOCK_ROOT_ACCESS_KEY_ID=ACCESS_KEY,
+            NEURONDOCK_ROOT_SECRET_ACCESS_KEY=SECRET_KEY,
+            NEURONDOCK_ACCOUNT_ID=ACCOUNT_ID,
+            NEURONDOCK_HOST_ID="host-e2e",
+            PYTHONUNBUFFERED="1",
+        )
+        if self.database_url:
+            env["NEURONDOCK_DATABASE_URL"] = self.database_url
+        if self.broker_url:
+            env["NEURONDOCK_BROKER_URL"] = self.broker_url
+        return env
+
+    def start(self, timeout: float = 90.0) -> None:
+        """Start `neurondock up` and wait until it prints its banner."""
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "neurondock_platform.cli", "up"],
+            env=self.env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        deadline = time.monotonic() + timeout
+        assert self.process.stdout is not None
+        os.set_blocking(self.process.stdout.fileno(), False)
+        buffer = ""
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"neurondock up exited early:\n{buffer}\n{self.logs()}")
+            chunk = self.process.stdout.read()
+            if chunk:
+                buffer += chunk
+                if "Ctrl-C stops everything." in buffer:
+                    self.output.append(buffer)
+                    return
+            time.sleep(0.05)
+        raise RuntimeError(f"neurondock up did not become ready:\n{buffer}\n{self.logs()}")
+
+    def stop(self, timeout: float = 30.0) -> int:
+        """Send SIGTERM to `up` and wait for the whole tree to exit."""
+        if self.process is None:
+            return 0
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        code = self.process.returncode
+        self.process = None
+        return code
+
+    def logs(self) -> str:
+        """Every child's log, for failure messages."""
+        out = []
+        for path in sorted((self.data_dir / "logs").glob("*.log")):
+            out.append(f"--- {path.name} ---\n{path.read_text(errors='replace')[-4000:]}")
+        return "\n".join(out)
+
+    def ping(self) -> bool:
+        try:
+            with urllib.request.urlopen(self.url + "/ping", timeout=1) as resp:
+                return bool(resp.status == 200)
+        except OSError:
+            return False
+
+    def client(self, service: str, **kwargs: Any) -> Any:
+        """A real boto3 client pointed at the platform."""
+        import boto3
+        from botocore.config import Config
+
+        url = self.url + "/s3" if service == "s3" else self.url
+        return boto3.client(
+            service,
+            endpoint_url=url,
+            region_name=REGION,
+            aws_access_key_id=kwargs.pop("access_key", ACCESS_KEY),
+            aws_secret_access_key=kwargs.pop("secret_key", SECRET_KEY),
+            config=Config(retries={"max_attempts": 2, "mode": "standard"}, read_timeout=90, **kwargs),
+        )
+
+    def cli_env(self) -> dict[str, str]:
+        """Environment for the AWS CLI: the export lines `up` prints."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+        env.update(
+            AWS_ENDPOINT_URL_SAGEMAKER=self.url,
+            AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME=self.url,
+            AWS_ENDPOINT_URL_S3=self.url + "/s3",
+            AWS_ACCESS_KEY_ID=ACCESS_KEY,
+            AWS_SECRET_ACCESS_KEY=SECRET_KEY,
+            AWS_DEFAULT_REGION=REGION,
+            AWS_CONFIG_FILE="/dev/null",
+            AWS_SHARED_CREDENTIALS_FILE="/dev/null",
+        )
+        return env

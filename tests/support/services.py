@@ -1,0 +1,73 @@
+"""Find out whether PostgreSQL and Redis are reachable, so tests needing them can skip, saying why."""
+
+from __future__ import annotations
+
+import socket
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+REDIS_URL = "redis://127.0.0.1:6379"
+
+
+def port_open(host: str, port: int) -> bool:
+    """Whether something accepts TCP connections there."""
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def postgres_available() -> bool:
+    if not port_open("127.0.0.1", 5432):
+        return False
+    try:
+        import sqlalchemy as sa
+
+        engine = sa.create_engine(PG_ADMIN_URL)
+        with engine.connect() as conn:
+            conn.execute(sa.text("select 1"))
+        engine.dispose()
+        return True
+    except Exception:
+        return False
+
+
+def redis_available() -> bool:
+    return port_open("127.0.0.1", 6379)
+
+
+@contextmanager
+def fresh_postgres_database() -> Iterator[str]:
+    """Create a throwaway database and yield its URL; drop it afterwards."""
+    import sqlalchemy as sa
+
+    name = f"nd_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def fresh_redis_url() -> str:
+    """A Redis URL on a database number of its own (flushed first)."""
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL)
+    for db in range(1, 16):
+        candidate = redis.Redis.from_url(f"{REDIS_URL}/{db}")
+        if candidate.dbsize() == 0:
+            candidate.close()
+            client.close()
+            return f"{REDIS_URL}/{db}"
+        candidate.close()
+    client.close()
+    redis.Redis.from_url(f"{REDIS_URL}/15").flushdb()
+    return f"{REDIS_URL}/15"

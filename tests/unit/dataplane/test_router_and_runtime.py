@@ -1,0 +1,188 @@
+"""The runtime front door and the router, with replicas played by a fake caller."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+from typing import Any
+
+import pytest
+
+from neurondock_platform.api.auth import CredentialCache
+from neurondock_platform.dataplane.client import ReplicaTimeout, ReplicaUnavailable
+from neurondock_platform.dataplane.router import Router
+from neurondock_platform.dataplane.routing import EndpointRoute, ReplicaRoute, VariantRoute
+from neurondock_platform.dataplane.runtime import RuntimeApp
+from neurondock_platform.models import EndpointStatus
+from tests.conftest import ACCOUNT_ID, sign
+
+
+class StaticTable:
+    """A routing table that never touches a database."""
+
+    def __init__(self, routes: dict[tuple[str, str], EndpointRoute]) -> None:
+        self.routes = routes
+        self.invalidated: list[int] = []
+
+    async def get(self, account_id: str, name: str) -> EndpointRoute | None:
+        return self.routes.get((account_id, name))
+
+    def invalidate_replica(self, replica_id: int) -> None:
+        self.invalidated.append(replica_id)
+
+    def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+class FakeCaller:
+    def __init__(self, behaviour: dict[str, Any] | None = None) -> None:
+        self.behaviour = behaviour or {}
+        self.calls: list[tuple[str, dict[str, Any], bytes]] = []
+
+    async def call(self, address, meta, body, timeout):
+        self.calls.append((address, meta, body))
+        action = self.behaviour.get(address, "echo")
+        if action == "dead":
+            raise ReplicaUnavailable("gone")
+        if action == "slow":
+            raise ReplicaTimeout("slow")
+        if action == "error":
+            return {"status": 400, "message": "bad input"}, b""
+        return {"status": 200, "content_type": "application/json", "model_latency_us": 10}, body
+
+    async def close(self) -> None: ...
+
+
+def route(*variants: tuple[str, float, list[str]], status=EndpointStatus.IN_SERVICE) -> EndpointRoute:
+    ids = iter(range(1, 100))
+    return EndpointRoute(
+        ACCOUNT_ID, "ep", status,
+        tuple(VariantRoute(n, w, tuple(ReplicaRoute(next(ids), a) for a in addrs)) for n, w, addrs in variants),
+    )
+
+
+def test_weighted_variant_choice_follows_weights():
+    r = Router(StaticTable({}), FakeCaller())
+    rt = route(("a", 3.0, ["x:1"]), ("b", 1.0, ["y:1"]))
+    counts = collections.Counter(r.choose_variant(rt, None).name for _ in range(4000))
+    assert 0.70 < counts["a"] / 4000 < 0.80
+
+
+def test_target_variant_overrides_and_unknown_is_rejected():
+    from neurondock_platform.errors import RuntimeValidationError
+
+    r = Router(StaticTable({}), FakeCaller())
+    rt = route(("a", 1.0, ["x:1"]), ("b", 0.0, ["y:1"]))
+    assert r.choose_variant(rt, "b").name == "b"
+    with pytest.raises(RuntimeValidationError):
+        r.choose_variant(rt, "c")
+
+
+def test_least_outstanding_replica():
+    r = Router(StaticTable({}), FakeCaller())
+    v = route(("a", 1.0, ["x:1", "x:2"])).variants[0]
+    r.outstanding[1] = 3
+    assert r.choose_replica(v, set()).address == "x:2"
+
+
+def test_a_dead_replica_is_retried_on_another():
+    table = StaticTable({})
+    caller = FakeCaller({"x:1": "dead"})
+    r = Router(table, caller)
+    rt = route(("a", 1.0, ["x:1", "x:2"]))
+    for _ in range(5):
+        answer = asyncio.run(r.invoke(rt, None, {"op": "invoke"}, b"1", 5))
+        assert answer.meta["status"] == 200
+    assert 1 in table.invalidated
+
+
+async def _asgi(app, method, path, body=b"", headers=None):
+    hdrs = [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
+    sent: list[dict[str, Any]] = []
+    chunks = [body[i:i + 65536] for i in range(0, len(body), 65536)] or [b""]
+
+    async def receive():
+        chunk = chunks.pop(0)
+        return {"type": "http.request", "body": chunk, "more_body": bool(chunks)}
+
+    async def send(message):
+        sent.append(message)
+
+    await app({"type": "http", "method": method, "path": path, "query_string": b"", "headers": hdrs}, receive, send)
+    start = next(m for m in sent if m["type"] == "http.response.start")
+    payload = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    return start["status"], {k.decode(): v.decode() for k, v in start["headers"]}, payload
+
+
+@pytest.fixture
+def runtime_app(settings, session_factory):
+    def make(routes, caller):
+        return RuntimeApp(settings, session_factory, CredentialCache(session_factory), caller=caller,
+                          table=StaticTable(routes))
+    return make
+
+
+def invoke(app, name="ep", body=b'{"x": 1}', headers=None, **sign_kw):
+    url = f"http://localhost/endpoints/{name}/invocations"
+    hdrs = {"Content-Type": "application/json", **(headers or {})}
+    signed = sign("POST", url, body=body, headers=hdrs, **sign_kw)
+    signed["Host"] = "localhost"
+    return asyncio.run(_asgi(app, "POST", f"/endpoints/{name}/invocations", body, signed))
+
+
+def test_invoke_passes_body_and_headers_through(runtime_app):
+    caller = FakeCaller()
+    app = runtime_app({(ACCOUNT_ID, "ep"): route(("AllTraffic", 1.0, ["x:1"]))}, caller)
+    status, headers, body = invoke(app, headers={"X-Amzn-SageMaker-Custom-Attributes": "k=v", "Accept": "application/json"})
+    assert status == 200 and body == b'{"x": 1}'
+    assert headers["x-amzn-invoked-production-variant"] == "AllTraffic"
+    assert caller.calls[0][1]["custom_attributes"] == "k=v"
+    assert caller.calls[0][1]["accept"] == "application/json"
+
+
+def test_unknown_endpoint_is_validation_error(runtime_app):
+    app = runtime_app({}, FakeCaller())
+    status, headers, body = invoke(app, name="missing")
+    assert status == 400 and headers["x-amzn-errortype"] == "ValidationError"
+    assert json.loads(body)["message"] == f"Endpoint missing of account {ACCOUNT_ID} not found."
+
+
+def test_bad_signature_is_rejected_before_routing(runtime_app):
+    caller = FakeCaller()
+    app = runtime_app({(ACCOUNT_ID, "ep"): route(("AllTraffic", 1.0, ["x:1"]))}, caller)
+    status, _, body = invoke(app, secret_key="wrong")
+    assert status == 403 and json.loads(body)["__type"] == "InvalidSignatureException"
+    assert caller.calls == []
+
+
+def test_payload_over_6_mib_is_refused(runtime_app):
+    app = runtime_app({(ACCOUNT_ID, "ep"): route(("AllTraffic", 1.0, ["x:1"]))}, FakeCaller())
+    status, _, body = invoke(app, body=bytes(6 * 1024 * 1024 + 1))
+    assert status == 413 and "6 MiB" in json.loads(body)["message"]
+
+
+def test_model_error_and_timeout_are_424(runtime_app):
+    app = runtime_app({(ACCOUNT_ID, "ep"): route(("AllTraffic", 1.0, ["x:1"]))}, FakeCaller({"x:1": "error"}))
+    status, headers, body = invoke(app)
+    doc = json.loads(body)
+    assert status == 424 and headers["x-amzn-errortype"] == "ModelError"
+    assert doc["OriginalStatusCode"] == 400 and doc["OriginalMessage"] == "bad input"
+    assert doc["Message"].startswith("Received client error (400) from primary")
+    app = runtime_app({(ACCOUNT_ID, "ep"): route(("AllTraffic", 1.0, ["x:1"]))}, FakeCaller({"x:1": "slow"}))
+    status, _, body = invoke(app)
+    assert status == 424 and json.loads(body)["OriginalStatusCode"] == 0
+
+
+def test_creating_endpoint_cannot_be_invoked(runtime_app):
+    app = runtime_app({(ACCOUNT_ID, "ep"): route(("AllTraffic", 1.0, []), status=EndpointStatus.CREATING)},
+                      FakeCaller())
+    status, _, body = invoke(app)
+    assert status == 400 and "Creating" in json.loads(body)["message"]
+
+
+def test_no_ready_replica_is_retryable_503(runtime_app):
+    app = runtime_app({(ACCOUNT_ID, "ep"): route(("AllTraffic", 1.0, []))}, FakeCaller())
+    status, _, _ = invoke(app)
+    assert status == 503
