@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -28,16 +28,32 @@ def settings(tmp_path) -> Settings:
     )
 
 
-@pytest.fixture
-def engine(settings):
+@pytest.fixture(
+    params=[
+        pytest.param("sqlite", id="sqlite"),
+        pytest.param("postgres", id="postgres", marks=pytest.mark.postgres),
+    ]
+)
+def engine(request, settings):
+    """A migrated-by-metadata database: SQLite in the data dir, or a fresh PostgreSQL database."""
     from neurondock_platform import models  # noqa: F401  (registers the tables)
     from neurondock_platform.db import Base, make_engine
+    from tests.support import services
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    eng = make_engine(settings.database_url)
-    Base.metadata.create_all(eng)
-    yield eng
-    eng.dispose()
+    if request.param == "sqlite":
+        eng = make_engine(settings.database_url)
+        Base.metadata.create_all(eng)
+        yield eng
+        eng.dispose()
+        return
+    if not services.postgres_available():
+        pytest.skip("PostgreSQL is not reachable at 127.0.0.1:5432")
+    with services.fresh_postgres_database() as url:
+        eng = make_engine(url)
+        Base.metadata.create_all(eng)
+        yield eng
+        eng.dispose()
 
 
 @pytest.fixture
@@ -124,8 +140,3 @@ def s3_request(client) -> Callable[..., Any]:
         return client.open(parts.path, method=method, query_string=parts.query, data=body, headers=signed)
 
     return call
-
-
-@pytest.fixture
-def fresh_iter() -> Iterator[None]:
-    yield

@@ -15,11 +15,17 @@ def _project_root() -> Path:
     return Path(__file__).resolve().parents[2]
 
 
+def _script_location() -> Path:
+    shipped = Path(__file__).resolve().parent / "_migrations"
+    return shipped if shipped.is_dir() else _project_root() / "migrations"
+
+
 def alembic_config(database_url: str) -> Config:
-    """An Alembic config that reads pyproject.toml and targets ``database_url``."""
+    """An Alembic config targeting ``database_url`` (pyproject's [tool.alembic] when in a checkout)."""
     root = _project_root()
-    cfg = Config(toml_file=str(root / "pyproject.toml"))
-    cfg.set_main_option("script_location", str(root / "migrations"))
+    pyproject = root / "pyproject.toml"
+    cfg = Config(toml_file=str(pyproject)) if pyproject.exists() else Config()
+    cfg.set_main_option("script_location", str(_script_location()))
     cfg.attributes["database_url"] = database_url
     return cfg
 

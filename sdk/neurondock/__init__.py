@@ -19,6 +19,7 @@ from neurondock.errors import (
     SdkError,
     UnexpectedStatusError,
     ValidationError,
+    WaitError,
     WaitTimeoutError,
 )
 from neurondock.model import Model, default_image_uri
@@ -29,6 +30,7 @@ from neurondock.serializers import (
     IdentitySerializer,
     JSONSerializer,
     NumpySerializer,
+    StringSerializer,
     TorchTensorSerializer,
 )
 from neurondock.session import Session
@@ -53,10 +55,12 @@ __all__ = [
     "SdkError",
     "Session",
     "StringDeserializer",
+    "StringSerializer",
     "TorchTensorDeserializer",
     "TorchTensorSerializer",
     "UnexpectedStatusError",
     "ValidationError",
+    "WaitError",
     "WaitTimeoutError",
     "__version__",
     "default_image_uri",

@@ -128,14 +128,14 @@ class Model:
                 local = self.session.download_file(data, Path(tmp) / "source.tar.gz")
             entry_point, source_dir = (self.entry_point, self.source_dir) if repack else (None, None)
             target = Path(tmp) / "model.tar.gz"
+            if not local.exists():
+                raise ConfigurationError(f"model_data is neither an s3:// URI nor a local path: {data}")
             if local.is_dir():
                 packaging.package_folder(local, target, entry_point=entry_point, source_dir=source_dir)
             elif repack:
                 packaging.add_code(local, target, entry_point=entry_point, source_dir=source_dir)
-            elif local.is_file():
-                target = local
             else:
-                raise ConfigurationError(f"model_data is neither an s3:// URI nor a local path: {data}")
+                target = local
             uri = self.session.upload_data(target, key_prefix=key_prefix)
         self._uploaded[cache_key] = uri
         return uri

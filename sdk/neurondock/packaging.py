@@ -66,6 +66,7 @@ class ModelPackage:
 
 def _output(output_path: str | os.PathLike[str] | None) -> Path:
     if output_path is None:
+        # Left for the caller: the archive must outlive this call (to be uploaded or deployed later).
         return Path(tempfile.mkdtemp(prefix="neurondock-")) / "model.tar.gz"
     path = Path(output_path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -137,11 +138,11 @@ def package_folder(
     if not source.is_dir():
         raise ConfigurationError(f"Not a directory: {source}")
     _check_layout(source)
-    output = _output(output_path)
     with tempfile.TemporaryDirectory(prefix="neurondock-pkg-") as tmp:
         staging = Path(tmp) / "model"
         shutil.copytree(source, staging, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", ".*"))
         _copy_code(staging, entry_point, source_dir, requirements)
+        output = _output(output_path)
         members = _write_tar(staging, output)
     package = ModelPackage(path=output, members=members)
     return package.upload(session, bucket, key_prefix) if upload else package
@@ -156,13 +157,13 @@ def add_code(
     requirements: Sequence[str] | None = None,
 ) -> ModelPackage:
     """Repack an existing ``model.tar.gz`` with a handler under ``code/`` (the SageMaker SDK's repack)."""
-    output = _output(output_path)
     with tempfile.TemporaryDirectory(prefix="neurondock-repack-") as tmp:
         staging = Path(tmp) / "model"
         staging.mkdir()
         with tarfile.open(model_tar, "r:*") as tar:
             tar.extractall(staging, filter="data")
         _copy_code(staging, entry_point, source_dir, requirements)
+        output = _output(output_path)
         members = _write_tar(staging, output)
     return ModelPackage(path=output, members=members)
 
@@ -224,12 +225,12 @@ def package_module(
         else:
             kind = type(model).__name__
             raise ConfigurationError(f"Expected a torch.nn.Module or ScriptModule, not {kind}")
-        output = _output(output_path)
         with tempfile.TemporaryDirectory(prefix="neurondock-pkg-") as tmp:
             staging = Path(tmp) / "model"
             staging.mkdir()
             torch.jit.save(scripted, str(staging / model_filename))
             _copy_code(staging, entry_point, source_dir, requirements)
+            output = _output(output_path)
             members = _write_tar(staging, output)
     shape = input_shape_of(example_inputs) if example_inputs is not None else None
     package = ModelPackage(path=output, members=members, input_shape=shape)

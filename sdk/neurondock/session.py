@@ -14,7 +14,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from neurondock import waiters
-from neurondock.errors import ConfigurationError, translate_client_errors
+from neurondock.errors import ConfigurationError, from_client_error, translate_client_errors
 
 logger = logging.getLogger(__name__)
 
@@ -41,12 +41,7 @@ def parse_s3_uri(uri: str) -> tuple[str, str]:
 
 
 class Session:
-    """Holds the sagemaker, sagemaker-runtime and s3 clients for one region and account.
-
-    With ``endpoint_url`` (one neurondock URL) SageMaker and SageMaker Runtime go to ``<url>`` and S3 to
-    ``<url>/s3``. Without it boto3 resolves endpoints itself, including ``AWS_ENDPOINT_URL_SAGEMAKER``,
-    ``AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME`` and ``AWS_ENDPOINT_URL_S3``, so the same code runs on AWS.
-    """
+    """The sagemaker, sagemaker-runtime and s3 clients for one region, on neurondock or AWS alike."""
 
     def __init__(
         self,
@@ -62,6 +57,8 @@ class Session:
         progress: bool = True,
     ) -> None:
         self.boto_session = boto_session or boto3.Session(region_name=region_name)
+        # One neurondock URL serves SageMaker and the runtime at <url> and S3 at <url>/s3. Without it boto3
+        # resolves endpoints itself, AWS_ENDPOINT_URL_SAGEMAKER[_RUNTIME] and AWS_ENDPOINT_URL_S3 included.
         self.endpoint_url = endpoint_url.rstrip("/") if endpoint_url else None
         region = (
             region_name
@@ -90,6 +87,7 @@ class Session:
         self._default_bucket_name = default_bucket
         self._default_bucket: str | None = None
         self._account_id: str | None = None
+        self._account_looked_up = False
 
     def __repr__(self) -> str:
         url = self.endpoint_url or self.sagemaker_client.meta.endpoint_url
@@ -122,12 +120,12 @@ class Session:
 
     def account_id(self) -> str | None:
         """Return the caller's account id from STS GetCallerIdentity, or None when STS is unavailable."""
-        if self._account_id is None:
+        if not self._account_looked_up:
+            self._account_looked_up = True
             try:
                 self._account_id = str(self._sts_client().get_caller_identity()["Account"])
             except (ClientError, BotoCoreError) as exc:
                 logger.info("STS GetCallerIdentity unavailable (%s); using neurondock defaults", exc)
-                return None
         return self._account_id
 
     def expand_role(self, role: str | None) -> str:
@@ -160,8 +158,7 @@ class Session:
                     raise ConfigurationError(
                         f"Bucket {name!r} exists but this account cannot use it; pass default_bucket=..."
                     ) from exc
-                with translate_client_errors():
-                    raise
+                raise from_client_error(exc) from exc
         kwargs: dict[str, Any] = {"Bucket": name}
         if self.region_name != "us-east-1":
             kwargs["CreateBucketConfiguration"] = {"LocationConstraint": self.region_name}
@@ -171,8 +168,7 @@ class Session:
         except ClientError as exc:
             # Another process may have created it between the HEAD and the PUT.
             if exc.response.get("Error", {}).get("Code") != "BucketAlreadyOwnedByYou":
-                with translate_client_errors():
-                    raise
+                raise from_client_error(exc) from exc
 
     def upload_data(
         self,
@@ -181,11 +177,9 @@ class Session:
         key_prefix: str = "data",
         extra_args: dict[str, Any] | None = None,
     ) -> str:
-        """Upload a file or a folder to S3 and return its ``s3://`` URI (multipart above 8 MB).
-
-        A file lands at ``{key_prefix}/{name}``; a folder's files keep their relative paths under
-        ``{key_prefix}/`` and the prefix URI is returned, as in the SageMaker SDK.
-        """
+        """Upload a file or a folder to S3 and return its ``s3://`` URI (multipart above 8 MB)."""
+        # As in the SageMaker SDK: a file lands at {key_prefix}/{name} and its URI is returned; a folder's
+        # files keep their relative paths under {key_prefix}/ and the prefix URI is returned.
         source = Path(path)
         bucket = bucket or self.default_bucket()
         prefix = key_prefix.strip("/")

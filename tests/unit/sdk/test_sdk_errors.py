@@ -12,20 +12,31 @@ from neurondock.session import Session
 
 
 def _client_error(code: str, message: str, status: int = 400, **extra: object) -> ClientError:
-    response = {"Error": {"Code": code, "Message": message}, "ResponseMetadata": {"HTTPStatusCode": status}}
+    response: dict[str, object] = {
+        "Error": {"Code": code, "Message": message},
+        "ResponseMetadata": {"HTTPStatusCode": status},
+    }
     response.update(extra)
-    return ClientError(response, "Op")  # type: ignore[arg-type]
+    return ClientError(response, "Op")
 
 
 @pytest.mark.parametrize(
     ("code", "message", "status", "expected"),
     [
-        ("ValidationException", 'Could not find endpoint "arn:aws:sagemaker:...:endpoint/x".', 400,
-         errors.ResourceNotFound),
+        (
+            "ValidationException",
+            'Could not find endpoint "arn:aws:sagemaker:...:endpoint/x".',
+            400,
+            errors.ResourceNotFound,
+        ),
         ("ValidationError", "Endpoint x of account 123456789012 not found.", 400, errors.ResourceNotFound),
         ("ResourceNotFound", "Could not find compilation job 'j'.", 400, errors.ResourceNotFound),
-        ("ValidationException", "Value 'ml.x' at 'instanceType' failed to satisfy constraint", 400,
-         errors.ValidationError),
+        (
+            "ValidationException",
+            "Value 'ml.x' at 'instanceType' failed to satisfy constraint",
+            400,
+            errors.ValidationError,
+        ),
         ("ResourceInUse", "exists", 400, errors.ResourceInUse),
         ("ResourceLimitExceeded", "quota", 400, errors.ResourceLimitExceeded),
         ("ThrottlingException", "slow down", 400, errors.ThrottlingError),
@@ -68,13 +79,24 @@ def test_errors_pickle_as_their_own_class() -> None:
         "x", resource_name="ep", status="Failed", failure_reason="ping", log_lines=["a", "b"]
     )
     again_failed = pickle.loads(pickle.dumps(failed))
-    assert (again_failed.failure_reason, again_failed.log_lines, again_failed.status) == ("ping", ["a", "b"], "Failed")
-    timeout = pickle.loads(pickle.dumps(errors.WaitTimeoutError("t", resource_name="j", status="STARTING", timeout=2)))
-    assert isinstance(timeout, TimeoutError) and timeout.timeout == 2
+    assert (again_failed.failure_reason, again_failed.log_lines, again_failed.status) == (
+        "ping",
+        ["a", "b"],
+        "Failed",
+    )
+    timeout = pickle.loads(
+        pickle.dumps(errors.WaitTimeoutError("t", resource_name="j", status="STARTING", timeout=2))
+    )
+    assert isinstance(timeout, errors.WaitTimeoutError) and isinstance(timeout, TimeoutError)
+    assert timeout.timeout == 2
 
 
 def test_hierarchy_is_drawn_in_the_module_docstring() -> None:
-    public = [name for name, value in vars(errors).items() if isinstance(value, type) and issubclass(value, Exception)]
+    public = [
+        name
+        for name, value in vars(errors).items()
+        if isinstance(value, type) and issubclass(value, Exception)
+    ]
     for name in public:
         if name != "ClientError":
             assert name in (errors.__doc__ or ""), name

@@ -37,6 +37,7 @@ from neurondock import (
 from .conftest import IMAGE, ROLE, SeedResult, Stubbed, streaming
 
 ENDPOINT = "resnet-ep"
+LOG_GROUP = "/aws/sagemaker/Endpoints/resnet-ep"
 
 
 def _npy(array: np.ndarray) -> bytes:
@@ -52,7 +53,9 @@ def _capture_invocations(session: Session) -> list[dict[str, Any]]:
     def record(request: Any, **_: Any) -> None:
         seen.append({"headers": dict(request.headers), "body": request.body, "url": request.url})
 
-    session.sagemaker_runtime_client.meta.events.register("before-send.sagemaker-runtime.InvokeEndpoint", record)
+    session.sagemaker_runtime_client.meta.events.register(
+        "before-send.sagemaker-runtime.InvokeEndpoint", record
+    )
     return seen
 
 
@@ -101,7 +104,9 @@ def test_csv_to_string_pair_under_moto(session: Session, seed_result: SeedResult
 
 def test_identity_to_bytes_pair_under_moto(session: Session, seed_result: SeedResult) -> None:
     seed_result(b"\x89PNG-ish", "application/octet-stream")
-    predictor = Predictor(ENDPOINT, session, serializer=IdentitySerializer("text/plain"), deserializer=BytesDeserializer())
+    predictor = Predictor(
+        ENDPOINT, session, serializer=IdentitySerializer("text/plain"), deserializer=BytesDeserializer()
+    )
     assert predictor.predict(b"hello") == b"\x89PNG-ish"
 
 
@@ -110,7 +115,11 @@ def test_numpy_pair_with_stubber(stubbed: Stubbed) -> None:
     answer = np.array([[0.2, 0.8]], dtype=np.float32)
     stubbed.runtime.add_response(
         "invoke_endpoint",
-        {"Body": streaming(_npy(answer)), "ContentType": "application/x-npy", "InvokedProductionVariant": "v1"},
+        {
+            "Body": streaming(_npy(answer)),
+            "ContentType": "application/x-npy",
+            "InvokedProductionVariant": "v1",
+        },
         {
             "EndpointName": ENDPOINT,
             "ContentType": "application/x-npy",
@@ -129,7 +138,12 @@ def test_torch_tensor_pair_with_stubber(stubbed: Stubbed) -> None:
     stubbed.runtime.add_response(
         "invoke_endpoint",
         {"Body": streaming(_npy(tensor.numpy() * 2)), "ContentType": "tensor/pt"},
-        {"EndpointName": ENDPOINT, "ContentType": "tensor/pt", "Accept": "tensor/pt", "Body": _npy(tensor.numpy())},
+        {
+            "EndpointName": ENDPOINT,
+            "ContentType": "tensor/pt",
+            "Accept": "tensor/pt",
+            "Body": _npy(tensor.numpy()),
+        },
     )
     predictor = Predictor(
         ENDPOINT, stubbed.session, serializer=TorchTensorSerializer(), deserializer=TorchTensorDeserializer()
@@ -141,10 +155,18 @@ def test_accept_tuple_is_joined_and_missing_content_type_defaults(stubbed: Stubb
     stubbed.runtime.add_response(
         "invoke_endpoint",
         {"Body": streaming(b"[1]")},
-        {"EndpointName": ENDPOINT, "ContentType": "application/json", "Accept": "application/json, text/csv", "Body": "[1]"},
+        {
+            "EndpointName": ENDPOINT,
+            "ContentType": "application/json",
+            "Accept": "application/json, text/csv",
+            "Body": "[1]",
+        },
     )
     predictor = Predictor(
-        ENDPOINT, stubbed.session, serializer=JSONSerializer(), deserializer=BytesDeserializer(("application/json", "text/csv"))
+        ENDPOINT,
+        stubbed.session,
+        serializer=JSONSerializer(),
+        deserializer=BytesDeserializer(("application/json", "text/csv")),
     )
     assert predictor.predict([1]) == b"[1]"
 
@@ -153,12 +175,12 @@ def test_model_error_is_typed(stubbed: Stubbed) -> None:
     stubbed.runtime.add_client_error(
         "invoke_endpoint",
         service_error_code="ModelError",
-        service_message="Received client error (400) from primary with message \"bad input\".",
+        service_message='Received client error (400) from primary with message "bad input".',
         http_status_code=424,
         modeled_fields={
             "OriginalStatusCode": 400,
             "OriginalMessage": "bad input",
-            "LogStreamArn": "arn:aws:logs:us-east-1:123456789012:log-group:/aws/sagemaker/Endpoints/resnet-ep",
+            "LogStreamArn": f"arn:aws:logs:us-east-1:123456789012:log-group:{LOG_GROUP}",
         },
     )
     with pytest.raises(ModelError) as caught:
@@ -225,8 +247,18 @@ def test_delete_call_sequence_matches_sagemaker_sdk(stubbed: Stubbed) -> None:
             "EndpointConfigArn": "arn:aws:sagemaker:us-east-1:123456789012:endpoint-config/cfg",
             "CreationTime": 0,
             "ProductionVariants": [
-                {"VariantName": "a", "ModelName": "m-a", "InstanceType": "ml.inf1.xlarge", "InitialInstanceCount": 1},
-                {"VariantName": "b", "ModelName": "m-b", "InstanceType": "ml.c5.xlarge", "InitialInstanceCount": 1},
+                {
+                    "VariantName": "a",
+                    "ModelName": "m-a",
+                    "InstanceType": "ml.inf1.xlarge",
+                    "InitialInstanceCount": 1,
+                },
+                {
+                    "VariantName": "b",
+                    "ModelName": "m-b",
+                    "InstanceType": "ml.c5.xlarge",
+                    "InitialInstanceCount": 1,
+                },
             ],
         },
         {"EndpointConfigName": "cfg"},

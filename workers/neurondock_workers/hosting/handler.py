@@ -16,6 +16,7 @@ import os
 import sys
 import time
 import traceback
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -138,9 +139,13 @@ class InvocationResult:
     model_latency_us: int = 0
 
 
-def _call(fn: Hook, args: tuple[Any, ...], context: Context) -> Any:
+def _arity(fn: Hook) -> int:
+    return len(inspect.signature(fn).parameters)
+
+
+def _call(fn: Hook, args: tuple[Any, ...], context: Context, arity: int | None = None) -> Any:
     # The toolkit picks by arity: a hook with one parameter more than the contract gets the context.
-    count = len(inspect.signature(fn).parameters)
+    count = _arity(fn) if arity is None else arity
     if count == len(args):
         return fn(*args)
     if count == len(args) + 1:
@@ -162,7 +167,10 @@ def default_model_fn(model_dir: str) -> Any:
             raise ValueError(f"Exactly one .pth or .pt file is required for PyTorch models: {files}")
         path = root / files[0]
     try:
-        model = torch.jit.load(str(path), map_location="cpu")
+        with warnings.catch_warnings():
+            # torch 2.x deprecates TorchScript, but it is the format SageMaker's contract (and Neo) use.
+            warnings.filterwarnings("ignore", r"`torch\.jit\.load` is deprecated", DeprecationWarning)
+            model = torch.jit.load(str(path), map_location="cpu")
     except RuntimeError as exc:
         raise ModelLoadError(
             f"Failed to load {path}. Please ensure model is saved using torchscript."
@@ -312,6 +320,12 @@ class Handler:
         self.transform_fn: Hook = hooks["transform_fn"] or self._default_transform_fn
         self.pre_model_fn = hooks["pre_model_fn"]
         self.model_warmup_fn = hooks["model_warmup_fn"]
+        # inspect.signature costs ~10 µs; the hooks never change, so count their parameters once.
+        self._arity = {
+            name: _arity(fn)
+            for name in ("input_fn", "predict_fn", "output_fn", "transform_fn")
+            if (fn := getattr(self, name)) is not None
+        }
 
     def _import_user_module(self, explicit: bool) -> ModuleType | None:
         name = _module_name(self.program)
@@ -358,9 +372,10 @@ class Handler:
     def _default_transform_fn(
         self, model: Any, input_data: Any, content_type: str, accept: str, context: Context
     ) -> Any:
-        data = _call(self.input_fn, (input_data, content_type), context)
-        prediction = _call(self.predict_fn, (data, model), context)
-        return _call(self.output_fn, (prediction, accept), context)
+        arity = self._arity
+        data = _call(self.input_fn, (input_data, content_type), context, arity["input_fn"])
+        prediction = _call(self.predict_fn, (data, model), context, arity["predict_fn"])
+        return _call(self.output_fn, (prediction, accept), context, arity["output_fn"])
 
     def invoke(
         self,
@@ -387,7 +402,12 @@ class Handler:
                     raise InputDecodeError(
                         f"The request body is not valid UTF-8 {content_type}: {exc}"
                     ) from exc
-            result = _call(self.transform_fn, (self.model, data, content_type, accept), context)
+            result = _call(
+                self.transform_fn,
+                (self.model, data, content_type, accept),
+                context,
+                self._arity["transform_fn"],
+            )
             response_type = context.response_headers.get("Content-Type") or accept
             if isinstance(result, tuple):
                 result, response_type = result[0], result[1] or response_type

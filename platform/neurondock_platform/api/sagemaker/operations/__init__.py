@@ -1,1 +1,8 @@
 """One module per resource; importing them fills the operation registry."""
+
+from neurondock_platform.api.sagemaker.operations import (  # noqa: F401  (registers the handlers)
+    endpoint_configs,
+    endpoints,
+    models,
+    tags,
+)

@@ -1,0 +1,262 @@
+"""The host agent against a real SQLite database, moto's S3 and real replica processes."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import socket
+import threading
+import time
+
+import numpy as np
+import pytest
+import torch
+from sqlalchemy import delete
+
+import neurondock_platform.models as m
+from neurondock_platform.dataplane import protocol
+from neurondock_platform.db import session_scope
+from neurondock_platform.models import ReplicaState
+from neurondock_workers.hosting.agent import ReplicaProcess, replica_dir
+from neurondock_workers.hosting.s3 import make_s3_client
+
+X = np.array([[0.5, -1.0, 2.0, 0.25], [1.0, 2.0, 3.0, 4.0]], dtype=np.float32)
+
+
+def invoke_npy(address: str, array: np.ndarray) -> tuple[dict, np.ndarray | bytes]:
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    host, _, port = address.rpartition(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        protocol.send_frame(
+            sock,
+            {"op": "invoke", "content_type": "application/x-npy", "accept": "application/x-npy"},
+            buffer.getvalue(),
+        )
+        meta, body = protocol.recv_frame(sock)
+    return meta, (np.load(io.BytesIO(body)) if meta["status"] == 200 else body)
+
+
+def pid_gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    with open(f"/proc/{pid}/stat") as f:
+        stat = f.read()
+    return stat.rpartition(")")[2].split()[0] == "Z"
+
+
+def wait_gone(pid: int, timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while not pid_gone(pid):
+        assert time.monotonic() < deadline, f"pid {pid} still alive"
+        time.sleep(0.02)
+
+
+@pytest.fixture
+def expected(reference_model) -> np.ndarray:
+    with torch.no_grad():
+        return reference_model(torch.from_numpy(X)).numpy()
+
+
+def test_replica_lifecycle_ready_crash_restart_stop_and_delete(
+    make_agent, upload, add_replica, step_until, load_replica, sessions, settings, tiny_model_bytes, expected
+):
+    agent = make_agent()
+    replica_id = add_replica(upload({"model.pth": tiny_model_bytes}))
+
+    ready = step_until(agent, replica_id, lambda r: r.state == ReplicaState.READY)
+
+    assert ready.address and ready.pid and ready.setup_seconds is not None and ready.failure_reason is None
+    meta, out = invoke_npy(ready.address, X)
+    assert meta["status"] == 200
+    np.testing.assert_allclose(out, expected, rtol=1e-6)
+    assert (replica_dir(settings, replica_id) / "replica.log").exists()
+    with sessions() as session:
+        host = session.get(m.Host, settings.host_id)
+        assert host is not None
+        assert (host.address, host.chips, host.agent_pid) == ("127.0.0.1", 4, os.getpid())
+
+    # A replica that dies is restarted, and the restart is counted.
+    os.kill(ready.pid, signal.SIGKILL)
+    restarted = step_until(agent, replica_id, lambda r: r.state == ReplicaState.READY and r.pid != ready.pid)
+    assert restarted.restarts == 1
+    assert invoke_npy(restarted.address, X)[0]["status"] == 200
+
+    # desired stopped → the process gets SIGTERM and the row says Stopped.
+    with session_scope(sessions) as session:
+        session.get(m.Replica, replica_id).desired_state = "stopped"
+    stopped = step_until(agent, replica_id, lambda r: r.state == ReplicaState.STOPPED)
+    assert stopped.address is None and stopped.pid is None
+    wait_gone(restarted.pid)
+
+    # Asked to run again, it starts afresh (not counted as a restart) ...
+    with session_scope(sessions) as session:
+        session.get(m.Replica, replica_id).desired_state = "running"
+    again = step_until(agent, replica_id, lambda r: r.state == ReplicaState.READY)
+    assert again.restarts == 1
+
+    # ... and when its endpoint is deleted, the row goes and the agent ends the process.
+    with session_scope(sessions) as session:
+        session.execute(delete(m.Endpoint))
+    deadline = time.monotonic() + 15
+    while not pid_gone(again.pid):
+        assert time.monotonic() < deadline, "the orphaned replica was not killed"
+        agent.step()
+        time.sleep(0.02)
+    assert load_replica(replica_id) is None
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        (b"this is not a tarball", "model.tar.gz is not a gzip tarball"),
+        ({"model.pth": b"w", "../escape.py": b""}, "Refusing to extract model.tar.gz member '../escape.py'"),
+        (None, "Could not download model data from s3://neurondock-models/missing/model.tar.gz: NoSuchKey"),
+    ],
+)
+def test_bad_model_data_fails_with_an_actionable_reason(
+    make_agent, upload, add_replica, step_until, content, reason
+):
+    agent = make_agent()
+    url = upload(content) if content is not None else "s3://neurondock-models/missing/model.tar.gz"
+    replica_id = add_replica(url)
+
+    failed = step_until(agent, replica_id, lambda r: r.state == ReplicaState.FAILED)
+
+    assert failed.failure_reason.startswith(reason)
+    assert reason in failed.log_tail
+    for _ in range(5):
+        agent.step()
+    assert step_until(agent, replica_id, lambda r: True).state == ReplicaState.FAILED, "no restart loop"
+
+
+def test_model_fn_raising_fails_with_its_last_exception_line_and_log_tail(
+    make_agent, upload, add_replica, step_until, load_replica, sessions, settings, code
+):
+    agent = make_agent()
+    source = code(
+        """
+        def model_fn(model_dir):
+            print("loading the tokenizer", flush=True)
+            raise FileNotFoundError("tokenizer.json is missing from model.tar.gz")
+        """
+    )
+    replica_id = add_replica(upload({"code/inference.py": source}))
+
+    failed = step_until(agent, replica_id, lambda r: r.state == ReplicaState.FAILED)
+
+    assert (
+        failed.failure_reason
+        == "model_fn raised: FileNotFoundError: tokenizer.json is missing from model.tar.gz"
+    )
+    assert "loading the tokenizer" in failed.log_tail
+    assert "Traceback (most recent call last)" in failed.log_tail
+    assert failed.pid is None and failed.address is None
+    for _ in range(5):
+        agent.step()
+    assert load_replica(replica_id).restarts == 0
+    assert agent.managed_pids()[replica_id] is not None, "the failed process is remembered, not respawned"
+
+    # The reconciler asks again by setting the replica Pending; then the agent tries once more.
+    with session_scope(sessions) as session:
+        session.get(m.Replica, replica_id).state = ReplicaState.PENDING
+    again = step_until(
+        agent, replica_id, lambda r: r.state == ReplicaState.FAILED and r.pid is None, timeout=60
+    )
+    assert again.failure_reason.startswith("model_fn raised")
+
+
+def test_container_environment_reaches_the_model_but_platform_secrets_do_not(
+    make_agent, upload, add_replica, step_until, code, monkeypatch
+):
+    monkeypatch.setenv("NEURONDOCK_ROOT_SECRET_ACCESS_KEY", "do-not-leak")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "do-not-leak")
+    agent = make_agent()
+    source = code(
+        """
+        import json
+        import os
+
+        def model_fn(model_dir):
+            return None
+
+        def transform_fn(model, data, content_type, accept):
+            keys = ("GREETING", "SAGEMAKER_PROGRAM", "SAGEMAKER_SUBMIT_DIRECTORY", "SAGEMAKER_REGION",
+                    "NEURONDOCK_ROOT_SECRET_ACCESS_KEY", "AWS_SECRET_ACCESS_KEY", "OMP_NUM_THREADS")
+            return json.dumps({k: os.environ.get(k) for k in keys}), "application/json"
+        """
+    )
+    replica_id = add_replica(
+        upload({"code/serve.py": source}),
+        environment={
+            "GREETING": "hello",
+            "SAGEMAKER_PROGRAM": "serve.py",
+            "SAGEMAKER_SUBMIT_DIRECTORY": "/opt/ml/model/code",
+        },
+    )
+
+    ready = step_until(agent, replica_id, lambda r: r.state == ReplicaState.READY)
+    host, _, port = ready.address.rpartition(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        protocol.send_frame(sock, {"op": "invoke", "content_type": "application/json"}, b"{}")
+        meta, body = protocol.recv_frame(sock)
+
+    seen = json.loads(body)
+    assert meta["status"] == 200
+    assert seen["GREETING"] == "hello"
+    assert seen["SAGEMAKER_PROGRAM"] == "serve.py"
+    assert seen["SAGEMAKER_SUBMIT_DIRECTORY"].endswith(f"/replicas/{replica_id}/model/code")
+    assert (seen["SAGEMAKER_REGION"], seen["OMP_NUM_THREADS"]) == ("us-east-1", "1")
+    assert seen["NEURONDOCK_ROOT_SECRET_ACCESS_KEY"] is None and seen["AWS_SECRET_ACCESS_KEY"] is None
+
+
+def test_a_new_agent_kills_stale_replicas_and_restarts_them(
+    make_agent, upload, add_replica, step_until, load_replica, settings, tiny_model_bytes, expected
+):
+    first = make_agent()
+    replica_id = add_replica(upload({"model.pth": tiny_model_bytes}))
+    old = step_until(first, replica_id, lambda r: r.state == ReplicaState.READY)
+    model_dir = replica_dir(settings, replica_id) / "model"
+    assert ReplicaProcess.kill_stale(os.getpid(), model_dir) is False, "only replica processes are touched"
+    assert ReplicaProcess.kill_stale(old.pid, model_dir.parent / "other") is False, "only this replica's"
+
+    # The first agent "crashes": it never shuts down, its replica keeps running.
+    second = make_agent()
+    stop = threading.Event()
+    runner = threading.Thread(target=second.run, args=(stop,), daemon=True)
+    runner.start()
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            row = load_replica(replica_id)
+            if row.state == ReplicaState.READY and row.pid != old.pid:
+                break
+            assert time.monotonic() < deadline, f"not restarted: {row.state} {row.failure_reason}"
+            time.sleep(0.05)
+        wait_gone(old.pid)
+        assert row.restarts == 1
+        _, out = invoke_npy(row.address, X)
+        np.testing.assert_allclose(out, expected, rtol=1e-6)
+    finally:
+        stop.set()
+        runner.join(30)
+    assert not runner.is_alive()
+
+    # run() shut its replicas down on the way out and left the rows for the next agent.
+    wait_gone(row.pid)
+    after = load_replica(replica_id)
+    assert (after.state, after.address, after.pid) == (ReplicaState.PENDING, None, None)
+
+
+def test_default_s3_client_factory_reaches_the_store(settings, s3):
+    client = make_s3_client(settings)
+
+    client.put_object(Bucket="neurondock-models", Key="factory/probe", Body=b"ok")
+
+    assert client.get_object(Bucket="neurondock-models", Key="factory/probe")["Body"].read() == b"ok"
+    assert client.meta.config.s3["addressing_style"] == "path"

@@ -1,0 +1,295 @@
+"""The host agent's state machine, with ReplicaProcess swapped for a fake (no processes, no torch)."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import itertools
+import tarfile
+import threading
+import time
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+
+import neurondock_platform.models as m
+from neurondock_platform.config import Settings
+from neurondock_platform.db import Base, make_engine, make_sessionmaker, session_scope
+from neurondock_platform.models import ReplicaState
+from neurondock_workers.hosting.agent import HostAgent, ReplicaProcess, ReplicaStartError
+
+URL = "s3://models/tiny/model.tar.gz"
+HOST_ID = "host-unit"
+
+
+class FakeS3:
+    def __init__(self) -> None:
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+            info = tarfile.TarInfo("model.pth")
+            info.size = 1
+            tar.addfile(info, io.BytesIO(b"w"))
+        self.data = buffer.getvalue()
+
+    def head_object(self, Bucket: str, Key: str) -> dict[str, Any]:
+        return {"ETag": hashlib.md5(self.data).hexdigest()}
+
+    def get_object(self, Bucket: str, Key: str) -> dict[str, Any]:
+        return {"Body": io.BytesIO(self.data)}
+
+
+class FakeProcess(ReplicaProcess):
+    """Plays a replica process: ``behaviour`` decides what wait_ready does."""
+
+    behaviour: ClassVar[str] = "ready"
+    instances: ClassVar[list[FakeProcess]] = []
+    stale_kills: ClassVar[list[tuple[int, Path]]] = []
+    _pids = itertools.count(10_000)
+
+    def start(self) -> int:
+        self.fake_pid = next(self._pids)
+        self.running = True
+        self.terminated = False
+        self.timeout: float | None = None
+        self.instances.append(self)
+        return self.fake_pid
+
+    @property
+    def pid(self) -> int | None:
+        return getattr(self, "fake_pid", None)
+
+    @property
+    def returncode(self) -> int | None:
+        return None if self.running else -9
+
+    def wait_ready(self, timeout: float, cancel: threading.Event | None = None) -> str | None:
+        self.timeout = timeout
+        if self.behaviour == "fail":
+            self.running = False
+            raise ReplicaStartError("model_fn raised: ValueError: nope")
+        if self.behaviour == "block":
+            assert cancel is not None
+            cancel.wait(30)
+            return None
+        self.address = f"127.0.0.1:{self.fake_pid}"
+        return self.address
+
+    def alive(self) -> bool:
+        return self.running
+
+    def terminate(self, grace: float = 0.0) -> int | None:
+        self.running = False
+        self.terminated = True
+        return 0
+
+    def log_tail(self, lines: int = 20) -> str:
+        return "fake log tail"
+
+    @classmethod
+    def kill_stale(cls, pid: int, model_dir: Path, grace: float = 0.0) -> bool:
+        cls.stale_kills.append((pid, model_dir))
+        return True
+
+
+@pytest.fixture(autouse=True)
+def _reset_fake():
+    FakeProcess.behaviour = "ready"
+    FakeProcess.instances = []
+    FakeProcess.stale_kills = []
+
+
+@pytest.fixture
+def settings(tmp_path) -> Settings:
+    return Settings(data_dir=tmp_path / "data", host_id=HOST_ID, s3_endpoint_url="http://unused").resolved()
+
+
+@pytest.fixture
+def sessions(tmp_path):
+    engine = make_engine("sqlite:///" + str(tmp_path / "t.db"))
+    Base.metadata.create_all(engine)
+    factory = make_sessionmaker(engine)
+    with session_scope(factory) as session:
+        session.add(m.Account(id="123456789012", name="t"))
+    yield factory
+    engine.dispose()
+
+
+@pytest.fixture
+def agent(settings, sessions):
+    agent = HostAgent(settings, sessions, FakeS3, process_cls=FakeProcess, stop_grace=0.1)
+    agent.heartbeat()
+    yield agent
+    agent.shutdown(timeout=5)
+
+
+_names = itertools.count()
+
+
+def add_replica(
+    sessions, pid: int | None = None, state: ReplicaState = ReplicaState.PENDING, **extra: Any
+) -> int:
+    name = f"ep-{next(_names)}"
+    with session_scope(sessions) as session:
+        endpoint = m.Endpoint(
+            account_id="123456789012", name=name, arn=f"arn:{name}", endpoint_config_name=name
+        )
+        session.add(endpoint)
+        session.flush()
+        variant = m.EndpointVariant(
+            endpoint_id=endpoint.id,
+            name="AllTraffic",
+            model_name="m",
+            container={"ModelDataUrl": URL, "Environment": {"A": "1"}},
+            instance_type="ml.c5.large",
+            extra=extra,
+        )
+        session.add(variant)
+        session.flush()
+        replica = m.Replica(
+            endpoint_id=endpoint.id, variant_id=variant.id, host_id=HOST_ID, pid=pid, state=state
+        )
+        session.add(replica)
+        session.flush()
+        return replica.id
+
+
+def load(sessions, replica_id: int) -> m.Replica:
+    with sessions() as session:
+        replica = session.get(m.Replica, replica_id)
+        assert replica is not None
+        return replica
+
+
+def step_until(agent: HostAgent, sessions, replica_id: int, predicate, timeout: float = 10) -> m.Replica:
+    deadline = time.monotonic() + timeout
+    while True:
+        agent.step()
+        replica = load(sessions, replica_id)
+        if predicate(replica):
+            return replica
+        assert time.monotonic() < deadline, f"stuck at {replica.state} {replica.failure_reason}"
+        time.sleep(0.01)
+
+
+def set_desired(sessions, replica_id: int, desired: str) -> None:
+    with session_scope(sessions) as session:
+        session.get(m.Replica, replica_id).desired_state = desired
+
+
+def test_a_pending_replica_is_fetched_started_and_reported_ready(agent, sessions, settings):
+    replica_id = add_replica(sessions, **{"ContainerStartupHealthCheckTimeoutInSeconds": 42})
+
+    ready = step_until(agent, sessions, replica_id, lambda r: r.state == ReplicaState.READY)
+
+    (proc,) = FakeProcess.instances
+    assert (ready.address, ready.pid, ready.restarts) == (proc.address, proc.fake_pid, 0)
+    assert proc.timeout == 42.0, "the variant's startup health-check timeout is honoured"
+    assert (settings.replicas_dir / str(replica_id) / "model" / "model.pth").read_bytes() == b"w"
+    assert proc.env["A"] == "1"
+
+
+def test_a_crash_loop_restarts_at_once_then_backs_off(agent, sessions):
+    replica_id = add_replica(sessions)
+    step_until(agent, sessions, replica_id, lambda r: r.state == ReplicaState.READY)
+
+    FakeProcess.instances[-1].running = False
+    second = step_until(
+        agent, sessions, replica_id, lambda r: r.state == ReplicaState.READY and r.restarts == 1
+    )
+    assert second.pid == FakeProcess.instances[-1].fake_pid
+
+    # Dying again right after a restart means a crash loop: the next start waits.
+    FakeProcess.instances[-1].running = False
+    agent.step()
+    for _ in range(5):
+        agent.step()
+    backing_off = load(sessions, replica_id)
+    assert (backing_off.state, backing_off.restarts, backing_off.address) == (ReplicaState.STARTING, 2, None)
+    assert len(FakeProcess.instances) == 2, "no new process during the back-off"
+
+
+def test_a_failed_start_is_not_retried_until_the_reconciler_sets_pending(agent, sessions):
+    FakeProcess.behaviour = "fail"
+    replica_id = add_replica(sessions)
+
+    failed = step_until(agent, sessions, replica_id, lambda r: r.state == ReplicaState.FAILED)
+    for _ in range(5):
+        agent.step()
+
+    assert (failed.failure_reason, failed.log_tail) == ("model_fn raised: ValueError: nope", "fake log tail")
+    assert len(FakeProcess.instances) == 1
+    assert FakeProcess.instances[0].terminated
+
+    FakeProcess.behaviour = "ready"
+    with session_scope(sessions) as session:
+        session.get(m.Replica, replica_id).state = ReplicaState.PENDING
+    ready = step_until(agent, sessions, replica_id, lambda r: r.state == ReplicaState.READY)
+    assert (ready.failure_reason, ready.restarts) == (None, 0)
+
+
+def test_stopping_a_replica_that_is_still_starting_cancels_the_start(agent, sessions):
+    FakeProcess.behaviour = "block"
+    replica_id = add_replica(sessions)
+    step_until(agent, sessions, replica_id, lambda r: r.pid is not None)
+
+    set_desired(sessions, replica_id, "stopped")
+    stopped = step_until(agent, sessions, replica_id, lambda r: r.state == ReplicaState.STOPPED)
+
+    assert FakeProcess.instances[0].terminated
+    assert (stopped.address, stopped.pid) == (None, None)
+
+
+def test_a_deleted_row_ends_its_process(agent, sessions):
+    replica_id = add_replica(sessions)
+    step_until(agent, sessions, replica_id, lambda r: r.state == ReplicaState.READY)
+
+    with session_scope(sessions) as session:
+        session.delete(session.get(m.Replica, replica_id))
+    deadline = time.monotonic() + 10
+    while replica_id in agent.managed_pids():
+        assert time.monotonic() < deadline
+        agent.step()
+        time.sleep(0.01)
+
+    assert FakeProcess.instances[0].terminated
+
+
+def test_the_first_pass_kills_stale_processes_and_restarts_ready_replicas(agent, sessions, settings):
+    replica_id = add_replica(sessions, pid=4242, state=ReplicaState.READY)
+
+    ready = step_until(agent, sessions, replica_id, lambda r: r.state == ReplicaState.READY and r.pid != 4242)
+
+    assert FakeProcess.stale_kills == [(4242, settings.replicas_dir / str(replica_id) / "model")]
+    assert ready.restarts == 1
+
+
+def test_shutdown_leaves_running_replicas_pending_and_failed_ones_failed(agent, sessions):
+    ready_id = add_replica(sessions)
+    step_until(agent, sessions, ready_id, lambda r: r.state == ReplicaState.READY)
+    FakeProcess.behaviour = "fail"
+    failed_id = add_replica(sessions)
+    step_until(agent, sessions, failed_id, lambda r: r.state == ReplicaState.FAILED)
+
+    agent.shutdown(timeout=5)
+
+    assert FakeProcess.instances[0].terminated
+    assert (load(sessions, ready_id).state, load(sessions, ready_id).address) == (ReplicaState.PENDING, None)
+    assert load(sessions, failed_id).state == ReplicaState.FAILED
+
+
+def test_replica_env_layers_the_container_environment_over_sagemaker_defaults(agent, monkeypatch, tmp_path):
+    monkeypatch.setenv("NEURONDOCK_ROOT_SECRET_ACCESS_KEY", "secret")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "key")
+    container = {"Environment": {"OMP_NUM_THREADS": "2", "SAGEMAKER_SUBMIT_DIRECTORY": "/opt/ml/model/code"}}
+
+    env = agent.replica_env(container, tmp_path / "model", 7)
+
+    assert "NEURONDOCK_ROOT_SECRET_ACCESS_KEY" not in env and "AWS_ACCESS_KEY_ID" not in env
+    assert env["OMP_NUM_THREADS"] == "2", "the user's Environment wins over neurondock's defaults"
+    assert env["SAGEMAKER_SUBMIT_DIRECTORY"] == str(tmp_path / "model" / "code")
+    assert (env["SAGEMAKER_REGION"], env["PYTHONUNBUFFERED"], env["NEURONDOCK_REPLICA_ID"]) == (
+        "us-east-1",
+        "1",
+        "7",
+    )

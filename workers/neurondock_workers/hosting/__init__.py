@@ -1,0 +1,60 @@
+"""Hosting: the host agent, the replica model server and the SageMaker PyTorch handler contract.
+
+Names resolve lazily: ``python -m neurondock_workers.hosting.replica`` imports this package first,
+and a replica should load neither the agent's SQLAlchemy and boto3 nor a second copy of itself.
+``handler`` (and so torch) is never imported here; only replica processes need it.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from neurondock_workers.hosting.agent import (
+        HostAgent,
+        ReplicaProcess,
+        ReplicaStartError,
+        replica_dir,
+        run_agent,
+    )
+    from neurondock_workers.hosting.artifacts import (
+        ModelDataError,
+        UnsafeArchiveError,
+        fetch_model_data,
+        safe_extract,
+    )
+    from neurondock_workers.hosting.s3 import make_s3_client
+
+_EXPORTS = {
+    "HostAgent": "agent",
+    "ReplicaProcess": "agent",
+    "ReplicaStartError": "agent",
+    "replica_dir": "agent",
+    "run_agent": "agent",
+    "ModelDataError": "artifacts",
+    "UnsafeArchiveError": "artifacts",
+    "fetch_model_data": "artifacts",
+    "safe_extract": "artifacts",
+    "make_s3_client": "s3",
+}
+
+__all__ = [
+    "HostAgent",
+    "ModelDataError",
+    "ReplicaProcess",
+    "ReplicaStartError",
+    "UnsafeArchiveError",
+    "fetch_model_data",
+    "make_s3_client",
+    "replica_dir",
+    "run_agent",
+    "safe_extract",
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
