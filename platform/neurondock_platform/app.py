@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from werkzeug.exceptions import HTTPException
 
 from neurondock_platform import dispatch
-from neurondock_platform.api import context
+from neurondock_platform.api import context, sts
 from neurondock_platform.api.auth import CredentialCache, authenticate
 from neurondock_platform.api.sagemaker import bp as sagemaker_bp
 from neurondock_platform.api.sagemaker import dispatch_target, json_response
@@ -44,8 +44,18 @@ def create_app(
     @app.post("/")
     def sagemaker_api() -> Response:
         target = request.headers.get("X-Amz-Target", "")
-        authenticate(request, credentials)
+        ctx = authenticate(request, credentials)
+        if not target and ctx.service == "sts":
+            return sts.handle()
         return dispatch_target(target)
+
+    @app.post("/sts")
+    def sts_api() -> Response:
+        try:
+            authenticate(request, credentials)
+        except PlatformError as err:
+            return sts.error_response(err)
+        return sts.handle()
 
     @app.get("/ping")
     def ping() -> Response:

@@ -80,7 +80,9 @@ _TABLES = "third-party price tables that agree"
 _C5 = "AWS Auto Scaling user guide c5 rows + price tables"
 
 
-def _inf1(size: str, chips: int, vcpus: int, mem: int, ec2: float, ri: float, sm: float | None) -> InstanceType:
+def _inf1(
+    size: str, chips: int, vcpus: int, mem: int, ec2: float, ri: float, sm: float | None
+) -> InstanceType:
     return InstanceType(
         name=f"ml.inf1.{size}",
         family="inf1",
@@ -106,7 +108,9 @@ def _g4dn(size: str, vcpus: int, mem: int, gpus: int, ec2: float, sm: float | No
 
 
 def _c5(size: str, vcpus: int, mem: int, ec2: float | None) -> InstanceType:
-    return InstanceType(name=f"ml.c5.{size}", family="c5", vcpus=vcpus, memory_gib=mem, ec2_on_demand=_ec2(ec2, _C5))
+    return InstanceType(
+        name=f"ml.c5.{size}", family="c5", vcpus=vcpus, memory_gib=mem, ec2_on_demand=_ec2(ec2, _C5)
+    )
 
 
 _ENTRIES = (

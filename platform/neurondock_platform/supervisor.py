@@ -104,7 +104,7 @@ def banner(settings: Settings) -> str:
             "",
             "Point boto3 and the AWS CLI at it:",
             f"export AWS_ENDPOINT_URL_SAGEMAKER={url} AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME={url} "
-            f"AWS_ENDPOINT_URL_S3={url}/s3",
+            f"AWS_ENDPOINT_URL_S3={url}/s3 AWS_ENDPOINT_URL_STS={url}/sts",
             f"export AWS_ACCESS_KEY_ID={identity.access_key_id} AWS_SECRET_ACCESS_KEY={identity.secret_access_key} "
             f"AWS_DEFAULT_REGION={settings.region}",
             "",

@@ -230,3 +230,9 @@ def test_restart_brings_endpoints_back(platform, sm, rt, s3, bucket, tmp_path):
             time.sleep(0.1)
     assert json.loads(after) == json.loads(before)
     sm.delete_endpoint(EndpointName=name)
+
+
+def test_sts_get_caller_identity(platform):
+    ident = platform.client("sts").get_caller_identity()
+    assert ident["Account"] == "210987654321"
+    assert ident["Arn"] == "arn:aws:iam::210987654321:root"

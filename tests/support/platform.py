@@ -116,7 +116,7 @@ class Platform:
         import boto3
         from botocore.config import Config
 
-        url = self.url + "/s3" if service == "s3" else self.url
+        url = {"s3": self.url + "/s3", "sts": self.url + "/sts"}.get(service, self.url)
         return boto3.client(
             service,
             endpoint_url=url,
@@ -133,6 +133,7 @@ class Platform:
             AWS_ENDPOINT_URL_SAGEMAKER=self.url,
             AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME=self.url,
             AWS_ENDPOINT_URL_S3=self.url + "/s3",
+            AWS_ENDPOINT_URL_STS=self.url + "/sts",
             AWS_ACCESS_KEY_ID=ACCESS_KEY,
             AWS_SECRET_ACCESS_KEY=SECRET_KEY,
             AWS_DEFAULT_REGION=REGION,

@@ -1,4 +1,4 @@
-"""SageMaker EndpointConfigs: the production variants an endpoint runs, checked against what neurondock runs."""
+"""SageMaker EndpointConfigs: production variants checked against what neurondock runs."""
 
 from __future__ import annotations
 
@@ -69,18 +69,28 @@ def check_variants(production_variants: list[dict[str, Any]]) -> list[dict[str, 
     for index, variant in enumerate(production_variants):
         path = item_path("productionVariants", index)
         if variant.get("ServerlessConfig") is not None:
-            errors.add(variant["ServerlessConfig"], f"{path}.serverlessConfig", "Serverless is not supported by neurondock")
+            errors.add(
+                variant["ServerlessConfig"],
+                f"{path}.serverlessConfig",
+                "Serverless is not supported by neurondock",
+            )
         if variant.get("AcceleratorType") is not None:
             errors.add(
-                variant["AcceleratorType"], f"{path}.acceleratorType", "Elastic Inference is not supported by neurondock"
+                variant["AcceleratorType"],
+                f"{path}.acceleratorType",
+                "Elastic Inference is not supported by neurondock",
             )
         for member in ("ModelName", "InstanceType", "InitialInstanceCount"):
             if variant.get(member) is None:
                 errors.add(MISSING, validation.join_path(path, member), "Member must not be null")
-        result.append({**variant, "InitialVariantWeight": float(variant.get("InitialVariantWeight", DEFAULT_WEIGHT))})
+        result.append(
+            {**variant, "InitialVariantWeight": float(variant.get("InitialVariantWeight", DEFAULT_WEIGHT))}
+        )
     errors.raise_if_any()
     for index, variant in enumerate(result):
-        validation.check_instance_type(variant["InstanceType"], f"{item_path('productionVariants', index)}.instanceType")
+        validation.check_instance_type(
+            variant["InstanceType"], f"{item_path('productionVariants', index)}.instanceType"
+        )
     if sum(v["InitialVariantWeight"] for v in result) <= 0:
         raise ValidationException(
             "1 validation error detected: the sum of InitialVariantWeight over all production variants "
@@ -91,7 +101,9 @@ def check_variants(production_variants: list[dict[str, Any]]) -> list[dict[str, 
 
 def find_config(session: Session, account_id: str, arn: str) -> EndpointConfig | None:
     """Return the caller's endpoint config with this ARN, or None."""
-    return session.scalar(select(EndpointConfig).where(EndpointConfig.account_id == account_id, EndpointConfig.arn == arn))
+    return session.scalar(
+        select(EndpointConfig).where(EndpointConfig.account_id == account_id, EndpointConfig.arn == arn)
+    )
 
 
 def get_endpoint_config(session: Session, *, account_id: str, region: str, name: str) -> EndpointConfig:
@@ -120,7 +132,7 @@ def list_endpoint_configs(
     created_before: dt.datetime | None = None,
     created_after: dt.datetime | None = None,
 ) -> pagination.Page[EndpointConfig]:
-    """ListEndpointConfigs with AWS's filters (NameContains is case-insensitive; time bounds are exclusive)."""
+    """ListEndpointConfigs with AWS's filters (NameContains ignores case; time bounds are exclusive)."""
     stmt = select(EndpointConfig).where(EndpointConfig.account_id == account_id)
     if name_contains:
         stmt = stmt.where(func.lower(EndpointConfig.name).contains(name_contains.lower(), autoescape=True))

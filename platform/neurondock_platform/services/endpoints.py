@@ -20,7 +20,13 @@ from sqlalchemy.orm import Session
 from neurondock_platform import dispatch
 from neurondock_platform.db import utcnow
 from neurondock_platform.errors import AlreadyExistsError, NotFoundError, ValidationException
-from neurondock_platform.models import Endpoint, EndpointConfig, EndpointStatus, EndpointVariant, VariantStatus
+from neurondock_platform.models import (
+    Endpoint,
+    EndpointConfig,
+    EndpointStatus,
+    EndpointVariant,
+    VariantStatus,
+)
 from neurondock_platform.services import arns, endpoint_configs, models, pagination, tags, validation
 from neurondock_platform.services.validation import MISSING, invalid, item_path
 
@@ -95,7 +101,9 @@ def _enqueue(session: Session, endpoint: Endpoint) -> None:
     dispatch.enqueue_after_commit(session, dispatch.RECONCILE_ENDPOINT, endpoint.id)
 
 
-def resolve_variants(session: Session, *, account_id: str, region: str, config: EndpointConfig) -> list[VariantSpec]:
+def resolve_variants(
+    session: Session, *, account_id: str, region: str, config: EndpointConfig
+) -> list[VariantSpec]:
     """Resolve a config's variants against the caller's models (``Could not find model`` if one is gone)."""
     specs = []
     for variant in config.production_variants:
@@ -133,7 +141,9 @@ def create_endpoint(
     arn = endpoint_arn(region, account_id, name)
     if find_endpoint(session, account_id, arn) is not None:
         raise AlreadyExistsError(kind=KIND, arn=arn)
-    config = endpoint_configs.get_endpoint_config(session, account_id=account_id, region=region, name=config_name)
+    config = endpoint_configs.get_endpoint_config(
+        session, account_id=account_id, region=region, name=config_name
+    )
     specs = resolve_variants(session, account_id=account_id, region=region, config=config)
     extra = _config_echo(config)
     if deployment_config:
@@ -214,8 +224,12 @@ def _require_updatable(endpoint: Endpoint) -> None:
     if endpoint.status in IN_PROGRESS:
         raise ValidationException(f'Cannot update in-progress endpoint "{endpoint.arn}".')
     if endpoint.status == EndpointStatus.FAILED:
-        raise ValidationException(f'Cannot update failed endpoint "{endpoint.arn}". Delete it and create it again.')
-    raise ValidationException(f'Cannot update endpoint "{endpoint.arn}" while its status is {endpoint.status}.')
+        raise ValidationException(
+            f'Cannot update failed endpoint "{endpoint.arn}". Delete it and create it again.'
+        )
+    raise ValidationException(
+        f'Cannot update endpoint "{endpoint.arn}" while its status is {endpoint.status}.'
+    )
 
 
 def update_endpoint(
@@ -233,7 +247,9 @@ def update_endpoint(
     """UpdateEndpoint: store the resolved target config as pending, mark ``Updating`` and reconcile."""
     endpoint = get_endpoint(session, account_id=account_id, region=region, name=name)
     _require_updatable(endpoint)
-    config = endpoint_configs.get_endpoint_config(session, account_id=account_id, region=region, name=config_name)
+    config = endpoint_configs.get_endpoint_config(
+        session, account_id=account_id, region=region, name=config_name
+    )
     specs = resolve_variants(session, account_id=account_id, region=region, config=config)
     if retain_all_variant_properties:
         specs = _retain(endpoint, specs, set(exclude_retained_variant_properties))
@@ -288,7 +304,9 @@ def update_weights_and_capacities(
     unknown = [d["VariantName"] for d in desired if d["VariantName"] not in current]
     if unknown:
         names = ", ".join(f'"{n}"' for n in unknown)
-        raise ValidationException(f'The variant name(s) {names} is/are not present in endpoint "{endpoint.arn}".')
+        raise ValidationException(
+            f'The variant name(s) {names} is/are not present in endpoint "{endpoint.arn}".'
+        )
     errors = validation.Errors()
     for index, item in enumerate(desired):
         item_at = item_path(path, index)
@@ -299,15 +317,23 @@ def update_weights_and_capacities(
                 "Serverless is not supported by neurondock",
             )
         if item.get("DesiredWeight") is None and item.get("DesiredInstanceCount") is None:
-            errors.add(MISSING, f"{item_at}.desiredWeight", "Give DesiredWeight, DesiredInstanceCount or both")
+            errors.add(
+                MISSING, f"{item_at}.desiredWeight", "Give DesiredWeight, DesiredInstanceCount or both"
+            )
         if item.get("DesiredInstanceCount") == 0:
-            errors.add(0, f"{item_at}.desiredInstanceCount", "Member must have value greater than or equal to 1")
+            errors.add(
+                0, f"{item_at}.desiredInstanceCount", "Member must have value greater than or equal to 1"
+            )
     errors.raise_if_any()
     weights = {v.name: v.desired_weight for v in endpoint.variants}
-    weights.update({d["VariantName"]: float(d["DesiredWeight"]) for d in desired if d.get("DesiredWeight") is not None})
+    weights.update(
+        {d["VariantName"]: float(d["DesiredWeight"]) for d in desired if d.get("DesiredWeight") is not None}
+    )
     if sum(weights.values()) <= 0:
         raise invalid(
-            [d.get("DesiredWeight") for d in desired], path, "The sum of the variants' weights must be greater than 0"
+            [d.get("DesiredWeight") for d in desired],
+            path,
+            "The sum of the variants' weights must be greater than 0",
         )
     for item in desired:
         variant = current[item["VariantName"]]
@@ -439,5 +465,10 @@ def list_endpoints(
         modified=[modified_before, modified_after],
     )
     return pagination.paginate(
-        session, stmt, sort_column=SORT_COLUMNS[page.sort_by], id_column=Endpoint.id, request=page, scope=scope
+        session,
+        stmt,
+        sort_column=SORT_COLUMNS[page.sort_by],
+        id_column=Endpoint.id,
+        request=page,
+        scope=scope,
     )

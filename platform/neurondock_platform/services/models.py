@@ -66,17 +66,23 @@ def create_model(
 
 def _check_containers(primary: dict[str, Any] | None, containers: list[dict[str, Any]]) -> None:
     if primary is None and not containers:
-        raise invalid(MISSING, "primaryContainer", "Member must not be null (give PrimaryContainer or Containers)")
+        raise invalid(
+            MISSING, "primaryContainer", "Member must not be null (give PrimaryContainer or Containers)"
+        )
     if primary is not None and containers:
         raise invalid(containers, "containers", "Member must be empty when PrimaryContainer is given")
     if len(containers) > 1:
         raise invalid(
-            len(containers), "containers", "neurondock serves one container per model (no inference pipelines)"
+            len(containers),
+            "containers",
+            "neurondock serves one container per model (no inference pipelines)",
         )
     path = "primaryContainer" if primary is not None else validation.item_path("containers", 0)
     container = primary if primary is not None else containers[0]
     if container.get("Mode", "SingleModel") != "SingleModel":
-        raise invalid(container["Mode"], f"{path}.mode", "Multi-model containers are not supported by neurondock")
+        raise invalid(
+            container["Mode"], f"{path}.mode", "Multi-model containers are not supported by neurondock"
+        )
     if not container.get("Image"):
         raise invalid(MISSING, f"{path}.image", "Member must not be null")
     source = container.get("ModelDataSource")

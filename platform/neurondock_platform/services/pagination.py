@@ -76,7 +76,9 @@ def decode_token(token: str) -> dict[str, Any]:
 
 
 def invalid_token() -> ValidationException:
-    return ValidationException("Invalid pagination token: NextToken must be a value returned by the same request.")
+    return ValidationException(
+        "Invalid pagination token: NextToken must be a value returned by the same request."
+    )
 
 
 def _encode_value(value: Any) -> list[Any]:
@@ -101,7 +103,7 @@ def _decode_value(encoded: Any) -> Any:
 
 def paginate(
     session: Session,
-    stmt: Select[tuple[T]],
+    stmt: Select[T],
     *,
     sort_column: InstrumentedAttribute[Any],
     id_column: InstrumentedAttribute[int],

@@ -194,7 +194,9 @@ def _check_map(shape: Any, value: Any, path: str, errors: Errors) -> None:
             if shape.value.type_name in ("structure", "list", "map"):
                 errors.messages.extend(value_errors.messages)
             else:
-                errors.add(item, path, "Map value must satisfy constraint: [" + _constraints(value_errors) + "]")
+                errors.add(
+                    item, path, "Map value must satisfy constraint: [" + _constraints(value_errors) + "]"
+                )
 
 
 def _constraints(errors: Errors) -> str:
@@ -270,6 +272,15 @@ _CHECKERS: dict[str, Callable[[Any, Any, str, Errors], None]] = {
 }
 
 
+def without_nulls(value: Any) -> Any:
+    """Return a copy with null structure members dropped (botocore never sends them; AWS ignores them)."""
+    if isinstance(value, dict):
+        return {k: without_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [without_nulls(v) for v in value]
+    return value
+
+
 def to_datetime(value: Any) -> dt.datetime:
     """Parse a request timestamp (epoch seconds, as boto3 sends, or ISO 8601) into aware UTC."""
     if isinstance(value, bool):
@@ -298,10 +309,14 @@ def check_tags(tags: list[dict[str, Any]], path: str = "tags") -> None:
         key = tag["Key"]
         if key.lower().startswith(RESERVED_TAG_PREFIX):
             errors.add(
-                key, join_path(item_path(path, index), "Key"), "Member must not start with the reserved prefix 'aws:'"
+                key,
+                join_path(item_path(path, index), "Key"),
+                "Member must not start with the reserved prefix 'aws:'",
             )
         if key in seen:
-            errors.add(key, join_path(item_path(path, index), "Key"), "Tag keys must be unique within a request")
+            errors.add(
+                key, join_path(item_path(path, index), "Key"), "Tag keys must be unique within a request"
+            )
         seen.add(key)
     errors.raise_if_any()
 
@@ -324,5 +339,9 @@ def check_instance_type(instance_type: str, path: str) -> None:
         return
     supported = ", ".join(catalog.SUPPORTED_INSTANCE_TYPES)
     if instance_type in catalog.ALL_INSTANCE_TYPES:
-        raise invalid(instance_type, path, f"Instance type is not supported by neurondock; supported: [{supported}]")
-    raise invalid(instance_type, path, f"Member must satisfy enum value set: [{', '.join(catalog.ALL_INSTANCE_TYPES)}]")
+        raise invalid(
+            instance_type, path, f"Instance type is not supported by neurondock; supported: [{supported}]"
+        )
+    raise invalid(
+        instance_type, path, f"Member must satisfy enum value set: [{', '.join(catalog.ALL_INSTANCE_TYPES)}]"
+    )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Callable
 from typing import Any
 
@@ -157,27 +156,6 @@ def other_account(db) -> dict[str, str]:
 def as_other(other_account) -> dict[str, str]:
     """Signing kwargs for the second account."""
     return {"access_key": other_account["access_key"], "secret_key": other_account["secret_key"]}
-
-
-@pytest.fixture
-def set_created(db) -> Callable[..., None]:
-    """Backdate a row's CreationTime (and LastModifiedTime for endpoints) to a fixed epoch second."""
-    from sqlalchemy import select
-
-    from neurondock_platform import models
-
-    def change(kind: str, name: str, created: float, modified: float | None = None) -> None:
-        cls = {"model": models.Model, "config": models.EndpointConfig, "endpoint": models.Endpoint}[kind]
-
-        def apply(session: Any) -> None:
-            row = session.scalar(select(cls).where(cls.name == name))
-            row.created_at = dt.datetime.fromtimestamp(created, dt.UTC)
-            if modified is not None:
-                row.last_modified_at = dt.datetime.fromtimestamp(modified, dt.UTC)
-
-        db(apply)
-
-    return change
 
 
 @pytest.fixture(autouse=True)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 
-import pytest
 from sqlalchemy import select
 from tests.integration.control_plane.cp_helpers import ACCOUNT, ENV, IMAGE, MODEL_DATA, REGION, arn, variant
 
@@ -268,44 +267,45 @@ def test_update_endpoint_stores_pending_and_describes_it(
     )
 
 
-@pytest.mark.parametrize(
-    ("retain", "exclude", "expected"),
-    [
-        (False, [], (2, 1.0)),
-        (True, [], (5, 4.0)),
-        (True, ["DesiredInstanceCount"], (2, 4.0)),
-        (True, ["DesiredInstanceCount", "DesiredWeight"], (2, 1.0)),
-    ],
-)
-def test_update_endpoint_honours_retain_all_variant_properties(
-    deployed, make_config, in_service, ok, db, retain, exclude, expected
-):
-    deployed("e1")
-    in_service("e1")
-    ok(
-        "UpdateEndpointWeightsAndCapacities",
-        {
-            "EndpointName": "e1",
-            "DesiredWeightsAndCapacities": [
-                {"VariantName": "AllTraffic", "DesiredInstanceCount": 5, "DesiredWeight": 4}
-            ],
-        },
-    )
-    in_service("e1")
+RETAIN_CASES = [  # RetainAllVariantProperties, ExcludeRetainedVariantProperties, (count, weight)
+    (False, [], (2, 1.0)),
+    (True, [], (5, 4.0)),
+    (True, ["DesiredInstanceCount"], (2, 4.0)),
+    (True, ["DesiredInstanceCount", "DesiredWeight"], (2, 1.0)),
+]
+
+
+def test_update_endpoint_honours_retain_all_variant_properties(make_model, make_config, in_service, ok, db):
+    make_model("m1")
+    make_config("c1")
     make_config("c2", variants=[variant(InitialInstanceCount=2), variant(name="extra")])
-    ok(
-        "UpdateEndpoint",
-        {
-            "EndpointName": "e1",
-            "EndpointConfigName": "c2",
-            "RetainAllVariantProperties": retain,
-            "ExcludeRetainedVariantProperties": [{"VariantPropertyType": p} for p in exclude],
-        },
-    )
-    variants = _endpoint(db)["extra"]["pending"]["ProductionVariants"]
-    assert (variants[0]["DesiredInstanceCount"], variants[0]["DesiredWeight"]) == expected
-    # A variant the endpoint did not have takes the new config's values either way.
-    assert (variants[1]["DesiredInstanceCount"], variants[1]["DesiredWeight"]) == (1, 1.0)
+    for index, (retain, exclude, expected) in enumerate(RETAIN_CASES):
+        name = f"e{index}"
+        ok("CreateEndpoint", {"EndpointName": name, "EndpointConfigName": "c1"})
+        in_service(name)
+        ok(
+            "UpdateEndpointWeightsAndCapacities",
+            {
+                "EndpointName": name,
+                "DesiredWeightsAndCapacities": [
+                    {"VariantName": "AllTraffic", "DesiredInstanceCount": 5, "DesiredWeight": 4}
+                ],
+            },
+        )
+        in_service(name)
+        ok(
+            "UpdateEndpoint",
+            {
+                "EndpointName": name,
+                "EndpointConfigName": "c2",
+                "RetainAllVariantProperties": retain,
+                "ExcludeRetainedVariantProperties": [{"VariantPropertyType": p} for p in exclude],
+            },
+        )
+        variants = _endpoint(db, name)["extra"]["pending"]["ProductionVariants"]
+        assert (variants[0]["DesiredInstanceCount"], variants[0]["DesiredWeight"]) == expected
+        # A variant the endpoint did not have takes the new config's values either way.
+        assert (variants[1]["DesiredInstanceCount"], variants[1]["DesiredWeight"]) == (1, 1.0)
 
 
 def test_apply_and_discard_pending_update(deployed, make_model, make_config, in_service, ok, db):
@@ -415,42 +415,41 @@ def test_update_weights_and_capacities(make_model, make_config, in_service, ok, 
     assert "PendingDeploymentSummary" not in described
 
 
-@pytest.mark.parametrize(
-    ("params", "expected"),
-    [
-        (
-            {"EndpointConfigName": "c1"},
-            "Value null at 'endpointName' failed to satisfy constraint: Member must not be null",
-        ),
-        (
-            {"EndpointName": "e1"},
-            "Value null at 'endpointConfigName' failed to satisfy constraint: Member must not be null",
-        ),
-        (
-            {"EndpointName": "-e", "EndpointConfigName": "c1"},
-            "Value '-e' at 'endpointName' failed to satisfy constraint: "
-            "Member must satisfy regular expression pattern: ^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}",
-        ),
-        (
-            {"EndpointName": "e" * 64, "EndpointConfigName": "c1"},
-            "at 'endpointName' failed to satisfy constraint: "
-            "Member must have length less than or equal to 63",
-        ),
-        (
-            {
-                "EndpointName": "e1",
-                "EndpointConfigName": "c1",
-                "DeploymentConfig": {
-                    "BlueGreenUpdatePolicy": {"TrafficRoutingConfiguration": {"Type": "SOMETIMES"}}
-                },
+INVALID_CREATE_ENDPOINT = [
+    (
+        {"EndpointConfigName": "c1"},
+        "Value null at 'endpointName' failed to satisfy constraint: Member must not be null",
+    ),
+    (
+        {"EndpointName": "e1"},
+        "Value null at 'endpointConfigName' failed to satisfy constraint: Member must not be null",
+    ),
+    (
+        {"EndpointName": "-e", "EndpointConfigName": "c1"},
+        "Value '-e' at 'endpointName' failed to satisfy constraint: "
+        "Member must satisfy regular expression pattern: ^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}",
+    ),
+    (
+        {"EndpointName": "e" * 64, "EndpointConfigName": "c1"},
+        "at 'endpointName' failed to satisfy constraint: Member must have length less than or equal to 63",
+    ),
+    (
+        {
+            "EndpointName": "e1",
+            "EndpointConfigName": "c1",
+            "DeploymentConfig": {
+                "BlueGreenUpdatePolicy": {"TrafficRoutingConfiguration": {"Type": "SOMETIMES"}}
             },
-            "at 'deploymentConfig.blueGreenUpdatePolicy.trafficRoutingConfiguration.type' failed to satisfy "
-            "constraint: Member must satisfy enum value set: [ALL_AT_ONCE, CANARY, LINEAR]",
-        ),
-    ],
-)
-def test_create_endpoint_validation(fails, params, expected):
-    assert expected in fails("CreateEndpoint", params)
+        },
+        "at 'deploymentConfig.blueGreenUpdatePolicy.trafficRoutingConfiguration.type' failed to satisfy "
+        "constraint: Member must satisfy enum value set: [ALL_AT_ONCE, CANARY, LINEAR]",
+    ),
+]
+
+
+def test_create_endpoint_validation(fails):
+    for params, expected in INVALID_CREATE_ENDPOINT:
+        assert expected in fails("CreateEndpoint", params)
 
 
 def test_deployment_config_is_echoed_as_last_deployment_config(deployed, ok):

@@ -58,19 +58,19 @@ def many(db):
     return names
 
 
-@pytest.mark.parametrize("operation", list(LISTS))
-def test_walk_all_pages_newest_first_by_default(ok, many, operation):
-    names, sizes = walk(ok, operation, {"NameContains": "r"})
-    assert names == list(reversed(many))
-    assert sizes == [10, 10, 3]  # the default MaxResults is 10
+def test_walk_all_pages_newest_first_by_default(ok, many):
+    for operation in LISTS:
+        names, sizes = walk(ok, operation, {"NameContains": "r"})
+        assert names == list(reversed(many))
+        assert sizes == [10, 10, 3]  # the default MaxResults is 10
 
 
-@pytest.mark.parametrize("operation", list(LISTS))
-def test_walk_by_name_ascending_with_page_size(ok, many, operation):
-    names, sizes = walk(ok, operation, {"SortBy": "Name", "SortOrder": "Ascending", "MaxResults": 7})
-    extra = ["base"] if operation == "ListModels" else []
-    assert names == sorted(many + extra)
-    assert sizes == [7, 7, 7, 2 + len(extra)]
+def test_walk_by_name_ascending_with_page_size(ok, many):
+    for operation in LISTS:
+        names, sizes = walk(ok, operation, {"SortBy": "Name", "SortOrder": "Ascending", "MaxResults": 7})
+        extra = ["base"] if operation == "ListModels" else []
+        assert names == sorted(many + extra)
+        assert sizes == [7, 7, 7, 2 + len(extra)]
 
 
 def test_max_results_100_returns_everything_without_token(ok, many):
@@ -141,56 +141,56 @@ def test_last_modified_filters_and_status_sort(ok, many, endpoint_row):
     assert len(by_status) == 23
 
 
-@pytest.mark.parametrize(
-    ("operation", "params", "expected"),
-    [
-        (
-            "ListModels",
-            {"MaxResults": 0},
-            "Value '0' at 'maxResults' failed to satisfy constraint: "
-            "Member must have value greater than or equal to 1",
-        ),
-        (
-            "ListEndpoints",
-            {"MaxResults": 101},
-            "Value '101' at 'maxResults' failed to satisfy constraint: "
-            "Member must have value less than or equal to 100",
-        ),
-        (
-            "ListEndpoints",
-            {"SortBy": "Size"},
-            "Value 'Size' at 'sortBy' failed to satisfy constraint: "
-            "Member must satisfy enum value set: [Name, CreationTime, Status]",
-        ),
-        (
-            "ListModels",
-            {"SortBy": "Status"},
-            "Member must satisfy enum value set: [Name, CreationTime]",
-        ),
-        (
-            "ListEndpointConfigs",
-            {"SortOrder": "Up"},
-            "Member must satisfy enum value set: [Ascending, Descending]",
-        ),
-        ("ListEndpoints", {"StatusEquals": "Running"}, "Value 'Running' at 'statusEquals'"),
-        (
-            "ListModels",
-            {"NameContains": "a_b"},
-            "Value 'a_b' at 'nameContains' failed to satisfy constraint: "
-            "Member must satisfy regular expression pattern: ^[a-zA-Z0-9-]+",
-        ),
-        (
-            "ListModels",
-            {"CreationTimeAfter": "yesterday"},
-            "at 'creationTimeAfter' failed to satisfy constraint",
-        ),
-        ("ListModels", {"NextToken": "x" * 8193}, "Member must have length less than or equal to 8192"),
-        ("ListModels", {"NextToken": "not-a-token"}, "Invalid pagination token"),
-        ("ListEndpoints", {"NextToken": "eyJzIjoxfQ"}, "Invalid pagination token"),
-    ],
-)
-def test_list_parameter_validation(fails, operation, params, expected):
-    assert expected in fails(operation, params)
+INVALID_LIST_PARAMS = [
+    (
+        "ListModels",
+        {"MaxResults": 0},
+        "Value '0' at 'maxResults' failed to satisfy constraint: "
+        "Member must have value greater than or equal to 1",
+    ),
+    (
+        "ListEndpoints",
+        {"MaxResults": 101},
+        "Value '101' at 'maxResults' failed to satisfy constraint: "
+        "Member must have value less than or equal to 100",
+    ),
+    (
+        "ListEndpoints",
+        {"SortBy": "Size"},
+        "Value 'Size' at 'sortBy' failed to satisfy constraint: "
+        "Member must satisfy enum value set: [Name, CreationTime, Status]",
+    ),
+    (
+        "ListModels",
+        {"SortBy": "Status"},
+        "Member must satisfy enum value set: [Name, CreationTime]",
+    ),
+    (
+        "ListEndpointConfigs",
+        {"SortOrder": "Up"},
+        "Member must satisfy enum value set: [Ascending, Descending]",
+    ),
+    ("ListEndpoints", {"StatusEquals": "Running"}, "Value 'Running' at 'statusEquals'"),
+    (
+        "ListModels",
+        {"NameContains": "a_b"},
+        "Value 'a_b' at 'nameContains' failed to satisfy constraint: "
+        "Member must satisfy regular expression pattern: ^[a-zA-Z0-9-]+",
+    ),
+    (
+        "ListModels",
+        {"CreationTimeAfter": "yesterday"},
+        "at 'creationTimeAfter' failed to satisfy constraint",
+    ),
+    ("ListModels", {"NextToken": "x" * 8193}, "Member must have length less than or equal to 8192"),
+    ("ListModels", {"NextToken": "not-a-token"}, "Invalid pagination token"),
+    ("ListEndpoints", {"NextToken": "eyJzIjoxfQ"}, "Invalid pagination token"),
+]
+
+
+def test_list_parameter_validation(fails):
+    for operation, params, expected in INVALID_LIST_PARAMS:
+        assert expected in fails(operation, params)
 
 
 def test_a_token_only_works_for_its_own_query(ok, fails, many):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 
-import pytest
 from tests.integration.control_plane.cp_helpers import ACCOUNT, ENV, IMAGE, MODEL_DATA, ROLE, arn
 
 PATTERN_MODEL = r"^[a-zA-Z0-9]([\-a-zA-Z0-9]*[a-zA-Z0-9])?"
@@ -98,68 +97,68 @@ def test_tags_given_at_create_are_listed_and_deleted_with_the_model(make_model, 
     assert ok("ListTags", {"ResourceArn": model_arn})["Tags"] == []
 
 
-@pytest.mark.parametrize(
-    ("params", "expected"),
-    [
-        (
-            {"PrimaryContainer": {"Image": IMAGE}},
-            "1 validation error detected: Value null at 'modelName' failed to satisfy constraint: "
-            "Member must not be null",
-        ),
-        (
-            {"ModelName": "bad_name!", "PrimaryContainer": {"Image": IMAGE}},
-            "1 validation error detected: Value 'bad_name!' at 'modelName' failed to satisfy constraint: "
-            f"Member must satisfy regular expression pattern: {PATTERN_MODEL}",
-        ),
-        (
-            {"ModelName": "a" * 64, "PrimaryContainer": {"Image": IMAGE}},
-            f"1 validation error detected: Value '{'a' * 64}' at 'modelName' failed to satisfy constraint: "
-            "Member must have length less than or equal to 63",
-        ),
-        (
-            {"ModelName": "m-", "PrimaryContainer": {"Image": IMAGE}},
-            "1 validation error detected: Value 'm-' at 'modelName' failed to satisfy constraint: "
-            f"Member must satisfy regular expression pattern: {PATTERN_MODEL}",
-        ),
-        (
-            {
-                "ModelName": "m",
-                "ExecutionRoleArn": "arn:aws:iam::12:role/x",
-                "PrimaryContainer": {"Image": IMAGE},
-            },
-            "1 validation error detected: Value 'arn:aws:iam::12:role/x' at 'executionRoleArn' "
-            "failed to satisfy constraint: Member must satisfy regular expression pattern: "
-            r"^arn:aws[a-z\-]*:iam::\d{12}:role/?[a-zA-Z_0-9+=,.@\-_/]+",
-        ),
-        (
-            {"ModelName": "m", "PrimaryContainer": {"Image": IMAGE, "ModelDataUrl": "ftp://x/y"}},
-            "1 validation error detected: Value 'ftp://x/y' at 'primaryContainer.modelDataUrl' failed to "
-            "satisfy constraint: Member must satisfy regular expression pattern: ^(https|s3)://([^/]+)/?(.*)",
-        ),
-        (
-            {"ModelName": "m", "PrimaryContainer": {"Image": "has space"}},
-            "1 validation error detected: Value 'has space' at 'primaryContainer.image' failed to satisfy "
-            r"constraint: Member must satisfy regular expression pattern: ^[\S]+",
-        ),
-        (
-            {"ModelName": "m", "PrimaryContainer": {"Image": IMAGE, "Mode": "Single"}},
-            "1 validation error detected: Value 'Single' at 'primaryContainer.mode' "
-            "failed to satisfy constraint: Member must satisfy enum value set: [SingleModel, MultiModel]",
-        ),
-        (
-            {"ModelName": "m", "PrimaryContainer": {"Image": IMAGE}, "EnableNetworkIsolation": "yes"},
-            "1 validation error detected: Value 'yes' at 'enableNetworkIsolation' "
-            "failed to satisfy constraint: Member must be of type boolean",
-        ),
-        (
-            {"ModelName": "m", "PrimaryContainer": "img"},
-            "1 validation error detected: Value 'img' at 'primaryContainer' failed to satisfy constraint: "
-            "Member must be of type structure",
-        ),
-    ],
-)
-def test_create_model_validation_messages(fails, params, expected):
-    assert fails("CreateModel", params) == expected
+INVALID_MODELS = [
+    (
+        {"PrimaryContainer": {"Image": IMAGE}},
+        "1 validation error detected: Value null at 'modelName' failed to satisfy constraint: "
+        "Member must not be null",
+    ),
+    (
+        {"ModelName": "bad_name!", "PrimaryContainer": {"Image": IMAGE}},
+        "1 validation error detected: Value 'bad_name!' at 'modelName' failed to satisfy constraint: "
+        f"Member must satisfy regular expression pattern: {PATTERN_MODEL}",
+    ),
+    (
+        {"ModelName": "a" * 64, "PrimaryContainer": {"Image": IMAGE}},
+        f"1 validation error detected: Value '{'a' * 64}' at 'modelName' failed to satisfy constraint: "
+        "Member must have length less than or equal to 63",
+    ),
+    (
+        {"ModelName": "m-", "PrimaryContainer": {"Image": IMAGE}},
+        "1 validation error detected: Value 'm-' at 'modelName' failed to satisfy constraint: "
+        f"Member must satisfy regular expression pattern: {PATTERN_MODEL}",
+    ),
+    (
+        {
+            "ModelName": "m",
+            "ExecutionRoleArn": "arn:aws:iam::12:role/x",
+            "PrimaryContainer": {"Image": IMAGE},
+        },
+        "1 validation error detected: Value 'arn:aws:iam::12:role/x' at 'executionRoleArn' "
+        "failed to satisfy constraint: Member must satisfy regular expression pattern: "
+        r"^arn:aws[a-z\-]*:iam::\d{12}:role/?[a-zA-Z_0-9+=,.@\-_/]+",
+    ),
+    (
+        {"ModelName": "m", "PrimaryContainer": {"Image": IMAGE, "ModelDataUrl": "ftp://x/y"}},
+        "1 validation error detected: Value 'ftp://x/y' at 'primaryContainer.modelDataUrl' failed to "
+        "satisfy constraint: Member must satisfy regular expression pattern: ^(https|s3)://([^/]+)/?(.*)",
+    ),
+    (
+        {"ModelName": "m", "PrimaryContainer": {"Image": "has space"}},
+        "1 validation error detected: Value 'has space' at 'primaryContainer.image' failed to satisfy "
+        r"constraint: Member must satisfy regular expression pattern: ^[\S]+",
+    ),
+    (
+        {"ModelName": "m", "PrimaryContainer": {"Image": IMAGE, "Mode": "Single"}},
+        "1 validation error detected: Value 'Single' at 'primaryContainer.mode' "
+        "failed to satisfy constraint: Member must satisfy enum value set: [SingleModel, MultiModel]",
+    ),
+    (
+        {"ModelName": "m", "PrimaryContainer": {"Image": IMAGE}, "EnableNetworkIsolation": "yes"},
+        "1 validation error detected: Value 'yes' at 'enableNetworkIsolation' "
+        "failed to satisfy constraint: Member must be of type boolean",
+    ),
+    (
+        {"ModelName": "m", "PrimaryContainer": "img"},
+        "1 validation error detected: Value 'img' at 'primaryContainer' failed to satisfy constraint: "
+        "Member must be of type structure",
+    ),
+]
+
+
+def test_create_model_validation_messages(fails):
+    for params, expected in INVALID_MODELS:
+        assert fails("CreateModel", params) == expected
 
 
 def test_environment_limits(fails, ok):
@@ -191,52 +190,51 @@ def test_environment_limits(fails, ok):
     )
 
 
-@pytest.mark.parametrize(
-    ("params", "fragment"),
-    [
-        ({"ModelName": "m"}, "at 'primaryContainer' failed to satisfy constraint: Member must not be null"),
-        (
-            {"ModelName": "m", "PrimaryContainer": {"Image": IMAGE}, "Containers": [{"Image": IMAGE}]},
-            "at 'containers' failed to satisfy constraint: "
-            "Member must be empty when PrimaryContainer is given",
-        ),
-        (
-            {"ModelName": "m", "Containers": [{"Image": IMAGE}, {"Image": IMAGE}]},
-            "neurondock serves one container per model",
-        ),
-        ({"ModelName": "m", "PrimaryContainer": {"ModelDataUrl": MODEL_DATA}}, "at 'primaryContainer.image'"),
-        (
-            {"ModelName": "m", "Containers": [{"ModelDataUrl": MODEL_DATA}]},
-            "Value null at 'containers.1.member.image' failed to satisfy constraint: Member must not be null",
-        ),
-        (
-            {"ModelName": "m", "PrimaryContainer": {"Image": IMAGE, "Mode": "MultiModel"}},
-            "Multi-model containers are not supported by neurondock",
-        ),
-        (
-            {
-                "ModelName": "m",
-                "PrimaryContainer": {
-                    "Image": IMAGE,
-                    "ModelDataSource": {
-                        "S3DataSource": {
-                            "S3Uri": "s3://b/p/",
-                            "S3DataType": "S3Prefix",
-                            "CompressionType": "None",
-                        }
-                    },
+CONTAINER_RULES = [
+    ({"ModelName": "m"}, "at 'primaryContainer' failed to satisfy constraint: Member must not be null"),
+    (
+        {"ModelName": "m", "PrimaryContainer": {"Image": IMAGE}, "Containers": [{"Image": IMAGE}]},
+        "at 'containers' failed to satisfy constraint: Member must be empty when PrimaryContainer is given",
+    ),
+    (
+        {"ModelName": "m", "Containers": [{"Image": IMAGE}, {"Image": IMAGE}]},
+        "neurondock serves one container per model",
+    ),
+    ({"ModelName": "m", "PrimaryContainer": {"ModelDataUrl": MODEL_DATA}}, "at 'primaryContainer.image'"),
+    (
+        {"ModelName": "m", "Containers": [{"ModelDataUrl": MODEL_DATA}]},
+        "Value null at 'containers.1.member.image' failed to satisfy constraint: Member must not be null",
+    ),
+    (
+        {"ModelName": "m", "PrimaryContainer": {"Image": IMAGE, "Mode": "MultiModel"}},
+        "Multi-model containers are not supported by neurondock",
+    ),
+    (
+        {
+            "ModelName": "m",
+            "PrimaryContainer": {
+                "Image": IMAGE,
+                "ModelDataSource": {
+                    "S3DataSource": {
+                        "S3Uri": "s3://b/p/",
+                        "S3DataType": "S3Prefix",
+                        "CompressionType": "None",
+                    }
                 },
             },
-            "neurondock loads one model.tar.gz",
-        ),
-        (
-            {"ModelName": "m", "PrimaryContainer": {"Image": IMAGE}, "Containers": [{"Image": IMAGE}] * 16},
-            "at 'containers' failed to satisfy constraint: Member must have length less than or equal to 15",
-        ),
-    ],
-)
-def test_create_model_container_rules(fails, params, fragment):
-    assert fragment in fails("CreateModel", params)
+        },
+        "neurondock loads one model.tar.gz",
+    ),
+    (
+        {"ModelName": "m", "PrimaryContainer": {"Image": IMAGE}, "Containers": [{"Image": IMAGE}] * 16},
+        "at 'containers' failed to satisfy constraint: Member must have length less than or equal to 15",
+    ),
+]
+
+
+def test_create_model_container_rules(fails):
+    for params, fragment in CONTAINER_RULES:
+        assert fragment in fails("CreateModel", params)
 
 
 def test_model_data_source_gzip_object_is_accepted_and_snapshotted(ok, db):

@@ -57,86 +57,86 @@ def test_resource_arn_with_upper_case_name_resolves(make_model, ok):
     assert ok("ListTags", {"ResourceArn": arn("model", "mymodel")})["Tags"] == [{"Key": "k", "Value": "v"}]
 
 
-@pytest.mark.parametrize(
-    ("resource", "expected"),
-    [
-        (arn("endpoint", "ghost"), f'Could not find endpoint "{arn("endpoint", "ghost")}".'),
-        (
-            arn("endpoint-config", "ghost"),
-            f'Could not find endpoint configuration "{arn("endpoint-config", "ghost")}".',
-        ),
-        (
-            f"arn:aws:sagemaker:eu-west-1:{ACCOUNT}:model/m1",
-            f'Could not find model "arn:aws:sagemaker:eu-west-1:{ACCOUNT}:model/m1".',
-        ),
-        (
-            f"arn:aws:sagemaker:us-east-1:{ACCOUNT}:notebook-instance/nb",
-            f'Could not find resource "arn:aws:sagemaker:us-east-1:{ACCOUNT}:notebook-instance/nb".',
-        ),
-        (
-            f"arn:aws:sagemaker:us-east-1:{ACCOUNT}:model",
-            f'Could not find resource "arn:aws:sagemaker:us-east-1:{ACCOUNT}:model".',
-        ),
-    ],
-)
-def test_tags_on_missing_resources(model_arn, fails, resource, expected):
-    assert fails("AddTags", {"ResourceArn": resource, "Tags": [{"Key": "k", "Value": "v"}]}) == expected
-    assert fails("ListTags", {"ResourceArn": resource}) == expected
-    assert fails("DeleteTags", {"ResourceArn": resource, "TagKeys": ["k"]}) == expected
+MISSING_RESOURCES = [
+    (arn("endpoint", "ghost"), f'Could not find endpoint "{arn("endpoint", "ghost")}".'),
+    (
+        arn("endpoint-config", "ghost"),
+        f'Could not find endpoint configuration "{arn("endpoint-config", "ghost")}".',
+    ),
+    (
+        f"arn:aws:sagemaker:eu-west-1:{ACCOUNT}:model/m1",
+        f'Could not find model "arn:aws:sagemaker:eu-west-1:{ACCOUNT}:model/m1".',
+    ),
+    (
+        f"arn:aws:sagemaker:us-east-1:{ACCOUNT}:notebook-instance/nb",
+        f'Could not find resource "arn:aws:sagemaker:us-east-1:{ACCOUNT}:notebook-instance/nb".',
+    ),
+    (
+        f"arn:aws:sagemaker:us-east-1:{ACCOUNT}:model",
+        f'Could not find resource "arn:aws:sagemaker:us-east-1:{ACCOUNT}:model".',
+    ),
+]
 
 
-@pytest.mark.parametrize(
-    ("params", "expected"),
-    [
-        ({}, "Value null at 'tags' failed to satisfy constraint: Member must not be null"),
-        (
-            {"Tags": [{"Key": f"k{i}", "Value": "v"} for i in range(51)]},
-            "at 'tags' failed to satisfy constraint: Member must have length less than or equal to 50",
-        ),
-        (
-            {"Tags": [{"Key": "k" * 129, "Value": "v"}]},
-            "at 'tags.1.member.key' failed to satisfy constraint: "
-            "Member must have length less than or equal to 128",
-        ),
-        (
-            {"Tags": [{"Key": "", "Value": "v"}]},
-            "Value '' at 'tags.1.member.key' failed to satisfy constraint: "
-            "Member must have length greater than or equal to 1",
-        ),
-        (
-            {"Tags": [{"Key": "k", "Value": "v" * 257}]},
-            "at 'tags.1.member.value' failed to satisfy constraint: "
-            "Member must have length less than or equal to 256",
-        ),
-        (
-            {"Tags": [{"Key": "ok", "Value": "v"}, {"Key": "a*b", "Value": "v"}]},
-            "Value 'a*b' at 'tags.2.member.key' failed to satisfy constraint: "
-            f"Member must satisfy regular expression pattern: {TAG_PATTERN}",
-        ),
-        (
-            {"Tags": [{"Key": "k", "Value": "semi;colon"}]},
-            "Value 'semi;colon' at 'tags.1.member.value' failed to satisfy constraint: "
-            f"Member must satisfy regular expression pattern: {TAG_PATTERN}",
-        ),
-        (
-            {"Tags": [{"Key": "k"}]},
-            "Value null at 'tags.1.member.value' failed to satisfy constraint: Member must not be null",
-        ),
-        (
-            {"Tags": [{"Key": "aws:cloudformation:stack", "Value": "v"}]},
-            "Value 'aws:cloudformation:stack' at 'tags.1.member.key' failed to satisfy constraint: "
-            "Member must not start with the reserved prefix 'aws:'",
-        ),
-        (
-            {"Tags": [{"Key": "k", "Value": "1"}, {"Key": "k", "Value": "2"}]},
-            "Value 'k' at 'tags.2.member.key' failed to satisfy constraint: "
-            "Tag keys must be unique within a request",
-        ),
-        ({"Tags": "k=v"}, "Value 'k=v' at 'tags' failed to satisfy constraint: Member must be of type list"),
-    ],
-)
-def test_add_tags_validation(model_arn, fails, params, expected):
-    assert expected in fails("AddTags", {"ResourceArn": model_arn, **params})
+def test_tags_on_missing_resources(model_arn, fails):
+    for resource, expected in MISSING_RESOURCES:
+        assert fails("AddTags", {"ResourceArn": resource, "Tags": [{"Key": "k", "Value": "v"}]}) == expected
+        assert fails("ListTags", {"ResourceArn": resource}) == expected
+        assert fails("DeleteTags", {"ResourceArn": resource, "TagKeys": ["k"]}) == expected
+
+
+INVALID_ADD_TAGS = [
+    ({}, "Value null at 'tags' failed to satisfy constraint: Member must not be null"),
+    (
+        {"Tags": [{"Key": f"k{i}", "Value": "v"} for i in range(51)]},
+        "at 'tags' failed to satisfy constraint: Member must have length less than or equal to 50",
+    ),
+    (
+        {"Tags": [{"Key": "k" * 129, "Value": "v"}]},
+        "at 'tags.1.member.key' failed to satisfy constraint: "
+        "Member must have length less than or equal to 128",
+    ),
+    (
+        {"Tags": [{"Key": "", "Value": "v"}]},
+        "Value '' at 'tags.1.member.key' failed to satisfy constraint: "
+        "Member must have length greater than or equal to 1",
+    ),
+    (
+        {"Tags": [{"Key": "k", "Value": "v" * 257}]},
+        "at 'tags.1.member.value' failed to satisfy constraint: "
+        "Member must have length less than or equal to 256",
+    ),
+    (
+        {"Tags": [{"Key": "ok", "Value": "v"}, {"Key": "a*b", "Value": "v"}]},
+        "Value 'a*b' at 'tags.2.member.key' failed to satisfy constraint: "
+        f"Member must satisfy regular expression pattern: {TAG_PATTERN}",
+    ),
+    (
+        {"Tags": [{"Key": "k", "Value": "semi;colon"}]},
+        "Value 'semi;colon' at 'tags.1.member.value' failed to satisfy constraint: "
+        f"Member must satisfy regular expression pattern: {TAG_PATTERN}",
+    ),
+    (
+        {"Tags": [{"Key": "k"}]},
+        "Value null at 'tags.1.member.value' failed to satisfy constraint: Member must not be null",
+    ),
+    (
+        {"Tags": [{"Key": "aws:cloudformation:stack", "Value": "v"}]},
+        "Value 'aws:cloudformation:stack' at 'tags.1.member.key' failed to satisfy constraint: "
+        "Member must not start with the reserved prefix 'aws:'",
+    ),
+    (
+        {"Tags": [{"Key": "k", "Value": "1"}, {"Key": "k", "Value": "2"}]},
+        "Value 'k' at 'tags.2.member.key' failed to satisfy constraint: "
+        "Tag keys must be unique within a request",
+    ),
+    ({"Tags": "k=v"}, "Value 'k=v' at 'tags' failed to satisfy constraint: Member must be of type list"),
+]
+
+
+def test_add_tags_validation(model_arn, fails):
+    for params, expected in INVALID_ADD_TAGS:
+        assert expected in fails("AddTags", {"ResourceArn": model_arn, **params})
 
 
 def test_add_tags_without_resource_arn(fails):
@@ -185,21 +185,21 @@ def test_list_and_delete_tags_validation(model_arn, fails):
     assert "Invalid pagination token" in fails("ListTags", {"ResourceArn": model_arn, "NextToken": "abc"})
 
 
-@pytest.mark.parametrize(
-    ("operation", "params"),
-    [
-        ("CreateModel", {"ModelName": "m2", "PrimaryContainer": {"Image": IMAGE}}),
-        ("CreateEndpointConfig", {"EndpointConfigName": "c2", "ProductionVariants": [variant()]}),
-        ("CreateEndpoint", {"EndpointName": "e2", "EndpointConfigName": "c2"}),
-    ],
-)
-def test_create_operations_apply_the_same_tag_rules(model_arn, fails, operation, params):
-    for tags, fragment in [
-        ([{"Key": "aws:x", "Value": "v"}], "reserved prefix 'aws:'"),
-        (
-            [{"Key": f"k{i}", "Value": "v"} for i in range(51)],
-            "Member must have length less than or equal to 50",
-        ),
-        ([{"Key": "bad|key", "Value": "v"}], "at 'tags.1.member.key'"),
-    ]:
-        assert fragment in fails(operation, {**params, "Tags": tags})
+CREATES_WITH_TAGS = [
+    ("CreateModel", {"ModelName": "m2", "PrimaryContainer": {"Image": IMAGE}}),
+    ("CreateEndpointConfig", {"EndpointConfigName": "c2", "ProductionVariants": [variant()]}),
+    ("CreateEndpoint", {"EndpointName": "e2", "EndpointConfigName": "c2"}),
+]
+
+
+def test_create_operations_apply_the_same_tag_rules(model_arn, fails):
+    for operation, params in CREATES_WITH_TAGS:
+        for tags, fragment in [
+            ([{"Key": "aws:x", "Value": "v"}], "reserved prefix 'aws:'"),
+            (
+                [{"Key": f"k{i}", "Value": "v"} for i in range(51)],
+                "Member must have length less than or equal to 50",
+            ),
+            ([{"Key": "bad|key", "Value": "v"}], "at 'tags.1.member.key'"),
+        ]:
+            assert fragment in fails(operation, {**params, "Tags": tags})

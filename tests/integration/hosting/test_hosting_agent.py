@@ -7,13 +7,15 @@ import json
 import os
 import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 
 import numpy as np
 import pytest
 import torch
-from sqlalchemy import delete
+from sqlalchemy import delete, update
 
 import neurondock_platform.models as m
 from neurondock_platform.dataplane import protocol
@@ -89,14 +91,14 @@ def test_replica_lifecycle_ready_crash_restart_stop_and_delete(
 
     # desired stopped → the process gets SIGTERM and the row says Stopped.
     with session_scope(sessions) as session:
-        session.get(m.Replica, replica_id).desired_state = "stopped"
+        session.execute(update(m.Replica).where(m.Replica.id == replica_id).values(desired_state="stopped"))
     stopped = step_until(agent, replica_id, lambda r: r.state == ReplicaState.STOPPED)
     assert stopped.address is None and stopped.pid is None
     wait_gone(restarted.pid)
 
     # Asked to run again, it starts afresh (not counted as a restart) ...
     with session_scope(sessions) as session:
-        session.get(m.Replica, replica_id).desired_state = "running"
+        session.execute(update(m.Replica).where(m.Replica.id == replica_id).values(desired_state="running"))
     again = step_until(agent, replica_id, lambda r: r.state == ReplicaState.READY)
     assert again.restarts == 1
 
@@ -164,7 +166,9 @@ def test_model_fn_raising_fails_with_its_last_exception_line_and_log_tail(
 
     # The reconciler asks again by setting the replica Pending; then the agent tries once more.
     with session_scope(sessions) as session:
-        session.get(m.Replica, replica_id).state = ReplicaState.PENDING
+        session.execute(
+            update(m.Replica).where(m.Replica.id == replica_id).values(state=ReplicaState.PENDING)
+        )
     again = step_until(
         agent, replica_id, lambda r: r.state == ReplicaState.FAILED and r.pid is None, timeout=60
     )
@@ -260,3 +264,48 @@ def test_default_s3_client_factory_reaches_the_store(settings, s3):
 
     assert client.get_object(Bucket="neurondock-models", Key="factory/probe")["Body"].read() == b"ok"
     assert client.meta.config.s3["addressing_style"] == "path"
+
+
+def test_run_agent_serves_until_sigterm_then_stops_its_replicas(
+    tmp_path, engine, sessions, moto_url, upload, add_replica, load_replica, tiny_model_bytes
+):
+    url = upload({"model.pth": tiny_model_bytes})
+    with session_scope(sessions) as session:
+        # The agent registers itself on start; the replica row needs its host row first.
+        session.add(m.Host(id="host-it", address="127.0.0.1"))
+    replica_id = add_replica(url)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NEURONDOCK_")}
+    env.update(
+        NEURONDOCK_DATA_DIR=str(tmp_path / "agent-data"),
+        NEURONDOCK_DATABASE_URL=str(engine.url),
+        NEURONDOCK_HOST_ID="host-it",
+        NEURONDOCK_S3_ENDPOINT_URL=moto_url,
+        NEURONDOCK_ROOT_ACCESS_KEY_ID="testing",
+        NEURONDOCK_ROOT_SECRET_ACCESS_KEY="testing",
+    )
+    log = (tmp_path / "agent.log").open("wb")
+    agent = subprocess.Popen(
+        [sys.executable, "-m", "neurondock_workers.hosting.agent"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while (row := load_replica(replica_id)).state != ReplicaState.READY:
+            assert agent.poll() is None, (tmp_path / "agent.log").read_text()
+            assert time.monotonic() < deadline, f"{row.state} {row.failure_reason}"
+            time.sleep(0.05)
+        with sessions() as session:
+            host = session.get(m.Host, "host-it")
+            assert host is not None and host.agent_pid == agent.pid
+
+        agent.send_signal(signal.SIGTERM)
+        assert agent.wait(30) == 0, (tmp_path / "agent.log").read_text()
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+            agent.wait(10)
+        log.close()
+    wait_gone(row.pid)
+    assert load_replica(replica_id).state == ReplicaState.PENDING

@@ -1,4 +1,4 @@
-"""Helpers for driving the S3 store at the wire level: signing with a chosen payload hash, XML, aws-chunked."""
+"""Wire-level helpers for the S3 store tests: signing with a chosen payload hash, XML, aws-chunked."""
 
 from __future__ import annotations
 
@@ -15,7 +15,6 @@ from botocore.auth import S3SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 from botocore.httpchecksum import AwsChunkedWrapper, Crc32Checksum
-
 from tests.conftest import ACCESS_KEY, SECRET_KEY
 
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
@@ -80,7 +79,10 @@ def send(client: Any, method: str, path: str, body: bytes, headers: dict[str, st
 def unsigned_trailer_body(data: bytes, chunk_size: int = 64 * 1024) -> bytes:
     """Encode ``data`` the way botocore does over https: aws-chunked with a CRC32 trailer."""
     wrapper = AwsChunkedWrapper(
-        io.BytesIO(data), checksum_cls=Crc32Checksum, checksum_name="x-amz-checksum-crc32", chunk_size=chunk_size
+        io.BytesIO(data),
+        checksum_cls=Crc32Checksum,
+        checksum_name="x-amz-checksum-crc32",
+        chunk_size=chunk_size,
     )
     return wrapper.read()
 

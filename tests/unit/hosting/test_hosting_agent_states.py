@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import io
 import itertools
+import os
+import subprocess
 import tarfile
 import threading
 import time
@@ -12,12 +14,13 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
+from sqlalchemy import update
 
 import neurondock_platform.models as m
 from neurondock_platform.config import Settings
 from neurondock_platform.db import Base, make_engine, make_sessionmaker, session_scope
 from neurondock_platform.models import ReplicaState
-from neurondock_workers.hosting.agent import HostAgent, ReplicaProcess, ReplicaStartError
+from neurondock_workers.hosting.agent import AgentConflictError, HostAgent, ReplicaProcess, ReplicaStartError
 
 URL = "s3://models/tiny/model.tar.gz"
 HOST_ID = "host-unit"
@@ -174,7 +177,7 @@ def step_until(agent: HostAgent, sessions, replica_id: int, predicate, timeout: 
 
 def set_desired(sessions, replica_id: int, desired: str) -> None:
     with session_scope(sessions) as session:
-        session.get(m.Replica, replica_id).desired_state = desired
+        session.execute(update(m.Replica).where(m.Replica.id == replica_id).values(desired_state=desired))
 
 
 def test_a_pending_replica_is_fetched_started_and_reported_ready(agent, sessions, settings):
@@ -223,7 +226,9 @@ def test_a_failed_start_is_not_retried_until_the_reconciler_sets_pending(agent, 
 
     FakeProcess.behaviour = "ready"
     with session_scope(sessions) as session:
-        session.get(m.Replica, replica_id).state = ReplicaState.PENDING
+        session.execute(
+            update(m.Replica).where(m.Replica.id == replica_id).values(state=ReplicaState.PENDING)
+        )
     ready = step_until(agent, sessions, replica_id, lambda r: r.state == ReplicaState.READY)
     assert (ready.failure_reason, ready.restarts) == (None, 0)
 
@@ -293,3 +298,21 @@ def test_replica_env_layers_the_container_environment_over_sagemaker_defaults(ag
         "1",
         "7",
     )
+
+
+def test_a_second_live_agent_on_the_same_host_id_is_refused(settings, sessions):
+    with session_scope(sessions) as session:
+        session.add(m.Host(id=HOST_ID, address="127.0.0.1", agent_pid=os.getppid()))
+
+    with pytest.raises(AgentConflictError, match=f"Another host agent \\(pid {os.getppid()}\\) is running"):
+        HostAgent(settings, sessions, FakeS3, process_cls=FakeProcess).heartbeat()
+
+    # An agent that died (its pid is gone) is simply replaced.
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    with session_scope(sessions) as session:
+        session.execute(update(m.Host).where(m.Host.id == HOST_ID).values(agent_pid=dead.pid))
+    HostAgent(settings, sessions, FakeS3, process_cls=FakeProcess).heartbeat()
+    with sessions() as session:
+        host = session.get(m.Host, HOST_ID)
+        assert host is not None and host.agent_pid == os.getpid()

@@ -38,6 +38,15 @@ def test_safe_extract_unpacks_files_and_directories(tmp_path, make_tarball):
     assert (out / "code" / "inference.py").read_text() == "# hooks\n"
 
 
+def test_safe_extract_accepts_members_under_dot(tmp_path, make_tarball):
+    # What `tar czf model.tar.gz -C model_dir .` produces.
+    tarball = make_tarball({"./model.pth": b"weights", "./code/inference.py": b""})
+
+    out = safe_extract(tarball, tmp_path / "out")
+
+    assert sorted(p.name for p in out.iterdir()) == ["code", "model.pth"]
+
+
 @pytest.mark.parametrize(
     ("name", "reason"),
     [

@@ -125,8 +125,9 @@ def test_sigterm_finishes_the_request_in_flight_then_exits_cleanly(
     meta, body = client.recv()
     assert (meta["status"], body) == (200, b"done")
     assert replica.process.wait(10) == 0
+    host, _, port = replica.address.rpartition(":")
     with pytest.raises(OSError):
-        socket.create_connection(tuple(replica.address.rsplit(":", 1)), timeout=1)  # type: ignore[arg-type]
+        socket.create_connection((host, int(port)), timeout=1)
 
 
 def test_model_fn_raising_exits_nonzero_with_traceback_before_listening(model_dir, write_code, spawn_replica):
@@ -167,3 +168,16 @@ def test_a_bad_inference_py_is_reported_as_a_load_failure(model_dir, write_code,
         "NEURONDOCK_REPLICA_FAILED loading code/inference.py raised: ValueError: Cannot use transform_fn"
         in (replica.output())
     )
+
+
+def test_a_missing_dependency_points_at_requirements_txt(model_dir, write_code, spawn_replica):
+    write_code("not_a_real_package_xyz\n", name="requirements.txt")
+    write_code("import not_a_real_package_xyz\n")
+
+    replica = spawn_replica(model_dir, expect_listening=False)
+
+    assert replica.process.returncode == 1
+    assert (
+        "NEURONDOCK_REPLICA_FAILED loading code/inference.py raised: ModuleNotFoundError: "
+        "No module named 'not_a_real_package_xyz' (code/requirements.txt is not installed here"
+    ) in replica.output()

@@ -115,12 +115,13 @@ def capture_values(
         work.eraseInput(0)  # frozen graphs keep an unused `self`
     names: list[str] = []
     values: list[Value] = []
-    for node in work.nodes():
+    # Unnamed values get fresh numbers in a copy, so names come from the original, matched by position.
+    for original, node in zip(graph.nodes(), work.nodes(), strict=True):
         if node.kind() == "prim::Constant":
             continue
-        for out in node.outputs():
+        for orig_out, out in zip(original.outputs(), node.outputs(), strict=True):
             if is_tensor_value(out):
-                names.append(out.debugName())
+                names.append(orig_out.debugName())
                 values.append(out)
     for _ in range(len(list(work.outputs()))):
         work.eraseOutput(0)

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from . import _graph
-from .errors import InputConfigurationError, ModelLoadError, ShapeMismatchError
+from .errors import CompileResourceError, InputConfigurationError, ModelLoadError, ShapeMismatchError
 
 MODEL_SUFFIXES = (".pt", ".pth")
 EXACTLY_ONE = "Exactly one .pt or .pth file is allowed for PyTorch model."
@@ -285,8 +285,18 @@ def run_reference(module: torch.jit.ScriptModule, specs: Sequence[InputSpec], in
     try:
         with torch.no_grad():
             return module(*inputs)
+    except MemoryError:
+        raise CompileResourceError(resource="memory", limit="the compile's memory limit") from None
     except Exception as exc:  # shape errors surface as RuntimeError from deep inside aten
+        if is_allocation_failure(exc):
+            raise CompileResourceError(resource="memory", limit="the compile's memory limit") from None
         raise ShapeMismatchError(config=config, reason=_first_line(exc)) from None
+
+
+def is_allocation_failure(exc: BaseException) -> bool:
+    """Return whether torch failed to allocate memory (an rlimit or a huge shape), not a shape error."""
+    text = str(exc)
+    return isinstance(exc, MemoryError) or "can't allocate memory" in text or "DefaultCPUAllocator" in text
 
 
 def copy_code_dir(code_dir: Path | None, dest: Path) -> list[str]:

@@ -34,19 +34,99 @@ def fold_device_constants(graph: _graph.Graph) -> None:
     torch._C._jit_pass_fold_frozen_linear_bn(graph)
 
 
+# Ops that only re-view or move data: rounding commutes with them, so it can be hoisted above them.
+_VIEW_OPS = frozenset({
+    "aten::view", "aten::reshape", "aten::permute", "aten::transpose", "aten::t", "aten::unbind", "aten::split",
+    "aten::chunk", "prim::ListUnpack", "aten::select", "aten::slice", "aten::contiguous", "aten::flatten",
+    "aten::unsqueeze", "aten::squeeze", "aten::expand", "aten::narrow",
+})
+
+
+class _Rounder:
+    """Insert one rounding per activation, hoisted above view chains so q/k/v share one cast."""
+
+    def __init__(self, graph: _graph.Graph, neuron_keys: set[str], dtype: torch.dtype) -> None:
+        self.graph, self.neuron_keys, self.dtype = graph, neuron_keys, dtype
+        self.editor = _graph.GraphEditor(graph)
+        self.done: set[str] = set()  # values already carrying rounded data
+        self.count = 0
+        self._ok: dict[str, bool] = {}
+
+    def _on_neuron(self, node: _graph.Node) -> bool:
+        return node.outputsSize() > 0 and node.outputsAt(0).debugName() in self.neuron_keys
+
+    def _only_rounded_uses(self, value: _graph.Value) -> bool:
+        name = value.debugName()
+        if name not in self._ok:
+            self._ok[name] = False  # guards recursion
+            ok = bool(value.uses())
+            for use in value.uses():
+                user = use.user
+                kind = user.kind()
+                if not self._on_neuron(user):
+                    ok = False
+                elif kind in _oplist.MATMUL_OPS:
+                    ok = ok and use.offset in _ACTIVATION_ARGS.get(kind, range(user.inputsSize()))
+                elif kind in _VIEW_OPS and use.offset == 0:
+                    ok = ok and all(self._only_rounded_uses(o) for o in user.outputs())
+                else:
+                    ok = False
+            self._ok[name] = ok
+        return self._ok[name]
+
+    def _source(self, value: _graph.Value) -> _graph.Value:
+        while True:
+            producer = value.node()
+            if producer.kind() not in _VIEW_OPS or not self._on_neuron(producer) or producer.inputsSize() == 0:
+                return value
+            base = producer.inputsAt(0)
+            if not (_graph.is_tensor_value(base) or producer.kind() == "prim::ListUnpack"):
+                return value
+            if not self._only_rounded_uses(base):
+                return value
+            value = base
+
+    def round_input(self, node: _graph.Node, index: int, value: _graph.Value) -> None:
+        """Make input `index` of `node` see device-rounded data."""
+        if value.debugName() in self.done:
+            return
+        source = self._source(value)
+        if source is not value or self._only_rounded_uses(value):
+            uses = [(u.user, u.offset) for u in source.uses()]
+            first = uses[0][0]
+            for user, _ in uses[1:]:
+                if user.isBefore(first):
+                    first = user
+            rounded = self.editor.rounded(source, first, self.dtype)
+            for user, offset in uses:
+                user.replaceInput(offset, rounded)
+            self._mark(rounded)
+        else:
+            rounded = self.editor.rounded(value, node, self.dtype)
+            node.replaceInput(index, rounded)
+            self.done.add(rounded.debugName())
+        self.count += 1
+
+    def _mark(self, value: _graph.Value) -> None:
+        self.done.add(value.debugName())
+        for use in value.uses():
+            if use.user.kind() in _VIEW_OPS and use.offset == 0:
+                for out in use.user.outputs():
+                    self._mark(out)
+
+
 def apply_cast_policy(
     module: torch.jit.ScriptModule, neuron_keys: set[str], options: CompilerOptions
 ) -> dict[str, Any]:
     """Rewrite a frozen module in place so Neuron-side ops see device-rounded operands; return counts."""
     graph = module.graph
     dtype = getattr(torch, options.cast_dtype)
-    editor = _graph.GraphEditor(graph)
+    rounder = _Rounder(graph, neuron_keys, dtype)
     cast_all = options.cast_scope == "all"
     rounded_constants: dict[str, torch.Tensor] = {}
-    rounded_values: dict[str, _graph.Value] = {}
     stats = {"rounded_constants": 0, "rounded_constant_elements": 0, "rounded_activations": 0}
     for node in list(graph.nodes()):
-        if node.outputsSize() == 0 or node.output().debugName() not in neuron_keys:
+        if not rounder._on_neuron(node):
             continue
         kind = node.kind()
         on_tensor_engine = kind in _oplist.MATMUL_OPS
@@ -62,15 +142,11 @@ def apply_cast_policy(
                         rounded_constants[name] = tensor.to(dtype).to(torch.float32)
                         stats["rounded_constants"] += 1
                         stats["rounded_constant_elements"] += tensor.numel()
-                    editor.replace_constant(node, index, rounded_constants[name])
+                    rounder.editor.replace_constant(node, index, rounded_constants[name])
             elif on_tensor_engine and (activation_args is None or index in activation_args):
-                name = value.debugName()
-                if name not in rounded_values:
-                    # Round once, before the first consumer; later consumers come after it in graph order.
-                    rounded_values[name] = editor.rounded(value, node, dtype)
-                    stats["rounded_activations"] += 1
-                node.replaceInput(index, rounded_values[name])
-    editor.lint()
+                rounder.round_input(node, index, node.inputsAt(index))
+    rounder.editor.lint()
+    stats["rounded_activations"] = rounder.count
     return stats
 
 

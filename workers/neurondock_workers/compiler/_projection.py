@@ -112,6 +112,8 @@ def _nelder_mead(f: Callable[[list[float]], float], x0: list[float], iterations:
     for _ in range(iterations):
         order = sorted(range(n + 1), key=values.__getitem__)
         points, values = [points[i] for i in order], [values[i] for i in order]
+        if values[-1] - values[0] < 1e-12:
+            break
         centroid = [sum(p[j] for p in points[:-1]) / n for j in range(n)]
         worst = points[-1]
         reflected = [c + (c - w) for c, w in zip(centroid, worst, strict=True)]
@@ -134,7 +136,7 @@ def _nelder_mead(f: Callable[[list[float]], float], x0: list[float], iterations:
     return points[min(range(n + 1), key=values.__getitem__)]
 
 
-def fit(rows: Sequence[PublishedBenchmark], start: CoreModel = INITIAL, iterations: int = 1500) -> CoreModel:
+def fit(rows: Sequence[PublishedBenchmark], start: CoreModel = INITIAL, iterations: int = 600) -> CoreModel:
     """Fit the model to published rows by least squares on log throughput and log latency."""
     best = _nelder_mead(lambda v: _loss(CoreModel.from_vector(v), rows), start.to_vector(), iterations)
     return CoreModel.from_vector(best)
@@ -152,7 +154,7 @@ def calibration() -> dict[str, Any]:
     for row in PUBLISHED_BENCHMARKS:
         throughput, latency = benchmark_prediction(row, model)
         # Start from the prior, not the full fit, so a held-out row cannot leak into its own prediction.
-        held_out = fit([r for r in PUBLISHED_BENCHMARKS if r is not row], iterations=800)
+        held_out = fit([r for r in PUBLISHED_BENCHMARKS if r is not row])
         loo_throughput, _ = benchmark_prediction(row, held_out)
         table.append({
             "benchmark": row.key, "model": row.model, "instance": row.instance, "mode": row.mode, "batch": row.batch,

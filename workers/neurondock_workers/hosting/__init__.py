@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from neurondock_workers.hosting.agent import (
+        AgentConflictError,
         HostAgent,
         ReplicaProcess,
         ReplicaStartError,
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
     from neurondock_workers.hosting.s3 import make_s3_client
 
 _EXPORTS = {
+    "AgentConflictError": "agent",
     "HostAgent": "agent",
     "ReplicaProcess": "agent",
     "ReplicaStartError": "agent",
@@ -40,6 +42,7 @@ _EXPORTS = {
 }
 
 __all__ = [
+    "AgentConflictError",
     "HostAgent",
     "ModelDataError",
     "ReplicaProcess",

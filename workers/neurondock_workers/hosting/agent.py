@@ -44,7 +44,8 @@ DESIRED_STOPPED = "stopped"
 # Model load can be slow for big models; a variant may set its own limit like SageMaker's.
 DEFAULT_STARTUP_TIMEOUT = 300.0
 STARTUP_TIMEOUT_KEY = "ContainerStartupHealthCheckTimeoutInSeconds"
-DEFAULT_STOP_GRACE = 10.0
+# Longer than the replica's own drain (replica.DRAIN_SECONDS), shorter than the reconciler's stop wait.
+DEFAULT_STOP_GRACE = 15.0
 HEARTBEAT_INTERVAL = 1.0
 LOG_TAIL_LINES = 20
 LOG_ROTATE_BYTES = 5 * 1024 * 1024
@@ -58,6 +59,10 @@ START_BANNER = "--- neurondock: starting replica"
 
 class ReplicaStartError(Exception):
     """A replica process did not become ready; the message is the FailureReason."""
+
+
+class AgentConflictError(RuntimeError):
+    """Another live agent already runs this host id on this machine."""
 
 
 def replica_dir(settings: Settings, replica_id: int) -> Path:
@@ -636,6 +641,14 @@ class HostAgent:
             if host is None:
                 host = Host(id=s.host_id, address=s.host_address, started_at=self._started_at)
                 session.add(host)
+            elif not self._registered and host.agent_pid is not None and host.agent_pid != os.getpid():
+                age = (utcnow() - host.last_heartbeat).total_seconds()
+                # Two agents on one host id would fight over the same replicas; a crashed one is fine.
+                if age < s.heartbeat_timeout and _pid_alive(host.agent_pid):
+                    raise AgentConflictError(
+                        f"Another host agent (pid {host.agent_pid}) is running as host {s.host_id!r}; "
+                        "stop it or give this one its own NEURONDOCK_HOST_ID"
+                    )
             host.address = s.host_address
             host.chips = s.host_chips
             host.vcpus = s.host_vcpus

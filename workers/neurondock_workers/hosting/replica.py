@@ -187,7 +187,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         handler = Handler(args.model_dir)
     except Exception as exc:
-        return _fail(f"loading code/{program} raised: {describe_exception(exc)}")
+        reason = f"loading code/{program} raised: {describe_exception(exc)}"
+        if isinstance(exc, ModuleNotFoundError) and os.path.exists(
+            os.path.join(args.model_dir, "code", "requirements.txt")
+        ):
+            # SageMaker pip-installs code/requirements.txt at container start; a host here has no such step.
+            reason += (
+                " (code/requirements.txt is not installed here; install it into the worker's environment)"
+            )
+        return _fail(reason)
     try:
         handler.load_model()
     except Exception as exc:

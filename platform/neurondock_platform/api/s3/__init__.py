@@ -11,7 +11,7 @@ from flask import Blueprint, Response, g, request
 
 from neurondock_platform.api import context
 from neurondock_platform.api.auth import CredentialCache, authenticate
-from neurondock_platform.api.s3 import buckets, multipart, objects
+from neurondock_platform.api.s3 import buckets, multipart, objects, presign
 from neurondock_platform.api.s3.errors import render_error
 from neurondock_platform.models import Bucket
 from neurondock_platform.services import objects as svc
@@ -40,7 +40,11 @@ def make_blueprint(credentials: CredentialCache) -> Blueprint:
             raise svc.MethodNotAllowed(
                 method=request.method, resource_type="OBJECT" if "/" in rest else "BUCKET"
             )
-        auth = authenticate(request, credentials)
+        auth = (
+            presign.authenticate_query(credentials)
+            if presign.is_presigned()
+            else authenticate(request, credentials)
+        )
         if auth.service != "s3":
             raise svc.AuthorizationHeaderMalformed(
                 reason=f'incorrect service "{auth.service}". This endpoint belongs to "s3".'

@@ -122,11 +122,11 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
             raise svc.InvalidRange(range=header, size=size)
         return max(0, size - suffix), size - 1
     start = int(m[1])
-    end = int(m[2]) if m[2] else size - 1
-    if end < start:
+    if m[2] and int(m[2]) < start:
         return None
     if start >= size:
         raise svc.InvalidRange(range=header, size=size)
+    end = int(m[2]) if m[2] else size - 1
     return start, min(end, size - 1)
 
 

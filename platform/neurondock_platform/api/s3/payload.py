@@ -19,7 +19,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import IO, Protocol
 
-from flask import request
+from flask import g, request
 
 from neurondock_platform import sigv4
 from neurondock_platform.api import context
@@ -343,6 +343,8 @@ def open_payload(credentials: CredentialCache, *, limit: int) -> Payload:
     if declared is not None and declared > limit and "aws-chunked" not in headers.get("Content-Encoding", ""):
         raise EntityTooLarge(size=declared, max_size=limit)
     sha = headers.get("x-amz-content-sha256")
+    if sha is None and g.get("s3_presigned"):
+        sha = UNSIGNED_PAYLOAD  # a presigned URL signs no payload
     if sha is None:
         # Unsigned body hash: authenticate() already read the body and signed over its sha256.
         return Payload(

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 import xml.etree.ElementTree as ET
 from typing import Any
 
 from neurondock_platform.services.objects import MalformedXML
 
 S3_NS = "http://s3.amazonaws.com/doc/2006-03-01/"
+_INVALID_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff\ud800-\udfff]")
 _DECLARATION = b'<?xml version="1.0" encoding="UTF-8"?>\n'
 
 
@@ -25,7 +27,8 @@ def sub(parent: ET.Element, tag: str, text: Any = None) -> ET.Element:
     if isinstance(text, bool):
         child.text = "true" if text else "false"
     elif text is not None:
-        child.text = str(text)
+        # Characters XML 1.0 cannot carry at all (keys may hold them) would make the document unparsable.
+        child.text = _INVALID_XML.sub("\ufffd", str(text))
     return child
 
 

@@ -17,7 +17,7 @@ def sagemaker_operation(name: str) -> Callable[[Handler], Handler]:
     def decorator(fn: Handler) -> Handler:
         def handler(params: dict[str, Any]) -> dict[str, Any]:
             validation.validate_input(name, params)
-            return fn(params)
+            return fn(validation.without_nulls(params))
 
         handler.__name__ = fn.__name__
         handler.__doc__ = fn.__doc__

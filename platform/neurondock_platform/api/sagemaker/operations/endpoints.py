@@ -1,4 +1,4 @@
-"""CreateEndpoint, DescribeEndpoint, DeleteEndpoint, ListEndpoints, UpdateEndpoint, UpdateEndpointWeightsAndCapacities."""
+"""The endpoint operations: Create, Describe, Delete, List, Update and UpdateWeightsAndCapacities."""
 
 from __future__ import annotations
 
@@ -30,7 +30,9 @@ def create_endpoint(params: dict[str, Any]) -> dict[str, Any]:
 
 @sagemaker_operation("DescribeEndpoint")
 def describe_endpoint(params: dict[str, Any]) -> dict[str, Any]:
-    return shapes.describe_endpoint(endpoints.get_endpoint(context.db(), **owner(), name=params["EndpointName"]))
+    return shapes.describe_endpoint(
+        endpoints.get_endpoint(context.db(), **owner(), name=params["EndpointName"])
+    )
 
 
 @sagemaker_operation("DeleteEndpoint")

@@ -5,7 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from neurondock_platform.api import context
-from neurondock_platform.api.sagemaker.operations._common import listing, owner, page_request, sagemaker_operation
+from neurondock_platform.api.sagemaker.operations._common import (
+    listing,
+    owner,
+    page_request,
+    sagemaker_operation,
+)
 from neurondock_platform.services import pagination, tags
 
 # ListTags' MaxResults has a minimum of 50 and no maximum; a resource has at most 50 tags.

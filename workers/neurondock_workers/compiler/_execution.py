@@ -1,0 +1,140 @@
+"""Pick, by measurement, the fastest CPU execution that reproduces the emulated device numerics."""
+
+from __future__ import annotations
+
+import io
+import statistics
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from . import _numerics
+
+UNCOMPILED = "uncompiled"
+FROZEN = "frozen"
+OPTIMIZED = "frozen+optimize_for_inference"
+# Within this band two medians are the same speed on a shared 2-core host.
+NOISE_BAND = 0.03
+
+
+@dataclass
+class Candidate:
+    """One way to run the compiled model on the CPU."""
+
+    name: str
+    module: Callable[..., Any]
+    description: str
+    times: list[float] = field(default_factory=list)
+    deviation: dict[str, Any] = field(default_factory=dict)
+    matches: bool = False
+
+    @property
+    def p50(self) -> float:
+        """Return the median latency in seconds."""
+        return statistics.median(self.times) if self.times else float("inf")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the report entry."""
+        ordered = sorted(self.times)
+        return {
+            "name": self.name,
+            "description": self.description,
+            "p50_ms": round(self.p50 * 1e3, 4) if self.times else None,
+            "p90_ms": round(ordered[int(0.9 * (len(ordered) - 1))] * 1e3, 4) if ordered else None,
+            "runs": len(self.times),
+            "matches_emulated_numerics": self.matches,
+            "max_abs_deviation": self.deviation.get("max_abs_error"),
+        }
+
+
+def copy_module(module: torch.jit.ScriptModule) -> torch.jit.ScriptModule:
+    """Return an independent copy of a ScriptModule."""
+    buffer = io.BytesIO()
+    torch.jit.save(module, buffer)
+    buffer.seek(0)
+    return torch.jit.load(buffer, map_location="cpu")
+
+
+def build_candidates(
+    reference: torch.jit.ScriptModule, uncompiled: torch.jit.ScriptModule, optimization_level: int
+) -> tuple[list[Candidate], list[str]]:
+    """Return the executions to try and notes on any that could not be built."""
+    notes: list[str] = []
+    candidates = [
+        Candidate(UNCOMPILED, uncompiled, "the input TorchScript as loaded (FP32; the speed baseline)"),
+        Candidate(FROZEN, reference, "frozen graph, BatchNorm folded, device casts inserted (the emulation itself)"),
+    ]
+    if optimization_level >= 2:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                optimized = torch.jit.optimize_for_inference(copy_module(reference))
+            candidates.append(Candidate(OPTIMIZED, optimized, "torch.jit.optimize_for_inference on the frozen graph "
+                                                               "(oneDNN layouts and fusions)"))
+        except Exception as exc:  # optimize_for_inference rejects some graphs; the others still compete
+            notes.append(f"optimize_for_inference not applicable: {str(exc).splitlines()[0] if str(exc) else exc!r}")
+    return candidates, notes
+
+
+def measure(candidates: Sequence[Candidate], inputs: Sequence[torch.Tensor], *, budget_s: float = 1.5,
+            min_rounds: int = 7, max_rounds: int = 200) -> None:
+    """Time every candidate round-robin, so background load hits all of them alike."""
+    with torch.no_grad():
+        for cand in candidates:
+            for _ in range(2):
+                cand.module(*inputs)
+        started = time.perf_counter()
+        rounds = 0
+        while rounds < max_rounds and (rounds < min_rounds or time.perf_counter() - started < budget_s):
+            for cand in candidates:
+                t0 = time.perf_counter()
+                cand.module(*inputs)
+                cand.times.append(time.perf_counter() - t0)
+            rounds += 1
+
+
+def select(candidates: Sequence[Candidate], reference_out: Any, drift: dict[str, Any], inputs: Sequence[torch.Tensor],
+           target: str) -> dict[str, Any]:
+    """Check each candidate against the emulated numerics and pick the fastest that matches."""
+    with torch.no_grad():
+        for cand in candidates:
+            cand.deviation = _numerics.compare_outputs(cand.module(*inputs), reference_out)
+            cand.matches = _numerics.within_tolerance(cand.deviation, drift)
+    matching = [c for c in candidates if c.matches]
+    baseline = next(c for c in candidates if c.name == UNCOMPILED)
+    # Prefer compiled forms on ties: they carry the device numerics and the folded graph.
+    chosen = min(matching, key=lambda c: (c.p50 * (1.0 + (NOISE_BAND if c.name == UNCOMPILED else 0.0)), c.name))
+    speedup = baseline.p50 / chosen.p50 if chosen.p50 > 0 else 1.0
+    slower = speedup < 1.0 - NOISE_BAND
+    result = {
+        "selected": chosen.name,
+        "selected_p50_ms": round(chosen.p50 * 1e3, 4),
+        "uncompiled_p50_ms": round(baseline.p50 * 1e3, 4),
+        "speedup_vs_uncompiled": round(speedup, 3),
+        "slower_than_uncompiled": slower,
+        "tolerance": "max |candidate - emulated| <= 1e-4 * max|FP32 output| + 5% of the emulated drift",
+        "candidates": [c.to_dict() for c in candidates],
+        "threads": torch.get_num_threads(),
+        "label": "measured on this host (CPU)",
+    }
+    if slower and target == "ml_inf1":
+        result["note"] = ("every execution that reproduces the device numerics is slower here than the FP32 "
+                          "uncompiled model: the cast emulation costs more than freezing saves on this model")
+    return result
+
+
+def time_function(fn: Callable[..., Any], args: Sequence[Any], *, budget_s: float = 0.3, max_runs: int = 100) -> float:
+    """Return the median seconds of calling `fn(*args)`."""
+    with torch.no_grad():
+        fn(*args)
+        times: list[float] = []
+        started = time.perf_counter()
+        while len(times) < max_runs and (len(times) < 5 or time.perf_counter() - started < budget_s):
+            t0 = time.perf_counter()
+            fn(*args)
+            times.append(time.perf_counter() - t0)
+    return statistics.median(times)
