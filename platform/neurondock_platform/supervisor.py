@@ -143,9 +143,12 @@ def run_up(settings: Settings) -> int:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    for child in children:
+    # The API (and its S3 store) first: the agent fetches model data from it as soon as it starts.
+    children[0].start(env)
+    ready = _wait_ready(settings.public_url, children[0])
+    for child in children[1:]:
         child.start(env)
-    if not _wait_ready(settings.public_url, children[0]):
+    if not ready:
         print(f"neurondock: the API server did not become ready; see {children[0].log_path}", file=sys.stderr)
         for child in children:
             child.stop()

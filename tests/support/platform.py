@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from dataclasses import dataclass, field
@@ -66,21 +67,23 @@ class Platform:
             stderr=subprocess.STDOUT,
             text=True,
         )
+        ready = threading.Event()
+        lines: list[str] = []
+        self.output = lines
+
+        def pump(stream: Any) -> None:
+            for line in stream:
+                lines.append(line)
+                if "Ctrl-C stops everything." in line:
+                    ready.set()
+
+        threading.Thread(target=pump, args=(self.process.stdout,), daemon=True).start()
         deadline = time.monotonic() + timeout
-        assert self.process.stdout is not None
-        os.set_blocking(self.process.stdout.fileno(), False)
-        buffer = ""
-        while time.monotonic() < deadline:
+        while not ready.wait(0.05):
             if self.process.poll() is not None:
-                raise RuntimeError(f"neurondock up exited early:\n{buffer}\n{self.logs()}")
-            chunk = self.process.stdout.read()
-            if chunk:
-                buffer += chunk
-                if "Ctrl-C stops everything." in buffer:
-                    self.output.append(buffer)
-                    return
-            time.sleep(0.05)
-        raise RuntimeError(f"neurondock up did not become ready:\n{buffer}\n{self.logs()}")
+                raise RuntimeError(f"neurondock up exited early:\n{''.join(lines)}\n{self.logs()}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"neurondock up did not become ready:\n{''.join(lines)}\n{self.logs()}")
 
     def stop(self, timeout: float = 30.0) -> int:
         """Send SIGTERM to `up` and wait for the whole tree to exit."""

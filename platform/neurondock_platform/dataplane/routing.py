@@ -103,22 +103,30 @@ class RoutingTable:
         with self._factory() as session:
             return load_routes(session)
 
-    async def refresh(self) -> None:
-        """Reload the table from the database, keeping the old one if the database fails."""
+    async def refresh(self, *, newer_than: float | None = None) -> None:
+        """Reload the table, keeping the old one if the database fails.
+
+        With ``newer_than``, skip the reload when one that started after that moment already finished
+        (concurrent misses share one query).
+        """
         async with self._lock:
+            if newer_than is not None and self._loaded_at > newer_than:
+                return
+            started = time.monotonic()
             try:
                 self._routes = await asyncio.to_thread(self._load)
-                self._loaded_at = time.monotonic()
+                self._loaded_at = started
             except Exception:
                 # Endpoints keep serving from the cached table while the database is away.
                 log.exception("routing table refresh failed; serving from the cached table")
 
     async def get(self, account_id: str, name: str) -> EndpointRoute | None:
-        """Return the route of an endpoint, refreshing once if it is unknown or has no replicas."""
+        """Return the route of an endpoint, refreshing once if it is unknown, not serving or empty."""
+        asked_at = time.monotonic()
         route = self._routes.get((account_id, name))
-        if route is None or not any(v.replicas for v in route.variants):
-            if time.monotonic() - self._loaded_at > 0.02:
-                await self.refresh()
+        if route is None or not route.servable or not any(v.replicas for v in route.variants):
+            # Only a table loaded after this request arrived may answer "not there" or "not ready".
+            await self.refresh(newer_than=asked_at)
             route = self._routes.get((account_id, name))
         return route
 

@@ -6,6 +6,7 @@ import datetime as dt
 import hashlib
 import http.client
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -179,6 +180,30 @@ def test_transfer_encoding_chunked_aws_chunked_body(live_server, s3):
     assert resp.status == 200, resp.read()
     conn.close()
     assert s3.get_object(Bucket="chunky", Key="streamed")["Body"].read() == data
+
+
+def test_expect_100_continue_is_answered(live_server, s3):
+    """boto3 sends Expect: 100-continue on uploads and waits for the interim response before the body."""
+    s3.create_bucket(Bucket="expect")
+    url = urlsplit(live_server)
+    body = os.urandom(64 * 1024)
+    headers = sign_s3(
+        "PUT",
+        "/expect/k",
+        payload_hash=hashlib.sha256(body).hexdigest(),
+        headers={"Host": url.netloc, "Expect": "100-continue", "Content-Length": str(len(body))},
+    )
+    with socket.create_connection((url.hostname, url.port), timeout=10) as sock:
+        head = f"PUT {url.path}/expect/k HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        sock.sendall(head.encode() + b"\r\n")
+        interim = sock.recv(1024)
+        assert interim.startswith(b"HTTP/1.1 100 Continue")
+        sock.sendall(body)
+        final = b""
+        while b"\r\n\r\n" not in final:
+            final += sock.recv(4096)
+        assert final.startswith(b"HTTP/1.1 200 OK")
+    assert s3.get_object(Bucket="expect", Key="k")["Body"].read() == body
 
 
 def _http(method: str, url: str, body: bytes | None = None) -> tuple[int, bytes]:

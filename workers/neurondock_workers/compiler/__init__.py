@@ -17,8 +17,8 @@ from ._sandbox import CompileProcess, CompileRequest, run_compile_sandboxed
 from .errors import (
     CompilationError,
     CompileAbortedError,
-    CompileResourceError,
     CompilerError,
+    CompileResourceError,
     CompilerOptionsError,
     CompileStoppedError,
     CompileTimeoutError,

@@ -51,16 +51,29 @@ def describe_nodes(graph: _graph.Graph) -> list[NodeInfo]:
         if kind == "prim::Constant":
             continue
         outputs = [o.debugName() for o in node.outputs()]
-        inner = [n.kind() for block in node.blocks() for n in _graph.all_nodes(block)] if list(node.blocks()) else []
+        inner = (
+            [n.kind() for block in node.blocks() for n in _graph.all_nodes(block)]
+            if list(node.blocks())
+            else []
+        )
         supported = _node_supported(node)
         reason = None if supported else _oplist.unsupported_reason(kind)
         if kind == "aten::where" and not supported:
             reason = "the 1-argument aten::where is not supported (only the 3-argument form)"
-        infos.append(NodeInfo(
-            index=index, kind=kind, key=outputs[0] if outputs else f"#{index}", supported=supported,
-            arithmetic=_oplist.is_arithmetic(kind), inputs=[v.debugName() for v in node.inputs()],
-            outputs=outputs, scope=_scope(node), reason=reason, inner_kinds=inner,
-        ))
+        infos.append(
+            NodeInfo(
+                index=index,
+                kind=kind,
+                key=outputs[0] if outputs else f"#{index}",
+                supported=supported,
+                arithmetic=_oplist.is_arithmetic(kind),
+                inputs=[v.debugName() for v in node.inputs()],
+                outputs=outputs,
+                scope=_scope(node),
+                reason=reason,
+                inner_kinds=inner,
+            )
+        )
     return infos
 
 
@@ -80,20 +93,24 @@ def analyze_model(graph: _graph.Graph) -> dict[str, Any]:
     unsupported_set = set(unsupported)
     supported_arith = sum(v for k, v in arith.items() if k not in unsupported_set)
     if "aten::where" in unsupported_set:
-        supported_arith += sum(1 for n in _graph.all_nodes(graph) if n.kind() == "aten::where" and _node_supported(n))
+        supported_arith += sum(
+            1 for n in _graph.all_nodes(graph) if n.kind() == "aten::where" and _node_supported(n)
+        )
     total_arith = sum(arith.values())
-    return OrderedDict([
-        ("percent_supported", _pct(supported_nodes, total)),
-        ("percent_supported_arithmetic", _pct(supported_arith, total_arith)),
-        ("supported_count", supported_nodes),
-        ("total_count", total),
-        ("supported_count_arithmetic", supported_arith),
-        ("total_count_arithmetic", total_arith),
-        ("supported_operators", sorted(k for k in counts if k not in unsupported_set)),
-        ("unsupported_operators", unsupported),
-        ("operators", sorted(counts)),
-        ("operator_count", OrderedDict(sorted(counts.items()))),
-    ])
+    return OrderedDict(
+        [
+            ("percent_supported", _pct(supported_nodes, total)),
+            ("percent_supported_arithmetic", _pct(supported_arith, total_arith)),
+            ("supported_count", supported_nodes),
+            ("total_count", total),
+            ("supported_count_arithmetic", supported_arith),
+            ("total_count_arithmetic", total_arith),
+            ("supported_operators", sorted(k for k in counts if k not in unsupported_set)),
+            ("unsupported_operators", unsupported),
+            ("operators", sorted(counts)),
+            ("operator_count", OrderedDict(sorted(counts.items()))),
+        ]
+    )
 
 
 def _pct(part: int, whole: int) -> float:
@@ -157,7 +174,12 @@ def add_node_cost(
         builder.vector(kind, float(_numel(_shape(inputs[0], metas))) if inputs else 0.0)
     elif kind in _oplist.SCALAR_OPS:
         builder.scalar(float(out_numel))
-    elif kind in _oplist.COPY_OPS or kind in ("aten::embedding", "aten::embedding_bag", "aten::gather", "aten::index"):
+    elif kind in _oplist.COPY_OPS or kind in (
+        "aten::embedding",
+        "aten::embedding_bag",
+        "aten::gather",
+        "aten::index",
+    ):
         builder.copy(float(out_numel))
 
 
@@ -186,7 +208,12 @@ def _gemm_cost(
     a_index, b_index = (1, 2) if kind in ("aten::addmm", "aten::baddbmm") else (0, 1)
     a = _shape(inputs[a_index], metas) if len(inputs) > a_index else None
     b = _shape(inputs[b_index], metas) if len(inputs) > b_index else None
-    if kind in ("aten::matmul", "aten::mm", "aten::bmm", "aten::addmm", "aten::baddbmm", "aten::dot", "aten::mv") and a and b:
+    if (
+        kind
+        in ("aten::matmul", "aten::mm", "aten::bmm", "aten::addmm", "aten::baddbmm", "aten::dot", "aten::mv")
+        and a
+        and b
+    ):
         k = a[-1]
         n = b[-1] if len(b) >= 2 else 1
         m = a[-2] if len(a) >= 2 else 1

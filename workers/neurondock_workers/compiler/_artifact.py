@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from ._execution import OPTIMIZED
+from ._execution import OPTIMIZED, OPTIMIZED_FP32
 from .errors import ModelLoadError
 
 MODEL_FILE = "model.pt"
@@ -39,8 +39,11 @@ def write_artifact(staging: Path, destination: Path, manifest: dict[str, Any]) -
     destination.parent.mkdir(parents=True, exist_ok=True)
     tmp = destination.with_name(destination.name + ".tmp")
     # Weights barely compress; level 1 keeps packing fast without growing the archive much.
-    with tmp.open("wb") as fh, gzip.GzipFile(fileobj=fh, mode="wb", mtime=0, compresslevel=1) as gz, \
-            tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar:
+    with (
+        tmp.open("wb") as fh,
+        gzip.GzipFile(fileobj=fh, mode="wb", mtime=0, compresslevel=1) as gz,
+        tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar,
+    ):
         for name in members:
             info = tarfile.TarInfo(name)
             info.mode, info.mtime, info.uname, info.gname = 0o644, 0, "", ""
@@ -88,4 +91,4 @@ def load_compiled(model_dir: Path) -> torch.jit.ScriptModule:
 
 def load_transform_for(selected: str) -> str:
     """Return the transform the runtime applies after torch.jit.load for an execution choice."""
-    return "optimize_for_inference" if selected == OPTIMIZED else "none"
+    return "optimize_for_inference" if selected in (OPTIMIZED, OPTIMIZED_FP32) else "none"

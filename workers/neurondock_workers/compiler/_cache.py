@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -36,16 +37,24 @@ class CompileCache:
         self.root = Path(root)
 
     @staticmethod
-    def key(input_sha256: str, options: CompilerOptions, specs: Sequence[InputSpec], target: str,
-            compiler_version: str) -> str:
+    def key(
+        input_sha256: str,
+        options: CompilerOptions,
+        specs: Sequence[InputSpec],
+        target: str,
+        compiler_version: str,
+    ) -> str:
         """Return the cache key for one compile."""
-        material = json.dumps({
-            "input": input_sha256,
-            "options": options.cache_key(),
-            "inputs": [s.to_dict() for s in specs],
-            "target": target,
-            "compiler": compiler_version,
-        }, sort_keys=True)
+        material = json.dumps(
+            {
+                "input": input_sha256,
+                "options": options.cache_key(),
+                "inputs": [s.to_dict() for s in specs],
+                "target": target,
+                "compiler": compiler_version,
+            },
+            sort_keys=True,
+        )
         return hashlib.sha256(material.encode()).hexdigest()
 
     def get(self, key: str) -> CacheEntry | None:
@@ -66,9 +75,8 @@ class CompileCache:
             shutil.copyfile(artifact, staging / ARTIFACT)
             shutil.copyfile(log, staging / LOG)
             (staging / RESULT).write_text(json.dumps(result, default=str))
-            try:
+            # Another worker may have stored the same key first: equal inputs, equal content.
+            with contextlib.suppress(OSError):
                 os.rename(staging, self.root / key)
-            except OSError:  # another worker stored the same key first; equal inputs, equal content
-                pass
         finally:
             shutil.rmtree(staging, ignore_errors=True)

@@ -43,11 +43,24 @@ class InstanceType:
 INF1 = (
     # chips/cores/vCPU/memory [§1.1]; on-demand $/h from NeuronPerf `_get_cost_per_hour`, RI-effective
     # from `about-neuron/benchmarks/inf1/instance_prices.csv` [§1.4].
-    InstanceType("ml.inf1.xlarge", "inf1", 4, 8, chips=1, neuron_cores=4, usd_per_hour=0.228, usd_per_hour_ri=0.110),
-    InstanceType("ml.inf1.2xlarge", "inf1", 8, 16, chips=1, neuron_cores=4, usd_per_hour=0.362, usd_per_hour_ri=0.174),
-    InstanceType("ml.inf1.6xlarge", "inf1", 24, 48, chips=4, neuron_cores=16, usd_per_hour=1.18, usd_per_hour_ri=0.567),
     InstanceType(
-        "ml.inf1.24xlarge", "inf1", 96, 192, chips=16, neuron_cores=64, usd_per_hour=4.721, usd_per_hour_ri=2.269
+        "ml.inf1.xlarge", "inf1", 4, 8, chips=1, neuron_cores=4, usd_per_hour=0.228, usd_per_hour_ri=0.110
+    ),
+    InstanceType(
+        "ml.inf1.2xlarge", "inf1", 8, 16, chips=1, neuron_cores=4, usd_per_hour=0.362, usd_per_hour_ri=0.174
+    ),
+    InstanceType(
+        "ml.inf1.6xlarge", "inf1", 24, 48, chips=4, neuron_cores=16, usd_per_hour=1.18, usd_per_hour_ri=0.567
+    ),
+    InstanceType(
+        "ml.inf1.24xlarge",
+        "inf1",
+        96,
+        192,
+        chips=16,
+        neuron_cores=64,
+        usd_per_hour=4.721,
+        usd_per_hour_ri=2.269,
     ),
 )
 G4DN = (
@@ -82,7 +95,9 @@ class PublishedBenchmark:
     key: str
     model: str
     instance: str
-    mode: str  # "real-time": one request in flight; "batch": every core busy; "pipeline": one model on N cores
+    mode: (
+        str  # "real-time": one request in flight; "batch": every core busy; "pipeline": one model on N cores
+    )
     batch: int
     throughput: float
     p50_ms: float
@@ -95,10 +110,16 @@ PUBLISHED_BENCHMARKS = (
     PublishedBenchmark("bert-base-uncased-b6", "bert-base", "ml.inf1.xlarge", "batch", 6, 1180.7, 40.6, 4),
     PublishedBenchmark("bert-base-cased-b8", "bert-base", "ml.inf1.xlarge", "batch", 8, 1095.4, 58.3, 4),
     PublishedBenchmark("bert-base-mrpc-b4", "bert-base", "ml.inf1.xlarge", "batch", 4, 1056.0, 20.0, 4),
-    PublishedBenchmark("distilbert-base-b8", "distilbert-base", "ml.inf1.xlarge", "batch", 8, 1876.7, 33.7, 4),
-    PublishedBenchmark("distilroberta-base-b6", "distilroberta-base", "ml.inf1.xlarge", "batch", 6, 1512.9, 15.0, 4),
+    PublishedBenchmark(
+        "distilbert-base-b8", "distilbert-base", "ml.inf1.xlarge", "batch", 8, 1876.7, 33.7, 4
+    ),
+    PublishedBenchmark(
+        "distilroberta-base-b6", "distilroberta-base", "ml.inf1.xlarge", "batch", 6, 1512.9, 15.0, 4
+    ),
     PublishedBenchmark("resnet50-fp32-b5", "resnet-50", "ml.inf1.xlarge", "batch", 5, 921.5, 21.6, 4),
-    PublishedBenchmark("bert-base-pipeline16-b1", "bert-base", "ml.inf1.6xlarge", "pipeline", 1, 2009.1, 5.9, 16),
+    PublishedBenchmark(
+        "bert-base-pipeline16-b1", "bert-base", "ml.inf1.6xlarge", "pipeline", 1, 2009.1, 5.9, 16
+    ),
 )
 
 # g4dn anchor: "1 million BERT-base (seq 128) requests for $0.20 on g4dn.xlarge" (AWS ML Blog) [§5.2].

@@ -32,7 +32,7 @@ def main(argv: list[str]) -> int:
     spec = json.loads(request_path.read_text())
     _apply_limits(spec.get("limits") or {})
     request = spec["request"]
-    from .errors import CompilationError, CompileResourceError, CompilerError
+    from .errors import CompilationError, CompilerError, CompileResourceError
 
     try:
         import torch
@@ -43,8 +43,12 @@ def main(argv: list[str]) -> int:
 
         cache = CompileCache(Path(request["cache_dir"])) if request.get("cache_dir") else None
         result = compile_model(
-            request["model_path"], request["input_config"], request.get("target", "ml_inf1"),
-            request.get("compiler_options"), request["workdir"], cache=cache,
+            request["model_path"],
+            request["input_config"],
+            request.get("target", "ml_inf1"),
+            request.get("compiler_options"),
+            request["workdir"],
+            cache=cache,
             measure_budget_s=float(request.get("measure_budget_s", 1.5)),
         )
         _write(result_path, {"ok": True, "result": result.to_dict()})
@@ -54,14 +58,18 @@ def main(argv: list[str]) -> int:
         return 1
     except MemoryError:
         limit = (spec.get("limits") or {}).get("memory_bytes")
-        err = CompileResourceError(resource="memory", limit=f"{limit / 1024**3:.1f} GiB" if limit else "host memory")
+        err = CompileResourceError(
+            resource="memory", limit=f"{limit / 1024**3:.1f} GiB" if limit else "host memory"
+        )
         _write(result_path, {"ok": False, "error": err.to_dict()})
         return 1
     except Exception as exc:  # anything else is Neo's "unexpected error", with the cause attached
         detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        err = CompilationError(reason="There was an unexpected error during compilation, check your inputs and try "
-                               f"again in a few minutes. ({type(exc).__name__}: {detail})")
-        _write(result_path, {"ok": False, "error": err.to_dict()})
+        unexpected = CompilationError(
+            reason="There was an unexpected error during compilation, check your inputs and try "
+            f"again in a few minutes. ({type(exc).__name__}: {detail})"
+        )
+        _write(result_path, {"ok": False, "error": unexpected.to_dict()})
         return 2
 
 

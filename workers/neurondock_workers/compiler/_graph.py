@@ -63,7 +63,7 @@ def freeze(module: torch.jit.ScriptModule) -> torch.jit.ScriptModule:
 
 
 def fold_for_device(frozen: torch.jit.ScriptModule) -> None:
-    """Fold BatchNorm/add/mul constants into conv and linear weights in place, as neuron-cc's frontend does."""
+    """Fold BatchNorm/add/mul constants into conv and linear weights in place (neuron-cc's frontend folds)."""
     torch._C._jit_pass_optimize_frozen_graph(frozen.graph, True)
 
 
@@ -157,7 +157,7 @@ class Segment:
 
 def extract_segment(graph: Graph, nodes: Sequence[Node], name: str) -> Segment:
     """Clone `nodes` (in order) into a standalone TorchScript function."""
-    segment = torch._C.Graph()
+    segment: Graph = torch._C.Graph()
     mapping: dict[str, Value] = {}
     inside = {out.debugName() for node in nodes for out in node.outputs()}
     input_names: list[str] = []

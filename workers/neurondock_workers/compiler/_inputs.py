@@ -26,11 +26,31 @@ DTYPES = {"float32", "float16", "bfloat16", "int64", "int32", "bool"}
 MAX_UNPACKED_BYTES = 16 * 1024**3
 
 # Ops whose index argument makes a graph input integral: kind -> (index argument, weight argument).
-_INDEX_USES = {"aten::embedding": (1, 0), "aten::embedding_bag": (1, 0), "aten::index_select": (2, None)}
+_INDEX_USES = {
+    "aten::embedding": (1, 0),
+    "aten::embedding_bag": (1, 0),
+    "aten::index_select": (2, None),
+    "aten::gather": (2, None),
+}
 _PASS_THROUGH = {
-    "aten::view", "aten::reshape", "aten::flatten", "aten::select", "aten::slice", "aten::unsqueeze",
-    "aten::squeeze", "aten::contiguous", "aten::transpose", "aten::permute", "aten::t", "aten::narrow",
-    "aten::expand", "aten::repeat", "aten::clone", "aten::unbind", "prim::ListUnpack", "aten::detach",
+    "aten::view",
+    "aten::reshape",
+    "aten::flatten",
+    "aten::select",
+    "aten::slice",
+    "aten::unsqueeze",
+    "aten::squeeze",
+    "aten::contiguous",
+    "aten::transpose",
+    "aten::permute",
+    "aten::t",
+    "aten::narrow",
+    "aten::expand",
+    "aten::repeat",
+    "aten::clone",
+    "aten::unbind",
+    "prim::ListUnpack",
+    "aten::detach",
 }
 
 
@@ -61,7 +81,11 @@ def parse_data_input_config(raw: str | Mapping[str, Any] | Sequence[Any]) -> lis
     items: list[tuple[str, Any]]
     if isinstance(data, Mapping):
         items = [(str(k), v) for k, v in data.items()]
-    elif isinstance(data, Sequence) and data and all(isinstance(d, int) and not isinstance(d, bool) for d in data):
+    elif (
+        isinstance(data, Sequence)
+        and data
+        and all(isinstance(d, int) and not isinstance(d, bool) for d in data)
+    ):
         items = [("input0", list(data))]  # a bare shape: one input
     elif isinstance(data, Sequence) and not isinstance(data, str):
         items = [(f"input{i}", v) for i, v in enumerate(data)]
@@ -81,18 +105,26 @@ def _parse_one(name: str, value: Any) -> InputSpec:
         dtype = value.get("dtype")
         value = value.get("shape")
         if dtype is not None and dtype not in DTYPES:
-            raise InputConfigurationError(reason=f"input {name!r}: dtype {dtype!r} is not one of {sorted(DTYPES)}.")
+            raise InputConfigurationError(
+                reason=f"input {name!r}: dtype {dtype!r} is not one of {sorted(DTYPES)}."
+            )
     if not isinstance(value, Sequence) or isinstance(value, str) or not value:
-        raise InputConfigurationError(reason=f"input {name!r}: the shape must be a non-empty list of integers.")
+        raise InputConfigurationError(
+            reason=f"input {name!r}: the shape must be a non-empty list of integers."
+        )
     if not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in value):
-        raise InputConfigurationError(reason=f"input {name!r}: every dimension must be a positive integer, got {value}.")
+        raise InputConfigurationError(
+            reason=f"input {name!r}: every dimension must be a positive integer, got {value}."
+        )
     if len(value) > MAX_DIMS:
         raise InputConfigurationError(reason=f"input {name!r}: at most {MAX_DIMS} dimensions are supported.")
     numel = 1
     for d in value:
         numel *= d
     if numel > MAX_ELEMENTS:
-        raise InputConfigurationError(reason=f"input {name!r}: {numel} elements is more than a NeuronCore input allows.")
+        raise InputConfigurationError(
+            reason=f"input {name!r}: {numel} elements is more than a NeuronCore input allows."
+        )
     return InputSpec(name, tuple(int(d) for d in value), dtype)
 
 
@@ -130,10 +162,14 @@ def stage_input(source: Path, staging: Path) -> StagedInput:
         root = staging / "input"
         _extract_tarball(source, root)
     elif source.is_file():
-        raise InputConfigurationError(reason=f"{source.name!r} is neither a .tar.gz model archive nor a .pt/.pth file.")
+        raise InputConfigurationError(
+            reason=f"{source.name!r} is neither a .tar.gz model archive nor a .pt/.pth file."
+        )
     else:
         raise InputConfigurationError(reason=f"The model input {source.name!r} does not exist.")
-    models = sorted(p for p in root.iterdir() if p.is_file() and p.suffix in MODEL_SUFFIXES and not p.name.startswith("."))
+    models = sorted(
+        p for p in root.iterdir() if p.is_file() and p.suffix in MODEL_SUFFIXES and not p.name.startswith(".")
+    )
     if len(models) != 1:
         raise InputConfigurationError(reason=EXACTLY_ONE)
     code_dir = root / "code" if (root / "code").is_dir() else None
@@ -150,7 +186,8 @@ def _check_directory(root: Path) -> None:
     for path in root.rglob("*"):
         if path.is_symlink():
             raise InputConfigurationError(
-                reason=f"The model directory contains a link {str(path.relative_to(root))!r}; links are not allowed."
+                reason=f"The model directory contains a link {str(path.relative_to(root))!r}; "
+                "links are not allowed."
             )
 
 
@@ -178,7 +215,9 @@ def _extract_tarball(source: Path, dest: Path) -> None:
                     raise _unsafe("device, FIFO or other special file", member.name)
                 total += member.size
             if total > MAX_UNPACKED_BYTES:
-                raise InputConfigurationError(reason=f"The model archive unpacks to {total} bytes, more than allowed.")
+                raise InputConfigurationError(
+                    reason=f"The model archive unpacks to {total} bytes, more than allowed."
+                )
             dest.mkdir(parents=True, exist_ok=True)
             # The checks above already refuse what the "data" filter would; keep it as a second guard.
             tar.extractall(dest, members=members, filter="data")
@@ -198,7 +237,9 @@ def load_torchscript(path: Path) -> torch.jit.ScriptModule:
         entries = zf.namelist()
     if not any("/code/" in e for e in entries) or not any(e.endswith("constants.pkl") for e in entries):
         raise ModelLoadError(
-            file=name, reason=f"the file is a torch.save() pickle (a state_dict or nn.Module), not TorchScript. {_EXPORT_HINT}"
+            file=name,
+            reason="the file is a torch.save() pickle (a state_dict or nn.Module), not TorchScript. "
+            + _EXPORT_HINT,
         )
     try:
         module = torch.jit.load(str(path), map_location="cpu")
@@ -211,19 +252,25 @@ _EXPORT_HINT = "Export it with torch.jit.trace(model, example_inputs).save(path)
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    if lines[0].startswith("The following operation failed in the TorchScript interpreter"):
+        # The interpreter puts its traceback first and the actual aten error on the last line.
+        return lines[-1].removeprefix("RuntimeError: ")
+    return lines[0]
 
 
 def forward_arity(module: torch.jit.ScriptModule) -> tuple[int, int, list[str]]:
     """Return (required, total, names) of forward's arguments, without self."""
-    args = list(module.forward.schema.arguments)[1:]
+    forward: Any = module.forward
+    args = list(forward.schema.arguments)[1:]
     required = sum(1 for a in args if not a.has_default_value())
     return required, len(args), [a.name for a in args]
 
 
 def infer_input_dtypes(graph: _graph.Graph, specs: Sequence[InputSpec]) -> list[tuple[str, int]]:
-    """Return (dtype, exclusive upper bound for integer values) per input, from declared dtypes or graph uses."""
+    """Return (dtype, exclusive upper bound of integer values) per input, declared or inferred from uses."""
     values = _graph.graph_inputs(graph)
     result: list[tuple[str, int]] = []
     for index, spec in enumerate(specs):
@@ -257,7 +304,9 @@ def _index_bound(value: _graph.Value) -> int | None:
     return bound
 
 
-def make_example_inputs(specs: Sequence[InputSpec], dtypes: Sequence[tuple[str, int]], seed: int = 0) -> list[torch.Tensor]:
+def make_example_inputs(
+    specs: Sequence[InputSpec], dtypes: Sequence[tuple[str, int]], seed: int = 0
+) -> list[torch.Tensor]:
     """Build deterministic example tensors for the declared shapes."""
     gen = torch.Generator().manual_seed(seed)
     tensors = []
@@ -272,7 +321,9 @@ def make_example_inputs(specs: Sequence[InputSpec], dtypes: Sequence[tuple[str, 
     return tensors
 
 
-def run_reference(module: torch.jit.ScriptModule, specs: Sequence[InputSpec], inputs: Sequence[torch.Tensor]) -> Any:
+def run_reference(
+    module: torch.jit.ScriptModule, specs: Sequence[InputSpec], inputs: Sequence[torch.Tensor]
+) -> Any:
     """Run the FP32 model once; a failure means the declared shapes do not fit the model."""
     required, total, names = forward_arity(module)
     config = json.dumps({s.name: list(s.shape) for s in specs}, separators=(",", ":"))

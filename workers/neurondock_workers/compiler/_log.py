@@ -44,18 +44,26 @@ def neuron_cc_line(level: str, message: str, component: str = "neuron-cc") -> st
     return f"{stamp} {level} {os.getpid()} [{component}]: {message}"
 
 
-def log_partition_start(log: CompileLog, unsupported_counts: Mapping[str, int], arithmetic_total: int, fused: int) -> None:
+def log_partition_start(
+    log: CompileLog, unsupported_counts: Mapping[str, int], arithmetic_total: int, fused: int
+) -> None:
     """Write torch-neuron's pre-compilation summary."""
     if unsupported_counts:
         kinds = "".join(f"{k}, " for k in sorted(unsupported_counts))
         log.info(
-            f"There are {sum(unsupported_counts.values())} ops of {len(unsupported_counts)} different types in the "
-            f"TorchScript that are not compiled by neuron-cc: {kinds}(For more information see {_oplist.REFERENCE_URL})"
+            f"There are {sum(unsupported_counts.values())} ops of {len(unsupported_counts)} different types "
+            f"in the TorchScript that are not compiled by neuron-cc: {kinds}"
+            f"(For more information see {_oplist.REFERENCE_URL})"
         )
     else:
-        log.info("All operators are compiled by neuron-cc (this does not guarantee that neuron-cc will successfully compile)")
-    log.info(f"Number of arithmetic operators (pre-compilation) before = {arithmetic_total}, fused = {fused}, "
-             f"percent fused = {_pct(fused, arithmetic_total)}%")
+        log.info(
+            "All operators are compiled by neuron-cc "
+            "(this does not guarantee that neuron-cc will successfully compile)"
+        )
+    log.info(
+        f"Number of arithmetic operators (pre-compilation) before = {arithmetic_total}, fused = {fused}, "
+        f"percent fused = {_pct(fused, arithmetic_total)}%"
+    )
 
 
 def _pct(part: int, whole: int) -> str:
@@ -66,29 +74,45 @@ def compile_command(workdir: str, index: int, io_config: Mapping[str, Any], args
     """Return the (emulated) neuron-cc command line for one subgraph."""
     base = f"{workdir}/{index}"
     return (
-        f"neurondock-neuron-cc (emulated) compile {base}/graph_def.json --framework TORCHSCRIPT --pipeline compile "
-        f"SaveTemps --output {base}/graph_def.neff.json --io-config {json.dumps(io_config, separators=(', ', ': '))} "
+        f"neurondock-neuron-cc (emulated) compile {base}/graph_def.json --framework TORCHSCRIPT "
+        f"--pipeline compile SaveTemps --output {base}/graph_def.neff.json "
+        f"--io-config {json.dumps(io_config, separators=(', ', ': '))} "
         f"{' '.join(args)} --verbose 35"
     )
 
 
 def log_subgraph(log: CompileLog, name: str, workdir: str, index: int, command: str) -> None:
     """Write the per-subgraph compile lines ending in `Compiler status PASS`."""
-    log.info(f"Compiling function {name} with neuron-cc; log file is at {workdir}/{index}/graph_def.neuron-cc.log")
+    log.info(
+        f"Compiling function {name} with neuron-cc; log file is at {workdir}/{index}/graph_def.neuron-cc.log"
+    )
     log.info(f"Compiling with command line: '{command}'")
     log.raw(".....")
     log.raw(neuron_cc_line("INFO", "Compiler status PASS", component="root"))
 
 
-def log_partition_end(log: CompileLog, plan_summary: Mapping[str, Any], compiled: Mapping[str, int],
-                      not_compiled: Mapping[str, tuple[int, bool]], warnings: Sequence[str]) -> None:
+def log_partition_end(
+    log: CompileLog,
+    plan_summary: Mapping[str, Any],
+    compiled: Mapping[str, int],
+    not_compiled: Mapping[str, tuple[int, bool]],
+    warnings: Sequence[str],
+) -> None:
     """Write torch-neuron's post-compilation summary and operator tables."""
-    total, fused, subgraphs = plan_summary["arithmetic_ops_before"], plan_summary["arithmetic_ops_compiled"], plan_summary["neuron_subgraphs"]
-    log.info(f"Number of arithmetic operators (post-compilation) before = {total}, compiled = {fused}, "
-             f"percent compiled = {_pct(fused, total)}%")
+    total, fused, subgraphs = (
+        plan_summary["arithmetic_ops_before"],
+        plan_summary["arithmetic_ops_compiled"],
+        plan_summary["neuron_subgraphs"],
+    )
+    log.info(
+        f"Number of arithmetic operators (post-compilation) before = {total}, compiled = {fused}, "
+        f"percent compiled = {_pct(fused, total)}%"
+    )
     log.info(f"The neuron partitioner created {subgraphs} sub-graphs")
-    log.info(f"Neuron successfully compiled {subgraphs} sub-graphs, Total fused subgraphs = {subgraphs}, "
-             "Percent of model sub-graphs successfully compiled = 100.0%")
+    log.info(
+        f"Neuron successfully compiled {subgraphs} sub-graphs, Total fused subgraphs = {subgraphs}, "
+        "Percent of model sub-graphs successfully compiled = 100.0%"
+    )
     log.info("Compiled these operators (and operator counts) to Neuron:")
     for kind, count in sorted(compiled.items()):
         log.info(f" => {kind}: {count}")
@@ -99,8 +123,10 @@ def log_partition_end(log: CompileLog, plan_summary: Mapping[str, Any], compiled
     for warning in warnings:
         log.warning(warning)
         if "> 50%" in warning:
-            log.warning("Please review the torch.neuron.analyze_model output and lodge an issue on "
-                        "https://github.com/aws/aws-neuron-sdk/issues if you need an operator supported")
+            log.warning(
+                "Please review the torch.neuron.analyze_model output and lodge an issue on "
+                "https://github.com/aws/aws-neuron-sdk/issues if you need an operator supported"
+            )
 
 
 def subgraph_log(name: str, profile: Mapping[str, Any], ops: Mapping[str, int], signature: str) -> str:
@@ -110,8 +136,11 @@ def subgraph_log(name: str, profile: Mapping[str, Any], ops: Mapping[str, int], 
         neuron_cc_line("INFO", f"IR signature: {signature} for graph_def.json"),
         neuron_cc_line("INFO", f"[Statistics]: Number of operators {sum(ops.values())}"),
         neuron_cc_line("INFO", f"[Statistics]: TensorEngine FLOPs {profile.get('total_flops', 0):.0f}"),
-        neuron_cc_line("INFO", f"[Statistics]: Weights {profile.get('weight_count', 0):.0f} "
-                               f"({profile.get('weight_bytes', 0):.0f} bytes after cast)"),
+        neuron_cc_line(
+            "INFO",
+            f"[Statistics]: Weights {profile.get('weight_count', 0):.0f} "
+            f"({profile.get('weight_bytes', 0):.0f} bytes after cast)",
+        ),
         neuron_cc_line("INFO", "Compiler status PASS", component="root"),
     ]
     return "\n".join(lines) + "\n"

@@ -9,69 +9,243 @@ GEMM/conv, VectorEngine for norms/pooling/reductions, ScalarEngine for element-w
 from __future__ import annotations
 
 # TensorEngine: FLOPs = 2 * MACs, inputs cast to BF16/FP16, FP32 accumulate (§1.2).
-CONV_OPS = frozenset({
-    "aten::_convolution", "aten::_convolution_mode", "aten::convolution",
-    "aten::conv1d", "aten::conv2d", "aten::conv3d", "aten::conv_transpose1d", "aten::conv_transpose2d",
-})
-GEMM_OPS = frozenset({
-    "aten::addmm", "aten::mm", "aten::bmm", "aten::baddbmm", "aten::matmul", "aten::linear",
-    "aten::einsum", "aten::tensordot", "aten::dot", "aten::mv",
-})
+CONV_OPS = frozenset(
+    {
+        "aten::_convolution",
+        "aten::_convolution_mode",
+        "aten::convolution",
+        "aten::conv1d",
+        "aten::conv2d",
+        "aten::conv3d",
+        "aten::conv_transpose1d",
+        "aten::conv_transpose2d",
+    }
+)
+GEMM_OPS = frozenset(
+    {
+        "aten::addmm",
+        "aten::mm",
+        "aten::bmm",
+        "aten::baddbmm",
+        "aten::matmul",
+        "aten::linear",
+        "aten::einsum",
+        "aten::tensordot",
+        "aten::dot",
+        "aten::mv",
+    }
+)
 MATMUL_OPS = CONV_OPS | GEMM_OPS
 
 # VectorEngine: normalisation, pooling, softmax and reductions.
-VECTOR_OPS = frozenset({
-    "aten::batch_norm", "aten::layer_norm", "aten::group_norm", "aten::instance_norm", "aten::_weight_norm",
-    "aten::max_pool1d", "aten::max_pool2d", "aten::max_pool2d_with_indices", "aten::avg_pool1d",
-    "aten::avg_pool2d", "aten::adaptive_avg_pool1d", "aten::adaptive_avg_pool2d", "aten::adaptive_max_pool1d",
-    "aten::adaptive_max_pool2d", "aten::softmax", "aten::log_softmax", "aten::_softmax",
-    "aten::sum", "aten::mean", "aten::max", "aten::min", "aten::amax", "aten::amin", "aten::argmax",
-    "aten::argmin", "aten::topk", "aten::any", "aten::all", "aten::norm", "aten::linalg_vector_norm",
-    "aten::cumsum", "aten::upsample_nearest2d", "aten::upsample_bilinear2d", "aten::pixel_shuffle",
-    "aten::lstm", "aten::_pack_padded_sequence", "aten::_pad_packed_sequence",
-})
+VECTOR_OPS = frozenset(
+    {
+        "aten::batch_norm",
+        "aten::layer_norm",
+        "aten::group_norm",
+        "aten::instance_norm",
+        "aten::_weight_norm",
+        "aten::max_pool1d",
+        "aten::max_pool2d",
+        "aten::max_pool2d_with_indices",
+        "aten::avg_pool1d",
+        "aten::avg_pool2d",
+        "aten::adaptive_avg_pool1d",
+        "aten::adaptive_avg_pool2d",
+        "aten::adaptive_max_pool1d",
+        "aten::adaptive_max_pool2d",
+        "aten::softmax",
+        "aten::log_softmax",
+        "aten::_softmax",
+        "aten::sum",
+        "aten::mean",
+        "aten::max",
+        "aten::min",
+        "aten::amax",
+        "aten::amin",
+        "aten::argmax",
+        "aten::argmin",
+        "aten::topk",
+        "aten::any",
+        "aten::all",
+        "aten::norm",
+        "aten::linalg_vector_norm",
+        "aten::cumsum",
+        "aten::upsample_nearest2d",
+        "aten::upsample_bilinear2d",
+        "aten::pixel_shuffle",
+        "aten::lstm",
+        "aten::_pack_padded_sequence",
+        "aten::_pad_packed_sequence",
+    }
+)
 
 # ScalarEngine: element-wise arithmetic and activations.
-SCALAR_OPS = frozenset({
-    "aten::add", "aten::add_", "aten::sub", "aten::sub_", "aten::mul", "aten::mul_", "aten::div", "aten::div_",
-    "aten::rsub", "aten::true_divide", "aten::floor_divide", "aten::remainder", "aten::pow", "aten::neg",
-    "aten::abs", "aten::exp", "aten::log", "aten::log2", "aten::sqrt", "aten::rsqrt", "aten::reciprocal",
-    "aten::sin", "aten::cos", "aten::floor", "aten::ceil", "aten::trunc", "aten::clamp", "aten::clamp_",
-    "aten::clamp_min", "aten::clamp_max", "aten::clip", "aten::relu", "aten::relu_", "aten::relu6",
-    "aten::gelu", "aten::silu", "aten::sigmoid", "aten::tanh", "aten::hardtanh", "aten::hardtanh_",
-    "aten::hardsigmoid", "aten::hardswish", "aten::leaky_relu", "aten::prelu", "aten::softplus",
-    "aten::threshold", "aten::erf", "aten::eq", "aten::ne", "aten::lt", "aten::le", "aten::gt", "aten::ge",
-    "aten::logical_and", "aten::logical_or", "aten::logical_not", "aten::logical_xor", "aten::isnan",
-    "aten::where", "aten::masked_fill", "aten::masked_fill_", "aten::bucketize", "aten::one_hot",
-    "aten::index_select", "aten::embedding_renorm_", "aten::reflection_pad2d", "aten::constant_pad_nd",
-    "aten::pad",
-})
+SCALAR_OPS = frozenset(
+    {
+        "aten::add",
+        "aten::add_",
+        "aten::sub",
+        "aten::sub_",
+        "aten::mul",
+        "aten::mul_",
+        "aten::div",
+        "aten::div_",
+        "aten::rsub",
+        "aten::true_divide",
+        "aten::floor_divide",
+        "aten::remainder",
+        "aten::pow",
+        "aten::neg",
+        "aten::abs",
+        "aten::exp",
+        "aten::log",
+        "aten::log2",
+        "aten::sqrt",
+        "aten::rsqrt",
+        "aten::reciprocal",
+        "aten::sin",
+        "aten::cos",
+        "aten::floor",
+        "aten::ceil",
+        "aten::trunc",
+        "aten::clamp",
+        "aten::clamp_",
+        "aten::clamp_min",
+        "aten::clamp_max",
+        "aten::clip",
+        "aten::relu",
+        "aten::relu_",
+        "aten::relu6",
+        "aten::gelu",
+        "aten::silu",
+        "aten::sigmoid",
+        "aten::tanh",
+        "aten::hardtanh",
+        "aten::hardtanh_",
+        "aten::hardsigmoid",
+        "aten::hardswish",
+        "aten::leaky_relu",
+        "aten::prelu",
+        "aten::softplus",
+        "aten::threshold",
+        "aten::erf",
+        "aten::eq",
+        "aten::ne",
+        "aten::lt",
+        "aten::le",
+        "aten::gt",
+        "aten::ge",
+        "aten::logical_and",
+        "aten::logical_or",
+        "aten::logical_not",
+        "aten::logical_xor",
+        "aten::isnan",
+        "aten::where",
+        "aten::masked_fill",
+        "aten::masked_fill_",
+        "aten::bucketize",
+        "aten::one_hot",
+        "aten::index_select",
+        "aten::embedding_renorm_",
+        "aten::reflection_pad2d",
+        "aten::constant_pad_nd",
+        "aten::pad",
+    }
+)
 
 # Layout and creation ops; `COPY_OPS` move data on the device (transposes cost real time, §2.5).
-COPY_OPS = frozenset({
-    "aten::permute", "aten::transpose", "aten::t", "aten::contiguous", "aten::cat", "aten::stack",
-    "aten::repeat", "aten::repeat_interleave", "aten::roll", "aten::flip", "aten::expand", "aten::expand_as",
-    "aten::clone", "aten::tril", "aten::triu", "aten::movedim", "aten::broadcast_to",
-})
-SHAPE_OPS = frozenset({
-    "aten::view", "aten::reshape", "aten::squeeze", "aten::unsqueeze", "aten::flatten", "aten::split",
-    "aten::split_with_sizes", "aten::tensor_split", "aten::chunk", "aten::unbind", "aten::slice",
-    "aten::select", "aten::narrow", "aten::broadcast_tensors", "aten::size", "aten::numel", "aten::dim",
-    "aten::Int", "aten::Float", "aten::ScalarImplicit", "aten::to", "aten::type_as", "aten::detach",
-    "aten::dropout", "aten::feature_dropout", "aten::zeros", "aten::zeros_like", "aten::ones",
-    "aten::ones_like", "aten::full", "aten::full_like", "aten::empty", "aten::empty_like", "aten::new_zeros",
-    "aten::new_ones", "aten::new_full", "aten::new_empty", "aten::arange", "aten::eye", "aten::meshgrid",
-    "aten::len", "aten::__getitem__", "aten::floordiv", "aten::__and__", "aten::__or__", "aten::__not__",
-    "aten::view_as", "aten::reshape_as", "aten::alias", "aten::__is__", "aten::__isnot__",
-})
+COPY_OPS = frozenset(
+    {
+        "aten::permute",
+        "aten::transpose",
+        "aten::t",
+        "aten::contiguous",
+        "aten::cat",
+        "aten::stack",
+        "aten::repeat",
+        "aten::repeat_interleave",
+        "aten::roll",
+        "aten::flip",
+        "aten::expand",
+        "aten::expand_as",
+        "aten::clone",
+        "aten::tril",
+        "aten::triu",
+        "aten::movedim",
+        "aten::broadcast_to",
+    }
+)
+SHAPE_OPS = frozenset(
+    {
+        "aten::view",
+        "aten::reshape",
+        "aten::squeeze",
+        "aten::unsqueeze",
+        "aten::flatten",
+        "aten::split",
+        "aten::split_with_sizes",
+        "aten::tensor_split",
+        "aten::chunk",
+        "aten::unbind",
+        "aten::slice",
+        "aten::select",
+        "aten::narrow",
+        "aten::broadcast_tensors",
+        "aten::size",
+        "aten::numel",
+        "aten::dim",
+        "aten::Int",
+        "aten::Float",
+        "aten::ScalarImplicit",
+        "aten::to",
+        "aten::type_as",
+        "aten::detach",
+        "aten::dropout",
+        "aten::feature_dropout",
+        "aten::zeros",
+        "aten::zeros_like",
+        "aten::ones",
+        "aten::ones_like",
+        "aten::full",
+        "aten::full_like",
+        "aten::empty",
+        "aten::empty_like",
+        "aten::new_zeros",
+        "aten::new_ones",
+        "aten::new_full",
+        "aten::new_empty",
+        "aten::arange",
+        "aten::eye",
+        "aten::meshgrid",
+        "aten::len",
+        "aten::__getitem__",
+        "aten::floordiv",
+        "aten::__and__",
+        "aten::__or__",
+        "aten::__not__",
+        "aten::view_as",
+        "aten::reshape_as",
+        "aten::alias",
+        "aten::__is__",
+        "aten::__isnot__",
+    }
+)
 
 SUPPORTED_ATEN_OPS = MATMUL_OPS | VECTOR_OPS | SCALAR_OPS | COPY_OPS | SHAPE_OPS
 
 # "prim::*" is on the published list, except the constructs neuron-cc cannot lower (§2.4 + FAQ).
-UNSUPPORTED_PRIM_OPS = frozenset({
-    "prim::If", "prim::Loop", "prim::CallFunction", "prim::CallMethod", "prim::PythonOp",
-    "prim::RaiseException", "prim::Uninitialized",
-})
+UNSUPPORTED_PRIM_OPS = frozenset(
+    {
+        "prim::If",
+        "prim::Loop",
+        "prim::CallFunction",
+        "prim::CallMethod",
+        "prim::PythonOp",
+        "prim::RaiseException",
+        "prim::Uninitialized",
+    }
+)
 
 # Why an operator stays on the CPU, where the reference gives a specific reason.
 UNSUPPORTED_REASONS = {
@@ -89,9 +263,7 @@ UNSUPPORTED_REASONS = {
     "prim::CallFunction": "prim::CallFunction is not supported by neuron-cc",
 }
 
-REFERENCE_URL = (
-    "https://awsdocs-neuron.readthedocs-hosted.com/en/latest/release-notes/neuron-cc-ops/neuron-cc-ops-pytorch.html"
-)
+REFERENCE_URL = "https://awsdocs-neuron.readthedocs-hosted.com/en/latest/release-notes/neuron-cc-ops/neuron-cc-ops-pytorch.html"
 
 
 def is_supported(kind: str) -> bool:

@@ -15,11 +15,23 @@ from typing import Any
 from .errors import CompilerOptionsError
 
 FAST_MATH_VALUES = (
-    "all", "none", "fast-relayout", "no-fast-relayout", "fp32-cast-all", "fp32-cast-all-fp16",
-    "fp32-cast-matmult", "fp32-cast-matmult-bf16", "fp32-cast-matmult-fp16",
+    "all",
+    "none",
+    "fast-relayout",
+    "no-fast-relayout",
+    "fp32-cast-all",
+    "fp32-cast-all-fp16",
+    "fp32-cast-matmult",
+    "fp32-cast-matmult-bf16",
+    "fp32-cast-matmult-fp16",
 )
 FP32_CAST_VALUES = ("all", "matmult", "matmult-fp16", "matmult-bf16", "all-fp16")
-NO_EFFECT_FLAGS = ("enable-saturate-infinity", "enable-fast-loading-neuron-binaries", "enable-fast-context-switch")
+NO_EFFECT_FLAGS = (
+    "enable-saturate-infinity",
+    "enable-fast-loading-neuron-binaries",
+    "enable-fast-context-switch",
+)
+EXECUTION_POLICIES = ("device-numerics", "fastest")
 MAX_PIPELINE_CORES = 64  # NeuronCore Pipeline spans up to 16 chips / 64 cores (§1.1)
 
 # cast mode -> (scope, dtype): "all" rounds every FP32 constant and matmul input, "matmult" only GEMM/conv.
@@ -31,8 +43,11 @@ CAST_MODES = {
     "fp32-cast-matmult-fp16": ("matmult", "float16"),
 }
 _FP32_CAST_TO_MODE = {
-    "all": "fp32-cast-all", "all-fp16": "fp32-cast-all-fp16", "matmult": "fp32-cast-matmult",
-    "matmult-bf16": "fp32-cast-matmult-bf16", "matmult-fp16": "fp32-cast-matmult-fp16",
+    "all": "fp32-cast-all",
+    "all-fp16": "fp32-cast-all-fp16",
+    "matmult": "fp32-cast-matmult",
+    "matmult-bf16": "fp32-cast-matmult-bf16",
+    "matmult-fp16": "fp32-cast-matmult-fp16",
 }
 
 
@@ -49,6 +64,9 @@ class CompilerOptions:
     single_fusion_ratio_threshold: float = 0.6
     fallback: bool = True
     verbose: str | None = None
+    # neurondock extension: "device-numerics" serves the emulated casts; "fastest" may serve FP32 when it is
+    # within the emulated drift envelope and faster (never slower than the uncompiled model).
+    execution_policy: str = "device-numerics"
     notes: tuple[str, ...] = field(default=())
 
     @property
@@ -86,7 +104,9 @@ class CompilerOptions:
         return data
 
 
-def parse_compiler_options(raw: CompilerOptions | str | Mapping[str, Any] | Sequence[str] | None) -> CompilerOptions:
+def parse_compiler_options(
+    raw: CompilerOptions | str | Mapping[str, Any] | Sequence[str] | None,
+) -> CompilerOptions:
     """Parse OutputConfig.CompilerOptions (a JSON string holding a flag string, a list or an object)."""
     if isinstance(raw, CompilerOptions):
         return raw
@@ -105,7 +125,9 @@ def parse_compiler_options(raw: CompilerOptions | str | Mapping[str, Any] | Sequ
             return _from_tokens(_split(decoded))
         if isinstance(decoded, Mapping | list):
             return parse_compiler_options(decoded)
-        raise CompilerOptionsError(reason=f"expected a JSON string, list or object, got {type(decoded).__name__}.")
+        raise CompilerOptionsError(
+            reason=f"expected a JSON string, list or object, got {type(decoded).__name__}."
+        )
     if isinstance(raw, Mapping):
         tokens = _tokens_from_mapping(raw)
     else:
@@ -176,7 +198,9 @@ def _from_tokens(tokens: list[str]) -> CompilerOptions:
     while i < len(tokens):
         token = tokens[i]
         if not token.startswith("-"):
-            raise CompilerOptionsError(reason=f"unexpected value {token!r} (every setting starts with a flag).")
+            raise CompilerOptionsError(
+                reason=f"unexpected value {token!r} (every setting starts with a flag)."
+            )
         flag, _, inline = token.partition("=")
         args = [inline] if inline else values_after(i)
         consumed = 0 if inline else len(args)
@@ -187,7 +211,9 @@ def _from_tokens(tokens: list[str]) -> CompilerOptions:
             consumed = 0 if flag[2:] or inline else 1
         elif name == "fast-math":
             if not args:
-                raise CompilerOptionsError(reason=f"--fast-math needs a value: one or more of {', '.join(FAST_MATH_VALUES)}.")
+                raise CompilerOptionsError(
+                    reason=f"--fast-math needs a value: one or more of {', '.join(FAST_MATH_VALUES)}."
+                )
             for value in args:
                 if value not in FAST_MATH_VALUES:
                     raise CompilerOptionsError(
@@ -196,7 +222,9 @@ def _from_tokens(tokens: list[str]) -> CompilerOptions:
             fast_math += args
         elif name == "fp32-cast":
             if len(args) != 1 or args[0] not in FP32_CAST_VALUES:
-                raise CompilerOptionsError(reason=f"--fp32-cast takes one of {', '.join(FP32_CAST_VALUES)}, got {args}.")
+                raise CompilerOptionsError(
+                    reason=f"--fp32-cast takes one of {', '.join(FP32_CAST_VALUES)}, got {args}."
+                )
             fp32_cast = args[0]
         elif name in ("neuroncore-pipeline-cores", "num-neuroncores"):
             fields["pipeline_cores"] = _int(flag, args[0] if args else None, 1, MAX_PIPELINE_CORES)
@@ -218,15 +246,24 @@ def _from_tokens(tokens: list[str]) -> CompilerOptions:
         elif name == "verbose":
             fields["verbose"] = args[0] if args else "INFO"
             consumed = min(consumed, 1)
+        elif name == "execution-policy":
+            if len(args) != 1 or args[0] not in EXECUTION_POLICIES:
+                raise CompilerOptionsError(
+                    reason=f"--execution-policy takes one of {', '.join(EXECUTION_POLICIES)}, got {args}."
+                )
+            fields["execution_policy"] = args[0]
+            consumed = 0 if inline else 1
         elif name in NO_EFFECT_FLAGS:
             notes.append(f"--{name} is accepted; it changes nothing in the emulator")
             consumed = 0
         else:
             raise CompilerOptionsError(
-                reason=f"unknown flag {flag!r}. Supported: --fast-math, --fp32-cast, --neuroncore-pipeline-cores "
+                reason=f"unknown flag {flag!r}. Supported: --fast-math, --fp32-cast, "
+                "--neuroncore-pipeline-cores "
                 "(alias --num-neuroncores), --dynamic-batch-size, -O1/-O2/-O3, --minimum-segment-size, "
-                "--single-fusion-ratio-threshold, --fallback/--no-fallback, --verbose, "
-                + ", ".join(f"--{f}" for f in NO_EFFECT_FLAGS) + "."
+                "--single-fusion-ratio-threshold, --fallback/--no-fallback, --verbose, --execution-policy, "
+                + ", ".join(f"--{f}" for f in NO_EFFECT_FLAGS)
+                + "."
             )
         if consumed < len(args) and name != "fast-math" and not inline:
             raise CompilerOptionsError(reason=f"{flag} got unexpected extra value(s) {args[consumed:]}.")

@@ -1,4 +1,4 @@
-"""torch-neuron's partitioner: convex Neuron subgraphs, minimum segment size, single-fusion ratio, CPU fallback."""
+"""torch-neuron's partitioner: convex Neuron subgraphs, min segment size, single-fusion ratio, fallback."""
 
 from __future__ import annotations
 
@@ -48,14 +48,19 @@ class Segment:
         }
         if self.target == NEURON:
             data["io_config"] = {
-                "inputs": {f"{i}:0": [metas[n].to_dict()["shape"], metas[n].dtype] for i, n in enumerate(self.inputs)
-                           if n in metas},
+                "inputs": {
+                    f"{i}:0": [metas[n].to_dict()["shape"], metas[n].dtype]
+                    for i, n in enumerate(self.inputs)
+                    if n in metas
+                },
                 "outputs": [f"{n}:0" for n in self.outputs],
             }
         else:
             grouped: dict[str, dict[str, Any]] = {}
             for node in self.nodes:
-                entry = grouped.setdefault(node.kind, {"count": 0, "reason": self.cpu_reasons.get(node.key, "")})
+                entry = grouped.setdefault(
+                    node.kind, {"count": 0, "reason": self.cpu_reasons.get(node.key, "")}
+                )
                 entry["count"] += 1
             data["why_cpu"] = grouped
         return data
@@ -91,7 +96,9 @@ class PartitionPlan:
     @property
     def percent_fused(self) -> float:
         """Return the share of aten operators placed on Neuron."""
-        return round(100.0 * self.arithmetic_fused / self.arithmetic_total, 2) if self.arithmetic_total else 0.0
+        return (
+            round(100.0 * self.arithmetic_fused / self.arithmetic_total, 2) if self.arithmetic_total else 0.0
+        )
 
     def target_of(self) -> dict[str, str]:
         """Return node key -> segment name."""
@@ -113,7 +120,9 @@ class PartitionPlan:
         }
 
 
-def _clusters(infos: Sequence[NodeInfo], members: Iterable[int], producer: Mapping[str, int]) -> list[list[int]]:
+def _clusters(
+    infos: Sequence[NodeInfo], members: Iterable[int], producer: Mapping[str, int]
+) -> list[list[int]]:
     """Greedily grow convex clusters over `members` in topological order (no path may leave and re-enter)."""
     member_set = set(members)
     ancestors: list[int] = [0] * len(infos)
@@ -188,25 +197,44 @@ def partition(
                 for i in cluster:
                     reasons[infos[i].key] = (
                         f"supported, but the largest subgraph holds {share:.0%} of operators (> "
-                        f"single_fusion_ratio_threshold={single_fusion_ratio_threshold}), so only it is compiled"
+                        f"single_fusion_ratio_threshold={single_fusion_ratio_threshold}), "
+                        "so only it is compiled"
                     )
             neuron = [largest]
     if not neuron:
         raise NothingOnNeuronError()
     on_neuron = {i for c in neuron for i in c}
-    cpu = _clusters(infos, [i for i in range(len(infos)) if i not in on_neuron], producer) if len(on_neuron) < len(infos) else []
+    cpu = (
+        _clusters(infos, [i for i in range(len(infos)) if i not in on_neuron], producer)
+        if len(on_neuron) < len(infos)
+        else []
+    )
     segments = [Segment(f"_NeuronGraph${infos[c[0]].index}", NEURON, [infos[i] for i in c]) for c in neuron]
     segments += [
-        Segment(f"cpu${infos[c[0]].index}", CPU, [infos[i] for i in c], cpu_reasons={infos[i].key: reasons.get(infos[i].key, "") for i in c})
+        Segment(
+            f"cpu${infos[c[0]].index}",
+            CPU,
+            [infos[i] for i in c],
+            cpu_reasons={infos[i].key: reasons.get(infos[i].key, "") for i in c},
+        )
         for c in cpu
     ]
     ordered = _order(segments, producer, infos)
     _wire(ordered, set(graph_inputs), set(graph_outputs), infos, producer)
     fused = sum(s.arithmetic_ops for s in ordered if s.target == NEURON)
     if arithmetic_total and fused / arithmetic_total < 0.5:
-        warnings.append("torch.neuron.trace was unable to compile > 50% of the operators in the compiled model!")
-    return PartitionPlan(ordered, arithmetic_total, fused, minimum_segment_size, single_fusion_ratio_threshold,
-                         fallback, warnings)
+        warnings.append(
+            "torch.neuron.trace was unable to compile > 50% of the operators in the compiled model!"
+        )
+    return PartitionPlan(
+        ordered,
+        arithmetic_total,
+        fused,
+        minimum_segment_size,
+        single_fusion_ratio_threshold,
+        fallback,
+        warnings,
+    )
 
 
 def _order(segments: list[Segment], producer: Mapping[str, int], infos: Sequence[NodeInfo]) -> list[Segment]:
@@ -239,8 +267,13 @@ def _order(segments: list[Segment], producer: Mapping[str, int], infos: Sequence
     return order
 
 
-def _wire(segments: list[Segment], graph_inputs: set[str], graph_outputs: set[str], infos: Sequence[NodeInfo],
-          producer: Mapping[str, int]) -> None:
+def _wire(
+    segments: list[Segment],
+    graph_inputs: set[str],
+    graph_outputs: set[str],
+    infos: Sequence[NodeInfo],
+    producer: Mapping[str, int],
+) -> None:
     owner = {name: s.name for s in segments for n in s.nodes for name in n.outputs}
     consumers: dict[str, set[str]] = {}
     for seg in segments:

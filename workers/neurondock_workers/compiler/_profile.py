@@ -13,8 +13,14 @@ from typing import Any
 
 # Rough engine ops per element (a LayerNorm is mean, variance, normalise, scale, shift).
 VECTOR_OPS_PER_ELEMENT = {
-    "aten::layer_norm": 8.0, "aten::group_norm": 8.0, "aten::instance_norm": 8.0, "aten::batch_norm": 2.0,
-    "aten::softmax": 5.0, "aten::log_softmax": 6.0, "aten::_softmax": 5.0, "aten::lstm": 10.0,
+    "aten::layer_norm": 8.0,
+    "aten::group_norm": 8.0,
+    "aten::instance_norm": 8.0,
+    "aten::batch_norm": 2.0,
+    "aten::softmax": 5.0,
+    "aten::log_softmax": 6.0,
+    "aten::_softmax": 5.0,
+    "aten::lstm": 10.0,
 }
 
 
@@ -50,8 +56,17 @@ class WorkloadProfile:
     def merged(self, other: WorkloadProfile) -> WorkloadProfile:
         """Return the sum of two profiles (batch taken from self)."""
         out = WorkloadProfile(batch=self.batch)
-        for name in ("gemm_flops", "gemm_row_flops", "conv_flops", "vector_ops", "scalar_ops", "copy_bytes",
-                     "weight_bytes", "weight_count", "io_bytes"):
+        for name in (
+            "gemm_flops",
+            "gemm_row_flops",
+            "conv_flops",
+            "vector_ops",
+            "scalar_ops",
+            "copy_bytes",
+            "weight_bytes",
+            "weight_count",
+            "io_bytes",
+        ):
             setattr(out, name, getattr(self, name) + getattr(other, name))
         out.subgraphs = self.subgraphs + other.subgraphs
         out.matmul_ops = self.matmul_ops + other.matmul_ops
@@ -113,8 +128,17 @@ class ProfileBuilder:
 
 
 def transformer_profile(
-    *, layers: int, hidden: int, heads: int, ffn: int, seq: int, batch: int, token_type: bool = True,
-    pooler: bool = True, classes: int = 2, dtype_bytes: int = 2,
+    *,
+    layers: int,
+    hidden: int,
+    heads: int,
+    ffn: int,
+    seq: int,
+    batch: int,
+    token_type: bool = True,
+    pooler: bool = True,
+    classes: int = 2,
+    dtype_bytes: int = 2,
 ) -> WorkloadProfile:
     """Return the Neuron-side profile of a BERT-family encoder (embedding lookups stay on the CPU)."""
     b = ProfileBuilder(batch, dtype_bytes)
@@ -157,8 +181,16 @@ def _conv_out(size: int, kernel: int, stride: int, padding: int) -> int:
 
 
 def resnet_profile(
-    *, block: str, layers: tuple[int, ...], widths: tuple[int, ...], image: int, batch: int,
-    stem_width: int = 64, classes: int = 1000, in_channels: int = 3, dtype_bytes: int = 2,
+    *,
+    block: str,
+    layers: tuple[int, ...],
+    widths: tuple[int, ...],
+    image: int,
+    batch: int,
+    stem_width: int = 64,
+    classes: int = 1000,
+    in_channels: int = 3,
+    dtype_bytes: int = 2,
 ) -> WorkloadProfile:
     """Return the profile of a torchvision-layout ResNet (basic or bottleneck blocks, BN after each conv)."""
     b = ProfileBuilder(batch, dtype_bytes)
@@ -206,12 +238,15 @@ def reference_profile(model: str, batch: int) -> WorkloadProfile:
     if model == "bert-base":
         return transformer_profile(layers=12, hidden=768, heads=12, ffn=3072, seq=128, batch=batch)
     if model == "distilbert-base":
-        return transformer_profile(layers=6, hidden=768, heads=12, ffn=3072, seq=128, batch=batch,
-                                   token_type=False, pooler=False)
+        return transformer_profile(
+            layers=6, hidden=768, heads=12, ffn=3072, seq=128, batch=batch, token_type=False, pooler=False
+        )
     if model == "distilroberta-base":
-        return transformer_profile(layers=6, hidden=768, heads=12, ffn=3072, seq=128, batch=batch,
-                                   token_type=False, pooler=True)
+        return transformer_profile(
+            layers=6, hidden=768, heads=12, ffn=3072, seq=128, batch=batch, token_type=False, pooler=True
+        )
     if model == "resnet-50":
-        return resnet_profile(block="bottleneck", layers=(3, 4, 6, 3), widths=(64, 128, 256, 512),
-                              image=224, batch=batch)
+        return resnet_profile(
+            block="bottleneck", layers=(3, 4, 6, 3), widths=(64, 128, 256, 512), image=224, batch=batch
+        )
     raise KeyError(model)

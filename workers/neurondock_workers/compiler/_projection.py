@@ -1,9 +1,10 @@
 """Analytic NeuronCore-v1 model calibrated on AWS's published Inf1 benchmarks; projections and cost per 1M.
 
 Per Neuron subgraph on one core (§7.4 of the reference, refined by fitting):
-    t_tensor = gemm_flops / (eta_gemm * rows / (rows + rows_half) * 16 TFLOPS) + conv_flops / (eta_conv * 16 TFLOPS)
+    t_tensor = gemm_flops / (eta_gemm * rows / (rows + rows_half) * 16 TFLOPS)
+             + conv_flops / (eta_conv * 16 TFLOPS)
     t_vs     = vector_ops / 0.23e12 + scalar_ops / 0.97e12 + copy_elements / 0.23e12
-    t_dram   = weight_bytes / (50 GB/s / active cores on the chip), zero when the weights fit the on-core cache
+    t_dram   = weight_bytes / (50 GB/s / active cores on the chip); zero if the weights fit the core's cache
     t_core   = max(t_compute, t_dram) + overlap * min(t_compute, t_dram)
     latency  = sum over subgraphs (call_overhead + io_bytes / host_bw + t_core) + measured CPU segments
 Fitted: eta_gemm, rows_half, eta_conv, call_overhead, overlap. Everything it produces is projected.
@@ -23,14 +24,18 @@ from ._profile import WorkloadProfile, reference_profile
 
 PROJECTED = "projected, not measured on Inferentia"
 # Assumptions the published sources do not give; shown in every report.
-ASSUMPTIONS = {
-    "weight_cache_bytes_per_core": 12 * 1024**2,
-    "host_device_bytes_per_s": 8e9,
+WEIGHT_CACHE_BYTES_PER_CORE = 12 * 1024**2
+HOST_DEVICE_BYTES_PER_S = 8e9
+G4DN_FIXED_OVERHEAD_S = 1e-4
+ASSUMPTIONS: dict[str, Any] = {
+    "weight_cache_bytes_per_core": WEIGHT_CACHE_BYTES_PER_CORE,
+    "host_device_bytes_per_s": HOST_DEVICE_BYTES_PER_S,
     "vector_flops_per_core": _catalog.VECTOR_FLOPS_PER_CORE,
     "scalar_flops_per_core": _catalog.SCALAR_FLOPS_PER_CORE,
-    "g4dn_fixed_overhead_s": 1e-4,
+    "g4dn_fixed_overhead_s": G4DN_FIXED_OVERHEAD_S,
     "notes": [
-        "on-core weight cache ~12 MiB: AWS's pipeline rule implies ~5M BF16 weights per core; SRAM size is unpublished",
+        "on-core weight cache ~12 MiB: AWS's pipeline rule implies ~5M BF16 weights per core; "
+        "SRAM size is unpublished",
         "host<->device bandwidth 8 GB/s: not published for Inf1",
         "vector/scalar throughput derived from NeuronCore-v2's '10x'/'3x' claims",
         "CPU segments take as long on the inf1 host's vCPUs as measured here",
@@ -50,9 +55,13 @@ class CoreModel:
 
     def to_vector(self) -> list[float]:
         """Return unconstrained coordinates for the optimiser."""
-        return [math.log(self.eta_gemm / (1 - self.eta_gemm)), math.log(self.rows_half),
-                math.log(self.eta_conv / (1 - self.eta_conv)), math.log(self.call_overhead_s),
-                math.log(self.overlap / (1 - self.overlap))]
+        return [
+            math.log(self.eta_gemm / (1 - self.eta_gemm)),
+            math.log(self.rows_half),
+            math.log(self.eta_conv / (1 - self.eta_conv)),
+            math.log(self.call_overhead_s),
+            math.log(self.overlap / (1 - self.overlap)),
+        ]
 
     @staticmethod
     def from_vector(v: Sequence[float]) -> CoreModel:
@@ -67,18 +76,24 @@ INITIAL = CoreModel(eta_gemm=0.5, rows_half=200.0, eta_conv=0.12, call_overhead_
 def stage_time(p: WorkloadProfile, m: CoreModel, *, pipeline_cores: int = 1, active_cores: int = 1) -> float:
     """Return the device time of one pipeline stage (the whole subgraph when pipeline_cores == 1)."""
     rows = p.gemm_rows
-    t_tensor = p.gemm_flops / (m.eta_gemm * rows / (rows + m.rows_half) * _catalog.TENSOR_FLOPS_PER_CORE) if p.gemm_flops else 0.0
+    t_tensor = (
+        p.gemm_flops / (m.eta_gemm * rows / (rows + m.rows_half) * _catalog.TENSOR_FLOPS_PER_CORE)
+        if p.gemm_flops
+        else 0.0
+    )
     t_tensor += p.conv_flops / (m.eta_conv * _catalog.TENSOR_FLOPS_PER_CORE)
-    t_vs = (p.vector_ops + p.copy_bytes / 2) / ASSUMPTIONS["vector_flops_per_core"] + p.scalar_ops / ASSUMPTIONS["scalar_flops_per_core"]
+    t_vs = (
+        p.vector_ops + p.copy_bytes / 2
+    ) / _catalog.VECTOR_FLOPS_PER_CORE + p.scalar_ops / _catalog.SCALAR_FLOPS_PER_CORE
     compute = (t_tensor + t_vs) / pipeline_cores
     per_core_weights = p.weight_bytes / pipeline_cores
-    cached = per_core_weights <= ASSUMPTIONS["weight_cache_bytes_per_core"]
+    cached = per_core_weights <= WEIGHT_CACHE_BYTES_PER_CORE
     t_dram = 0.0 if cached else per_core_weights / (_catalog.DRAM_BYTES_PER_S_PER_CHIP / max(active_cores, 1))
     return max(compute, t_dram) + m.overlap * min(compute, t_dram)
 
 
 def _io_time(p: WorkloadProfile) -> float:
-    return p.io_bytes / ASSUMPTIONS["host_device_bytes_per_s"]
+    return p.io_bytes / HOST_DEVICE_BYTES_PER_S
 
 
 def benchmark_prediction(row: PublishedBenchmark, m: CoreModel) -> tuple[float, float | None]:
@@ -105,7 +120,9 @@ def _loss(m: CoreModel, rows: Sequence[PublishedBenchmark]) -> float:
     return total
 
 
-def _nelder_mead(f: Callable[[list[float]], float], x0: list[float], iterations: int, step: float = 0.5) -> list[float]:
+def _nelder_mead(
+    f: Callable[[list[float]], float], x0: list[float], iterations: int, step: float = 0.5
+) -> list[float]:
     n = len(x0)
     points = [list(x0)] + [[x + (step if i == j else 0.0) for j, x in enumerate(x0)] for i in range(n)]
     values = [f(p) for p in points]
@@ -131,7 +148,9 @@ def _nelder_mead(f: Callable[[list[float]], float], x0: list[float], iterations:
                 points[-1], values[-1] = contracted, fc
             else:
                 best = points[0]
-                points = [best] + [[b + 0.5 * (x - b) for b, x in zip(best, p, strict=True)] for p in points[1:]]
+                points = [best] + [
+                    [b + 0.5 * (x - b) for b, x in zip(best, p, strict=True)] for p in points[1:]
+                ]
                 values = [values[0]] + [f(p) for p in points[1:]]
     return points[min(range(n + 1), key=values.__getitem__)]
 
@@ -150,22 +169,29 @@ def _residual(projected: float, published: float) -> float:
 def calibration() -> dict[str, Any]:
     """Fit on every published row; report in-sample and leave-one-out residuals (percent)."""
     model = fit(PUBLISHED_BENCHMARKS)
-    table = []
+    table: list[dict[str, Any]] = []
     for row in PUBLISHED_BENCHMARKS:
         throughput, latency = benchmark_prediction(row, model)
         # Start from the prior, not the full fit, so a held-out row cannot leak into its own prediction.
         held_out = fit([r for r in PUBLISHED_BENCHMARKS if r is not row])
         loo_throughput, _ = benchmark_prediction(row, held_out)
-        table.append({
-            "benchmark": row.key, "model": row.model, "instance": row.instance, "mode": row.mode, "batch": row.batch,
-            "published_throughput": row.throughput, "projected_throughput": round(throughput, 1),
-            "throughput_residual_pct": _residual(throughput, row.throughput),
-            "throughput_residual_leave_one_out_pct": _residual(loo_throughput, row.throughput),
-            "published_p50_ms": row.p50_ms,
-            "projected_latency_ms": round(latency * 1e3, 2) if latency is not None else None,
-            "latency_residual_pct": _residual(latency * 1e3, row.p50_ms) if latency is not None else None,
-        })
-    residuals = [abs(r["throughput_residual_pct"]) for r in table]
+        table.append(
+            {
+                "benchmark": row.key,
+                "model": row.model,
+                "instance": row.instance,
+                "mode": row.mode,
+                "batch": row.batch,
+                "published_throughput": row.throughput,
+                "projected_throughput": round(throughput, 1),
+                "throughput_residual_pct": _residual(throughput, row.throughput),
+                "throughput_residual_leave_one_out_pct": _residual(loo_throughput, row.throughput),
+                "published_p50_ms": row.p50_ms,
+                "projected_latency_ms": round(latency * 1e3, 2) if latency is not None else None,
+                "latency_residual_pct": _residual(latency * 1e3, row.p50_ms) if latency is not None else None,
+            }
+        )
+    residuals: list[float] = [abs(r["throughput_residual_pct"]) for r in table]
     residuals += [abs(r["latency_residual_pct"]) for r in table if r["latency_residual_pct"] is not None]
     return {
         "label": PROJECTED,
@@ -177,7 +203,8 @@ def calibration() -> dict[str, Any]:
         "compared": len(residuals),
         "notes": [
             "batch rows compare throughput only: their p50 depends on each benchmark's worker count",
-            "eta_conv rests on the single published PyTorch CNN row (ResNet-50), so CNN projections are the least "
+            "eta_conv rests on the single published PyTorch CNN row (ResNet-50), so CNN projections are the "
+            "least "
             "certain; held out, eta_conv stays at its prior (0.12, the reference's 0.1-0.3 range for CNNs)",
             "leave-one-out: each row predicted by a fit to the other rows, started from the prior",
         ],
@@ -199,18 +226,28 @@ def cost_per_million(usd_per_hour: float, throughput: float) -> float | None:
 
 
 def project_inf1(
-    subgraphs: Sequence[WorkloadProfile], cpu_seconds: float, *, batch: int, pipeline_cores: int,
+    subgraphs: Sequence[WorkloadProfile],
+    cpu_seconds: float,
+    *,
+    batch: int,
+    pipeline_cores: int,
     host_seconds_per_call: float = 0.0,
 ) -> list[dict[str, Any]]:
     """Project latency, throughput and cost on each ml.inf1 size."""
     m = core_model()
     results = []
     for inst in _catalog.INF1:
-        entry: dict[str, Any] = {"instance_type": inst.name, "label": PROJECTED, "neuron_cores": inst.neuron_cores,
-                                 "batch_size": batch}
+        entry: dict[str, Any] = {
+            "instance_type": inst.name,
+            "label": PROJECTED,
+            "neuron_cores": inst.neuron_cores,
+            "batch_size": batch,
+        }
         if pipeline_cores > inst.neuron_cores:
             entry["fits"] = False
-            entry["reason"] = f"needs {pipeline_cores} NeuronCores for one replica; {inst.name} has {inst.neuron_cores}"
+            entry["reason"] = (
+                f"needs {pipeline_cores} NeuronCores for one replica; {inst.name} has {inst.neuron_cores}"
+            )
             results.append(entry)
             continue
         replicas = inst.neuron_cores // pipeline_cores
@@ -218,20 +255,29 @@ def project_inf1(
         busy = min(replicas * pipeline_cores, _catalog.CORES_PER_CHIP)
         io = sum(_io_time(p) for p in subgraphs)
         calls = len(subgraphs) * m.call_overhead_s
-        device_rt = sum(stage_time(p, m, pipeline_cores=pipeline_cores, active_cores=active) * pipeline_cores for p in subgraphs)
+        device_rt = sum(
+            stage_time(p, m, pipeline_cores=pipeline_cores, active_cores=active) * pipeline_cores
+            for p in subgraphs
+        )
         latency = calls + io + device_rt + cpu_seconds
         stage = sum(stage_time(p, m, pipeline_cores=pipeline_cores, active_cores=busy) for p in subgraphs)
-        per_replica = batch / max(stage + io / pipeline_cores, m.call_overhead_s * len(subgraphs) / pipeline_cores, 1e-9)
+        per_replica = batch / max(
+            stage + io / pipeline_cores, m.call_overhead_s * len(subgraphs) / pipeline_cores, 1e-9
+        )
         host_cap = inst.vcpus * batch / max(cpu_seconds + host_seconds_per_call, 1e-9)
         throughput = min(replicas * per_replica, host_cap)
-        entry.update({
-            "fits": True, "replicas": replicas, "latency_ms": round(latency * 1e3, 3),
-            "throughput_per_s": round(throughput, 1),
-            "bottleneck": "host CPU" if host_cap < replicas * per_replica else "NeuronCores",
-            "cost_per_million_usd": cost_per_million(inst.usd_per_hour, throughput),
-            "cost_per_million_usd_ri": cost_per_million(inst.usd_per_hour_ri or 0.0, throughput),
-            "usd_per_hour": inst.usd_per_hour,
-        })
+        entry.update(
+            {
+                "fits": True,
+                "replicas": replicas,
+                "latency_ms": round(latency * 1e3, 3),
+                "throughput_per_s": round(throughput, 1),
+                "bottleneck": "host CPU" if host_cap < replicas * per_replica else "NeuronCores",
+                "cost_per_million_usd": cost_per_million(inst.usd_per_hour, throughput),
+                "cost_per_million_usd_ri": cost_per_million(inst.usd_per_hour_ri or 0.0, throughput),
+                "usd_per_hour": inst.usd_per_hour,
+            }
+        )
         results.append(entry)
     return results
 
@@ -242,26 +288,37 @@ def g4dn_efficiency() -> float:
     p = reference_profile("bert-base", 1)
     price = _catalog.G4DN[0].usd_per_hour
     throughput = price * 1e6 / (3600.0 * _catalog.G4DN_BERT_ANCHOR_USD_PER_MILLION)
-    compute = 1.0 / throughput - p.weight_bytes / _catalog.T4_MEM_BYTES_PER_S - ASSUMPTIONS["g4dn_fixed_overhead_s"]
+    compute = 1.0 / throughput - _gpu_memory_time(p)
     return p.total_flops / (compute * _catalog.T4_FP16_FLOPS)
+
+
+def _gpu_memory_time(p: WorkloadProfile) -> float:
+    # Weights once, element-wise work read and written once each in FP16, plus a fixed launch cost.
+    elementwise = (p.vector_ops + p.scalar_ops + p.copy_bytes) * 2
+    return (p.weight_bytes + elementwise) / _catalog.T4_MEM_BYTES_PER_S + G4DN_FIXED_OVERHEAD_S
 
 
 def project_gpu(whole: WorkloadProfile, batch: int) -> list[dict[str, Any]]:
     """Project g4dn (T4, FP16) from peak figures and the one published anchor."""
     eta = g4dn_efficiency()
-    latency = (whole.total_flops / (eta * _catalog.T4_FP16_FLOPS) + whole.weight_bytes / _catalog.T4_MEM_BYTES_PER_S
-               + (whole.vector_ops + whole.scalar_ops + whole.copy_bytes) * 2 / _catalog.T4_MEM_BYTES_PER_S
-               + ASSUMPTIONS["g4dn_fixed_overhead_s"])
+    latency = whole.total_flops / (eta * _catalog.T4_FP16_FLOPS) + _gpu_memory_time(whole)
     out = []
     for inst in _catalog.G4DN:
         throughput = inst.gpus * batch / latency
-        out.append({
-            "instance_type": inst.name, "label": PROJECTED.replace("Inferentia", "a T4 GPU"), "batch_size": batch,
-            "latency_ms": round(latency * 1e3, 3), "throughput_per_s": round(throughput, 1),
-            "cost_per_million_usd": cost_per_million(inst.usd_per_hour, throughput), "usd_per_hour": inst.usd_per_hour,
-            "basis": f"T4 65 TFLOPS FP16 / 320 GB/s at efficiency {eta:.2f}, fitted to AWS's $0.20 per million "
-            "BERT-base requests on g4dn.xlarge (one anchor, no residual available)",
-        })
+        out.append(
+            {
+                "instance_type": inst.name,
+                "label": PROJECTED.replace("Inferentia", "a T4 GPU"),
+                "batch_size": batch,
+                "latency_ms": round(latency * 1e3, 3),
+                "throughput_per_s": round(throughput, 1),
+                "cost_per_million_usd": cost_per_million(inst.usd_per_hour, throughput),
+                "usd_per_hour": inst.usd_per_hour,
+                "basis": f"T4 65 TFLOPS FP16 / 320 GB/s at efficiency {eta:.2f}, fitted to AWS's $0.20 per "
+                "million BERT-base requests on g4dn.xlarge (one anchor, no residual available; the anchor's "
+                "batch size is unpublished and batch 1 is assumed, so this leans optimistic for the GPU)",
+            }
+        )
     return out
 
 
@@ -271,14 +328,21 @@ def project_cpu(measured_seconds: float, threads: int, batch: int, host: str) ->
     for inst in _catalog.C5:
         replicas = max(1, inst.vcpus // max(threads, 1))
         throughput = replicas * batch / measured_seconds if measured_seconds > 0 else 0.0
-        out.append({
-            "instance_type": inst.name, "label": "projected from the CPU measurement on this host", "batch_size": batch,
-            "latency_ms": round(measured_seconds * 1e3, 3), "throughput_per_s": round(throughput, 1),
-            "replicas": replicas, "cost_per_million_usd": cost_per_million(inst.usd_per_hour, throughput),
-            "usd_per_hour": inst.usd_per_hour,
-            "basis": f"measured here ({host}, {threads} thread(s)); assumes one c5 vCPU ~ one core here and "
-            "linear scaling across replicas",
-        })
+        out.append(
+            {
+                "instance_type": inst.name,
+                "label": "projected from the CPU measurement on this host",
+                "batch_size": batch,
+                "latency_ms": round(measured_seconds * 1e3, 3),
+                "throughput_per_s": round(throughput, 1),
+                "replicas": replicas,
+                "cost_per_million_usd": cost_per_million(inst.usd_per_hour, throughput),
+                "usd_per_hour": inst.usd_per_hour,
+                "basis": f"measured here ({host}, {threads} thread(s)); assumes one c5 vCPU ~ one core here "
+                "and "
+                "linear scaling across replicas",
+            }
+        )
     return out
 
 

@@ -79,13 +79,20 @@ def estimate_resources(
         },
         "device_memory_per_chip_bytes": per_chip,
         "fits_one_chip": per_core_bytes * min(cores_per_replica, _catalog.CORES_PER_CHIP) <= per_chip,
-        "replicas_per_chip": min(_catalog.CORES_PER_CHIP // min(cores_per_replica, _catalog.CORES_PER_CHIP),
-                                 replicas_per_chip_by_memory) if cores_per_replica <= 4 else 0,
+        "replicas_per_chip": min(
+            _catalog.CORES_PER_CHIP // min(cores_per_replica, _catalog.CORES_PER_CHIP),
+            replicas_per_chip_by_memory,
+        )
+        if cores_per_replica <= 4
+        else 0,
         "neuroncores_per_replica": cores_per_replica,
         "separate_weights_required": constants_fp32_bytes > SEPARATE_WEIGHTS_BYTES,
         "suggested_pipeline_cores": suggested_pipeline_cores(neuron_profile.weight_count),
-        "suggested_pipeline_cores_rule": "4 * round(num_weights / 2e7) (aws-neuron-sdk neuroncore-pipeline.rst)",
-        "suggested_batch_size": suggested_batch_size(flops_per_inference, neuron_profile.weight_count, dtype_bytes),
+        "suggested_pipeline_cores_rule": "4 * round(num_weights / 2e7) "
+        "(aws-neuron-sdk neuroncore-pipeline.rst)",
+        "suggested_batch_size": suggested_batch_size(
+            flops_per_inference, neuron_profile.weight_count, dtype_bytes
+        ),
         "suggested_batch_size_rule": "ceil(0.5 * (64 TFLOPS / 50 GB/s) / (FLOPs / (params * dtype_bytes))) "
         "(aws-neuron-sdk neuroncore-batching.rst)",
         "flops_per_inference": flops_per_inference,

@@ -21,8 +21,8 @@ from typing import Any
 from ._compile import CompileResult
 from .errors import (
     CompilationError,
-    CompileResourceError,
     CompilerError,
+    CompileResourceError,
     CompileStoppedError,
     CompileTimeoutError,
     error_from_dict,
@@ -47,10 +47,16 @@ class CompileRequest:
 
 
 class CompileProcess:
-    """One compile in a child process; `wait()` enforces MaxRuntimeInSeconds, `stop()` is StopCompilationJob."""
+    """One compile in a child process; `wait()` enforces MaxRuntimeInSeconds, `stop()` kills it."""
 
-    def __init__(self, request: CompileRequest, *, max_runtime_s: float | None = None,
-                 memory_limit_bytes: int | None = DEFAULT_MEMORY_LIMIT, cpu_limit_s: int | None = None) -> None:
+    def __init__(
+        self,
+        request: CompileRequest,
+        *,
+        max_runtime_s: float | None = None,
+        memory_limit_bytes: int | None = DEFAULT_MEMORY_LIMIT,
+        cpu_limit_s: int | None = None,
+    ) -> None:
         self.request = request
         self.max_runtime_s = max_runtime_s
         self.memory_limit_bytes = memory_limit_bytes
@@ -69,18 +75,32 @@ class CompileProcess:
         """Launch the child."""
         self.sandbox.mkdir(parents=True, exist_ok=True)
         request_path = self.sandbox / "request.json"
-        request_path.write_text(json.dumps({
-            "request": asdict(self.request),
-            "limits": {"memory_bytes": self.memory_limit_bytes, "cpu_seconds": self.cpu_limit_s},
-        }))
+        request_path.write_text(
+            json.dumps(
+                {
+                    "request": asdict(self.request),
+                    "limits": {"memory_bytes": self.memory_limit_bytes, "cpu_seconds": self.cpu_limit_s},
+                }
+            )
+        )
         result_path = self.sandbox / "result.json"
         result_path.unlink(missing_ok=True)
         env = dict(os.environ)
         env["OMP_NUM_THREADS"] = str(self.request.torch_threads)
         with (self.sandbox / "child.log").open("wb") as out:
             self._proc = subprocess.Popen(
-                [sys.executable, "-m", "neurondock_workers.compiler._child", str(request_path), str(result_path)],
-                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=env,
+                [
+                    sys.executable,
+                    "-m",
+                    "neurondock_workers.compiler._child",
+                    str(request_path),
+                    str(result_path),
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                env=env,
             )
         self._started = time.monotonic()
         return self
@@ -108,8 +128,12 @@ class CompileProcess:
             except subprocess.TimeoutExpired:
                 continue
 
-    def wait(self, timeout: float | None = None, should_stop: Callable[[], bool] | None = None,
-             poll_interval: float = 0.1) -> CompileResult:
+    def wait(
+        self,
+        timeout: float | None = None,
+        should_stop: Callable[[], bool] | None = None,
+        poll_interval: float = 0.1,
+    ) -> CompileResult:
         """Wait for the result; enforce MaxRuntimeInSeconds; poll `should_stop` for StopCompilationJob."""
         if self._proc is None:
             self.start()
@@ -144,26 +168,40 @@ class CompileProcess:
             raise error_from_dict(payload["error"])
         if code is not None and code < 0:
             raise self._signal_error(-code)
-        tail = (self.sandbox / "child.log").read_text(errors="replace").strip().splitlines()[-1:] if (self.sandbox / "child.log").exists() else []
-        raise CompilationError(reason="There was an unexpected error during compilation, check your inputs and try "
-                               f"again in a few minutes. (exit status {code}{': ' + tail[0] if tail else ''})")
+        tail = (
+            (self.sandbox / "child.log").read_text(errors="replace").strip().splitlines()[-1:]
+            if (self.sandbox / "child.log").exists()
+            else []
+        )
+        raise CompilationError(
+            reason="There was an unexpected error during compilation, check your inputs and try "
+            f"again in a few minutes. (exit status {code}{': ' + tail[0] if tail else ''})"
+        )
 
     def _signal_error(self, signum: int) -> CompilerError:
         if signum == signal.SIGXCPU:
             return CompileResourceError(resource="CPU time", limit=f"{self.cpu_limit_s} s")
         if signum == signal.SIGKILL:  # not ours (we record our own kills): the kernel's OOM killer
             return CompileResourceError(resource="memory", limit=_fmt_bytes(self.memory_limit_bytes))
-        return CompilationError(reason=f"The compiler process died with signal {signal.Signals(signum).name}.")
+        return CompilationError(
+            reason=f"The compiler process died with signal {signal.Signals(signum).name}."
+        )
 
 
 def _fmt_bytes(value: int | None) -> str:
     return "the host's memory" if value is None else f"{value / 1024**3:.1f} GiB"
 
 
-def run_compile_sandboxed(request: CompileRequest, *, max_runtime_s: float | None = None,
-                          memory_limit_bytes: int | None = DEFAULT_MEMORY_LIMIT, cpu_limit_s: int | None = None,
-                          should_stop: Callable[[], bool] | None = None) -> CompileResult:
+def run_compile_sandboxed(
+    request: CompileRequest,
+    *,
+    max_runtime_s: float | None = None,
+    memory_limit_bytes: int | None = DEFAULT_MEMORY_LIMIT,
+    cpu_limit_s: int | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> CompileResult:
     """Compile in a child process and return its result (raises the child's typed error)."""
-    process = CompileProcess(request, max_runtime_s=max_runtime_s, memory_limit_bytes=memory_limit_bytes,
-                             cpu_limit_s=cpu_limit_s)
+    process = CompileProcess(
+        request, max_runtime_s=max_runtime_s, memory_limit_bytes=memory_limit_bytes, cpu_limit_s=cpu_limit_s
+    )
     return process.start().wait(should_stop=should_stop)

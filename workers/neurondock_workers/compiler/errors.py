@@ -72,7 +72,9 @@ class CompilerError(Exception):
 def _json_safe(kwargs: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in kwargs.items():
-        out[key] = value if isinstance(value, str | int | float | bool | type(None) | list | dict) else str(value)
+        out[key] = (
+            value if isinstance(value, str | int | float | bool | type(None) | list | dict) else str(value)
+        )
     return out
 
 
@@ -84,7 +86,9 @@ def _rebuild(name: str, message: str, kwargs: dict[str, Any]) -> CompilerError:
 
 def error_from_dict(data: dict[str, Any]) -> CompilerError:
     """Rebuild an error sent by `CompilerError.to_dict`."""
-    return _rebuild(str(data.get("type", "CompilerError")), str(data.get("message", "")), dict(data.get("kwargs") or {}))
+    return _rebuild(
+        str(data.get("type", "CompilerError")), str(data.get("message", "")), dict(data.get("kwargs") or {})
+    )
 
 
 class CompilerOptionsError(CompilerError):
@@ -131,7 +135,9 @@ class CompileAbortedError(CompilerError):
 
 
 class CompileTimeoutError(CompileAbortedError):
-    fmt = "CompilationError: Compilation exceeded MaxRuntimeInSeconds ({seconds} s) and was stopped (TimeOut)."
+    fmt = (
+        "CompilationError: Compilation exceeded MaxRuntimeInSeconds ({seconds} s) and was stopped (TimeOut)."
+    )
 
 
 class CompileResourceError(CompileAbortedError):

@@ -326,8 +326,10 @@ class HostAgent:
         startup_timeout: float = DEFAULT_STARTUP_TIMEOUT,
         stop_grace: float = DEFAULT_STOP_GRACE,
         heartbeat_interval: float = HEARTBEAT_INTERVAL,
+        fetch_retry_seconds: float = 60.0,
     ) -> None:
         self.settings = settings
+        self.fetch_retry_seconds = fetch_retry_seconds
         self.sessions = session_factory
         self.s3_client_factory = s3_client_factory
         self.process_cls = process_cls
@@ -530,7 +532,7 @@ class HostAgent:
                 raise ModelDataError(
                     "The model has no ModelDataUrl: neurondock's PyTorch runtime needs a model.tar.gz in S3"
                 )
-            model_dir = fetch_model_data(self._s3_client(), str(url), self.cache_dir, dest=rdir / "model")
+            model_dir = self._fetch_with_retry(str(url), rdir / "model", managed.cancel)
             if managed.cancel.is_set():
                 managed.phase = "cancelled"
                 return
@@ -578,6 +580,21 @@ class HostAgent:
             self._fail(managed, reason, _read_tail(log_path))
         finally:
             managed.busy = False
+
+    def _fetch_with_retry(self, url: str, dest: Path, cancel: threading.Event) -> Path:
+        """Fetch model data, riding out a store that is briefly unreachable (e.g. the API restarting)."""
+        deadline = time.monotonic() + self.fetch_retry_seconds
+        delay = 0.1
+        while True:
+            try:
+                return fetch_model_data(self._s3_client(), url, self.cache_dir, dest=dest)
+            except ModelDataError as exc:
+                if not exc.transient or time.monotonic() + delay > deadline or cancel.is_set():
+                    raise
+                logger.info("model data store unreachable (%s); retrying in %.1fs", exc.message, delay)
+                if cancel.wait(delay):
+                    raise
+                delay = min(delay * 2, 2.0)
 
     def _fail(self, managed: _Managed, reason: str, tail: str) -> None:
         logger.warning("replica %s failed: %s", managed.replica_id, reason)

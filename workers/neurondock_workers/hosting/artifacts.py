@@ -22,9 +22,11 @@ _CHUNK = 1024 * 1024
 class ModelDataError(Exception):
     """The model data cannot be fetched or unpacked; the message tells the user what to fix."""
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, *, transient: bool = False) -> None:
         super().__init__(message)
         self.message = message
+        # True when the store could not be reached (not a problem with the data): worth retrying.
+        self.transient = transient
 
 
 class UnsafeArchiveError(ModelDataError):
@@ -106,7 +108,13 @@ def _error_code(exc: ClientError) -> str:
 
 def _download_error(url: str, exc: Exception) -> ModelDataError:
     detail = _error_code(exc) if isinstance(exc, ClientError) else str(exc)
-    return ModelDataError(f"Could not download model data from {url}: {detail}")
+    if isinstance(exc, ClientError):
+        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+        transient = status >= 500 or status == 429
+    else:
+        # Connection refused, timeouts, a closed connection: the store is away, not the data wrong.
+        transient = True
+    return ModelDataError(f"Could not download model data from {url}: {detail}", transient=transient)
 
 
 def _download(s3_client: Any, url: str, cache_dir: Path) -> Path:

@@ -8,6 +8,8 @@ Unmodified ``boto3.client("s3", endpoint_url=".../s3")`` and ``aws s3 … --endp
 from __future__ import annotations
 
 from flask import Blueprint, Response, g, request
+from flask.blueprints import BlueprintSetupState
+from werkzeug.routing import BaseConverter
 
 from neurondock_platform.api import context
 from neurondock_platform.api.auth import CredentialCache, authenticate
@@ -27,6 +29,15 @@ UNSUPPORTED = frozenset(
         "website",
     }
 )  # fmt: skip
+
+
+class _AnyPath(BaseConverter):
+    regex = ".*?"
+    part_isolating = False
+
+
+def _register_converter(state: BlueprintSetupState) -> None:
+    state.app.url_map.converters.setdefault("s3path", _AnyPath)
 
 
 def make_blueprint(credentials: CredentialCache) -> Blueprint:
@@ -52,16 +63,18 @@ def make_blueprint(credentials: CredentialCache) -> Blueprint:
         bucket, _, key = rest.partition("/")
         return route(credentials, bucket, key)
 
+    # Werkzeug's ``path`` converter refuses a leading "/" (``/s3//key``); this one takes any rest.
+    bp.record_once(_register_converter)
     bp.add_url_rule(
-        "/", "service", entry, methods=METHODS, strict_slashes=False, provide_automatic_options=False
+        "/", "service", entry, methods=METHODS, provide_automatic_options=False, strict_slashes=False
     )
     bp.add_url_rule(
-        "/<path:rest>",
+        "/<s3path:rest>",
         "resource",
         entry,
         methods=METHODS,
-        merge_slashes=False,
         provide_automatic_options=False,
+        merge_slashes=False,
     )
     bp.register_error_handler(Exception, render_error)
     return bp
@@ -84,6 +97,8 @@ def route(credentials: CredentialCache, bucket_name: str, key: str) -> Response:
         raise svc.NotImplementedFeature(
             f"The {unsupported[0]} sub-resource is not implemented by neurondock's object store."
         )
+    if not bucket_name and key:
+        raise svc.InvalidBucketName(bucket="")
     if not bucket_name:
         if method == "GET":
             return buckets.list_buckets()
