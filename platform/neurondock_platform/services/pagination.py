@@ -119,7 +119,7 @@ def paginate(
             raise invalid_token()
         last_value = _decode_value(payload.get("v"))
         if descending:
-            after = or_(sort_column < last_value, and_(sort_column == last_value, id_column <= last_id))
+            after = or_(sort_column < last_value, and_(sort_column == last_value, id_column < last_id))
         else:
             after = or_(sort_column > last_value, and_(sort_column == last_value, id_column > last_id))
         stmt = stmt.where(after)

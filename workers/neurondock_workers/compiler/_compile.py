@@ -287,7 +287,7 @@ class _Pipeline:
         self._stage("numerics")
 
         fp32 = None
-        if self.options.execution_policy == "fastest" and plan is not None:
+        if self.options.execution_policy != "device-numerics" and plan is not None:
             fp32 = _graph.freeze(module)
             _numerics.fold_device_constants(fp32.graph)
         candidates, notes = _execution.build_candidates(

@@ -31,7 +31,7 @@ NO_EFFECT_FLAGS = (
     "enable-fast-loading-neuron-binaries",
     "enable-fast-context-switch",
 )
-EXECUTION_POLICIES = ("device-numerics", "fastest")
+EXECUTION_POLICIES = ("auto", "device-numerics", "fastest")
 MAX_PIPELINE_CORES = 64  # NeuronCore Pipeline spans up to 16 chips / 64 cores (§1.1)
 
 # cast mode -> (scope, dtype): "all" rounds every FP32 constant and matmul input, "matmult" only GEMM/conv.
@@ -64,9 +64,10 @@ class CompilerOptions:
     single_fusion_ratio_threshold: float = 0.6
     fallback: bool = True
     verbose: str | None = None
-    # neurondock extension: "device-numerics" serves the emulated casts; "fastest" may serve FP32 when it is
-    # within the emulated drift envelope and faster (never slower than the uncompiled model).
-    execution_policy: str = "device-numerics"
+    # neurondock extension choosing what the artifact serves: "auto" serves the emulated casts unless that is
+    # slower than the uncompiled model (then FP32 within the drift envelope), "device-numerics" always serves
+    # the casts, "fastest" serves the fastest execution within the envelope.
+    execution_policy: str = "auto"
     notes: tuple[str, ...] = field(default=())
 
     @property

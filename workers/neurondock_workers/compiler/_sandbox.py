@@ -136,6 +136,8 @@ class CompileProcess:
     ) -> CompileResult:
         """Wait for the result; enforce MaxRuntimeInSeconds; poll `should_stop` for StopCompilationJob."""
         if self._proc is None:
+            if self._outcome == "stopped":  # stopped before it ever started
+                raise CompileStoppedError()
             self.start()
         assert self._proc is not None
         waited_from = time.monotonic()

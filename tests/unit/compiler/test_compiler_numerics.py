@@ -12,6 +12,8 @@ from neurondock_workers.compiler import compile_model, load_compiled
 from neurondock_workers.compiler._numerics import compare_outputs, within_tolerance
 
 BUDGET = 0.2
+# Tiny models are dispatch-bound, so "auto" would serve FP32; these tests check the served casts.
+SERVE_CASTS = "--execution-policy device-numerics"
 
 
 def unpack(result, dest):
@@ -34,14 +36,16 @@ def original_weights(zoo):
 @pytest.mark.parametrize(
     ("options", "dtype", "round_bias"),
     [
-        (None, torch.bfloat16, True),  # fp32-cast-all: every FP32 constant and matmul input
+        ("", torch.bfloat16, True),  # fp32-cast-all: every FP32 constant and matmul input
         ("--fast-math fp32-cast-matmult-bf16", torch.bfloat16, False),  # only the GEMM operands
         ("--fast-math fp32-cast-all-fp16", torch.float16, True),
     ],
 )
 def test_linear_relu_matches_a_hand_emulation(zoo, tmp_path, options, dtype, round_bias):
     path, config = zoo.linear_relu()
+    options = f"{options} {SERVE_CASTS}"
     result = compile_model(path, config, "ml_inf1", options, tmp_path / "w", measure_budget_s=BUDGET)
+    assert result.report["execution"]["serves_device_numerics"] is True
     module = unpack(result, tmp_path / "out")
     weight, bias = original_weights(zoo)
     x = torch.randn(2, 8, generator=torch.Generator().manual_seed(7))
@@ -67,7 +71,7 @@ def test_rounding_is_hoisted_above_views_without_changing_results(save_model, tm
     torch.manual_seed(0)
     model = SharedProjection()
     path = save_model("shared", model, (torch.randn(4, 8),))
-    result = compile_model(path, [[4, 8]], "ml_inf1", None, tmp_path / "w", measure_budget_s=BUDGET)
+    result = compile_model(path, [[4, 8]], "ml_inf1", SERVE_CASTS, tmp_path / "w", measure_budget_s=BUDGET)
     # x and the projection are rounded once each; q and k reuse the projection's rounding.
     assert result.report["numerics"]["rounded_activations"] == 2
     module = unpack(result, tmp_path / "out")

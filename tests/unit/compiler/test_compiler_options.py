@@ -16,6 +16,7 @@ def test_defaults_match_torch_neuron():
     assert (opts.cast_mode, opts.cast_dtype, opts.cast_scope) == ("fp32-cast-all", "bfloat16", "all")
     assert (opts.minimum_segment_size, opts.single_fusion_ratio_threshold, opts.fallback) == (2, 0.6, True)
     assert opts.pipeline_cores == 1 and opts.optimization_level == 2 and not opts.dynamic_batch_size
+    assert opts.execution_policy == "auto"
 
 
 def test_sagemaker_json_string_holding_a_flag_string():
@@ -72,6 +73,7 @@ def test_dict_and_list_forms():
         ("--single-fusion-ratio-threshold 1.5", "(0, 1]"),
         ("stray", "unexpected value 'stray'"),
         ("--enable-fast-context-switch now", "unexpected extra value"),
+        ("--execution-policy quick", "--execution-policy takes one of auto, device-numerics, fastest"),
     ],
 )
 def test_refusals_say_why(raw, fragment):
@@ -98,3 +100,13 @@ def test_options_error_pickles():
 def test_cache_key_ignores_verbosity_but_not_casts():
     assert parse_compiler_options("--verbose 1").cache_key() == parse_compiler_options(None).cache_key()
     assert parse_compiler_options("--fast-math none").cache_key() != parse_compiler_options(None).cache_key()
+
+
+def test_public_names_are_exported():
+    import neurondock_workers.compiler as compiler
+
+    for name in compiler.__all__:
+        assert getattr(compiler, name) is not None, name
+    assert {"compile_model", "CompileResult", "CompileProcess", "CompileCache", "CompilerError"} <= set(
+        compiler.__all__
+    )

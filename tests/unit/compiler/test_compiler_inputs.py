@@ -154,3 +154,22 @@ def test_wrong_number_of_inputs(zoo, tmp_path):
 def test_missing_input_is_an_input_configuration_error(tmp_path):
     with pytest.raises(InputConfigurationError, match="does not exist"):
         compile_model(tmp_path / "nope.tar.gz", [[1]], workdir=tmp_path / "w")
+
+
+def test_unpacked_directory_and_dot_slash_names_are_accepted(zoo, tmp_path):
+    path, config = zoo.linear_relu()
+    with tarfile.open(path) as src:
+        model = src.extractfile("model.pth").read()
+    # `tar czf model.tar.gz .` stores members as ./model.pth
+    dotted = _tar(
+        tmp_path / "dotted.tar.gz", lambda t: (_file(t, "./model.pth", model), _file(t, "./code/x.py"))
+    )
+    staged = stage_input(dotted, tmp_path / "w1")
+    assert staged.model_file.name == "model.pth" and staged.code_dir is not None
+    root = tmp_path / "dir"
+    (root / "code").mkdir(parents=True)
+    (root / "model.pth").write_bytes(model)
+    (root / "code" / "inference.py").write_text("# handler\n")
+    result = compile_model(root, config, "ml_c5", None, tmp_path / "w2", measure_budget_s=0.05)
+    assert result.report["code_files"] == ["code/inference.py"]
+    assert result.artifact_path.name == "dir-ml_c5.tar.gz"
