@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any
 
 from sqlalchemy import delete, func, select
@@ -39,11 +38,6 @@ def resolve_resource(session: Session, *, account_id: str, region: str, resource
     if not found:
         raise NotFoundError(kind=kind, arn=resource_arn)
     return arn
-
-
-def tag_list(tags: Iterable[Tag]) -> list[dict[str, str]]:
-    """Return tags in wire shape."""
-    return [{"Key": t.key, "Value": t.value} for t in tags]
 
 
 def set_tags(session: Session, account_id: str, arn: str, tags: list[dict[str, Any]]) -> None:

@@ -156,14 +156,3 @@ def other_account(db) -> dict[str, str]:
 def as_other(other_account) -> dict[str, str]:
     """Signing kwargs for the second account."""
     return {"access_key": other_account["access_key"], "secret_key": other_account["secret_key"]}
-
-
-@pytest.fixture(autouse=True)
-def _without_unfinished_s3(monkeypatch):
-    # TEMPORARY: api/s3 is being written in parallel; drop this once it exports make_blueprint.
-    import neurondock_platform.api.s3 as s3
-
-    if not hasattr(s3, "make_blueprint"):
-        import neurondock_platform.app as app_module
-
-        monkeypatch.setattr(app_module, "_register_optional_blueprints", lambda app, credentials: None)

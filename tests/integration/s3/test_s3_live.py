@@ -208,7 +208,7 @@ def test_expect_100_continue_is_answered(live_server, s3):
 
 def _http(method: str, url: str, body: bytes | None = None) -> tuple[int, bytes]:
     parts = urlsplit(url)
-    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
+    conn = http.client.HTTPConnection(parts.netloc, timeout=10)
     conn.request(method, f"{parts.path}?{parts.query}", body=body)
     resp = conn.getresponse()
     result = resp.status, resp.read()
