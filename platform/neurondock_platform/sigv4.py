@@ -71,9 +71,7 @@ def parse_authorization(value: str | None) -> SignedRequest:
                 f"Authorization header requires 'Credential', 'SignedHeaders' and 'Signature' "
                 f"parameters. Authorization={value[:200]}"
             )
-        raise IncompleteSignatureException(
-            f"Only {ALGORITHM} signatures are supported. Authorization={value[:64]}"
-        )
+        raise IncompleteSignatureException(f"Only {ALGORITHM} signatures are supported. Authorization={value[:64]}")
     return SignedRequest(
         access_key_id=m["ak"],
         date=m["date"],
@@ -131,7 +129,9 @@ def verify(
     signed = parse_authorization(h.get("authorization"))
     amz_date = h.get("x-amz-date") or ""
     if not amz_date:
-        raise IncompleteSignatureException("Authorization header requires existence of either a 'X-Amz-Date' or a 'Date' header.")
+        raise IncompleteSignatureException(
+            "Authorization header requires existence of either a 'X-Amz-Date' or a 'Date' header."
+        )
     check_clock(amz_date, now or dt.datetime.now(dt.UTC), skew_seconds)
     credential = lookup(signed.access_key_id)
     if credential is None:

@@ -47,9 +47,20 @@ def test_deploy_and_invoke_latency(platform, tmp_path, mode):
     s3.create_bucket(Bucket=bucket)
     model = tiny_mlp()
     s3.upload_file(str(pack_model(tmp_path / "m.tar.gz", model)), bucket, "m/model.tar.gz")
-    sm.create_model(ModelName="bench", PrimaryContainer={"Image": IMAGE, "ModelDataUrl": f"s3://{bucket}/m/model.tar.gz"})
-    sm.create_endpoint_config(EndpointConfigName="bench", ProductionVariants=[
-        {"VariantName": "AllTraffic", "ModelName": "bench", "InitialInstanceCount": 1, "InstanceType": "ml.c5.large"}])
+    sm.create_model(
+        ModelName="bench", PrimaryContainer={"Image": IMAGE, "ModelDataUrl": f"s3://{bucket}/m/model.tar.gz"}
+    )
+    sm.create_endpoint_config(
+        EndpointConfigName="bench",
+        ProductionVariants=[
+            {
+                "VariantName": "AllTraffic",
+                "ModelName": "bench",
+                "InitialInstanceCount": 1,
+                "InstanceType": "ml.c5.large",
+            }
+        ],
+    )
 
     to_service = []
     name = ""
@@ -73,8 +84,9 @@ def test_deploy_and_invoke_latency(platform, tmp_path, mode):
     served, overhead = [], []
     for _ in range(invokes):
         start = time.perf_counter()
-        resp = rt.invoke_endpoint(EndpointName=name, ContentType="application/x-npy", Accept="application/x-npy",
-                                  Body=body)
+        resp = rt.invoke_endpoint(
+            EndpointName=name, ContentType="application/x-npy", Accept="application/x-npy", Body=body
+        )
         resp["Body"].read()
         served.append((time.perf_counter() - start) * 1e3)
         overhead.append(int(resp["ResponseMetadata"]["HTTPHeaders"].get("x-neurondock-overhead-us", "0")) / 1e3)

@@ -21,8 +21,21 @@ def _name(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
-def deploy(sm, s3, bucket, tmp_path, scripted=None, *, code=None, image=PYTORCH_IMAGE, count=1,
-           instance_type="ml.c5.large", extra=None, env=None, wait=True):
+def deploy(
+    sm,
+    s3,
+    bucket,
+    tmp_path,
+    scripted=None,
+    *,
+    code=None,
+    image=PYTORCH_IMAGE,
+    count=1,
+    instance_type="ml.c5.large",
+    extra=None,
+    env=None,
+    wait=True,
+):
     """Upload a model and create model → config → endpoint; returns the endpoint name."""
     name = _name("ep")
     key = f"{name}/model.tar.gz"
@@ -31,12 +44,22 @@ def deploy(sm, s3, bucket, tmp_path, scripted=None, *, code=None, image=PYTORCH_
     container = {"Image": image, "ModelDataUrl": f"s3://{bucket}/{key}"}
     if env:
         container["Environment"] = env
-    sm.create_model(ModelName=name, PrimaryContainer=container,
-                    ExecutionRoleArn="arn:aws:iam::210987654321:role/SageMakerRole")
+    sm.create_model(
+        ModelName=name,
+        PrimaryContainer=container,
+        ExecutionRoleArn="arn:aws:iam::210987654321:role/SageMakerRole",
+    )
     sm.create_endpoint_config(
         EndpointConfigName=name,
-        ProductionVariants=[{"VariantName": "AllTraffic", "ModelName": name, "InitialInstanceCount": count,
-                             "InstanceType": instance_type, "InitialVariantWeight": 1.0}],
+        ProductionVariants=[
+            {
+                "VariantName": "AllTraffic",
+                "ModelName": name,
+                "InitialInstanceCount": count,
+                "InstanceType": instance_type,
+                "InitialVariantWeight": 1.0,
+            }
+        ],
     )
     sm.create_endpoint(EndpointName=name, EndpointConfigName=name)
     if wait:
@@ -60,16 +83,22 @@ def test_deploy_invoke_json_and_npy_then_delete(platform, sm, rt, s3, bucket, tm
     x = np.random.default_rng(0).standard_normal((3, 16)).astype("float32")
     expected = model(torch.from_numpy(x)).detach().numpy()
 
-    resp = rt.invoke_endpoint(EndpointName=name, ContentType="application/json", Accept="application/json",
-                              Body=json.dumps(x.tolist()), CustomAttributes="trace=1")
+    resp = rt.invoke_endpoint(
+        EndpointName=name,
+        ContentType="application/json",
+        Accept="application/json",
+        Body=json.dumps(x.tolist()),
+        CustomAttributes="trace=1",
+    )
     assert resp["InvokedProductionVariant"] == "AllTraffic"
     got = np.array(json.loads(resp["Body"].read()), dtype="float32")
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
 
     buf = io.BytesIO()
     np.save(buf, x)
-    resp = rt.invoke_endpoint(EndpointName=name, ContentType="application/x-npy", Accept="application/x-npy",
-                              Body=buf.getvalue())
+    resp = rt.invoke_endpoint(
+        EndpointName=name, ContentType="application/x-npy", Accept="application/x-npy", Body=buf.getvalue()
+    )
     assert resp["ContentType"] == "application/x-npy"
     got = np.load(io.BytesIO(resp["Body"].read()))
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
@@ -162,10 +191,22 @@ def test_failed_endpoints_say_why(platform, sm, s3, bucket, tmp_path, case, expe
         s3.upload_file(str(path), bucket, key)
         if case == "unsupported_image":
             image = "123456789012.dkr.ecr.us-east-1.amazonaws.com/my-own-server:1"
-    sm.create_model(ModelName=name, PrimaryContainer={"Image": image, "ModelDataUrl": f"s3://{bucket}/{key}"},
-                    ExecutionRoleArn="arn:aws:iam::210987654321:role/SageMakerRole")
-    sm.create_endpoint_config(EndpointConfigName=name, ProductionVariants=[
-        {"VariantName": "AllTraffic", "ModelName": name, "InitialInstanceCount": 1, "InstanceType": "ml.c5.large"}])
+    sm.create_model(
+        ModelName=name,
+        PrimaryContainer={"Image": image, "ModelDataUrl": f"s3://{bucket}/{key}"},
+        ExecutionRoleArn="arn:aws:iam::210987654321:role/SageMakerRole",
+    )
+    sm.create_endpoint_config(
+        EndpointConfigName=name,
+        ProductionVariants=[
+            {
+                "VariantName": "AllTraffic",
+                "ModelName": name,
+                "InitialInstanceCount": 1,
+                "InstanceType": "ml.c5.large",
+            }
+        ],
+    )
     sm.create_endpoint(EndpointName=name, EndpointConfigName=name)
     waiter = sm.get_waiter("endpoint_in_service")
     with pytest.raises(Exception, match="Failed"):
@@ -186,7 +227,13 @@ def test_aws_cli_session(platform, sm, s3, bucket, tmp_path):
     env = platform.cli_env()
 
     def aws(*args: str) -> str:
-        proc = subprocess.run([str(Path(sys.executable).parent / "aws"), *args], env=env, capture_output=True, text=True, timeout=120)
+        proc = subprocess.run(
+            [str(Path(sys.executable).parent / "aws"), *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert proc.returncode == 0, proc.stderr
         return proc.stdout
 
@@ -198,8 +245,17 @@ def test_aws_cli_session(platform, sm, s3, bucket, tmp_path):
     body = tmp_path / "body.json"
     body.write_text(json.dumps(np.ones((1, 16)).tolist()))
     out = tmp_path / "out.json"
-    aws("sagemaker-runtime", "invoke-endpoint", "--endpoint-name", name, "--content-type", "application/json",
-        "--body", f"fileb://{body}", str(out))
+    aws(
+        "sagemaker-runtime",
+        "invoke-endpoint",
+        "--endpoint-name",
+        name,
+        "--content-type",
+        "application/json",
+        "--body",
+        f"fileb://{body}",
+        str(out),
+    )
     assert np.array(json.loads(out.read_text())).shape == (1, 4)
     aws("sagemaker", "delete-endpoint", "--endpoint-name", name)
     # The CLI's own waiter sleeps 30 s between polls; boto3's with a short delay checks the same thing.

@@ -24,9 +24,14 @@ def small_cnn(seed: int = 0) -> Any:
 
     torch.manual_seed(seed)
     model = nn.Sequential(
-        nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
-        nn.Flatten(), nn.Linear(16, 10),
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(8, 16, 3, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(16, 10),
     ).eval()
     return torch.jit.trace(model, torch.randn(1, 3, 32, 32))
 
@@ -38,7 +43,11 @@ def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
 
 
 def pack_model(
-    path: Path, scripted: Any | None = None, *, model_name: str = "model.pt", code: dict[str, str] | None = None,
+    path: Path,
+    scripted: Any | None = None,
+    *,
+    model_name: str = "model.pt",
+    code: dict[str, str] | None = None,
     extra: dict[str, bytes] | None = None,
 ) -> Path:
     """Write a model.tar.gz with a TorchScript file at the top and optional ``code/`` files."""

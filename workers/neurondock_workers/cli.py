@@ -16,8 +16,16 @@ def run_worker(settings: Settings, concurrency: int = 4, loglevel: str = "INFO")
     import neurondock_workers.tasks  # noqa: F401  (registers the tasks)
 
     # Threads: a reconcile mostly waits on the database, and compiles run in child processes.
-    argv = ["worker", f"--loglevel={loglevel}", "--pool=threads", f"--concurrency={concurrency}", "--without-gossip",
-            "--without-mingle", "--without-heartbeat", f"--hostname=worker-{settings.host_id}@%h"]
+    argv = [
+        "worker",
+        f"--loglevel={loglevel}",
+        "--pool=threads",
+        f"--concurrency={concurrency}",
+        "--without-gossip",
+        "--without-mingle",
+        "--without-heartbeat",
+        f"--hostname=worker-{settings.host_id}@%h",
+    ]
     app.worker_main(argv)
     return 0
 

@@ -49,7 +49,7 @@ def authenticate(request: Request, cache: CredentialCache, *, path: str | None =
         method=request.method,
         path=path if path is not None else request.path,
         query=request.query_string.decode("latin-1"),
-        headers=request.headers,
+        headers=dict(request.headers.items()),
         body=None if request.headers.get("x-amz-content-sha256") else request.get_data(cache=True),
         lookup=cache.lookup,
         skew_seconds=context.settings().clock_skew_seconds,

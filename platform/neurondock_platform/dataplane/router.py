@@ -69,7 +69,12 @@ class Router:
         return best[0] if len(best) == 1 else self._rng.choice(best)
 
     async def invoke(
-        self, route: EndpointRoute, target_variant: str | None, meta: dict[str, Any], body: bytes, timeout: float
+        self,
+        route: EndpointRoute,
+        target_variant: str | None,
+        meta: dict[str, Any],
+        body: bytes,
+        timeout: float,
     ) -> RoutedAnswer:
         """Send the request; a replica lost mid-flight is retried on another one."""
         tried: set[int] = set()

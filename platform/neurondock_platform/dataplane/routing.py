@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from dataclasses import dataclass
@@ -70,13 +71,17 @@ def load_routes(session: Session) -> dict[RouteKey, EndpointRoute]:
         ).order_by(EndpointVariant.position)
     ).all()
     replicas = session.execute(
-        select(Replica.id, Replica.variant_id, Replica.address).where(
-            Replica.state == ReplicaState.READY, Replica.desired_state == "running", Replica.address.is_not(None)
+        select(Replica.id, Replica.variant_id, Replica.address, Replica.extra).where(
+            Replica.state == ReplicaState.READY,
+            Replica.desired_state == "running",
+            Replica.address.is_not(None),
         )
     ).all()
     by_variant: dict[int, list[ReplicaRoute]] = {}
-    for rid, variant_id, address in replicas:
-        by_variant.setdefault(variant_id, []).append(ReplicaRoute(rid, address))
+    for rid, variant_id, address, extra in replicas:
+        # Standby replicas (the green fleet of an update) take traffic only after the flip.
+        if address and not (extra or {}).get("standby"):
+            by_variant.setdefault(variant_id, []).append(ReplicaRoute(rid, address))
     by_endpoint: dict[int, list[VariantRoute]] = {}
     for vid, endpoint_id, name, weight, _ in variants:
         by_endpoint.setdefault(endpoint_id, []).append(
@@ -157,8 +162,6 @@ class RoutingTable:
         """Stop the background refresh."""
         if self._task is not None:
             self._task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-            except asyncio.CancelledError:
-                pass
             self._task = None

@@ -110,7 +110,10 @@ class RuntimeApp:
         except Exception:
             log.exception("unexpected error on %s", scope.get("path"))
             await _send_json(
-                send, 500, {"__type": "InternalFailure", "message": "An internal error occurred."}, request_id,
+                send,
+                500,
+                {"__type": "InternalFailure", "message": "An internal error occurred."},
+                request_id,
                 error_type="InternalFailure",
             )
 
@@ -192,7 +195,7 @@ class RuntimeApp:
         except ReplicaTimeout as exc:
             raise ModelError(
                 'Received server error (0) from model with message "Your invocation timed out while waiting for a '
-                f'response from container model. Review the latency metrics for each container in Amazon '
+                f"response from container model. Review the latency metrics for each container in Amazon "
                 f'CloudWatch, resolve the issue, and try again.". ({exc})',
                 original_status_code=0,
                 original_message="timed out",
@@ -228,9 +231,7 @@ class RuntimeApp:
     def _log_arn(self, account_id: str, name: str) -> str:
         return f"arn:aws:logs:{self.settings.region}:{account_id}:log-group:/aws/sagemaker/Endpoints/{name}"
 
-    def _model_error(
-        self, account_id: str, name: str, variant: str, status: int, meta: dict[str, Any]
-    ) -> ModelError:
+    def _model_error(self, account_id: str, name: str, variant: str, status: int, meta: dict[str, Any]) -> ModelError:
         kind = "client" if 400 <= status < 500 else "server"
         original = str(meta.get("message") or "")
         region = self.settings.region

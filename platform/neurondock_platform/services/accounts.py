@@ -12,6 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from neurondock_platform.config import Settings
+from neurondock_platform.errors import ConflictException, NotFoundError
 from neurondock_platform.models import AccessKey, AccessKeyStatus, Account
 from neurondock_platform.sigv4 import Credential
 
@@ -108,3 +109,81 @@ def lookup_credential(session: Session, access_key_id: str) -> Credential | None
     if row is None:
         return None
     return Credential(secret_access_key=row[0], account_id=row[1])
+
+
+class AccountNotFound(NotFoundError):
+    fmt = "Could not find account {account_id!r}."
+
+
+class AccessKeyNotFound(NotFoundError):
+    fmt = "Could not find access key {access_key_id!r}."
+
+
+class RootKeyManaged(ConflictException):
+    fmt = (
+        "Access key {access_key_id} is the root key from the platform's settings (NEURONDOCK_ROOT_* or "
+        "credentials.json) and is re-activated on every start; change it there instead."
+    )
+
+
+def list_accounts(session: Session) -> list[Account]:
+    """Return every account, oldest first."""
+    return list(session.scalars(select(Account).order_by(Account.created_at, Account.id)))
+
+
+def get_account(session: Session, account_id: str) -> Account:
+    """Return an account; raise AccountNotFound."""
+    account = session.get(Account, account_id) if len(account_id) <= 12 else None
+    if account is None:
+        raise AccountNotFound(account_id=account_id)
+    return account
+
+
+def list_access_keys(session: Session, account_id: str | None = None) -> list[AccessKey]:
+    """Return the access keys of one account (or of all accounts), oldest first."""
+    stmt = select(AccessKey).order_by(AccessKey.created_at, AccessKey.access_key_id)
+    if account_id is not None:
+        stmt = stmt.where(AccessKey.account_id == account_id)
+    return list(session.scalars(stmt))
+
+
+def get_access_key(session: Session, access_key_id: str) -> AccessKey:
+    """Return an access key; raise AccessKeyNotFound."""
+    key = session.get(AccessKey, access_key_id) if len(access_key_id) <= 128 else None
+    if key is None:
+        raise AccessKeyNotFound(access_key_id=access_key_id)
+    return key
+
+
+def create_access_key(session: Session, account_id: str) -> AccessKey:
+    """Add an active access key to an existing account."""
+    get_account(session, account_id)
+    key = AccessKey(access_key_id=_new_access_key_id(), secret_access_key=_new_secret(), account_id=account_id)
+    session.add(key)
+    session.flush()
+    return key
+
+
+def set_access_key_status(
+    session: Session, access_key_id: str, status: AccessKeyStatus, *, root_access_key_id: str | None = None
+) -> AccessKey:
+    """Enable or disable an access key (the root key from settings cannot be disabled here)."""
+    key = get_access_key(session, access_key_id)
+    if status != AccessKeyStatus.ACTIVE and access_key_id == root_access_key_id:
+        raise RootKeyManaged(access_key_id=access_key_id)
+    key.status = status
+    session.flush()
+    return key
+
+
+def rotate_access_key(
+    session: Session, access_key_id: str, *, root_access_key_id: str | None = None
+) -> tuple[AccessKey, AccessKey]:
+    """Issue a new active key for the same account and disable the old one; returns (new, old)."""
+    old = get_access_key(session, access_key_id)
+    if access_key_id == root_access_key_id:
+        raise RootKeyManaged(access_key_id=access_key_id)
+    new = create_access_key(session, old.account_id)
+    old.status = AccessKeyStatus.INACTIVE
+    session.flush()
+    return new, old

@@ -11,7 +11,9 @@ KINDS = {
     "endpoint": "endpoint",
     "compilation-job": "compilation job",
 }
-_ARN_RE = re.compile(r"arn:aws[a-z\-]*:sagemaker:(?P<region>[a-z0-9-]*):(?P<account>\d{12}):(?P<kind>[a-z-]+)/(?P<name>.+)")
+_ARN_RE = re.compile(
+    r"arn:aws[a-z\-]*:sagemaker:(?P<region>[a-z0-9-]*):(?P<account>\d{12}):(?P<kind>[a-z-]+)/(?P<name>.+)"
+)
 
 
 @dataclass(frozen=True)

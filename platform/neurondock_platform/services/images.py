@@ -44,7 +44,11 @@ class ResolvedImage:
         import hashlib
 
         digest = hashlib.sha256(f"neurondock-{self.runtime}-{self.repository}:{self.tag}".encode()).hexdigest()
-        base = self.specified.split("@", 1)[0].rsplit(":", 1)[0] if ":" in self.specified.split("/")[-1] else self.specified
+        base = (
+            self.specified.split("@", 1)[0].rsplit(":", 1)[0]
+            if ":" in self.specified.split("/")[-1]
+            else self.specified
+        )
         return f"{base}@sha256:{digest}"
 
 

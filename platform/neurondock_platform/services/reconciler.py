@@ -8,6 +8,8 @@ because a newer pass owns the endpoint.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -25,15 +27,22 @@ from neurondock_platform.models import (
     ReplicaState,
     Tag,
 )
-from neurondock_platform.services import placement
+from neurondock_platform.services import endpoints, placement
 from neurondock_platform.services.images import UnsupportedImageError, resolve_image
 from neurondock_platform.services.instance_types import chips_for
 
 log = logging.getLogger(__name__)
 
 FAILURE_REASON_MAX = 1024
-SERVING = (EndpointStatus.CREATING, EndpointStatus.UPDATING, EndpointStatus.SYSTEM_UPDATING, EndpointStatus.IN_SERVICE)
+SERVING = (
+    EndpointStatus.CREATING,
+    EndpointStatus.UPDATING,
+    EndpointStatus.SYSTEM_UPDATING,
+    EndpointStatus.IN_SERVICE,
+)
 DONE_STATES = (ReplicaState.STOPPED, ReplicaState.FAILED)
+ROLLBACK_REASON = "rollback_reason"
+ROLLING_BACK = "rolling back"
 
 
 @dataclass(frozen=True)
@@ -72,7 +81,16 @@ def reconcile_endpoint(
         if status in (EndpointStatus.FAILED, EndpointStatus.OUT_OF_SERVICE):
             _stop_replicas(factory, endpoint_id)
             return status.value
-        return _converge(factory, endpoint_id, generation, opts, clock, sleep)
+        outcome = _converge(factory, endpoint_id, generation, opts, clock, sleep)
+        if outcome == ROLLING_BACK:
+            # The failed update's old config is the desired state again: converge back to it.
+            with session_scope(factory) as session:
+                endpoint = session.get(Endpoint, endpoint_id)
+                if endpoint is None:
+                    return "gone"
+                generation = endpoint.generation
+            outcome = _converge(factory, endpoint_id, generation, opts, clock, sleep)
+        return outcome
     except _Superseded:
         return "superseded"
 
@@ -127,9 +145,24 @@ def _fail(factory: sessionmaker[Session], endpoint_id: int, generation: int, rea
             endpoint.status = EndpointStatus.FAILED
             for replica in session.scalars(select(Replica).where(Replica.endpoint_id == endpoint_id)):
                 replica.desired_state = "stopped"
-        else:
-            # A failed update leaves the endpoint serving on what it had (API_EndpointMetadata).
-            endpoint.status = EndpointStatus.IN_SERVICE
+            endpoint.failure_reason = reason[:FAILURE_REASON_MAX]
+            for variant in endpoint.variants:
+                variant.variant_status = None
+            endpoint.touch()
+            return "failed"
+        previous = endpoint.extra.get(endpoints.PREVIOUS)
+        if previous:
+            # A failed update goes back to the old config and keeps serving (API_EndpointMetadata):
+            # restore the old desired state; the next pass brings it back and keeps the reason.
+            specs = [endpoints.VariantSpec.from_json(v) for v in previous["ProductionVariants"]]
+            endpoints.apply_specs(endpoint, previous["EndpointConfigName"], specs)
+            endpoint.extra = {
+                **{k: v for k, v in endpoint.extra.items() if k != endpoints.PREVIOUS},
+                ROLLBACK_REASON: reason[:FAILURE_REASON_MAX],
+            }
+            endpoint.generation += 1
+            return ROLLING_BACK
+        endpoint.status = EndpointStatus.IN_SERVICE
         endpoint.failure_reason = reason[:FAILURE_REASON_MAX]
         for variant in endpoint.variants:
             variant.variant_status = None
@@ -137,50 +170,78 @@ def _fail(factory: sessionmaker[Session], endpoint_id: int, generation: int, rea
     return "failed"
 
 
+def container_hash(container: dict[str, object]) -> str:
+    """Identify what a replica runs, so a changed model gets fresh replicas (blue/green)."""
+    return hashlib.sha256(json.dumps(container, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
 def _place(session: Session, endpoint: Endpoint, opts: ReconcileOptions) -> None:
-    """Create or move replica rows so each variant has its desired count on live hosts."""
+    """Create or move replica rows so each variant runs its desired count of its current model.
+
+    Replicas of a variant's previous model keep serving; the new ones start as standby and take
+    traffic only when all of them are ready (``_flip``).
+    """
     hosts = placement.live_hosts(session, opts.heartbeat_timeout)
     live_ids = {h.id for h in hosts}
     all_replicas = list(session.scalars(select(Replica).where(Replica.desired_state == "running")))
-    chips = {}
     variant_types = {v.id: v.instance_type for v in session.scalars(select(EndpointVariant))}
-    for r in all_replicas:
-        chips[r.id] = chips_for(variant_types.get(r.variant_id, ""))
+    chips = {r.id: chips_for(variant_types.get(r.variant_id, "")) for r in all_replicas}
     for variant in endpoint.variants:
-        existing = {
-            r.ordinal: r
-            for r in session.scalars(select(Replica).where(Replica.variant_id == variant.id))
-        }
-        for ordinal, replica in existing.items():
-            if ordinal >= variant.desired_instance_count:
-                replica.desired_state = "stopped"
-        for ordinal in range(variant.desired_instance_count):
-            replica = existing.get(ordinal)
-            if replica is not None and replica.host_id in live_ids and replica.desired_state == "running":
+        want = container_hash(variant.container)
+        rows = list(session.scalars(select(Replica).where(Replica.variant_id == variant.id).order_by(Replica.ordinal)))
+        for r in rows:
+            if not r.extra.get("container_hash"):
+                _set_extra(r, container_hash=want)
+        current = [r for r in rows if r.extra["container_hash"] == want and r.desired_state == "running"]
+        old_serving = any(r.extra["container_hash"] != want and r.desired_state == "running" for r in rows)
+        for extra_replica in current[variant.desired_instance_count :]:
+            extra_replica.desired_state = "stopped"
+        current = current[: variant.desired_instance_count]
+        next_ordinal = max((r.ordinal for r in rows), default=-1) + 1
+        for replica in current:
+            if replica.host_id in live_ids:
                 continue
-            if replica is not None and replica.host_id in live_ids:
-                # Scaled back up after a scale-down: reuse the row.
-                replica.desired_state = "running"
-                replica.state = ReplicaState.PENDING
-                replica.failure_reason = None
-                continue
+            # Its host stopped heartbeating: move the instance (SystemUpdating on SageMaker).
             caps = placement.capacities(hosts, all_replicas, chips, variant.id)
             host = placement.choose_host(caps, chips_for(variant.instance_type))
-            if replica is None:
-                replica = Replica(
-                    endpoint_id=endpoint.id, variant_id=variant.id, host_id=host.host_id, ordinal=ordinal
-                )
-                session.add(replica)
-            else:
-                # Its host stopped heartbeating: move the instance (SystemUpdating on SageMaker).
-                replica.host_id = host.host_id
-                replica.state = ReplicaState.PENDING
-                replica.pid = None
-                replica.address = None
-            replica.desired_state = "running"
+            replica.host_id, replica.state, replica.pid, replica.address = (
+                host.host_id,
+                ReplicaState.PENDING,
+                None,
+                None,
+            )
+        for _ in range(variant.desired_instance_count - len(current)):
+            caps = placement.capacities(hosts, all_replicas, chips, variant.id)
+            host = placement.choose_host(caps, chips_for(variant.instance_type))
+            replica = Replica(
+                endpoint_id=endpoint.id,
+                variant_id=variant.id,
+                host_id=host.host_id,
+                ordinal=next_ordinal,
+                desired_state="running",
+                extra={"container_hash": want, "standby": old_serving},
+            )
+            next_ordinal += 1
+            session.add(replica)
             session.flush()
             all_replicas.append(replica)
             chips[replica.id] = chips_for(variant.instance_type)
+
+
+def _set_extra(replica: Replica, **values: object) -> None:
+    replica.extra = {**replica.extra, **values}
+
+
+def _flip(session: Session, endpoint: Endpoint) -> None:
+    """Move traffic to the current replicas in one transaction and stop the old ones."""
+    for variant in endpoint.variants:
+        want = container_hash(variant.container)
+        for r in session.scalars(select(Replica).where(Replica.variant_id == variant.id)):
+            if r.extra.get("container_hash") == want and r.desired_state == "running":
+                if r.extra.get("standby"):
+                    _set_extra(r, standby=False)
+            elif r.desired_state == "running":
+                r.desired_state = "stopped"
 
 
 def _failure_reason(variant: EndpointVariant, replica: Replica) -> str:
@@ -201,6 +262,11 @@ def _converge(
     clock: Callable[[], float],
     sleep: Callable[[float], None],
 ) -> str:
+    # 0. An accepted UpdateEndpoint becomes the desired state (the old one is kept for rollback).
+    with session_scope(factory) as session:
+        endpoint = _check_generation(session, endpoint_id, generation)
+        if endpoint.status == EndpointStatus.UPDATING and endpoints.pending_update(endpoint) is not None:
+            endpoints.apply_pending_update(session, endpoint)
     # 1. Images first: an unsupported one fails the endpoint before anything starts.
     with session_scope(factory) as session:
         endpoint = _check_generation(session, endpoint_id, generation)
@@ -208,6 +274,7 @@ def _converge(
             try:
                 resolve_image(variant.container.get("Image"))
             except UnsupportedImageError as exc:
+                session.rollback()
                 return _fail(factory, endpoint_id, generation, f"Production variant {variant.name}: {exc}")
     # 2. Place replicas, waiting a little for a host agent to come up.
     capacity_deadline = clock() + opts.capacity_wait
@@ -228,10 +295,13 @@ def _converge(
             endpoint = _check_generation(session, endpoint_id, generation)
             pending = 0
             for variant in endpoint.variants:
+                want = container_hash(variant.container)
                 replicas = session.scalars(
                     select(Replica).where(Replica.variant_id == variant.id, Replica.desired_state == "running")
                 )
                 for replica in replicas:
+                    if replica.extra.get("container_hash") != want:
+                        continue
                     if replica.state == ReplicaState.FAILED:
                         reason = _failure_reason(variant, replica)
                         session.rollback()
@@ -239,6 +309,7 @@ def _converge(
                     if replica.state != ReplicaState.READY:
                         pending += 1
             if pending == 0:
+                _flip(session, endpoint)
                 _mark_in_service(session, endpoint)
                 _forget_stopped(session, endpoint_id)
                 return "InService"
@@ -271,9 +342,14 @@ def _mark_in_service(session: Session, endpoint: Endpoint) -> None:
                 }
             ],
         }
-    if endpoint.status != EndpointStatus.IN_SERVICE or endpoint.failure_reason:
+    rollback_reason = endpoint.extra.get(ROLLBACK_REASON)
+    extra = {k: v for k, v in endpoint.extra.items() if k not in (ROLLBACK_REASON, endpoints.PREVIOUS)}
+    if extra != endpoint.extra:
+        endpoint.extra = extra
+    reason = str(rollback_reason) if rollback_reason else None
+    if endpoint.status != EndpointStatus.IN_SERVICE or endpoint.failure_reason != reason:
         endpoint.status = EndpointStatus.IN_SERVICE
-        endpoint.failure_reason = None
+        endpoint.failure_reason = reason
         endpoint.touch()
 
 

@@ -160,11 +160,6 @@ def test_huge_values_are_cut_in_the_message(fails):
     assert len(message) < 1_000
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="api/sagemaker/__init__.py (lead's) lets json.loads' RecursionError escape as a 500; "
-    "catch it as SerializationException there, then drop this marker",
-)
 def test_deeply_nested_json_is_a_400(raw):
     status, out = raw("ListModels", b"[" * 100_000 + b"]" * 100_000)
     assert status == 400, out

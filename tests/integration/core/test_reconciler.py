@@ -6,11 +6,11 @@ import itertools
 
 import pytest
 from sqlalchemy import select
+from tests.conftest import ACCOUNT_ID
 
 from neurondock_platform.db import session_scope, utcnow
 from neurondock_platform.models import Endpoint, EndpointStatus, EndpointVariant, Host, Replica, ReplicaState
 from neurondock_platform.services.reconciler import ReconcileOptions, reconcile_endpoint
-from tests.conftest import ACCOUNT_ID
 
 IMAGE = "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-inference:2.1.0-cpu-py310"
 
@@ -58,11 +58,22 @@ _ids = itertools.count()
 def add_endpoint(factory, *, instance_type="ml.c5.large", count=1, image=IMAGE, status=EndpointStatus.CREATING) -> int:
     n = next(_ids)
     with session_scope(factory) as session:
-        ep = Endpoint(account_id=ACCOUNT_ID, name=f"ep{n}", arn=f"arn:ep{n}", endpoint_config_name=f"c{n}",
-                      status=status)
-        ep.variants.append(EndpointVariant(name="AllTraffic", model_name="m", instance_type=instance_type,
-                                           desired_instance_count=count,
-                                           container={"Image": image, "ModelDataUrl": "s3://b/k"}))
+        ep = Endpoint(
+            account_id=ACCOUNT_ID,
+            name=f"ep{n}",
+            arn=f"arn:ep{n}",
+            endpoint_config_name=f"c{n}",
+            status=status,
+        )
+        ep.variants.append(
+            EndpointVariant(
+                name="AllTraffic",
+                model_name="m",
+                instance_type=instance_type,
+                desired_instance_count=count,
+                container={"Image": image, "ModelDataUrl": "s3://b/k"},
+            )
+        )
         session.add(ep)
         session.flush()
         return ep.id

@@ -17,7 +17,14 @@ def _loaded_after(statement: str) -> set[str]:
 
 def test_sdk_loads_no_platform_dependencies():
     loaded = _loaded_after("import neurondock")
-    assert not loaded & {"flask", "sqlalchemy", "celery", "torch", "neurondock_platform", "neurondock_workers"}
+    assert not loaded & {
+        "flask",
+        "sqlalchemy",
+        "celery",
+        "torch",
+        "neurondock_platform",
+        "neurondock_workers",
+    }
 
 
 def test_platform_never_loads_torch_or_workers():
@@ -33,8 +40,13 @@ def test_source_roots_hold_no_python_files():
 
 
 def test_stdlib_platform_is_not_shadowed():
-    out = subprocess.run([sys.executable, "-c", "import platform; print(platform.system())"],
-                         capture_output=True, text=True, check=True, cwd=ROOT)
+    out = subprocess.run(
+        [sys.executable, "-c", "import platform; print(platform.system())"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+    )
     assert out.stdout.strip()
 
 

@@ -6,9 +6,9 @@ import datetime as dt
 import hashlib
 
 import pytest
+from tests.conftest import ACCESS_KEY, SECRET_KEY, sign
 
 from neurondock_platform import errors, sigv4
-from tests.conftest import ACCESS_KEY, SECRET_KEY, sign
 
 CRED = sigv4.Credential(secret_access_key=SECRET_KEY, account_id="123456789012")
 
@@ -22,8 +22,15 @@ def _verify(method, url, body, headers, **kw):
 
     parts = urlsplit(url)
     headers = {"Host": parts.netloc, **headers}  # what an HTTP client puts on the wire
-    return sigv4.verify(method=method, path=unquote(parts.path), query=parts.query, headers=headers, body=body,
-                        lookup=lookup, **kw)
+    return sigv4.verify(
+        method=method,
+        path=unquote(parts.path),
+        query=parts.query,
+        headers=headers,
+        body=body,
+        lookup=lookup,
+        **kw,
+    )
 
 
 def test_accepts_botocore_signature_for_sagemaker():
@@ -42,8 +49,13 @@ def test_accepts_runtime_path_and_query():
 def test_accepts_s3_signature_with_content_hash():
     body = b"hello"
     url = "http://localhost:8780/s3/bucket/some%20key?uploads="
-    headers = sign("POST", url, service="s3", body=body,
-                   headers={"x-amz-content-sha256": hashlib.sha256(body).hexdigest()})
+    headers = sign(
+        "POST",
+        url,
+        service="s3",
+        body=body,
+        headers={"x-amz-content-sha256": hashlib.sha256(body).hexdigest()},
+    )
     _verify("POST", url, None, headers)
 
 
@@ -51,11 +63,21 @@ def test_accepts_s3_signature_with_content_hash():
     ("tamper", "error"),
     [
         (lambda h, b: (h, b + b"x"), errors.InvalidSignatureException),
-        (lambda h, b: ({k: v for k, v in h.items() if k != "Authorization"}, b), errors.MissingAuthenticationTokenException),
-        (lambda h, b: ({**h, "Authorization": h["Authorization"].replace(ACCESS_KEY, "AKNDUNKNOWN000000000")}, b),
-         errors.UnrecognizedClientException),
-        (lambda h, b: ({**h, "Authorization": "AWS4-HMAC-SHA256 Credential=broken"}, b),
-         errors.IncompleteSignatureException),
+        (
+            lambda h, b: ({k: v for k, v in h.items() if k != "Authorization"}, b),
+            errors.MissingAuthenticationTokenException,
+        ),
+        (
+            lambda h, b: (
+                {**h, "Authorization": h["Authorization"].replace(ACCESS_KEY, "AKNDUNKNOWN000000000")},
+                b,
+            ),
+            errors.UnrecognizedClientException,
+        ),
+        (
+            lambda h, b: ({**h, "Authorization": "AWS4-HMAC-SHA256 Credential=broken"}, b),
+            errors.IncompleteSignatureException,
+        ),
         (lambda h, b: ({**h, "Authorization": "Bearer abc"}, b), errors.IncompleteSignatureException),
     ],
 )

@@ -8,6 +8,7 @@ import json
 from typing import Any
 
 import pytest
+from tests.conftest import ACCOUNT_ID, sign
 
 from neurondock_platform.api.auth import CredentialCache
 from neurondock_platform.dataplane.client import ReplicaTimeout, ReplicaUnavailable
@@ -15,7 +16,6 @@ from neurondock_platform.dataplane.router import Router
 from neurondock_platform.dataplane.routing import EndpointRoute, ReplicaRoute, VariantRoute
 from neurondock_platform.dataplane.runtime import RuntimeApp
 from neurondock_platform.models import EndpointStatus
-from tests.conftest import ACCOUNT_ID, sign
 
 
 class StaticTable:
@@ -58,7 +58,9 @@ class FakeCaller:
 def route(*variants: tuple[str, float, list[str]], status=EndpointStatus.IN_SERVICE) -> EndpointRoute:
     ids = iter(range(1, 100))
     return EndpointRoute(
-        ACCOUNT_ID, "ep", status,
+        ACCOUNT_ID,
+        "ep",
+        status,
         tuple(VariantRoute(n, w, tuple(ReplicaRoute(next(ids), a) for a in addrs)) for n, w, addrs in variants),
     )
 
@@ -101,7 +103,7 @@ def test_a_dead_replica_is_retried_on_another():
 async def _asgi(app, method, path, body=b"", headers=None):
     hdrs = [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
     sent: list[dict[str, Any]] = []
-    chunks = [body[i:i + 65536] for i in range(0, len(body), 65536)] or [b""]
+    chunks = [body[i : i + 65536] for i in range(0, len(body), 65536)] or [b""]
 
     async def receive():
         chunk = chunks.pop(0)
@@ -119,8 +121,14 @@ async def _asgi(app, method, path, body=b"", headers=None):
 @pytest.fixture
 def runtime_app(settings, session_factory):
     def make(routes, caller):
-        return RuntimeApp(settings, session_factory, CredentialCache(session_factory), caller=caller,
-                          table=StaticTable(routes))
+        return RuntimeApp(
+            settings,
+            session_factory,
+            CredentialCache(session_factory),
+            caller=caller,
+            table=StaticTable(routes),
+        )
+
     return make
 
 
@@ -135,7 +143,9 @@ def invoke(app, name="ep", body=b'{"x": 1}', headers=None, **sign_kw):
 def test_invoke_passes_body_and_headers_through(runtime_app):
     caller = FakeCaller()
     app = runtime_app({(ACCOUNT_ID, "ep"): route(("AllTraffic", 1.0, ["x:1"]))}, caller)
-    status, headers, body = invoke(app, headers={"X-Amzn-SageMaker-Custom-Attributes": "k=v", "Accept": "application/json"})
+    status, headers, body = invoke(
+        app, headers={"X-Amzn-SageMaker-Custom-Attributes": "k=v", "Accept": "application/json"}
+    )
     assert status == 200 and body == b'{"x": 1}'
     assert headers["x-amzn-invoked-production-variant"] == "AllTraffic"
     assert caller.calls[0][1]["custom_attributes"] == "k=v"
@@ -176,8 +186,9 @@ def test_model_error_and_timeout_are_424(runtime_app):
 
 
 def test_creating_endpoint_cannot_be_invoked(runtime_app):
-    app = runtime_app({(ACCOUNT_ID, "ep"): route(("AllTraffic", 1.0, []), status=EndpointStatus.CREATING)},
-                      FakeCaller())
+    app = runtime_app(
+        {(ACCOUNT_ID, "ep"): route(("AllTraffic", 1.0, []), status=EndpointStatus.CREATING)}, FakeCaller()
+    )
     status, _, body = invoke(app)
     assert status == 400 and "Creating" in json.loads(body)["message"]
 

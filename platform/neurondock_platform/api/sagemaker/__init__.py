@@ -13,7 +13,7 @@ from neurondock_platform.api.sagemaker.registry import OPERATIONS
 from neurondock_platform.errors import SerializationException, UnknownOperationException
 
 # Importing the operation modules registers their handlers.
-from neurondock_platform.api.sagemaker import (  # noqa: E402,F401  isort: skip
+from neurondock_platform.api.sagemaker import (  # noqa: F401  isort: skip
     operations,
 )
 
@@ -48,6 +48,8 @@ def dispatch_target(target: str) -> Response:
         params = json.loads(raw) if raw.strip() else {}
     except (ValueError, UnicodeDecodeError) as exc:
         raise SerializationException(f"Request body is not valid JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise SerializationException("Request body is nested too deeply to be a SageMaker request.") from exc
     if not isinstance(params, dict):
         raise SerializationException("Request body must be a JSON object.")
     session = context.db()
