@@ -77,6 +77,7 @@ class Settings:
             host_address=get("HOST_ADDRESS", "127.0.0.1"),
             host_chips=int(get("HOST_CHIPS", "16")),
             api_workers=int(get("API_WORKERS", "1")),
+            heartbeat_timeout=float(get("HEARTBEAT_TIMEOUT", "15")),
         )
         return base.with_overrides(**overrides)
 

@@ -36,6 +36,7 @@ def child_env(settings: Settings) -> dict[str, str]:
             "NEURONDOCK_HOST_ID": settings.host_id,
             "NEURONDOCK_HOST_ADDRESS": settings.host_address,
             "NEURONDOCK_HOST_CHIPS": str(settings.host_chips),
+            "NEURONDOCK_HEARTBEAT_TIMEOUT": str(settings.heartbeat_timeout),
             "NEURONDOCK_ROOT_ACCESS_KEY_ID": identity.access_key_id,
             "NEURONDOCK_ROOT_SECRET_ACCESS_KEY": identity.secret_access_key,
             "NEURONDOCK_ACCOUNT_ID": identity.account_id,

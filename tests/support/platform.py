@@ -36,6 +36,7 @@ class Platform:
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[str] | None = None
     output: list[str] = field(default_factory=list)
+    extra_env: dict[str, str] = field(default_factory=dict)
 
     @property
     def url(self) -> str:
@@ -56,7 +57,23 @@ class Platform:
             env["NEURONDOCK_DATABASE_URL"] = self.database_url
         if self.broker_url:
             env["NEURONDOCK_BROKER_URL"] = self.broker_url
+        env.update(self.extra_env)
         return env
+
+    def start_agent(self, host_id: str) -> subprocess.Popen[bytes]:
+        """Start one more host agent (another 'host') sharing this platform's database."""
+        env = self.env()
+        env["NEURONDOCK_HOST_ID"] = host_id
+        log = (self.data_dir / "logs" / f"agent-{host_id}.log").open("ab")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "neurondock_workers", "agent"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log.close()
+        return proc
 
     def start(self, timeout: float = 90.0) -> None:
         """Start `neurondock up` and wait until it prints its banner."""

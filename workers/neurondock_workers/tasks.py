@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from functools import cache
 from typing import Any
 
@@ -12,6 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from neurondock_platform import dispatch
 from neurondock_platform.config import Settings
 from neurondock_platform.db import make_engine, make_sessionmaker, session_scope
+from neurondock_platform.services.host_health import endpoints_on_lost_hosts
 from neurondock_platform.services.reconciler import (
     ReconcileOptions,
     endpoints_needing_reconcile,
@@ -51,6 +53,23 @@ def reconcile_endpoint_task(endpoint_id: int) -> str:
     return outcome
 
 
+def watch_hosts(stop: threading.Event, interval: float = 1.0) -> None:
+    """Every ``interval`` seconds, hand endpoints with replicas on lost hosts to the reconciler."""
+    settings = _settings()
+    while not stop.wait(interval):
+        try:
+            with session_scope(session_factory()) as session:
+                flipped = endpoints_on_lost_hosts(session, settings.heartbeat_timeout)
+            for endpoint_id in flipped:
+                log.warning("endpoint %s has replicas on a lost host: SystemUpdating", endpoint_id)
+                reconcile_endpoint_task.delay(endpoint_id)
+        except Exception:
+            log.exception("host watch pass failed; trying again")
+
+
+_watch_stop = threading.Event()
+
+
 @worker_ready.connect
 def _recover(sender: Any = None, **kwargs: Any) -> None:
     # The embedded broker cannot redeliver a message whose worker died mid-task, so every
@@ -61,3 +80,4 @@ def _recover(sender: Any = None, **kwargs: Any) -> None:
         reconcile_endpoint_task.delay(endpoint_id)
     if ids:
         log.info("re-enqueued reconcile for endpoints %s", ids)
+    threading.Thread(target=watch_hosts, args=(_watch_stop,), name="neurondock-host-watch", daemon=True).start()

@@ -2,6 +2,7 @@
 
 from neurondock_platform.models.account import AccessKey, Account
 from neurondock_platform.models.bucket import Bucket
+from neurondock_platform.models.compilation_job import CompilationJob
 from neurondock_platform.models.endpoint import Endpoint, EndpointVariant
 from neurondock_platform.models.endpoint_config import EndpointConfig
 from neurondock_platform.models.hosting import Host, Replica
@@ -20,6 +21,7 @@ __all__ = [
     "AccessKeyStatus",
     "Account",
     "Bucket",
+    "CompilationJob",
     "CompilationJobStatus",
     "Endpoint",
     "EndpointConfig",

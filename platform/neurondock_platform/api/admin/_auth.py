@@ -1,0 +1,88 @@
+"""Who is calling the admin API: SigV4 with an access key, or ``Authorization: Bearer <token>``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from flask import current_app, g, request
+
+from neurondock_platform.api import context
+from neurondock_platform.api.admin._errors import Forbidden, Unauthenticated
+from neurondock_platform.api.auth import CredentialCache, authenticate
+from neurondock_platform.models import Account
+from neurondock_platform.services import sessions
+
+CREDENTIALS_EXTENSION = "neurondock_credentials"
+
+
+@dataclass(frozen=True)
+class Caller:
+    """The authenticated account behind one admin-API request."""
+
+    account_id: str
+    access_key_id: str
+    is_admin: bool
+    method: str  # "sigv4" or "bearer"
+
+
+def credentials() -> CredentialCache:
+    """Return the app's credential cache (shared with the SageMaker API)."""
+    cache: CredentialCache = current_app.extensions[CREDENTIALS_EXTENSION]
+    return cache
+
+
+def forget_credential(access_key_id: str) -> None:
+    """Drop a key from this process's credential cache so a disabled key stops working at once.
+
+    Other API processes notice within the cache's TTL (5 s).
+    """
+    cache = credentials()
+    forget = getattr(cache, "forget", None)
+    if callable(forget):
+        forget(access_key_id)
+        return
+    # The cache has no public way to drop one entry yet; its entries are a dict behind a lock.
+    lock = getattr(cache, "_lock", None)
+    entries = getattr(cache, "_entries", None)
+    if lock is not None and isinstance(entries, dict):
+        with lock:
+            entries.pop(access_key_id, None)
+
+
+def authenticate_request() -> Caller:
+    """Authenticate the current request and record the caller in ``g.admin_caller``."""
+    header = request.headers.get("Authorization", "")
+    if header[:7].lower() == "bearer ":
+        claims = sessions.verify_token(header[7:].strip(), credentials().lookup, purpose=sessions.PURPOSE_API)
+        account_id, key_id, method = claims.account_id, claims.access_key_id, "bearer"
+        g.auth = context.AuthContext(
+            account_id=account_id, access_key_id=key_id, region=context.settings().region, service="bearer"
+        )
+    elif header.startswith("AWS4-HMAC-SHA256"):
+        ctx = authenticate(request, credentials())
+        account_id, key_id, method = ctx.account_id, ctx.access_key_id, "sigv4"
+    else:
+        raise Unauthenticated(
+            "Authentication required: sign the request with SigV4 (an access key) or send "
+            "'Authorization: Bearer <token>' from POST /api/v1/tokens."
+        )
+    account = context.db().get(Account, account_id)
+    if account is None:
+        raise Unauthenticated("The access key belongs to no account.")
+    caller = Caller(account_id=account_id, access_key_id=key_id, is_admin=account.is_admin, method=method)
+    g.admin_caller = caller
+    return caller
+
+
+def caller() -> Caller:
+    """Return the authenticated caller of this request."""
+    value: Caller = g.admin_caller
+    return value
+
+
+def require_admin() -> Caller:
+    """Return the caller, or raise 403 when the account is not an admin."""
+    who = caller()
+    if not who.is_admin:
+        raise Forbidden(message="This operation is for admin accounts only.")
+    return who

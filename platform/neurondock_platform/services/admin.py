@@ -1,0 +1,488 @@
+"""Read-only operator views over the stored state: endpoint history, replica logs, errors, metrics, artifacts.
+
+Nothing here changes a model, config or endpoint: those verbs live in their own services and the
+admin API and console call them. What this module adds is what operators look at:
+
+- ``endpoint_history``: a timeline derived from the endpoint's current records (neurondock keeps no
+  separate event log, and the timeline says so);
+- ``read_replica_logs``: each replica's ``replica.log`` under ``settings.replicas_dir/<id>/`` when the
+  replica runs on this host, else the ``log_tail`` its host agent stored; a cursor lets a client
+  follow the logs;
+- ``recent_errors``: failed invocations as the replica logs them (``invocation failed with status …``)
+  and replicas that failed to start;
+- ``metric_series``: time series per endpoint and variant with SageMaker's metric names. The runtime
+  records them; until a source is installed the answer is ``available: false`` with the reason.
+  A source is a callable ``(session, MetricQuery) -> list[(datetime, value)] | None`` registered
+  with ``register_metrics_source`` or exposed as ``query_series`` by
+  ``neurondock_platform.services.metrics``;
+- artifacts in the embedded object store (upload, download, listing), owned per account.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib
+import re
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from sqlalchemy.orm import Session
+
+from neurondock_platform.config import Settings
+from neurondock_platform.db import utcnow
+from neurondock_platform.errors import PlatformError, ValidationException
+from neurondock_platform.models import Endpoint
+from neurondock_platform.services import endpoints as endpoint_service
+from neurondock_platform.services import objects, pagination
+from neurondock_platform.services.fleet import ReplicaView, iso
+
+LOG_FILE = "replica.log"
+MAX_TAIL_LINES = 5000
+DEFAULT_TAIL_LINES = 200
+_TAIL_BYTES = 512 * 1024
+_FOLLOW_BYTES = 1024 * 1024
+_ERROR_RE = re.compile(r"invocation failed with status (?P<status>\d{3}): ?(?P<message>.*)")
+
+# SageMaker's endpoint metric names and units (CloudWatch AWS/SageMaker namespace).
+METRICS: dict[str, str] = {
+    "Invocations": "Count",
+    "InvocationsPerInstance": "Count",
+    "ModelLatency": "Microseconds",
+    "OverheadLatency": "Microseconds",
+    "Invocation4XXErrors": "Count",
+    "Invocation5XXErrors": "Count",
+    "ModelSetupTime": "Microseconds",
+}
+STATISTICS = ("Sum", "Average", "Minimum", "Maximum", "SampleCount", "p50", "p90", "p99")
+NO_METRICS_REASON = (
+    "No metrics store is installed in this neurondock yet: the runtime records Invocations, latencies and "
+    "errors once its metrics storage is in place. ModelSetupTime is available now, from the replicas."
+)
+
+
+class NotImplementedHere(PlatformError):
+    """A feature this deployment does not offer (e.g. artifact transfer with an external S3 store)."""
+
+    code = "NotImplemented"
+    http_status = 501
+
+
+# ------------------------------------------------------------------------------------------ history
+
+
+def endpoint_history(endpoint: Endpoint, replicas: Iterable[ReplicaView]) -> list[dict[str, Any]]:
+    """Return the endpoint's timeline, oldest first, derived from what is stored about it now."""
+    events: list[tuple[dt.datetime, str, str]] = [
+        (endpoint.created_at, "EndpointCreated", f"CreateEndpoint with config {endpoint.endpoint_config_name}")
+    ]
+    pending = endpoint_service.pending_update(endpoint)
+    if pending is not None:
+        events.append((pending.started_at, "UpdateAccepted", f"UpdateEndpoint to config {pending.config_name}"))
+    for variant in endpoint.variants:
+        if variant.status_started_at is not None and variant.variant_status:
+            detail = f"variant {variant.name}: {variant.variant_status}"
+            if variant.status_message:
+                detail += f" ({variant.status_message})"
+            events.append((variant.status_started_at, "VariantStatus", detail))
+    for replica in replicas:
+        where = f"replica {replica.id} of {replica.variant_name} on host {replica.host_id}"
+        events.append((replica.created_at, "ReplicaPlaced", where))
+        if replica.state == "Ready":
+            setup = f" after {replica.setup_seconds:.2f} s" if replica.setup_seconds is not None else ""
+            events.append((replica.updated_at, "ReplicaReady", f"{where} passed its health check{setup}"))
+        elif replica.state == "Failed":
+            events.append((replica.updated_at, "ReplicaFailed", f"{where}: {replica.failure_reason or 'exited'}"))
+        elif replica.state == "Stopped":
+            events.append((replica.updated_at, "ReplicaStopped", where))
+    status = f"status {endpoint.status}"
+    if endpoint.failure_reason:
+        status += f": {endpoint.failure_reason}"
+    events.append((endpoint.last_modified_at, "LastModified", status))
+    events.sort(key=lambda e: e[0])
+    return [{"time": iso(t), "event": kind, "detail": detail} for t, kind, detail in events]
+
+
+HISTORY_NOTE = (
+    "Derived from the endpoint's current records (its variants and replicas); neurondock keeps no separate "
+    "event log, so replaced replicas and earlier transitions are not shown."
+)
+
+
+# --------------------------------------------------------------------------------------------- logs
+
+
+@dataclass
+class LogChunk:
+    """Lines of one replica's log and where they came from."""
+
+    replica_id: int
+    variant_name: str | None
+    host_id: str
+    state: str
+    source: str
+    lines: list[str]
+    offset: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "replica_id": self.replica_id,
+            "variant_name": self.variant_name,
+            "host_id": self.host_id,
+            "state": self.state,
+            "source": self.source,
+            "lines": self.lines,
+        }
+
+
+def replica_log_path(settings: Settings, replica_id: int) -> Path:
+    """Return where the host agent writes a replica's log on its host."""
+    return settings.replicas_dir / str(replica_id) / LOG_FILE
+
+
+def _tail(path: Path, lines: int) -> tuple[list[str], int]:
+    with path.open("rb") as f:
+        f.seek(0, 2)
+        size = f.tell()
+        f.seek(max(0, size - _TAIL_BYTES))
+        data = f.read()
+    text = data.decode("utf-8", "replace").splitlines()
+    if size > _TAIL_BYTES and text:
+        text = text[1:]  # the first line was cut by the seek
+    return text[-lines:] if lines else [], size
+
+
+def _since(path: Path, offset: int) -> tuple[list[str], int]:
+    with path.open("rb") as f:
+        f.seek(0, 2)
+        size = f.tell()
+        if offset > size:
+            offset = 0  # the log was rotated: start over
+        f.seek(offset)
+        data = f.read(_FOLLOW_BYTES)
+    # Only hand out whole lines; a partial last line waits for the next call.
+    cut = data.rfind(b"\n") + 1
+    return data[:cut].decode("utf-8", "replace").splitlines(), offset + cut
+
+
+def encode_log_cursor(endpoint_id: int, offsets: dict[int, int]) -> str:
+    """Return an opaque cursor holding each replica log's read position."""
+    return pagination.encode_token({"s": f"logs:{endpoint_id}", "o": {str(k): v for k, v in offsets.items()}})
+
+
+def decode_log_cursor(endpoint_id: int, cursor: str) -> dict[int, int]:
+    """Return the read positions of a cursor issued for this endpoint."""
+    payload = pagination.decode_token(cursor)
+    raw = payload.get("o")
+    if payload.get("s") != f"logs:{endpoint_id}" or not isinstance(raw, dict):
+        raise ValidationException("Invalid log cursor: pass back the cursor a previous call for this endpoint returned.")
+    try:
+        return {int(k): int(v) for k, v in raw.items() if int(v) >= 0}
+    except (TypeError, ValueError) as exc:
+        raise ValidationException("Invalid log cursor.") from exc
+
+
+def read_replica_logs(
+    settings: Settings,
+    replicas: Iterable[ReplicaView],
+    log_tails: dict[int, str | None],
+    *,
+    lines: int = DEFAULT_TAIL_LINES,
+    offsets: dict[int, int] | None = None,
+) -> tuple[list[LogChunk], dict[int, int]]:
+    """Return each replica's last ``lines`` lines (or what was appended since ``offsets``) and new offsets."""
+    lines = max(0, min(MAX_TAIL_LINES, lines))
+    chunks = []
+    positions: dict[int, int] = {}
+    for replica in replicas:
+        path = replica_log_path(settings, replica.id)
+        local = replica.host_id == settings.host_id and path.is_file()
+        if local:
+            try:
+                if offsets is not None and replica.id in offsets:
+                    text, position = _since(path, offsets[replica.id])
+                else:
+                    text, position = _tail(path, lines)
+            except OSError:
+                local = False
+            else:
+                positions[replica.id] = position
+                chunks.append(
+                    LogChunk(replica.id, replica.variant_name, replica.host_id, replica.state, "file", text, position)
+                )
+                continue
+        stored = (log_tails.get(replica.id) or "").splitlines()
+        if offsets is not None and replica.id in offsets:
+            stored = []  # a stored tail has no positions to follow: it was sent with the first call
+        positions[replica.id] = 0
+        chunks.append(
+            LogChunk(
+                replica.id,
+                replica.variant_name,
+                replica.host_id,
+                replica.state,
+                "database" if stored or log_tails.get(replica.id) else "none",
+                stored[-lines:] if lines else [],
+            )
+        )
+    return chunks, positions
+
+
+def recent_errors(
+    settings: Settings,
+    replicas: Iterable[ReplicaView],
+    log_tails: dict[int, str | None],
+    *,
+    limit: int = 50,
+) -> list[dict[str, Any]]:
+    """Return failed invocations logged by the replicas and replicas that failed, most recent last."""
+    found: list[dict[str, Any]] = []
+    for replica in replicas:
+        if replica.failure_reason:
+            found.append(
+                {
+                    "kind": "replica",
+                    "time": iso(replica.updated_at),
+                    "replica_id": replica.id,
+                    "variant_name": replica.variant_name,
+                    "status": None,
+                    "message": replica.failure_reason,
+                    "source": "replica state",
+                }
+            )
+        path = replica_log_path(settings, replica.id)
+        try:
+            text = (
+                _tail(path, MAX_TAIL_LINES)[0]
+                if replica.host_id == settings.host_id and path.is_file()
+                else (log_tails.get(replica.id) or "").splitlines()
+            )
+        except OSError:
+            text = []
+        for line in text:
+            m = _ERROR_RE.search(line)
+            if m is None:
+                continue
+            found.append(
+                {
+                    "kind": "invocation",
+                    # Replica log lines carry no timestamp; their order is the order they happened in.
+                    "time": None,
+                    "replica_id": replica.id,
+                    "variant_name": replica.variant_name,
+                    "status": int(m["status"]),
+                    "message": m["message"].strip(),
+                    "source": "replica log",
+                }
+            )
+    return found[-max(1, limit) :]
+
+
+# ------------------------------------------------------------------------------------------ metrics
+
+
+@dataclass(frozen=True)
+class MetricQuery:
+    """One time series: an endpoint's (or one variant's) metric, aggregated per period."""
+
+    endpoint_id: int
+    endpoint_name: str
+    account_id: str
+    variant_name: str | None
+    metric: str
+    statistic: str
+    start: dt.datetime
+    end: dt.datetime
+    period_seconds: int
+
+
+@dataclass
+class Series:
+    query: MetricQuery
+    available: bool
+    points: list[tuple[dt.datetime, float]] = field(default_factory=list)
+    source: str | None = None
+    reason: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "endpoint_name": self.query.endpoint_name,
+            "variant_name": self.query.variant_name,
+            "metric": self.query.metric,
+            "statistic": self.query.statistic,
+            "unit": METRICS[self.query.metric],
+            "period_seconds": self.query.period_seconds,
+            "start": iso(self.query.start),
+            "end": iso(self.query.end),
+            "available": self.available,
+            "source": self.source,
+            "reason": self.reason,
+            "points": [{"time": iso(t), "value": v} for t, v in self.points],
+        }
+
+
+MetricsSource = Callable[[Session, MetricQuery], "list[tuple[dt.datetime, float]] | None"]
+_SOURCES: list[MetricsSource] = []
+
+
+def register_metrics_source(source: MetricsSource) -> None:
+    """Install a metrics source; the first one that answers a query (not None) wins."""
+    if source not in _SOURCES:
+        _SOURCES.append(source)
+
+
+def _module_source() -> MetricsSource | None:
+    try:
+        module = importlib.import_module("neurondock_platform.services.metrics")
+    except ImportError:
+        return None
+    source = getattr(module, "query_series", None)
+    return source if callable(source) else None
+
+
+def check_metric_query(metric: str, statistic: str) -> None:
+    """Raise ValidationException for an unknown metric or statistic."""
+    if metric not in METRICS:
+        raise ValidationException(f"Unknown metric {metric!r}; neurondock records {', '.join(METRICS)}.")
+    if statistic not in STATISTICS:
+        raise ValidationException(f"Unknown statistic {statistic!r}; use one of {', '.join(STATISTICS)}.")
+
+
+def metric_series(session: Session, query: MetricQuery, replicas: Iterable[ReplicaView] = ()) -> Series:
+    """Return a metric's points, or ``available: false`` and why when nothing records it."""
+    check_metric_query(query.metric, query.statistic)
+    sources = list(_SOURCES)
+    module = _module_source()
+    if module is not None:
+        sources.append(module)
+    for source in sources:
+        points = source(session, query)
+        if points is not None:
+            return Series(query, True, sorted(points), source=getattr(source, "__module__", "metrics"))
+    if query.metric == "ModelSetupTime":
+        points = [
+            (r.updated_at, round(r.setup_seconds * 1e6, 1))
+            for r in replicas
+            if r.setup_seconds is not None
+            and (query.variant_name is None or r.variant_name == query.variant_name)
+            and query.start <= r.updated_at <= query.end
+        ]
+        return Series(
+            query,
+            True,
+            sorted(points),
+            source="replicas (one point per replica start, not aggregated)",
+        )
+    return Series(query, False, [], reason=NO_METRICS_REASON)
+
+
+def invocations_last_hour(session: Session, endpoint: Endpoint) -> tuple[float | None, str]:
+    """Return the invocations the endpoint served in the last hour and the source of the number."""
+    end = utcnow()
+    query = MetricQuery(
+        endpoint_id=endpoint.id,
+        endpoint_name=endpoint.name,
+        account_id=endpoint.account_id,
+        variant_name=None,
+        metric="Invocations",
+        statistic="Sum",
+        start=end - dt.timedelta(hours=1),
+        end=end,
+        period_seconds=3600,
+    )
+    series = metric_series(session, query)
+    if not series.available:
+        return None, "no metrics recorded yet"
+    return float(sum(v for _, v in series.points)), f"Invocations over the last hour ({series.source})"
+
+
+# ---------------------------------------------------------------------------------------- artifacts
+
+
+def artifact_bucket_name(account_id: str) -> str:
+    """Return the bucket the console and CLI use for an account's uploads."""
+    return f"nd-artifacts-{account_id}"
+
+
+def embedded_store(settings: Settings) -> objects.ObjectStore:
+    """Return the embedded object store; raise NotImplementedHere when artifacts live in an external S3."""
+    if settings.s3_endpoint_url:
+        raise NotImplementedHere(
+            f"Artifacts live in the external S3 store at {settings.s3_endpoint_url}; upload and download them "
+            "with your S3 tools (the admin API transfers artifacts of the embedded store only)."
+        )
+    return objects.ObjectStore(settings.objects_dir)
+
+
+@dataclass(frozen=True)
+class ObjectPage:
+    items: list[objects.ObjectInfo]
+    next_token: str | None
+
+
+def list_artifacts(
+    session: Session,
+    settings: Settings,
+    *,
+    account_id: str,
+    bucket: str,
+    prefix: str = "",
+    limit: int = 100,
+    next_token: str | None = None,
+) -> ObjectPage:
+    """List one of the account's buckets (S3's NoSuchBucket / AccessDenied otherwise)."""
+    store = embedded_store(settings)
+    objects.owned_bucket(session, bucket, account_id)
+    after = ""
+    if next_token:
+        payload = pagination.decode_token(next_token)
+        if payload.get("s") != f"objects:{bucket}:{prefix}" or not isinstance(payload.get("a"), str):
+            raise pagination.invalid_token()
+        after = payload["a"]
+    page = store.list_objects(bucket, prefix=prefix, after=after, max_keys=limit)
+    token = None
+    if page.is_truncated and page.last is not None:
+        token = pagination.encode_token({"s": f"objects:{bucket}:{prefix}", "a": page.last})
+    return ObjectPage(page.contents, token)
+
+
+def put_artifact(
+    session: Session,
+    settings: Settings,
+    *,
+    account_id: str,
+    bucket: str,
+    key: str,
+    body: IO[bytes] | bytes,
+    content_type: str | None = None,
+) -> objects.ObjectInfo:
+    """Store an object in one of the account's buckets, creating the bucket when it does not exist."""
+    store = embedded_store(settings)
+    objects.ensure_bucket(session, store, name=bucket, account_id=account_id, region=settings.region)
+    meta = objects.ObjectMeta(content_type=content_type or objects.DEFAULT_CONTENT_TYPE)
+    return store.put_object(bucket, key, body, meta)
+
+
+def open_artifact(
+    session: Session, settings: Settings, *, account_id: str, bucket: str, key: str
+) -> tuple[objects.ObjectInfo, IO[bytes]]:
+    """Open an object of one of the account's buckets for reading."""
+    store = embedded_store(settings)
+    objects.owned_bucket(session, bucket, account_id)
+    objects.validate_key(key)
+    return store.open_object(bucket, key)
+
+
+def iter_file(handle: IO[bytes], chunk: int = 256 * 1024) -> Iterator[bytes]:
+    """Yield a file's bytes in chunks and close it."""
+    with handle:
+        while True:
+            data = handle.read(chunk)
+            if not data:
+                return
+            yield data
+
+
+def s3_uri(bucket: str, key: str) -> str:
+    return f"s3://{bucket}/{key}"
