@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -71,10 +72,8 @@ def test_lost_host_instances_are_replaced_without_failed_invocations(two_hosts, 
         os.killpg(second.pid, signal.SIGKILL)
         for _, pid, _ in (v for v in placed.values() if v[0] == "host-b"):
             if pid:
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
         second.wait(10)
         deadline = time.monotonic() + 90
         while True:
