@@ -262,14 +262,38 @@ def test_aws_cli_session(platform, sm, s3, bucket, tmp_path):
     sm.get_waiter("endpoint_deleted").wait(EndpointName=name, WaiterConfig=WAIT)
 
 
+def _platform_processes(platform):
+    """Live processes started for this platform (their environment names its data dir)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes()
+            cmdline = (entry / "cmdline").read_bytes()
+            status = (entry / "stat").read_text()
+        except OSError:
+            continue
+        ours = f"NEURONDOCK_DATA_DIR={platform.data_dir}".encode() in environ
+        # Replicas get a clean environment; their model dir under the data dir gives them away.
+        ours = ours or str(platform.data_dir / "replicas").encode() in cmdline
+        if ours and ") Z " not in status:
+            found.append(type("Proc", (), {"pid": int(entry.name)}))
+    return found
+
+
 def test_restart_brings_endpoints_back(platform, sm, rt, s3, bucket, tmp_path):
     import numpy as np
 
     name = deploy(sm, s3, bucket, tmp_path, tiny_mlp(seed=7))
     body = json.dumps(np.ones((1, 16)).tolist())
     before = rt.invoke_endpoint(EndpointName=name, ContentType="application/json", Body=body)["Body"].read()
+    pids = [p.pid for p in _platform_processes(platform)]
+    assert len(pids) >= 5  # up, api, worker, agent and at least one replica
     assert platform.stop() == 0
     assert not platform.ping()
+    # SIGTERM to `up` stops every child, replicas included.
+    assert [p.pid for p in _platform_processes(platform)] == []
     platform.start()
     assert sm.describe_endpoint(EndpointName=name)["EndpointStatus"] == "InService"
     # Replicas come back under the host agent; poll with a deadline instead of sleeping.
@@ -292,3 +316,40 @@ def test_sts_get_caller_identity(platform):
     ident = platform.client("sts").get_caller_identity()
     assert ident["Account"] == "210987654321"
     assert ident["Arn"] == "arn:aws:iam::210987654321:root"
+
+
+@pytest.mark.parametrize("service", ["sagemaker", "sagemaker-runtime", "s3"])
+def test_wrong_credentials_are_rejected_everywhere(platform, service):
+    from botocore.exceptions import ClientError
+
+    bad_secret = platform.client(service, secret_key="not-the-secret")
+    unknown_key = platform.client(service, access_key="AKNDUNKNOWNKEY000000")
+    calls = {
+        "sagemaker": lambda c: c.list_endpoints(),
+        "sagemaker-runtime": lambda c: c.invoke_endpoint(EndpointName="x", Body=b"{}"),
+        "s3": lambda c: c.list_buckets(),
+    }
+    expected = {
+        "sagemaker": ("InvalidSignatureException", "UnrecognizedClientException"),
+        "sagemaker-runtime": ("InvalidSignatureException", "UnrecognizedClientException"),
+        "s3": ("SignatureDoesNotMatch", "InvalidAccessKeyId"),
+    }[service]
+    for client, code in zip((bad_secret, unknown_key), expected, strict=True):
+        with pytest.raises(ClientError) as err:
+            calls[service](client)
+        assert err.value.response["Error"]["Code"] == code
+
+
+def test_unsigned_request_is_refused(platform):
+    import urllib.error
+    import urllib.request
+
+    req = urllib.request.Request(
+        platform.url + "/",
+        data=b"{}",
+        headers={"X-Amz-Target": "SageMaker.ListEndpoints", "Content-Type": "application/x-amz-json-1.1"},
+    )
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(req, timeout=10)
+    assert err.value.code == 403
+    assert json.loads(err.value.read())["__type"] == "MissingAuthenticationTokenException"

@@ -76,8 +76,7 @@ def parse_data_input_config(raw: str) -> list[InputShape]:
         items = []
     if not items:
         raise NeoInputError(
-            'DataInputConfig must name at least one input shape, e.g. {"input0": [1,3,224,224]} or '
-            "[[1,3,224,224]]."
+            'DataInputConfig must name at least one input shape, e.g. {"input0": [1,3,224,224]} or [[1,3,224,224]].'
         )
     return [_parse_shape(name, value) for name, value in items]
 
@@ -222,9 +221,7 @@ def _check_tokens(tokens: list[str]) -> None:
                 raise NeoInputError(f"--fast-math needs a value: one or more of {', '.join(FAST_MATH_VALUES)}.")
             for value in args:
                 if value not in FAST_MATH_VALUES:
-                    raise NeoInputError(
-                        f"--fast-math value {value!r} is not one of {', '.join(FAST_MATH_VALUES)}."
-                    )
+                    raise NeoInputError(f"--fast-math value {value!r} is not one of {', '.join(FAST_MATH_VALUES)}.")
         elif name == "fp32-cast":
             if len(args) != 1 or args[0] not in FP32_CAST_VALUES:
                 raise NeoInputError(f"--fp32-cast takes one of {', '.join(FP32_CAST_VALUES)}, got {args}.")
@@ -247,9 +244,7 @@ def _check_tokens(tokens: list[str]) -> None:
             consumed = min(consumed, 1)
         elif name == "execution-policy":
             if len(args) != 1 or args[0] not in EXECUTION_POLICIES:
-                raise NeoInputError(
-                    f"--execution-policy takes one of {', '.join(EXECUTION_POLICIES)}, got {args}."
-                )
+                raise NeoInputError(f"--execution-policy takes one of {', '.join(EXECUTION_POLICIES)}, got {args}.")
             consumed = 0 if inline else 1
         elif name in NO_EFFECT_FLAGS:
             consumed = 0

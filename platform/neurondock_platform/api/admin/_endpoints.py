@@ -1,0 +1,224 @@
+"""Admin routes for endpoints: list, describe (variants, replicas, cores), create, scale, delete, and what
+operators look at — history, logs, recent errors, metrics and cost."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from flask import Blueprint, Response
+from sqlalchemy import select
+
+from neurondock_platform.api import context
+from neurondock_platform.api.admin import _params as params
+from neurondock_platform.api.admin import shapes
+from neurondock_platform.api.admin._auth import caller
+from neurondock_platform.api.admin._errors import BadRequest, json_body
+from neurondock_platform.db import utcnow
+from neurondock_platform.models import Endpoint, EndpointStatus, Replica
+from neurondock_platform.services import admin, compile_reports, costs, endpoints, fleet
+
+STATUSES = [s.value for s in EndpointStatus]
+
+
+def owner() -> dict[str, str]:
+    return {"account_id": caller().account_id, "region": context.settings().region}
+
+
+def load(name: str) -> Endpoint:
+    """Return the caller's endpoint (404 for a missing one or another account's)."""
+    return endpoints.get_endpoint(context.db(), **owner(), name=name)
+
+
+def replicas_of(endpoint: Endpoint) -> list[fleet.ReplicaView]:
+    settings = context.settings()
+    return fleet.endpoint_replicas(
+        context.db(),
+        endpoint,
+        local_host_id=settings.host_id,
+        heartbeat_timeout=settings.heartbeat_timeout,
+    )
+
+
+def log_tails(endpoint: Endpoint) -> dict[int, str | None]:
+    rows = context.db().execute(
+        select(Replica.id, Replica.log_tail).where(Replica.endpoint_id == endpoint.id)
+    )
+    return {int(rid): tail for rid, tail in rows}
+
+
+def detail(endpoint: Endpoint) -> dict[str, Any]:
+    return shapes.endpoint_detail(endpoint, replicas_of(endpoint), context.settings().public_url)
+
+
+def cost_of(endpoint: Endpoint) -> dict[str, Any]:
+    session = context.db()
+    per_hour, source = admin.invocations_last_hour(session, endpoint)
+    projection, projection_source = compile_reports.projection_for_endpoint(session, endpoint)
+    return costs.endpoint_cost(
+        endpoint,
+        traffic=costs.Traffic(per_hour, source),
+        projection=projection,
+        projection_source=projection_source,
+    )
+
+
+def register(bp: Blueprint) -> None:
+    @bp.get("/endpoints")
+    def list_endpoints() -> Response:
+        page = endpoints.list_endpoints(
+            context.db(),
+            account_id=caller().account_id,
+            page=params.page(sort_fields=("name", "creation_time", "status")),
+            name_contains=params.string("name_contains", max_length=63),
+            status=params.choice("status", STATUSES),
+            created_after=params.timestamp("created_after"),
+            created_before=params.timestamp("created_before"),
+        )
+        return json_body(
+            {"items": [shapes.endpoint_summary(e) for e in page.items], "next_token": page.next_token}
+        )
+
+    @bp.post("/endpoints")
+    def create_endpoint() -> Response:
+        data = params.body()
+        session = context.db()
+        endpoint = admin.deploy_model(
+            session,
+            **owner(),
+            name=params.field(data, "name", str, required=True),
+            model_name=params.field(data, "model_name", str, required=True),
+            instance_type=params.field(data, "instance_type", str, required=True),
+            instance_count=params.field(data, "instance_count", int, default=1),
+            variant_name=params.field(data, "variant_name", str, default="AllTraffic"),
+        )
+        session.commit()
+        return json_body(detail(endpoint), status=201)
+
+    @bp.get("/endpoints/<name>")
+    def describe_endpoint(name: str) -> Response:
+        return json_body(detail(load(name)))
+
+    @bp.delete("/endpoints/<name>")
+    def delete_endpoint(name: str) -> Response:
+        session = context.db()
+        endpoints.delete_endpoint(session, **owner(), name=name)
+        session.commit()
+        return json_body({"name": name, "status": str(EndpointStatus.DELETING)}, status=202)
+
+    @bp.post("/endpoints/<name>/capacity")
+    def update_capacity(name: str) -> Response:
+        data = params.body()
+        variants = params.field(data, "variants", list, required=True)
+        desired = []
+        for item in variants:
+            if not isinstance(item, dict):
+                raise BadRequest("Each member of 'variants' must be an object.")
+            entry: dict[str, Any] = {"VariantName": params.field(item, "name", str, required=True)}
+            count = params.field(item, "instance_count", int)
+            weight = item.get("weight")
+            if weight is not None and (isinstance(weight, bool) or not isinstance(weight, int | float)):
+                raise BadRequest("Member 'weight' must be a number.")
+            if count is not None:
+                if count < 1:
+                    raise BadRequest("Member 'instance_count' must be at least 1.")
+                entry["DesiredInstanceCount"] = count
+            if weight is not None:
+                if weight < 0:
+                    raise BadRequest("Member 'weight' must not be negative.")
+                entry["DesiredWeight"] = float(weight)
+            desired.append(entry)
+        if not desired:
+            raise BadRequest("Member 'variants' must name at least one variant.")
+        session = context.db()
+        endpoint = endpoints.update_weights_and_capacities(session, **owner(), name=name, desired=desired)
+        session.commit()
+        return json_body(detail(endpoint), status=202)
+
+    @bp.get("/endpoints/<name>/replicas")
+    def endpoint_replicas(name: str) -> Response:
+        return json_body({"items": [r.to_json() for r in replicas_of(load(name))]})
+
+    @bp.get("/endpoints/<name>/history")
+    def endpoint_history(name: str) -> Response:
+        endpoint = load(name)
+        return json_body(
+            {"items": admin.endpoint_history(endpoint, replicas_of(endpoint)), "note": admin.HISTORY_NOTE}
+        )
+
+    @bp.get("/endpoints/<name>/logs")
+    def endpoint_logs(name: str) -> Response:
+        endpoint = load(name)
+        replica_id = params.integer("replica_id", 0, minimum=0, maximum=2**62)
+        variant = params.string("variant", max_length=63)
+        cursor = params.string("cursor", max_length=16384)
+        lines = params.integer("lines", admin.DEFAULT_TAIL_LINES, minimum=0, maximum=admin.MAX_TAIL_LINES)
+        replicas = [
+            r
+            for r in replicas_of(endpoint)
+            if (not replica_id or r.id == replica_id) and (variant is None or r.variant_name == variant)
+        ]
+        offsets = admin.decode_log_cursor(endpoint.id, cursor) if cursor else None
+        chunks, positions = admin.read_replica_logs(
+            context.settings(), replicas, log_tails(endpoint), lines=lines, offsets=offsets
+        )
+        return json_body(
+            {
+                "endpoint_name": endpoint.name,
+                "replicas": [c.to_json() for c in chunks],
+                "cursor": admin.encode_log_cursor(endpoint.id, positions),
+            }
+        )
+
+    @bp.get("/endpoints/<name>/errors")
+    def endpoint_errors(name: str) -> Response:
+        endpoint = load(name)
+        limit = params.integer("limit", 50, minimum=1, maximum=500)
+        items = admin.recent_errors(context.settings(), replicas_of(endpoint), log_tails(endpoint), limit=limit)
+        return json_body({"items": items})
+
+    @bp.get("/endpoints/<name>/metrics")
+    def endpoint_metrics(name: str) -> Response:
+        endpoint = load(name)
+        metric = params.choice("metric", list(admin.METRICS), "Invocations") or "Invocations"
+        statistic = params.choice("statistic", list(admin.STATISTICS), "Sum") or "Sum"
+        end = params.timestamp("end") or utcnow()
+        start = params.timestamp("start") or end - dt.timedelta(hours=1)
+        if start >= end:
+            raise BadRequest("'start' must be before 'end'.")
+        query = admin.MetricQuery(
+            endpoint_id=endpoint.id,
+            endpoint_name=endpoint.name,
+            account_id=endpoint.account_id,
+            variant_name=params.string("variant", max_length=63),
+            metric=metric,
+            statistic=statistic,
+            start=start,
+            end=end,
+            period_seconds=params.integer("period", 60, minimum=1, maximum=86400),
+        )
+        return json_body(admin.metric_series(context.db(), query, replicas_of(endpoint)).to_json())
+
+    @bp.get("/endpoints/<name>/costs")
+    def endpoint_costs(name: str) -> Response:
+        return json_body(cost_of(load(name)))
+
+    @bp.get("/costs")
+    def all_costs() -> Response:
+        page = endpoints.list_endpoints(
+            context.db(),
+            account_id=caller().account_id,
+            page=params.page(sort_fields=("name", "creation_time", "status")),
+            name_contains=params.string("name_contains", max_length=63),
+        )
+        items = [cost_of(e) for e in page.items]
+        known = [i["usd_per_hour"] for i in items if i["usd_per_hour"] is not None]
+        return json_body(
+            {
+                "items": items,
+                "next_token": page.next_token,
+                "page_usd_per_hour": round(sum(known), 4),
+                "price_basis": "EC2 on-demand list price, us-east-1, Linux (not live; SageMaker hosting costs more)",
+                "instance_types": costs.catalog_json(),
+            }
+        )
