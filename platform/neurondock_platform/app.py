@@ -86,3 +86,9 @@ def _register_optional_blueprints(app: Flask, credentials: CredentialCache) -> N
     from neurondock_platform.api.s3 import make_blueprint as make_s3_blueprint
 
     app.register_blueprint(make_s3_blueprint(credentials), url_prefix="/s3")
+
+    from neurondock_platform.api.admin import make_blueprint as make_admin_blueprint
+    from neurondock_platform.console import make_blueprint as make_console_blueprint
+
+    app.register_blueprint(make_admin_blueprint(credentials), url_prefix="/api/v1")
+    app.register_blueprint(make_console_blueprint(credentials), url_prefix="/console")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import subprocess
 import sys
 import uuid
@@ -274,9 +275,13 @@ def _platform_processes(platform):
             status = (entry / "stat").read_text()
         except OSError:
             continue
+        try:
+            stdout = os.readlink(entry / "fd" / "1")
+        except OSError:
+            stdout = ""
         ours = f"NEURONDOCK_DATA_DIR={platform.data_dir}".encode() in environ
-        # Replicas get a clean environment; their model dir under the data dir gives them away.
-        ours = ours or str(platform.data_dir / "replicas").encode() in cmdline
+        # Replicas (and warm standbys) get a clean environment; their log under the data dir gives them away.
+        ours = ours or str(platform.data_dir).encode() in cmdline or stdout.startswith(str(platform.data_dir))
         if ours and ") Z " not in status:
             found.append(type("Proc", (), {"pid": int(entry.name)}))
     return found

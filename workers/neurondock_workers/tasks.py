@@ -8,11 +8,13 @@ from functools import cache
 from typing import Any
 
 from celery.signals import worker_ready
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from neurondock_platform import dispatch
 from neurondock_platform.config import Settings
 from neurondock_platform.db import make_engine, make_sessionmaker, session_scope
+from neurondock_platform.services.compilation_jobs import jobs_needing_work
 from neurondock_platform.services.host_health import endpoints_on_lost_hosts
 from neurondock_platform.services.reconciler import (
     ReconcileOptions,
@@ -70,14 +72,43 @@ def watch_hosts(stop: threading.Event, interval: float = 1.0) -> None:
 _watch_stop = threading.Event()
 
 
+@app.task(
+    name=dispatch.COMPILE_MODEL,
+    acks_late=True,
+    ignore_result=True,
+    autoretry_for=(OperationalError,),
+    retry_backoff=True,
+    max_retries=5,
+)
+def compile_model_task(job_id: int) -> str:
+    """Run (or resume, or confirm finished) one compilation job; safe to deliver twice."""
+    # Imported here: the compiler pulls in torch, which reconcile-only workers never need.
+    from neurondock_workers.compile_job import RunnerConfig, run_compilation_job
+    from neurondock_workers.hosting.s3 import make_s3_client
+
+    settings = _settings()
+    outcome = run_compilation_job(
+        session_factory(), job_id, make_s3_client(settings), RunnerConfig.from_settings(settings)
+    )
+    log.info("compilation job %s: %s", job_id, outcome)
+    return outcome
+
+
 @worker_ready.connect
 def _recover(sender: Any = None, **kwargs: Any) -> None:
     # The embedded broker cannot redeliver a message whose worker died mid-task, so every
-    # endpoint left in a transitional state is reconciled again when a worker starts.
+    # endpoint left in a transitional state is reconciled again when a worker starts, and every
+    # unfinished compilation job is sent again (the runner resumes, waits for its live owner or
+    # finds it finished).
     with session_scope(session_factory()) as session:
         ids = endpoints_needing_reconcile(session)
+        job_ids = jobs_needing_work(session)
     for endpoint_id in ids:
         reconcile_endpoint_task.delay(endpoint_id)
     if ids:
         log.info("re-enqueued reconcile for endpoints %s", ids)
+    for job_id in job_ids:
+        compile_model_task.delay(job_id)
+    if job_ids:
+        log.info("re-enqueued compilation jobs %s", job_ids)
     threading.Thread(target=watch_hosts, args=(_watch_stop,), name="neurondock-host-watch", daemon=True).start()

@@ -28,13 +28,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from neurondock_platform.config import Settings
 from neurondock_platform.db import utcnow
 from neurondock_platform.errors import AlreadyExistsError, PlatformError, ValidationException
-from neurondock_platform.models import Endpoint, Model
-from neurondock_platform.services import endpoint_configs, models, objects, pagination, validation
+from neurondock_platform.models import CompilationJob, CompilationJobStatus, Endpoint, Model
+from neurondock_platform.services import compilation_jobs, endpoint_configs, models, objects, pagination, validation
 from neurondock_platform.services import endpoints as endpoint_service
 from neurondock_platform.services.fleet import ReplicaView, iso
 
@@ -563,3 +564,154 @@ def deploy_model(
     return endpoint_service.create_endpoint(
         session, account_id=account_id, region=region, name=name, config_name=config_name
     )
+
+
+# -------------------------------------------------------------------------------- compilation jobs
+
+PROJECTION_FAMILIES = ("inf1", "g4dn", "c5")
+
+
+def _get(data: Any, *path: str) -> Any:
+    for key in path:
+        if not isinstance(data, dict):
+            return None
+        data = data.get(key)
+    return data
+
+
+def compile_report_view(job: CompilationJob) -> dict[str, Any] | None:
+    """Return the headline of a job's compile report (None until the job has one)."""
+    report = job.report
+    if not isinstance(report, dict):
+        return None
+    fallbacks = []
+    for segment in _get(report, "partition", "segments") or []:
+        if not isinstance(segment, dict) or segment.get("target") == "neuron":
+            continue
+        for operator, info in (segment.get("why_cpu") or {}).items():
+            fallbacks.append(
+                {
+                    "segment": segment.get("name"),
+                    "operator": operator,
+                    "count": _get(info, "count"),
+                    "reason": _get(info, "reason") or "",
+                }
+            )
+    drift = _get(report, "numerics", "drift") or {}
+    resources = report.get("resources") or {}
+    execution = report.get("execution") or {}
+    return {
+        "emulated": bool(report.get("emulated", True)),
+        "device": report.get("device"),
+        "target": report.get("target"),
+        "compiler": report.get("compiler"),
+        "percent_supported": _get(report, "analyze", "percent_supported"),
+        "supported_count": _get(report, "analyze", "supported_count"),
+        "total_count": _get(report, "analyze", "total_count"),
+        "unsupported_operators": _get(report, "analyze", "unsupported_operators") or [],
+        "percent_compiled": _get(report, "partition", "percent_compiled"),
+        "neuron_subgraphs": _get(report, "partition", "neuron_subgraphs"),
+        "cpu_segments": _get(report, "partition", "cpu_segments"),
+        "partition_warnings": _get(report, "partition", "warnings") or [],
+        "cpu_fallbacks": fallbacks,
+        "numerics": {
+            "cast_mode": _get(report, "numerics", "cast_mode"),
+            "dtype": _get(report, "numerics", "dtype"),
+            "max_abs_error": drift.get("max_abs_error"),
+            "mean_abs_error": drift.get("mean_abs_error"),
+            "cosine_similarity": drift.get("cosine_similarity"),
+            "label": _get(report, "numerics", "drift_label") or "emulated numerics vs FP32",
+        },
+        "resources": {
+            "label": resources.get("label") or "estimate",
+            "device_memory_per_replica_bytes": resources.get("device_memory_per_replica_bytes"),
+            "device_memory_per_chip_bytes": resources.get("device_memory_per_chip_bytes"),
+            "fits_one_chip": resources.get("fits_one_chip"),
+            "replicas_per_chip": resources.get("replicas_per_chip"),
+            "neuroncores_per_replica": resources.get("neuroncores_per_replica"),
+            "suggested_batch_size": resources.get("suggested_batch_size"),
+            "suggested_pipeline_cores": resources.get("suggested_pipeline_cores"),
+            "weights_on_device_bytes": resources.get("weights_on_device_bytes"),
+        },
+        "execution": {
+            "label": execution.get("label") or "measured on this host (CPU)",
+            "selected": execution.get("selected"),
+            "selected_p50_ms": execution.get("selected_p50_ms"),
+            "uncompiled_p50_ms": execution.get("uncompiled_p50_ms"),
+            "speedup_vs_uncompiled": execution.get("speedup_vs_uncompiled"),
+        },
+    }
+
+
+def projections_view(job: CompilationJob) -> dict[str, Any] | None:
+    """Return a job's projections per instance type beside the CPU measurement (None without a report)."""
+    projection = _get(job.report, "projection")
+    if not isinstance(projection, dict):
+        return None
+    rows = []
+    for family in PROJECTION_FAMILIES:
+        for row in projection.get(family) or []:
+            if not isinstance(row, dict):
+                continue
+            rows.append(
+                {
+                    "family": family,
+                    "instance_type": row.get("instance_type"),
+                    "label": row.get("label") or "projected",
+                    "batch_size": row.get("batch_size"),
+                    "latency_ms": row.get("latency_ms"),
+                    "throughput_per_s": row.get("throughput_per_s"),
+                    "usd_per_hour": row.get("usd_per_hour"),
+                    "cost_per_million_usd": row.get("cost_per_million_usd"),
+                    "fits": row.get("fits", True),
+                    "basis": row.get("basis"),
+                }
+            )
+    calibration = projection.get("calibration") or {}
+    return {
+        "label": projection.get("label") or "projected, not measured on Inferentia",
+        "measured_cpu": projection.get("measured_cpu"),
+        "prices": projection.get("prices"),
+        "rows": rows,
+        "calibration": {
+            "source": calibration.get("source"),
+            "max_abs_residual_pct": calibration.get("max_abs_residual_pct"),
+            "within_25pct": calibration.get("within_25pct"),
+            "compared": calibration.get("compared"),
+        },
+        "assumptions": projection.get("assumptions"),
+    }
+
+
+def compile_log(settings: Settings, job: CompilationJob) -> tuple[str, str]:
+    """Return a job's compile log and where it came from (the stored object, else the stored tail)."""
+    uri = compilation_jobs.report_uris(job.model_artifacts).get("compile.log") if job.model_artifacts else None
+    if uri and not settings.s3_endpoint_url:
+        bucket, key = compilation_jobs.split_s3_uri(uri)
+        try:
+            data = objects.ObjectStore(settings.objects_dir).get_object(bucket, key)
+        except (PlatformError, OSError):
+            pass
+        else:
+            return data.decode("utf-8", "replace"), uri
+    return job.log_tail or "", "log tail stored with the job"
+
+
+def projection_for_endpoint(session: Session, endpoint: Endpoint) -> tuple[dict[str, Any] | None, str | None]:
+    """Return the projection of the compile job whose artifact the endpoint serves, and the job's name."""
+    urls = [v.container.get("ModelDataUrl") for v in endpoint.variants if v.container.get("ModelDataUrl")]
+    if not urls:
+        return None, None
+    job = session.scalar(
+        select(CompilationJob)
+        .where(
+            CompilationJob.account_id == endpoint.account_id,
+            CompilationJob.status == CompilationJobStatus.COMPLETED,
+            CompilationJob.model_artifacts.in_(urls),
+        )
+        .order_by(CompilationJob.last_modified_at.desc())
+        .limit(1)
+    )
+    if job is None or not isinstance(_get(job.report, "projection"), dict):
+        return None, None
+    return job.report["projection"], f"compilation job {job.name}"

@@ -350,9 +350,10 @@ OwnerState = Literal["alive", "dead", "unknown"]
 class Claim:
     """What ``claim_job`` decided.
 
-    ``outcome``: ``run`` (the caller owns a new attempt), ``busy`` (a live owner has it), ``done`` (the
-    job is already COMPLETED/FAILED/STOPPED, or gone), ``stopped`` (it was STOPPING and is now STOPPED),
-    ``failed`` (attempts exhausted, now FAILED).
+    ``outcome``: ``run`` (the caller owns a new attempt), ``busy`` (an owner that is alive, or not known
+    to be dead, heartbeats), ``done`` (the job is already COMPLETED/FAILED/STOPPED, or gone), ``stopped``
+    (it was STOPPING and is now STOPPED), ``failed`` (attempts exhausted, now FAILED).
+    ``owner_state`` is what the caller's ``owner_state`` said of the previous owner.
     """
 
     outcome: Literal["run", "busy", "done", "stopped", "failed"]
@@ -360,6 +361,7 @@ class Claim:
     attempt: int = 0
     previous_owner: str | None = None
     previous_child_pid: int | None = None
+    owner_state: OwnerState = "dead"
 
 
 def jobs_needing_work(session: Session) -> list[int]:
@@ -387,11 +389,13 @@ def claim_job(
     previous = job.owner
     state: OwnerState = owner_state(previous) if previous else "dead"
     fresh = job.heartbeat_at is not None and (now - job.heartbeat_at).total_seconds() < lease_timeout
-    if previous is not None and previous != owner and (state == "alive" or (state == "unknown" and fresh)):
-        return Claim("busy", str(job.status), job.attempts, previous, job.child_pid)
+    # An owner that stopped heartbeating is hung or gone even if its process id is still taken.
+    if previous is not None and previous != owner and state != "dead" and fresh:
+        return Claim("busy", str(job.status), job.attempts, previous, job.child_pid, state)
+    child_pid = job.child_pid
     if job.status == CompilationJobStatus.STOPPING:
         _finish(session, job, CompilationJobStatus.STOPPED, now)
-        return Claim("stopped", str(job.status), job.attempts, previous, job.child_pid)
+        return Claim("stopped", str(job.status), job.attempts, previous, child_pid, state)
     if job.attempts >= max_attempts:
         reason = (
             "ClientError: CompilationError: The compilation was interrupted "
@@ -400,7 +404,7 @@ def claim_job(
         )
         job.failure_reason = reason
         _finish(session, job, CompilationJobStatus.FAILED, now)
-        return Claim("failed", str(job.status), job.attempts, previous, job.child_pid)
+        return Claim("failed", str(job.status), job.attempts, previous, child_pid, state)
     # One conditional UPDATE: a concurrent delivery that read the same row loses here.
     result = session.execute(
         update(CompilationJob)
@@ -421,8 +425,8 @@ def claim_job(
         .execution_options(synchronize_session=False)
     )
     if getattr(result, "rowcount", 0) != 1:
-        return Claim("busy", str(job.status), job.attempts, previous, job.child_pid)
-    return Claim("run", CompilationJobStatus.INPROGRESS, job.attempts + 1, previous, job.child_pid)
+        return Claim("busy", str(job.status), job.attempts, previous, child_pid, state)
+    return Claim("run", CompilationJobStatus.INPROGRESS, job.attempts + 1, previous, child_pid, state)
 
 
 def _finish(session: Session, job: CompilationJob, status: CompilationJobStatus, now: dt.datetime) -> None:

@@ -35,6 +35,7 @@ from neurondock_platform.models import EndpointVariant, Host, Replica, ReplicaSt
 from neurondock_workers.hosting.artifacts import ModelDataError, fetch_model_data
 from neurondock_workers.hosting.replica import FAILED_MARKER, LISTENING_MARKER, describe_exception
 from neurondock_workers.hosting.s3 import make_s3_client
+from neurondock_workers.hosting.standby import PIDFILE, STANDBY_MODULE, StandbyPool
 
 logger = logging.getLogger(__name__)
 
@@ -144,6 +145,9 @@ class ReplicaProcess:
             str(self.torch_threads),
         ]
 
+    # Set by the agent: warm interpreters that skip torch's import (None: always start cold).
+    standby_pool: StandbyPool | None = None
+
     def start(self) -> int:
         """Spawn the process with stdout and stderr appended to the log; return its pid."""
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -153,6 +157,13 @@ class ReplicaProcess:
             log.write(f"{START_BANNER} {self.replica_id} at {utcnow():%Y-%m-%dT%H:%M:%SZ}\n".encode())
             log.flush()
             self._scan_pos = log.tell()
+            pool = self.standby_pool
+            warm = pool.take(self.env) if pool is not None else None
+            if warm is not None and pool is not None:
+                argv = self.command()[3:]
+                if pool.activate(warm, argv=argv, env=self.env, cwd=self.model_dir, log=self.log_path):
+                    self._popen = warm
+                    return warm.pid
             self._popen = subprocess.Popen(
                 self.command(),
                 stdin=subprocess.DEVNULL,
@@ -276,7 +287,9 @@ class ReplicaProcess:
         except OSError:
             return False
         args = [a.decode("utf-8", "replace") for a in argv]
-        if REPLICA_MODULE not in args or str(model_dir) not in args or not _pid_alive(pid):
+        cold = REPLICA_MODULE in args and str(model_dir) in args
+        warm = STANDBY_MODULE in args and _pidfile_names(model_dir.parent / PIDFILE, pid)
+        if not (cold or warm) or not _pid_alive(pid):
             return False
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
@@ -742,6 +755,13 @@ class HostAgent:
             return {rid: (m.proc.pid if m.proc else None) for rid, m in self._managed.items()}
 
 
+def _pidfile_names(path: Path, pid: int) -> bool:
+    try:
+        return path.read_text().strip() == str(pid)
+    except OSError:
+        return False
+
+
 def _source_roots() -> list[str]:
     # A source checkout run without an install still has to import us in the replica. Installed
     # packages are found anyway, and site-packages on PYTHONPATH would outrank the standard library.
@@ -777,9 +797,15 @@ def run_agent(settings: Settings) -> None:
     previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         agent = HostAgent(settings, make_sessionmaker(engine), lambda: make_s3_client(settings))
+        pool = StandbyPool(agent.replica_env({}, settings.replicas_dir, 0), settings.replicas_dir)
+        ReplicaProcess.standby_pool = pool
+        pool.fill()
         logger.info("host agent %s running (pid %s)", settings.host_id, os.getpid())
         agent.run(stop)
     finally:
+        if ReplicaProcess.standby_pool is not None:
+            ReplicaProcess.standby_pool.close()
+            ReplicaProcess.standby_pool = None
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         engine.dispose()

@@ -79,6 +79,12 @@ class ModelLoadError(Exception):
     """A model file exists but is not loadable TorchScript."""
 
 
+class InputShapeError(InferenceError):
+    """A tensor that does not fit a compiled model's static input shapes (the Neuron runtime refuses it)."""
+
+    status = 400
+
+
 def base_type(content_type: str | None) -> str:
     """Return a media type without parameters, lower-cased (``text/csv; charset=utf-8`` → ``text/csv``)."""
     return (content_type or "").split(";", 1)[0].strip().lower()
@@ -157,9 +163,109 @@ def _call(fn: Hook, args: tuple[Any, ...], context: Context, arity: int | None =
 # --- the PyTorch toolkit's defaults ---------------------------------------------------------------
 
 
-def default_model_fn(model_dir: str) -> Any:
-    """Load ``model.pt``, else the single ``*.pt``/``*.pth`` at the top of ``model_dir``, as TorchScript."""
+COMPILED_MANIFEST = "manifest.json"
+COMPILED_TARGET = "ml_inf1"
+
+
+class CompiledModel(torch.nn.Module):
+    """A model compiled for ``ml_inf1``, run the way the Neuron runtime runs it: static input shapes.
+
+    torch-neuron fixes every input's shape and dtype at compile time; only dim 0 may vary, and only
+    when compiled with ``--dynamic-batch-size``. Anything else fails before it reaches a NeuronCore
+    (``NRT_EXEC_BAD_INPUT``), so here it is a 400 that names the compiled shape.
+    """
+
+    def __init__(self, module: Any, inputs: list[dict[str, Any]], dynamic_batch: bool) -> None:
+        super().__init__()
+        self.module = module
+        self.inputs = inputs
+        self.dynamic_batch = dynamic_batch
+
+    def expected(self) -> str:
+        """Describe the compiled inputs, e.g. ``input0 [1, 3, 224, 224] float32``."""
+        batch = " (any size in dim 0)" if self.dynamic_batch else ""
+        return ", ".join(f"{i['name']} {list(i['shape'])} {i['dtype']}" for i in self.inputs) + batch
+
+    def check(self, args: tuple[Any, ...]) -> None:
+        """Raise InputShapeError unless ``args`` match the compiled inputs."""
+        hint = "" if self.dynamic_batch else " Compile with --dynamic-batch-size to accept any batch size in dim 0."
+        if len(args) != len(self.inputs):
+            raise InputShapeError(
+                f"The model was compiled for Inferentia with {len(self.inputs)} input(s) "
+                f"({self.expected()}) but received {len(args)}."
+            )
+        for arg, spec in zip(args, self.inputs, strict=True):
+            shape, dtype, name = list(spec["shape"]), spec["dtype"], spec["name"]
+            if not isinstance(arg, torch.Tensor):
+                raise InputShapeError(
+                    f"Input {name} must be a tensor of shape {shape} {dtype}, got {type(arg).__name__}."
+                )
+            got = list(arg.shape)
+            fits = len(got) == len(shape) and all(
+                g == s or (i == 0 and self.dynamic_batch) for i, (g, s) in enumerate(zip(got, shape, strict=True))
+            )
+            if not fits:
+                raise InputShapeError(
+                    f"Input {name} has shape {got} but the model was compiled for Inferentia with the static "
+                    f"shape {shape}{' (dim 0 dynamic)' if self.dynamic_batch else ''}; the Neuron runtime refuses "
+                    f"other shapes (NRT_EXEC_BAD_INPUT, emulated).{hint}"
+                )
+            got_dtype = str(arg.dtype).removeprefix("torch.")
+            if got_dtype != dtype:
+                raise InputShapeError(
+                    f"Input {name} has dtype {got_dtype} but the model was compiled for {dtype} "
+                    "(NRT_EXEC_BAD_INPUT, emulated). Send application/x-npy data of that dtype, or convert it "
+                    "in input_fn."
+                )
+
+    def forward(self, *args: Any) -> Any:
+        self.check(args)
+        return self.module(*args)
+
+
+def load_compiled_model(model_dir: str | Path) -> Any:
+    """Load a neurondock-compiled artifact (it holds the compiler's manifest.json) the way its runtime does."""
+    from neurondock_workers.compiler import load_compiled
+
     root = Path(model_dir)
+    manifest = json.loads((root / COMPILED_MANIFEST).read_text())
+    module = load_compiled(root)
+    if manifest.get("target") != COMPILED_TARGET:
+        return module  # ml_c5: optimised TorchScript for the CPU, no device shapes to enforce
+    resources = manifest.get("resources") or {}
+    static = (resources.get("static_shapes") or {}).get("inputs") or []
+    names = [i.get("name") for i in (manifest.get("example_inputs") or {}).get("inputs") or []]
+    inputs = [
+        {"name": names[i] if i < len(names) and names[i] else f"input{i}", "shape": s["shape"], "dtype": s["dtype"]}
+        for i, s in enumerate(static)
+    ]
+    return CompiledModel(module, inputs, 0 in (resources.get("dynamic_dims") or [])).eval()
+
+
+def is_compiled_artifact(model_dir: str | Path) -> bool:
+    """Return whether ``model_dir`` is an unpacked neurondock compiled artifact."""
+    path = Path(model_dir) / COMPILED_MANIFEST
+    if not path.is_file():
+        return False
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(manifest, dict) and manifest.get("emulated") is True and "compiler" in manifest
+
+
+def default_model_fn(model_dir: str) -> Any:
+    """Load ``model.pt``, else the single ``*.pt``/``*.pth`` at the top of ``model_dir``, as TorchScript.
+
+    A neurondock-compiled artifact (``manifest.json`` beside ``model.pt``) loads through the compiler's
+    ``load_compiled``; one compiled for ``ml_inf1`` then refuses inputs that do not fit its static shapes.
+    """
+    root = Path(model_dir)
+    if is_compiled_artifact(root):
+        try:
+            return load_compiled_model(root)
+        except RuntimeError as exc:
+            raise ModelLoadError(f"Failed to load the compiled model in {root}: {exc}") from exc
     path = root / DEFAULT_MODEL_FILENAME
     if not path.exists():
         files = sorted(p.name for p in root.iterdir() if p.is_file() and p.suffix in (".pt", ".pth"))

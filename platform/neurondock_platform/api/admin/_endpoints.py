@@ -16,7 +16,7 @@ from neurondock_platform.api.admin._auth import caller
 from neurondock_platform.api.admin._errors import BadRequest, json_body
 from neurondock_platform.db import utcnow
 from neurondock_platform.models import Endpoint, EndpointStatus, Replica
-from neurondock_platform.services import admin, compile_reports, costs, endpoints, fleet
+from neurondock_platform.services import admin, costs, endpoints, fleet
 
 STATUSES = [s.value for s in EndpointStatus]
 
@@ -54,7 +54,7 @@ def detail(endpoint: Endpoint) -> dict[str, Any]:
 def cost_of(endpoint: Endpoint) -> dict[str, Any]:
     session = context.db()
     per_hour, source = admin.invocations_last_hour(session, endpoint)
-    projection, projection_source = compile_reports.projection_for_endpoint(session, endpoint)
+    projection, projection_source = admin.projection_for_endpoint(session, endpoint)
     return costs.endpoint_cost(
         endpoint,
         traffic=costs.Traffic(per_hour, source),

@@ -1,0 +1,170 @@
+"""Admin routes for identity: tokens, who am I, and (admins only) accounts and access keys."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from flask import Blueprint, Response, request
+
+from neurondock_platform.api import context
+from neurondock_platform.api.admin import _params as params
+from neurondock_platform.api.admin import shapes
+from neurondock_platform.api.admin._auth import (
+    authenticate_request,
+    caller,
+    credentials,
+    forget_credential,
+    require_admin,
+)
+from neurondock_platform.api.admin._errors import BadRequest, Forbidden, json_body
+from neurondock_platform.models import AccessKeyStatus, Account
+from neurondock_platform.services import accounts, sessions
+from neurondock_platform.services.accounts import root_identity
+from neurondock_platform.services.fleet import iso
+
+MAX_ACCOUNT_NAME = 64
+
+
+def _root_key() -> str:
+    return root_identity(context.settings()).access_key_id
+
+
+def token_json(issued: sessions.IssuedToken) -> dict[str, object]:
+    return {
+        "token": issued.value,
+        "token_type": "Bearer",
+        "access_key_id": issued.claims.access_key_id,
+        "account_id": issued.claims.account_id,
+        "expires_at": iso(_from_epoch(issued.claims.expires_at)),
+        "expires_in": issued.claims.expires_at - issued.claims.issued_at,
+    }
+
+
+def _from_epoch(seconds: int) -> dt.datetime:
+    return dt.datetime.fromtimestamp(seconds, dt.UTC)
+
+
+def register(bp: Blueprint) -> None:
+    @bp.post("/tokens")
+    def create_token() -> Response:
+        data = params.body()
+        ttl = params.field(data, "ttl_seconds", int)
+        if ttl is not None and not sessions.MIN_TTL_SECONDS <= ttl <= sessions.MAX_TTL_SECONDS:
+            raise BadRequest(
+                f"Member 'ttl_seconds' must be between {sessions.MIN_TTL_SECONDS} and {sessions.MAX_TTL_SECONDS}."
+            )
+        header = request.headers.get("Authorization", "")
+        if header.startswith("AWS4-HMAC-SHA256"):
+            who = authenticate_request()
+            key_id = who.access_key_id
+            credential = credentials().lookup(key_id)
+            if credential is None:  # disabled between the signature check and now
+                raise sessions.InvalidCredentialsError()
+        elif header[:7].lower() == "bearer ":
+            raise Forbidden(
+                message="A bearer token cannot issue tokens: sign the request with SigV4 or send the key pair."
+            )
+        else:
+            key_id = params.field(data, "access_key_id", str, required=True)
+            secret = params.field(data, "secret_access_key", str, required=True)
+            credential = sessions.check_secret(key_id, secret, credentials().lookup)
+        issued = sessions.issue_token(key_id, credential, purpose=sessions.PURPOSE_API, ttl_seconds=ttl)
+        return json_body(token_json(issued), status=201)
+
+    @bp.get("/whoami")
+    def whoami() -> Response:
+        who = caller()
+        account = context.db().get(Account, who.account_id)
+        return json_body(
+            {
+                "account_id": who.account_id,
+                "account_name": account.name if account is not None else None,
+                "is_admin": who.is_admin,
+                "access_key_id": who.access_key_id,
+                "auth": who.method,
+                "region": context.settings().region,
+            }
+        )
+
+    @bp.get("/accounts")
+    def list_accounts() -> Response:
+        require_admin()
+        rows = [shapes.account_json(a) for a in accounts.list_accounts(context.db())]
+        items, token = params.slice_page(rows, scope="accounts")
+        return json_body({"items": items, "next_token": token})
+
+    @bp.post("/accounts")
+    def create_account() -> Response:
+        require_admin()
+        data = params.body()
+        name = params.field(data, "name", str, required=True).strip()
+        if not name or len(name) > MAX_ACCOUNT_NAME:
+            raise BadRequest(f"Member 'name' must be 1 to {MAX_ACCOUNT_NAME} characters.")
+        is_admin = params.field(data, "is_admin", bool, default=False)
+        session = context.db()
+        account, key = accounts.create_account(session, name, is_admin=is_admin)
+        session.commit()
+        return json_body(
+            {"account": shapes.account_json(account), "access_key": shapes.access_key_json(key, with_secret=True)},
+            status=201,
+        )
+
+    @bp.get("/accounts/<account_id>")
+    def describe_account(account_id: str) -> Response:
+        require_admin()
+        session = context.db()
+        account = accounts.get_account(session, account_id)
+        keys = accounts.list_access_keys(session, account.id)
+        return json_body({**shapes.account_json(account), "access_keys": [shapes.access_key_json(k) for k in keys]})
+
+    @bp.get("/accounts/<account_id>/access-keys")
+    def list_keys(account_id: str) -> Response:
+        require_admin()
+        session = context.db()
+        accounts.get_account(session, account_id)
+        rows = [shapes.access_key_json(k) for k in accounts.list_access_keys(session, account_id)]
+        items, token = params.slice_page(rows, scope=f"keys:{account_id}")
+        return json_body({"items": items, "next_token": token})
+
+    @bp.post("/accounts/<account_id>/access-keys")
+    def create_key(account_id: str) -> Response:
+        require_admin()
+        session = context.db()
+        key = accounts.create_access_key(session, account_id)
+        session.commit()
+        return json_body(shapes.access_key_json(key, with_secret=True), status=201)
+
+    @bp.get("/access-keys")
+    def list_all_keys() -> Response:
+        require_admin()
+        rows = [shapes.access_key_json(k) for k in accounts.list_access_keys(context.db())]
+        items, token = params.slice_page(rows, scope="keys")
+        return json_body({"items": items, "next_token": token})
+
+    def _set_status(access_key_id: str, status: AccessKeyStatus) -> Response:
+        require_admin()
+        session = context.db()
+        key = accounts.set_access_key_status(session, access_key_id, status, root_access_key_id=_root_key())
+        session.commit()
+        forget_credential(access_key_id)
+        return json_body(shapes.access_key_json(key))
+
+    @bp.post("/access-keys/<access_key_id>/disable")
+    def disable_key(access_key_id: str) -> Response:
+        return _set_status(access_key_id, AccessKeyStatus.INACTIVE)
+
+    @bp.post("/access-keys/<access_key_id>/enable")
+    def enable_key(access_key_id: str) -> Response:
+        return _set_status(access_key_id, AccessKeyStatus.ACTIVE)
+
+    @bp.post("/access-keys/<access_key_id>/rotate")
+    def rotate_key(access_key_id: str) -> Response:
+        require_admin()
+        session = context.db()
+        new, old = accounts.rotate_access_key(session, access_key_id, root_access_key_id=_root_key())
+        session.commit()
+        forget_credential(access_key_id)
+        return json_body(
+            {"access_key": shapes.access_key_json(new, with_secret=True), "replaced": shapes.access_key_json(old)},
+            status=201,
+        )
