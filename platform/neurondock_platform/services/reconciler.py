@@ -18,11 +18,13 @@ from dataclasses import dataclass
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from neurondock_platform.catalog import NEURON_CORES_PER_CHIP as CORES_PER_CHIP
 from neurondock_platform.db import session_scope, utcnow
 from neurondock_platform.models import (
     Endpoint,
     EndpointStatus,
     EndpointVariant,
+    Host,
     Replica,
     ReplicaState,
     Tag,
@@ -175,57 +177,157 @@ def container_hash(container: dict[str, object]) -> str:
     return hashlib.sha256(json.dumps(container, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _place(session: Session, endpoint: Endpoint, opts: ReconcileOptions) -> None:
-    """Create or move replica rows so each variant runs its desired count of its current model.
+class NeuronCoresUnavailable(Exception):
+    """The variant asks for more NeuronCores per replica than its instance type has."""
 
+
+def replica_groups(variant: EndpointVariant) -> list[list[int]]:
+    """NeuronCore groups of one instance (instance-local core ids): one replica process per group.
+
+    Off Inferentia an instance runs one replica with no cores. On ml.inf1.* each replica owns
+    ``NEURON_RT_NUM_CORES`` contiguous cores (default 1, 0 = all), as libnrt allocates them.
+    """
+    chips = chips_for(variant.instance_type)
+    if chips == 0:
+        return [[]]
+    cores = chips * CORES_PER_CHIP
+    raw = str((variant.container.get("Environment") or {}).get("NEURON_RT_NUM_CORES", "1")).strip() or "1"
+    try:
+        per_replica = int(raw)
+    except ValueError as exc:
+        raise NeuronCoresUnavailable(f"NEURON_RT_NUM_CORES must be an integer, got {raw!r}.") from exc
+    per_replica = cores if per_replica == 0 else per_replica
+    if per_replica < 0 or per_replica > cores:
+        raise NeuronCoresUnavailable(
+            f"NRT:nrt_allocate_neuron_cores NeuronCore(s) not available - Requested:{per_replica} "
+            f"Available:{cores} ({variant.instance_type} has {cores} NeuronCores)."
+        )
+    return [list(range(g * per_replica, (g + 1) * per_replica)) for g in range(cores // per_replica)]
+
+
+def _free_chip_range(host: Host, used: set[int], count: int) -> list[int] | None:
+    """First contiguous run of ``count`` free chips on the host (an instance's chips are adjacent)."""
+    for start in range(0, host.chips - count + 1):
+        run = list(range(start, start + count))
+        if not used.intersection(run):
+            return run
+    return None
+
+
+def _place(session: Session, endpoint: Endpoint, opts: ReconcileOptions) -> None:
+    """Create or move replica rows so each variant runs its desired instances of its current model.
+
+    An instance is a set of replica rows (one per NeuronCore group) on one host, on adjacent chips.
     Replicas of a variant's previous model keep serving; the new ones start as standby and take
     traffic only when all of them are ready (``_flip``).
     """
     hosts = placement.live_hosts(session, opts.heartbeat_timeout)
-    live_ids = {h.id for h in hosts}
+    by_id = {h.id: h for h in hosts}
     all_replicas = list(session.scalars(select(Replica).where(Replica.desired_state == "running")))
     variant_types = {v.id: v.instance_type for v in session.scalars(select(EndpointVariant))}
-    chips = {r.id: chips_for(variant_types.get(r.variant_id, "")) for r in all_replicas}
+    # Chips count once per instance: charge them to the instance's first group only.
+    chips = {
+        r.id: chips_for(variant_types.get(r.variant_id, "")) if not r.extra.get("group") else 0 for r in all_replicas
+    }
+    used_chips: dict[str, set[int]] = {}
+    for r in all_replicas:
+        used_chips.setdefault(r.host_id, set()).update(r.extra.get("chips") or [])
+
+    def allocate(variant: EndpointVariant) -> tuple[str, list[int]]:
+        need = chips_for(variant.instance_type)
+        candidates = placement.capacities(hosts, all_replicas, chips, variant.id)
+        while candidates:
+            choice = placement.choose_host(candidates, need)
+            run = _free_chip_range(by_id[choice.host_id], used_chips.get(choice.host_id, set()), need) if need else []
+            if run is not None:
+                used_chips.setdefault(choice.host_id, set()).update(run)
+                return choice.host_id, run
+            candidates = [c for c in candidates if c.host_id != choice.host_id]
+        raise placement.InsufficientCapacity(
+            f"InsufficientInstanceCapacity: no live host has {need} adjacent free emulated Inferentia chip(s) "
+            f"for {variant.instance_type}."
+        )
+
     for variant in endpoint.variants:
         want = container_hash(variant.container)
+        groups = replica_groups(variant)
         rows = list(session.scalars(select(Replica).where(Replica.variant_id == variant.id).order_by(Replica.ordinal)))
         for r in rows:
             if not r.extra.get("container_hash"):
-                _set_extra(r, container_hash=want)
-        current = [r for r in rows if r.extra["container_hash"] == want and r.desired_state == "running"]
+                _set_extra(r, container_hash=want, instance=r.ordinal, group=0)
         old_serving = any(r.extra["container_hash"] != want and r.desired_state == "running" for r in rows)
-        for extra_replica in current[variant.desired_instance_count :]:
-            extra_replica.desired_state = "stopped"
-        current = current[: variant.desired_instance_count]
+        instances: dict[int, list[Replica]] = {}
+        for r in rows:
+            if r.extra["container_hash"] == want and r.desired_state == "running":
+                instances.setdefault(int(r.extra.get("instance", r.ordinal)), []).append(r)
+        keep = sorted(instances)[: variant.desired_instance_count]
+        for index, members in instances.items():
+            if index not in keep:
+                for r in members:
+                    r.desired_state = "stopped"
         next_ordinal = max((r.ordinal for r in rows), default=-1) + 1
-        for replica in current:
-            if replica.host_id in live_ids:
-                continue
-            # Its host stopped heartbeating: move the instance (SystemUpdating on SageMaker).
-            caps = placement.capacities(hosts, all_replicas, chips, variant.id)
-            host = placement.choose_host(caps, chips_for(variant.instance_type))
-            replica.host_id, replica.state, replica.pid, replica.address = (
-                host.host_id,
-                ReplicaState.PENDING,
-                None,
-                None,
-            )
-        for _ in range(variant.desired_instance_count - len(current)):
-            caps = placement.capacities(hosts, all_replicas, chips, variant.id)
-            host = placement.choose_host(caps, chips_for(variant.instance_type))
-            replica = Replica(
-                endpoint_id=endpoint.id,
-                variant_id=variant.id,
-                host_id=host.host_id,
-                ordinal=next_ordinal,
-                desired_state="running",
-                extra={"container_hash": want, "standby": old_serving},
-            )
-            next_ordinal += 1
-            session.add(replica)
-            session.flush()
-            all_replicas.append(replica)
-            chips[replica.id] = chips_for(variant.instance_type)
+        next_instance = max((int(r.extra.get("instance", r.ordinal)) for r in rows), default=-1) + 1
+
+        def add_rows(
+            instance: int,
+            host_id: str,
+            chip_run: list[int],
+            group_ids: list[int],
+            *,
+            variant: EndpointVariant = variant,
+            want: str = want,
+            old_serving: bool = old_serving,
+            groups: list[list[int]] = groups,
+        ) -> None:
+            nonlocal next_ordinal
+            for g in group_ids:
+                replica = Replica(
+                    endpoint_id=endpoint.id,
+                    variant_id=variant.id,
+                    host_id=host_id,
+                    ordinal=next_ordinal,
+                    desired_state="running",
+                    extra=_group_extra(want, old_serving, instance, g, groups, chip_run),
+                )
+                next_ordinal += 1
+                session.add(replica)
+                session.flush()
+                all_replicas.append(replica)
+                chips[replica.id] = chips_for(variant.instance_type) if g == 0 else 0
+
+        for index in keep:
+            members = instances[index]
+            host_id = members[0].host_id
+            if host_id not in by_id:
+                # Its host stopped heartbeating: move the whole instance (SystemUpdating on SageMaker).
+                new_host, run = allocate(variant)
+                for r in members:
+                    g = int(r.extra.get("group", 0))
+                    r.host_id, r.state, r.pid, r.address = new_host, ReplicaState.PENDING, None, None
+                    r.extra = _group_extra(want, bool(r.extra.get("standby")), index, g, groups, run)
+                host_id = new_host
+            present = {int(r.extra.get("group", 0)) for r in members}
+            missing = [g for g in range(len(groups)) if g not in present]
+            if missing:
+                add_rows(index, host_id, list(members[0].extra.get("chips") or []), missing)
+        for _ in range(variant.desired_instance_count - len(keep)):
+            host_id, run = allocate(variant)
+            add_rows(next_instance, host_id, run, list(range(len(groups))))
+            next_instance += 1
+
+
+def _group_extra(
+    want: str, standby: bool, instance: int, group: int, groups: list[list[int]], chip_run: list[int]
+) -> dict[str, object]:
+    extra: dict[str, object] = {"container_hash": want, "standby": standby, "instance": instance, "group": group}
+    if chip_run:
+        base = chip_run[0] * CORES_PER_CHIP
+        extra.update(
+            chips=chip_run,
+            cores=[base + c for c in groups[group]],
+            replicas_per_instance=len(groups),
+        )
+    return extra
 
 
 def _set_extra(replica: Replica, **values: object) -> None:
@@ -284,6 +386,8 @@ def _converge(
                 endpoint = _check_generation(session, endpoint_id, generation)
                 _place(session, endpoint, opts)
             break
+        except NeuronCoresUnavailable as exc:
+            return _fail(factory, endpoint_id, generation, str(exc))
         except placement.InsufficientCapacity as exc:
             if clock() > capacity_deadline:
                 return _fail(factory, endpoint_id, generation, str(exc))

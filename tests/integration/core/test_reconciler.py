@@ -147,8 +147,14 @@ def test_inf1_instances_need_their_chips_on_one_host(session_factory):
     spread = add_endpoint(session_factory, instance_type="ml.inf1.xlarge", count=2)
     assert run(session_factory, spread, agent, clock) == "InService"
     with session_scope(session_factory) as s:
-        hosts = sorted(r.host_id for r in s.scalars(select(Replica).where(Replica.endpoint_id == spread)))
-        assert hosts == ["h1", "h2"]
+        rows = s.scalars(select(Replica).where(Replica.endpoint_id == spread)).all()
+        by_instance = {}
+        for r in rows:
+            by_instance.setdefault(r.extra["instance"], set()).add(r.host_id)
+        # One replica per NeuronCore: 4 per ml.inf1.xlarge, all of an instance on one host.
+        assert len(rows) == 8
+        assert sorted(h for hosts in by_instance.values() for h in hosts) == ["h1", "h2"]
+        assert sorted(tuple(r.extra["cores"]) for r in rows if r.host_id == "h1") == [(0,), (1,), (2,), (3,)]
 
 
 def test_deleting_stops_replicas_then_removes_the_endpoint(session_factory):
@@ -201,3 +207,47 @@ def test_scale_down_stops_extra_replicas(session_factory, count):
         running = s.scalars(select(Replica).where(Replica.desired_state == "running")).all()
         assert len(running) == count
         assert s.get(Endpoint, eid).variants[0].current_instance_count == count
+
+
+def _env_endpoint(factory, instance_type, env, count=1):
+    eid = add_endpoint(factory, instance_type=instance_type, count=count)
+    with session_scope(factory) as s:
+        v = s.get(Endpoint, eid).variants[0]
+        v.container = {**v.container, "Environment": env}
+    return eid
+
+
+def test_neuron_rt_num_cores_groups_cores_per_replica(session_factory):
+    add_hosts(session_factory)
+    clock = FakeClock()
+    agent = FakeAgent(session_factory, clock)
+    agent(0)
+    eid = _env_endpoint(session_factory, "ml.inf1.xlarge", {"NEURON_RT_NUM_CORES": "2"})
+    assert run(session_factory, eid, agent, clock) == "InService"
+    with session_scope(session_factory) as s:
+        cores = sorted(tuple(r.extra["cores"]) for r in s.scalars(select(Replica).where(Replica.endpoint_id == eid)))
+        assert cores == [(0, 1), (2, 3)]
+
+
+def test_more_cores_than_the_instance_has_fails_with_nrt_wording(session_factory):
+    add_hosts(session_factory)
+    clock = FakeClock()
+    agent = FakeAgent(session_factory, clock)
+    agent(0)
+    eid = _env_endpoint(session_factory, "ml.inf1.xlarge", {"NEURON_RT_NUM_CORES": "8"})
+    assert run(session_factory, eid, agent, clock) == "failed"
+    with session_scope(session_factory) as s:
+        assert "NeuronCore(s) not available - Requested:8 Available:4" in s.get(Endpoint, eid).failure_reason
+
+
+def test_instances_get_adjacent_chips_and_global_core_ids(session_factory):
+    add_hosts(session_factory, chips=(16,))
+    clock = FakeClock()
+    agent = FakeAgent(session_factory, clock)
+    agent(0)
+    eid = _env_endpoint(session_factory, "ml.inf1.6xlarge", {"NEURON_RT_NUM_CORES": "0"}, count=2)
+    assert run(session_factory, eid, agent, clock) == "InService"
+    with session_scope(session_factory) as s:
+        rows = s.scalars(select(Replica).where(Replica.endpoint_id == eid)).all()
+        assert sorted(tuple(r.extra["chips"]) for r in rows) == [(0, 1, 2, 3), (4, 5, 6, 7)]
+        assert sorted(r.extra["cores"][0] for r in rows) == [0, 16]

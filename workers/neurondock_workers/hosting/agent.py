@@ -32,6 +32,7 @@ from neurondock_platform.config import Settings
 from neurondock_platform.dataplane import protocol
 from neurondock_platform.db import make_engine, make_sessionmaker, session_scope, utcnow
 from neurondock_platform.models import EndpointVariant, Host, Replica, ReplicaState
+from neurondock_workers.hosting import neuron
 from neurondock_workers.hosting.artifacts import ModelDataError, fetch_model_data
 from neurondock_workers.hosting.replica import FAILED_MARKER, LISTENING_MARKER, describe_exception
 from neurondock_workers.hosting.s3 import make_s3_client
@@ -324,6 +325,8 @@ class _Launch:
     managed: _Managed
     container: dict[str, Any]
     startup_timeout: float
+    # The NeuronCores and chips the reconciler gave this replica (empty off Inferentia).
+    neuron: dict[str, Any] = field(default_factory=dict)
 
 
 class HostAgent:
@@ -433,7 +436,9 @@ class HostAgent:
                     # The row already says Starting (and counted the restart) since the crash.
                     fresh = _Managed(replica.id, crashes=managed.crashes)
                     self._managed[replica.id] = fresh
-                    launches.append(_Launch(fresh, dict(variant.container or {}), self._timeout_for(variant)))
+                    launches.append(
+                        _Launch(fresh, dict(variant.container or {}), self._timeout_for(variant), _neuron(replica))
+                    )
                 return
             if managed.phase == "failed" and replica.state != ReplicaState.PENDING:
                 # A failed replica waits for the reconciler to ask again (by setting it Pending).
@@ -454,7 +459,7 @@ class HostAgent:
         replica.failure_reason = None
         if restart:
             replica.restarts += 1
-        launches.append(_Launch(managed, dict(variant.container or {}), self._timeout_for(variant)))
+        launches.append(_Launch(managed, dict(variant.container or {}), self._timeout_for(variant), _neuron(replica)))
 
     def _record_crash(self, replica: Replica, managed: _Managed, now: float) -> None:
         code = managed.proc.returncode if managed.proc is not None else None
@@ -508,7 +513,13 @@ class HostAgent:
                 self._s3 = self.s3_client_factory()
             return self._s3
 
-    def replica_env(self, container: Mapping[str, Any], model_dir: Path, replica_id: int) -> dict[str, str]:
+    def replica_env(
+        self,
+        container: Mapping[str, Any],
+        model_dir: Path,
+        replica_id: int,
+        neuron_assignment: Mapping[str, Any] | None = None,
+    ) -> dict[str, str]:
         """Return the environment a replica runs with: the container's Environment over SageMaker defaults."""
         # Never hand the platform's own credentials to user code.
         env = {k: v for k, v in os.environ.items() if not k.startswith(("NEURONDOCK_", "AWS_"))}
@@ -530,6 +541,10 @@ class HostAgent:
         # The SDK sends /opt/ml/model/code; here the code lives under this replica's model dir.
         env["SAGEMAKER_SUBMIT_DIRECTORY"] = str(model_dir / "code")
         env["NEURONDOCK_REPLICA_ID"] = str(replica_id)
+        cores = (neuron_assignment or {}).get("cores")
+        if cores:
+            # libnrt semantics: the process owns exactly these cores (inferentia.md §3.2).
+            env["NEURON_RT_VISIBLE_CORES"] = neuron.core_range(cores)
         return env
 
     def _start_replica(self, launch: _Launch) -> None:
@@ -549,11 +564,15 @@ class HostAgent:
             if managed.cancel.is_set():
                 managed.phase = "cancelled"
                 return
+            misfit = neuron.check_fit(model_dir, launch.neuron)
+            if misfit is not None:
+                _append_log(log_path, misfit)
+                raise ReplicaStartError(misfit)
             proc = self.process_cls(
                 rid,
                 model_dir,
                 log_path,
-                self.replica_env(launch.container, model_dir, rid),
+                self.replica_env(launch.container, model_dir, rid, launch.neuron),
                 bind=self.settings.host_address,
             )
             managed.proc = proc
@@ -753,6 +772,11 @@ class HostAgent:
         """Return replica id → pid of the processes this agent runs (for diagnostics and tests)."""
         with self._lock:
             return {rid: (m.proc.pid if m.proc else None) for rid, m in self._managed.items()}
+
+
+def _neuron(replica: Replica) -> dict[str, Any]:
+    extra = replica.extra or {}
+    return {k: extra[k] for k in ("cores", "chips", "replicas_per_instance") if k in extra}
 
 
 def _pidfile_names(path: Path, pid: int) -> bool:

@@ -1,0 +1,151 @@
+"""What operators look at: replicas on hosts with their emulated NeuronCores, logs, errors, metrics, history."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+
+def test_endpoint_detail_shows_variants_replicas_hosts_and_cores(api, world, settings):
+    world("small", instance_type="ml.inf1.xlarge", count=2)
+    world("big", instance_type="ml.inf1.6xlarge", count=1)
+    small = api.ok("GET", "/endpoints/small")
+    variant = small["variants"][0]
+    assert variant["hardware"]["neuron_cores"] == 4 and variant["hardware"]["emulated"] is True
+    replicas = variant["replicas"]
+    assert [r["chips"] for r in replicas] == [[0], [1]]
+    assert [r["neuron_cores"] for r in replicas] == [[0, 1, 2, 3], [4, 5, 6, 7]]
+    assert {r["neuron_cores_source"] for r in replicas} == {"derived"}
+    assert all(r["host_id"] == settings.host_id and r["state"] == "Ready" for r in replicas)
+    # The replica "process" is this test process, on this host: its memory is read from /proc.
+    assert replicas[0]["host_memory_bytes"] > 1024 * 1024
+    big = api.ok("GET", "/endpoints/big")["variants"][0]["replicas"][0]
+    assert big["chips"] == [2, 3, 4, 5] and big["neuron_cores"] == list(range(8, 24))
+
+    host = api.ok("GET", f"/hosts/{settings.host_id}")
+    assert host["emulated"] and host["live"]
+    assert host["chip_count"] == 16 and host["neuron_core_count"] == 64
+    assert host["chips_in_use"] == 6 and host["neuron_cores_in_use"] == 24
+    chip0 = host["chips"][0]
+    assert chip0["pci_bdf"] == "0000:00:1c.0" and chip0["connected_to"] == [1]
+    assert chip0["neuron_cores"][0]["owner"] == "small/AllTraffic"
+    assert chip0["neuron_cores"][0]["utilization_percent"] is None  # needs the runtime's counters
+    assert host["chips"][6]["neuron_cores"][0]["in_use"] is False
+
+    hosts = api.ok("GET", "/hosts")
+    assert hosts["emulated"] and "chips" not in hosts["items"][0]
+    assert "chips" in api.ok("GET", "/hosts", query={"detail": "true"})["items"][0]
+    assert api.get("/hosts/no-such-host").status_code == 404
+
+    ls = api.ok("GET", f"/hosts/{settings.host_id}/neuron-ls")
+    assert ls["emulated"] and len(ls["neuron_devices"]) == 16
+    assert ls["neuron_devices"][2]["neuron_processes"][0]["command"] == "neurondock-replica big/AllTraffic"
+    assert ls["neuron_devices"][3]["connected_to"] == [4, 2]
+
+
+def test_cores_the_runtime_reports_win_over_derived_ones(api, world, session_factory):
+    from neurondock_platform.db import session_scope
+    from neurondock_platform.models import Replica
+
+    ids = world("e1", instance_type="ml.inf1.xlarge")["replica_ids"]
+    with session_scope(session_factory) as session:
+        replica = session.get(Replica, ids[0])
+        replica.extra = {**replica.extra, "neuron_cores": [12, 13, 14, 15], "device_memory_bytes": 33_602_652}
+    r = api.ok("GET", "/endpoints/e1/replicas")["items"][0]
+    assert r["neuron_cores"] == [12, 13, 14, 15] and r["chips"] == [3]
+    assert r["neuron_cores_source"] == "reported" and r["device_memory_bytes"] == 33_602_652
+
+
+def test_logs_tail_and_follow_with_a_cursor(api, world, settings):
+    rid = world("e1", instance_type="ml.c5.large")["replica_ids"][0]
+    log = settings.replicas_dir / str(rid) / "replica.log"
+    log.parent.mkdir(parents=True)
+    log.write_text("--- neurondock: starting replica\nline 1\nline 2\n")
+    first = api.ok("GET", "/endpoints/e1/logs")
+    chunk = first["replicas"][0]
+    assert chunk["source"] == "file" and chunk["lines"][-2:] == ["line 1", "line 2"]
+    with log.open("a") as f:
+        f.write("line 3\npartial")
+    more = api.ok("GET", "/endpoints/e1/logs", query={"cursor": first["cursor"]})
+    assert more["replicas"][0]["lines"] == ["line 3"]  # the unfinished line waits
+    with log.open("a") as f:
+        f.write(" done\n")
+    rest = api.ok("GET", "/endpoints/e1/logs", query={"cursor": more["cursor"]})
+    assert rest["replicas"][0]["lines"] == ["partial done"]
+    assert api.ok("GET", "/endpoints/e1/logs", query={"lines": 1})["replicas"][0]["lines"] == ["partial done"]
+    assert api.get("/endpoints/e1/logs", query={"cursor": "bogus"}).status_code == 400
+    assert api.ok("GET", "/endpoints/e1/logs", query={"replica_id": rid + 999})["replicas"] == []
+
+
+def test_logs_fall_back_to_the_stored_tail_when_the_file_is_elsewhere(api, world):
+    world("e1", instance_type="ml.c5.large")
+    chunk = api.ok("GET", "/endpoints/e1/logs")["replicas"][0]
+    assert chunk["source"] == "database"
+    assert chunk["lines"] == ["stored tail line", "invocation failed with status 500: stored boom"]
+
+
+def test_recent_errors_come_from_replica_logs_and_failures(api, world, settings, session_factory):
+    from neurondock_platform.db import session_scope
+    from neurondock_platform.models import Replica
+
+    ids = world("e1", instance_type="ml.c5.large", count=2)["replica_ids"]
+    log = settings.replicas_dir / str(ids[0]) / "replica.log"
+    log.parent.mkdir(parents=True)
+    log.write_text(
+        "Traceback (most recent call last):\nValueError: bad input\n"
+        "invocation failed with status 400: ValueError: bad input\nok\n"
+    )
+    with session_scope(session_factory) as session:
+        failed = session.get(Replica, ids[1])
+        failed.state, failed.failure_reason = "Failed", "the replica exited with code 1"
+    items = api.ok("GET", "/endpoints/e1/errors")["items"]
+    by_kind = {i["kind"]: i for i in items}
+    assert by_kind["invocation"]["status"] in (400, 500)
+    assert any(i["message"] == "ValueError: bad input" and i["source"] == "replica log" for i in items)
+    assert by_kind["replica"]["message"] == "the replica exited with code 1"
+    assert by_kind["replica"]["time"] is not None
+
+
+def test_metrics_say_when_nothing_records_them_and_use_a_source_when_one_exists(api, world):
+    from neurondock_platform.services import admin
+
+    world("e1", instance_type="ml.c5.large")
+    series = api.ok("GET", "/endpoints/e1/metrics", query={"metric": "ModelLatency", "statistic": "p99"})
+    assert series["available"] is False and "metrics" in series["reason"]
+    assert series["unit"] == "Microseconds" and series["points"] == []
+
+    setup = api.ok("GET", "/endpoints/e1/metrics", query={"metric": "ModelSetupTime", "statistic": "Maximum"})
+    assert setup["available"] is True and setup["points"][0]["value"] == 1_250_000.0
+
+    now = dt.datetime.now(dt.UTC)
+
+    def fake_source(session, query):
+        if query.metric != "Invocations":
+            return None
+        return [(now - dt.timedelta(minutes=2), 30.0), (now - dt.timedelta(minutes=1), 60.0)]
+
+    admin.register_metrics_source(fake_source)
+    try:
+        got = api.ok("GET", "/endpoints/e1/metrics", query={"metric": "Invocations", "statistic": "Sum"})
+        assert got["available"] and [p["value"] for p in got["points"]] == [30.0, 60.0]
+        cost = api.ok("GET", "/endpoints/e1/costs")
+        observed = cost["per_million_at_observed_traffic"]
+        assert observed["invocations_per_hour"] == 90.0
+        assert observed["usd"] == pytest.approx(0.085 * 1e6 / 90, rel=1e-3)
+    finally:
+        admin._SOURCES.remove(fake_source)
+    bad = api.get("/endpoints/e1/metrics", query={"start": "2030-01-01T00:00:00Z", "end": "2029-01-01T00:00:00Z"})
+    assert bad.status_code == 400
+
+
+def test_history_is_derived_from_the_endpoints_records(api, world):
+    world("e1", instance_type="ml.c5.large")
+    history = api.ok("GET", "/endpoints/e1/history")
+    events = [e["event"] for e in history["items"]]
+    assert events[0] == "EndpointCreated"
+    assert "ReplicaPlaced" in events and "ReplicaReady" in events
+    assert "LastModified" in events
+    times = [e["time"] for e in history["items"]]
+    assert times == sorted(times)
+    assert "Derived" in history["note"]
