@@ -8,9 +8,8 @@ from neurondock_workers.hosting.neuron import check_fit, core_range
 
 
 def _manifest(tmp_path, cores: int, per_replica_bytes: int):
-    (tmp_path / "manifest.json").write_text(
-        json.dumps({"resources": {"neuroncores_per_replica": cores, "device_memory_per_replica_bytes": per_replica_bytes}})
-    )
+    resources = {"neuroncores_per_replica": cores, "device_memory_per_replica_bytes": per_replica_bytes}
+    (tmp_path / "manifest.json").write_text(json.dumps({"resources": resources}))
     return tmp_path
 
 
