@@ -22,6 +22,7 @@ Compiles of the same input, options, shapes, target and compiler version hit the
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -35,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from boto3.exceptions import Boto3Error
 from botocore.exceptions import BotoCoreError, ClientError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -66,6 +68,7 @@ class RunnerConfig:
     heartbeat_interval: float = 0.5
     max_attempts: int = compilation_jobs.MAX_ATTEMPTS
     memory_limit_bytes: int | None = DEFAULT_MEMORY_LIMIT
+    # None: MaxRuntimeInSeconds x torch threads + 60 s of CPU time.
     cpu_limit_s: int | None = None
     torch_threads: int = 1
     measure_budget_s: float = 1.5
@@ -87,10 +90,12 @@ class RunnerConfig:
 class _JobFailure(Exception):
     """The job FAILS with this FailureReason (and these log lines, when the compiler wrote none)."""
 
-    def __init__(self, reason: str, log_text: str | None = None) -> None:
+    def __init__(self, reason: str, log_text: str | None = None, *, output_writable: bool = True) -> None:
         super().__init__(reason)
         self.reason = reason
         self.log_text = log_text
+        # False when writing to S3OutputLocation is what failed: no report or log is attempted there.
+        self.output_writable = output_writable
 
 
 @dataclass(frozen=True)
@@ -209,6 +214,55 @@ def kill_orphan_compile(owner: str, pid: int, host_id: str) -> bool:
     return True
 
 
+def lookup_cached(
+    model_path: Path,
+    data_input_config: str,
+    compiler_options: str | None,
+    target: str,
+    cache_dir: Path | None,
+    workdir: Path,
+) -> Any:
+    """Return the cached CompileResult for this input, or None, without starting a compile child.
+
+    The key is the compiler's own (``CompileCache.key``: input hash, options, shapes, target, compiler
+    version), so a hit is exactly what ``compile_model`` would have returned from its cache; anything
+    that does not parse is left to the child, which reports it properly.
+    """
+    from neurondock_workers.compiler import (
+        COMPILER_VERSION,
+        CompileCache,
+        CompilerError,
+        CompileResult,
+        parse_compiler_options,
+        parse_data_input_config,
+    )
+
+    if cache_dir is None or not model_path.is_file() or model_path.is_symlink():
+        return None
+    started = time.perf_counter()
+    try:
+        options = parse_compiler_options(compiler_options)
+        specs = parse_data_input_config(data_input_config)
+    except CompilerError:
+        return None
+    digest = hashlib.sha256()
+    with model_path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    key = CompileCache.key(digest.hexdigest(), options, specs, target, COMPILER_VERSION)
+    entry = CompileCache(cache_dir).get(key)
+    if entry is None:
+        return None
+    workdir.mkdir(parents=True, exist_ok=True)
+    artifact, log_path = workdir / "artifact.tar.gz", workdir / "compile.log"
+    shutil.copyfile(entry.artifact, artifact)
+    shutil.copyfile(entry.log, log_path)
+    result = CompileResult.from_dict({**entry.result, "artifact_path": str(artifact), "log_path": str(log_path)})
+    result.cache_hit = True
+    result.compile_seconds = time.perf_counter() - started
+    return result
+
+
 class _Lease:
     """Heartbeat the claim from a thread and remember the status the database reports."""
 
@@ -282,11 +336,11 @@ class _Attempt:
             with _Lease(self.factory, self.job.id, self.owner, self.config.heartbeat_interval) as lease:
                 return self._run(lease)
         except _JobFailure as failure:
-            return self._fail(failure.reason, failure.log_text)
+            return self._fail(failure.reason, failure.log_text, write_output=failure.output_writable)
         except Exception as exc:
             log.exception("compilation job %s failed unexpectedly", self.job.name)
             detail = str(exc).splitlines()[0] if str(exc) else ""
-            return self._fail(f"{UNEXPECTED} ({type(exc).__name__}: {detail})", None)
+            return self._fail(f"{UNEXPECTED} ({type(exc).__name__}: {detail})", None, write_output=True)
         finally:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
@@ -302,6 +356,16 @@ class _Attempt:
         model_path = self._download()
         if lease.should_stop():
             return self._stopped(lease)
+        cached = lookup_cached(
+            model_path,
+            self.job.data_input_config,
+            self.job.compiler_options,
+            self.job.target,
+            self.config.cache_dir,
+            self.workdir / "cached",
+        )
+        if cached is not None:
+            return self._complete(cached.artifact_path, cached.log_path, cached)
         remaining = self.job.max_runtime_seconds - (self.clock() - self.started)
         if remaining <= 0:
             raise _JobFailure(CompileTimeoutError(seconds=self.job.max_runtime_seconds).failure_reason)
@@ -315,11 +379,14 @@ class _Attempt:
             torch_threads=self.config.torch_threads,
             measure_budget_s=self.config.measure_budget_s,
         )
+        # The wall-clock limit is enforced by this process; the CPU limit is the child's own backstop,
+        # so a compile orphaned by a killed worker cannot run on much past MaxRuntimeInSeconds.
+        cpu_limit = self.config.cpu_limit_s or self.job.max_runtime_seconds * max(1, self.config.torch_threads) + 60
         process = CompileProcess(
             request,
             max_runtime_s=remaining,
             memory_limit_bytes=self.config.memory_limit_bytes,
-            cpu_limit_s=self.config.cpu_limit_s,
+            cpu_limit_s=cpu_limit,
         )
         process.start()
         lease.beat(child_pid=process.pid)
@@ -358,7 +425,7 @@ class _Attempt:
         path.parent.mkdir(parents=True)
         try:
             self.s3.download_file(bucket, key, str(path))
-        except (ClientError, BotoCoreError) as exc:
+        except (ClientError, BotoCoreError, Boto3Error) as exc:
             reason = InputConfigurationError(
                 reason=f"Unable to download the model from {uri} ({_s3_error(exc)}). Check that InputConfig.S3Uri "
                 "names an existing model.tar.gz that the job can read."
@@ -374,7 +441,8 @@ class _Attempt:
         return _JobFailure(
             "ClientError: OutputConfiguration: Unable to upload the compiled model to "
             f"{uri} ({_s3_error(exc)}). Check that OutputConfig.S3OutputLocation names a bucket the job can "
-            "write to."
+            "write to.",
+            output_writable=False,
         )
 
     # -- outcomes ----------------------------------------------------------------------------------
@@ -390,7 +458,7 @@ class _Attempt:
             self._put(self.uris["manifest.json"], _json(manifest), "application/json")
             self._put(self.uris["report.json"], _json(report), "application/json")
             self._put(self.uris["compile.log"], log_path.read_bytes(), "text/plain; charset=utf-8")
-        except (ClientError, BotoCoreError) as exc:
+        except (ClientError, BotoCoreError, Boto3Error) as exc:
             raise self._upload_failure(self.job.model_artifacts, exc) from None
         with session_scope(self.factory) as session:
             status = compilation_jobs.finish_completed(
@@ -410,17 +478,17 @@ class _Attempt:
         )
         return status or "lost"
 
-    def _fail(self, reason: str, log_text: str | None) -> str:
+    def _fail(self, reason: str, log_text: str | None, *, write_output: bool) -> str:
         text = log_text or f"ERROR: {reason}\n"
         objects: dict[str, str] = {}
-        try:  # best effort: the output location may be the very thing that failed
-            self._put(
-                self.uris["report.json"], _json(self._report(CompilationJobStatus.FAILED, reason)), "application/json"
-            )
-            self._put(self.uris["compile.log"], text.encode(), "text/plain; charset=utf-8")
-            objects = {k: v for k, v in self.uris.items() if k != "manifest.json"}
-        except (ClientError, BotoCoreError) as exc:
-            log.info("could not write the report of failed job %s: %s", self.job.name, _s3_error(exc))
+        if write_output:
+            report = _json(self._report(CompilationJobStatus.FAILED, reason))
+            try:  # best effort: the job fails with its reason either way
+                self._put(self.uris["report.json"], report, "application/json")
+                self._put(self.uris["compile.log"], text.encode(), "text/plain; charset=utf-8")
+                objects = {k: v for k, v in self.uris.items() if k != "manifest.json"}
+            except (ClientError, BotoCoreError, Boto3Error) as exc:
+                log.info("could not write the report of failed job %s: %s", self.job.name, _s3_error(exc))
         with session_scope(self.factory) as session:
             status = compilation_jobs.finish_failed(
                 session,
@@ -476,6 +544,8 @@ def _json(data: Any) -> bytes:
 
 
 def _s3_error(exc: Exception) -> str:
+    if isinstance(exc.__cause__ or exc.__context__, ClientError):
+        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]  # boto3 wraps transfer errors
     if isinstance(exc, ClientError):
         error = exc.response.get("Error", {})
         code = str(error.get("Code") or "")

@@ -57,6 +57,7 @@ DEFAULT_MAX_RUNTIME_SECONDS = 900
 MAX_ATTEMPTS = 3
 FAILURE_REASON_MAX = 1024
 LOG_TAIL_LINES = 20
+LOG_TAIL_MAX_CHARS = 8192
 ECR = "763104351884.dkr.ecr.{region}.amazonaws.com"
 # InferenceImage per target: the AWS DLC that serves what the compiler wrote (the reconciler maps both).
 INFERENCE_IMAGES = {
@@ -518,6 +519,6 @@ def finish_stopped(session: Session, job_id: int, owner: str) -> str | None:
     return str(job.status)
 
 
-def tail(text: str, lines: int = LOG_TAIL_LINES) -> str:
-    """Return the last ``lines`` lines of a log."""
-    return "\n".join(text.strip().splitlines()[-lines:])
+def tail(text: str, lines: int = LOG_TAIL_LINES, max_chars: int = LOG_TAIL_MAX_CHARS) -> str:
+    """Return the last ``lines`` lines of a log, at most ``max_chars`` characters of them."""
+    return "\n".join(text.strip().splitlines()[-lines:])[-max_chars:]

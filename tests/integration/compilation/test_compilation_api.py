@@ -119,58 +119,53 @@ def test_a_duplicate_name_is_resource_in_use_whatever_its_case(ok, fails, dispat
     assert len(dispatcher.sent) == 1
 
 
-@pytest.mark.parametrize("operation", ["DescribeCompilationJob", "StopCompilationJob", "DeleteCompilationJob"])
-def test_a_missing_job_is_resource_not_found(fails, operation):
-    message = fails(operation, {"CompilationJobName": "nope"}, code="ResourceNotFound")
-    assert message == "Could not find compilation job 'nope'."
+def test_a_missing_job_is_resource_not_found(fails):
+    for operation in ("DescribeCompilationJob", "StopCompilationJob", "DeleteCompilationJob"):
+        message = fails(operation, {"CompilationJobName": "nope"}, code="ResourceNotFound")
+        assert message == "Could not find compilation job 'nope'.", operation
 
 
 # --- what neurondock compiles --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("target", ["ml_g4dn", "ml_inf2", "jetson_nano"])
-def test_only_ml_inf1_and_ml_c5_are_supported_targets(fails, target):
-    message = fails("CreateCompilationJob", with_output(job_request(), TargetDevice=target))
-    assert f"Value '{target}' at 'outputConfig.targetDevice'" in message
-    assert "supported target devices: [ml_inf1, ml_c5]" in message
-
-
-def test_an_unknown_target_device_fails_the_enum(fails):
+def test_only_ml_inf1_and_ml_c5_are_supported_targets(fails, dispatcher):
+    for target in ("ml_g4dn", "ml_inf2", "jetson_nano"):
+        message = fails("CreateCompilationJob", with_output(job_request(), TargetDevice=target))
+        assert f"Value '{target}' at 'outputConfig.targetDevice'" in message
+        assert "supported target devices: [ml_inf1, ml_c5]" in message
     message = fails("CreateCompilationJob", with_output(job_request(), TargetDevice="ml_tpu"))
     assert "Member must satisfy enum value set" in message
-
-
-def test_target_platform_is_refused_naming_the_supported_devices(fails):
     request = with_output(job_request(), TargetDevice=None, TargetPlatform={"Os": "LINUX", "Arch": "X86_64"})
     message = fails("CreateCompilationJob", request)
     assert "outputConfig.targetPlatform" in message and "[ml_inf1, ml_c5]" in message
+    assert dispatcher.sent == []
 
 
-@pytest.mark.parametrize("framework", ["TENSORFLOW", "ONNX", "MXNET"])
-def test_only_pytorch_is_compiled(fails, framework):
-    message = fails("CreateCompilationJob", with_input(job_request(), Framework=framework))
-    assert "neurondock compiles PyTorch models only" in message
-    assert f"Value '{framework}' at 'inputConfig.framework'" in message
+def test_only_pytorch_is_compiled(fails):
+    for framework in ("TENSORFLOW", "ONNX", "MXNET"):
+        message = fails("CreateCompilationJob", with_input(job_request(), Framework=framework))
+        assert "neurondock compiles PyTorch models only" in message
+        assert f"Value '{framework}' at 'inputConfig.framework'" in message
 
 
-@pytest.mark.parametrize(
-    ("config", "reason"),
-    [
-        ("{input0: [1,3]}", "DataInputConfig is not valid JSON"),
-        ("{}", "DataInputConfig must name at least one input shape"),
-        ("[]", "DataInputConfig must name at least one input shape"),
-        ('{"input0": [1, -3]}', "every dimension must be a positive integer"),
-        ('{"input0": [1, 3.5]}', "every dimension must be a positive integer"),
-        ('{"input0": "1,3"}', "the shape must be a non-empty list of integers"),
-        ('{"ids": {"shape": [1, 8], "dtype": "complex64"}}', "dtype 'complex64' is not one of"),
-        ("[[1,1,1,1,1,1,1,1,1]]", "at most 8 dimensions"),
-        ('"x"', "DataInputConfig must name at least one input shape"),
-    ],
-)
-def test_data_input_config_is_validated_up_front(fails, dispatcher, config, reason):
-    message = fails("CreateCompilationJob", with_input(job_request(), DataInputConfig=config))
-    assert "'inputConfig.dataInputConfig'" in message
-    assert reason in message
+BAD_DATA_INPUT_CONFIGS = [
+    ("{input0: [1,3]}", "DataInputConfig is not valid JSON"),
+    ("{}", "DataInputConfig must name at least one input shape"),
+    ("[]", "DataInputConfig must name at least one input shape"),
+    ('{"input0": [1, -3]}', "every dimension must be a positive integer"),
+    ('{"input0": [1, 3.5]}', "every dimension must be a positive integer"),
+    ('{"input0": "1,3"}', "the shape must be a non-empty list of integers"),
+    ('{"ids": {"shape": [1, 8], "dtype": "complex64"}}', "dtype 'complex64' is not one of"),
+    ("[[1,1,1,1,1,1,1,1,1]]", "at most 8 dimensions"),
+    ('"x"', "DataInputConfig must name at least one input shape"),
+]
+
+
+def test_data_input_config_is_validated_up_front(fails, dispatcher):
+    for config, reason in BAD_DATA_INPUT_CONFIGS:
+        message = fails("CreateCompilationJob", with_input(job_request(), DataInputConfig=config))
+        assert "'inputConfig.dataInputConfig'" in message, config
+        assert reason in message, (config, message)
     assert dispatcher.sent == []
 
 
@@ -188,51 +183,43 @@ def test_the_dtype_extension_is_accepted(ok):
     }
 
 
-@pytest.mark.parametrize(
-    "options",
-    [
-        '"--verbose 1 --num-neuroncores 2 -O2"',  # the SageMaker API documentation's own example
-        "--fast-math none",
-        '["--fp32-cast", "matmult-bf16", "--dynamic-batch-size"]',
-        '{"--fast-math": "fp32-cast-matmult no-fast-relayout", "--neuroncore-pipeline-cores": 4}',
-        '{"dynamic_batch_size": true, "O": 3}',
-        "--enable-saturate-infinity",
-    ],
-)
-def test_compiler_options_that_neuron_takes_are_accepted(ok, options):
-    ok("CreateCompilationJob", with_output(job_request("opts"), CompilerOptions=options))
+GOOD_COMPILER_OPTIONS = [
+    '"--verbose 1 --num-neuroncores 2 -O2"',  # the SageMaker API documentation's own example
+    "--fast-math none",
+    '["--fp32-cast", "matmult-bf16", "--dynamic-batch-size"]',
+    '{"--fast-math": "fp32-cast-matmult no-fast-relayout", "--neuroncore-pipeline-cores": 4}',
+    '{"dynamic_batch_size": true, "O": 3}',
+    "--enable-saturate-infinity",
+]
+BAD_COMPILER_OPTIONS = [
+    ("--frobnicate", "unknown flag '--frobnicate'. Supported: --fast-math"),
+    ('"--fast-math turbo"', "--fast-math value 'turbo' is not one of all, none"),
+    ("--neuroncore-pipeline-cores 65", "--neuroncore-pipeline-cores takes an integer from 1 to 64, got '65'"),
+    ("-O7", "-O takes an integer from 1 to 3, got '7'"),
+    ("--fp32-cast everything", "--fp32-cast takes one of all, matmult"),
+    ("123", "expected a JSON string, list or object, got int"),
+    ("--dynamic-batch-size maybe", "--dynamic-batch-size takes true or false, got 'maybe'"),
+    ("fast-math", "unexpected value 'fast-math' (every setting starts with a flag)"),
+]
 
 
-@pytest.mark.parametrize(
-    ("options", "reason"),
-    [
-        ("--frobnicate", "unknown flag '--frobnicate'. Supported: --fast-math"),
-        ('"--fast-math turbo"', "--fast-math value 'turbo' is not one of all, none"),
-        ("--neuroncore-pipeline-cores 65", "--neuroncore-pipeline-cores takes an integer from 1 to 64, got '65'"),
-        ("-O7", "-O takes an integer from 1 to 3, got '7'"),
-        ("--fp32-cast everything", "--fp32-cast takes one of all, matmult"),
-        ("123", "expected a JSON string, list or object, got int"),
-        ("--dynamic-batch-size maybe", "--dynamic-batch-size takes true or false, got 'maybe'"),
-        ("fast-math", "unexpected value 'fast-math' (every setting starts with a flag)"),
-    ],
-)
-def test_unknown_or_bad_compiler_options_are_refused_with_the_reason(fails, dispatcher, options, reason):
-    message = fails("CreateCompilationJob", with_output(job_request(), CompilerOptions=options))
-    assert "'outputConfig.compilerOptions'" in message
-    assert reason in message
+def test_compiler_options_that_neuron_takes_are_accepted(ok):
+    for index, options in enumerate(GOOD_COMPILER_OPTIONS):
+        ok("CreateCompilationJob", with_output(job_request(f"opts{index}"), CompilerOptions=options))
+
+
+def test_unknown_or_bad_compiler_options_are_refused_with_the_reason(fails, dispatcher):
+    for options, reason in BAD_COMPILER_OPTIONS:
+        message = fails("CreateCompilationJob", with_output(job_request(), CompilerOptions=options))
+        assert "'outputConfig.compilerOptions'" in message, options
+        assert reason in message, (options, message)
     assert dispatcher.sent == []
 
 
-@pytest.mark.parametrize(
-    ("member", "value", "path"),
-    [
-        ("S3Uri", "https://example.com/model.tar.gz", "inputConfig.s3Uri"),
-        ("S3Uri", "s3://bucket-only/", "inputConfig.s3Uri"),
-    ],
-)
-def test_the_model_must_be_an_s3_object(fails, member, value, path):
-    message = fails("CreateCompilationJob", with_input(job_request(), **{member: value}))
-    assert f"'{path}'" in message and "s3://<bucket>/<key>" in message
+def test_the_model_must_be_an_s3_object(fails):
+    for uri in ("https://example.com/model.tar.gz", "s3://bucket-only/"):
+        message = fails("CreateCompilationJob", with_input(job_request(), S3Uri=uri))
+        assert "'inputConfig.s3Uri'" in message and "s3://<bucket>/<key>" in message, uri
 
 
 def test_the_output_location_must_be_an_s3_uri(fails):
@@ -256,16 +243,13 @@ def test_every_violation_is_reported_at_once(fails):
     assert message.startswith("3 validation errors detected: ")
 
 
-@pytest.mark.parametrize(
-    ("overrides", "fragment"),
-    [
+def test_botocore_shape_rules_apply(fails):
+    for overrides, fragment in (
         ({"CompilationJobName": "bad_name!"}, "at 'compilationJobName' failed to satisfy constraint"),
         ({"StoppingCondition": {"MaxRuntimeInSeconds": 0}}, "'stoppingCondition.maxRuntimeInSeconds'"),
         ({"RoleArn": "not-a-role"}, "at 'roleArn'"),
-    ],
-)
-def test_botocore_shape_rules_apply(fails, overrides, fragment):
-    assert fragment in fails("CreateCompilationJob", job_request(**overrides))
+    ):
+        assert fragment in fails("CreateCompilationJob", job_request(**overrides)), overrides
 
 
 def test_max_runtime_defaults_to_900_seconds_when_not_given(ok, session_factory):
@@ -303,25 +287,25 @@ def test_stop_of_a_finished_job_changes_nothing(ok, session_factory):
     assert ok("DescribeCompilationJob", {"CompilationJobName": "done"})["CompilationJobStatus"] == "FAILED"
 
 
-@pytest.mark.parametrize("status", ["STARTING", "INPROGRESS", "STOPPING"])
-def test_an_unfinished_job_cannot_be_deleted(ok, fails, session_factory, status):
+def test_an_unfinished_job_cannot_be_deleted(ok, fails, session_factory):
     ok("CreateCompilationJob", job_request("busy"))
-    _set_job(session_factory, "busy", status=status)
-    message = fails("DeleteCompilationJob", {"CompilationJobName": "busy"})
-    assert f"while its status is {status}" in message and "StopCompilationJob" in message
+    for status in ("STARTING", "INPROGRESS", "STOPPING"):
+        _set_job(session_factory, "busy", status=status)
+        message = fails("DeleteCompilationJob", {"CompilationJobName": "busy"})
+        assert f"while its status is {status}" in message and "StopCompilationJob" in message
 
 
-@pytest.mark.parametrize("status", ["COMPLETED", "FAILED", "STOPPED"])
-def test_a_finished_job_is_deleted_with_its_tags(ok, fails, session_factory, status):
+def test_a_finished_job_is_deleted_with_its_tags(ok, fails, session_factory):
     tags = [{"Key": "team", "Value": "ml"}]
-    arn = ok("CreateCompilationJob", job_request("gone", Tags=tags))["CompilationJobArn"]
-    assert ok("ListTags", {"ResourceArn": arn})["Tags"] == tags
-    _set_job(session_factory, "gone", status=status)
-    assert ok("DeleteCompilationJob", {"CompilationJobName": "gone"}) == {}
-    fails("DescribeCompilationJob", {"CompilationJobName": "gone"}, code="ResourceNotFound")
-    fails("ListTags", {"ResourceArn": arn})
-    # The name is free again.
-    ok("CreateCompilationJob", job_request("gone"))
+    for status in ("COMPLETED", "FAILED", "STOPPED"):
+        arn = ok("CreateCompilationJob", job_request("gone", Tags=tags))["CompilationJobArn"]
+        assert ok("ListTags", {"ResourceArn": arn})["Tags"] == tags
+        _set_job(session_factory, "gone", status=status)
+        assert ok("DeleteCompilationJob", {"CompilationJobName": "gone"}) == {}
+        fails("DescribeCompilationJob", {"CompilationJobName": "gone"}, code="ResourceNotFound")
+        fails("ListTags", {"ResourceArn": arn})
+    # The name is free again, without the old tags.
+    arn = ok("CreateCompilationJob", job_request("gone"))["CompilationJobArn"]
     assert ok("ListTags", {"ResourceArn": arn})["Tags"] == []
 
 
@@ -430,7 +414,9 @@ def test_list_sorts_filters_and_pages(ok, three_jobs):
 
 def test_a_token_from_another_query_is_refused(ok, fails, three_jobs):
     token = ok("ListCompilationJobs", {"MaxResults": 1})["NextToken"]
-    assert "Invalid pagination token" in fails("ListCompilationJobs", {"MaxResults": 1, "NextToken": token, "SortBy": "Name"})
+    assert "Invalid pagination token" in fails(
+        "ListCompilationJobs", {"MaxResults": 1, "NextToken": token, "SortBy": "Name"}
+    )
 
 
 # --- accounts ------------------------------------------------------------------------------------------

@@ -97,4 +97,8 @@ def render_error(err: Exception) -> Response:
     xmlio.sub(element, "HostId", headers["x-amz-id-2"])
     resp = Response(xmlio.to_bytes(element), status=status, content_type=XML_CONTENT_TYPE)
     resp.headers.update(headers)
+    if request.content_length or request.headers.get("Transfer-Encoding"):
+        # The body may still be unread on the socket (refused before reading it): a keep-alive
+        # connection would parse it as the next request, so close this one instead.
+        resp.headers["Connection"] = "close"
     return resp
