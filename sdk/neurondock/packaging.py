@@ -25,6 +25,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from neurondock._names import name_from_base
 from neurondock.errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -33,6 +34,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 MODEL_FILENAME = "model.pt"
+# Uploads without a key_prefix land under name_from_base(DEFAULT_KEY_BASE), unique per upload.
+DEFAULT_KEY_BASE = "model"
 CODE_DIR = "code"
 # Weights barely compress; SageMaker's gzip level 9 makes big repacks take minutes
 # (aws/sagemaker-python-sdk#4832), so favour speed.
@@ -54,14 +57,19 @@ class ModelPackage:
         return self.s3_uri or str(self.path)
 
     def upload(
-        self, session: Session | None = None, bucket: str | None = None, key_prefix: str = "model"
+        self, session: Session | None = None, bucket: str | None = None, key_prefix: str | None = None
     ) -> ModelPackage:
-        """Upload the archive (default bucket unless ``bucket``) and return it with ``s3_uri`` set."""
+        """Upload the archive (default bucket unless ``bucket``) and return it with ``s3_uri`` set.
+
+        Without ``key_prefix`` each upload gets its own timestamped prefix (``model-<timestamp>/``), so a
+        second package never overwrites the ``model.tar.gz`` an existing model or endpoint points at.
+        """
         if session is None:
             from neurondock.session import Session
 
             session = Session()
-        return replace(self, s3_uri=session.upload_data(self.path, bucket=bucket, key_prefix=key_prefix))
+        prefix = key_prefix if key_prefix is not None else name_from_base(DEFAULT_KEY_BASE)
+        return replace(self, s3_uri=session.upload_data(self.path, bucket=bucket, key_prefix=prefix))
 
 
 def _output(output_path: str | os.PathLike[str] | None) -> Path:
@@ -131,7 +139,7 @@ def package_folder(
     upload: bool = False,
     session: Session | None = None,
     bucket: str | None = None,
-    key_prefix: str = "model",
+    key_prefix: str | None = None,
 ) -> ModelPackage:
     """Tar ``folder`` (model file at the top, optional ``code/``) into ``model.tar.gz``; optionally upload."""
     source = Path(folder)
@@ -183,6 +191,18 @@ def input_shape_of(example_inputs: Any) -> dict[str, list[int]]:
     return {f"input{i}": [int(d) for d in tensor.shape] for i, tensor in enumerate(inputs)}
 
 
+def _as_tensors(example_inputs: Any) -> Any:
+    # The data people send to endpoints is numpy; torch.jit.trace accepts only tensors.
+    import torch
+
+    def one(value: Any) -> Any:
+        return torch.from_numpy(value) if type(value).__module__ == "numpy" and hasattr(value, "shape") else value
+
+    if isinstance(example_inputs, (tuple, list)):
+        return type(example_inputs)(one(value) for value in example_inputs)
+    return one(example_inputs)
+
+
 def package_module(
     model: Any,
     example_inputs: Any = None,
@@ -196,18 +216,20 @@ def package_module(
     upload: bool = False,
     session: Session | None = None,
     bucket: str | None = None,
-    key_prefix: str = "model",
+    key_prefix: str | None = None,
 ) -> ModelPackage:
     """Trace (or script) a ``torch.nn.Module``, or take a ScriptModule as is, and build a ``model.tar.gz``.
 
     Args:
-        example_inputs: a tensor or a tuple of tensors; required to trace, and gives ``input_shape``.
+        example_inputs: a tensor or numpy array, or a tuple of them; required to trace, and gives
+            ``input_shape``.
         method: ``"trace"`` (what Neo expects) or ``"script"``.
     """
     import torch
 
     if method not in ("trace", "script"):
         raise ConfigurationError(f"method must be 'trace' or 'script', not {method!r}")
+    example_inputs = _as_tensors(example_inputs)
     with _torchscript_allowed():
         if isinstance(model, torch.jit.ScriptModule):
             scripted = model

@@ -45,6 +45,8 @@ SERVING = (
 DONE_STATES = (ReplicaState.STOPPED, ReplicaState.FAILED)
 ROLLBACK_REASON = "rollback_reason"
 ROLLING_BACK = "rolling back"
+# Twice the API's routing-table refresh interval (dataplane/routing.py refreshes every 0.25 s).
+ROUTE_PROPAGATION_SECONDS = 0.6
 
 
 @dataclass(frozen=True)
@@ -334,16 +336,23 @@ def _set_extra(replica: Replica, **values: object) -> None:
     replica.extra = {**replica.extra, **values}
 
 
-def _flip(session: Session, endpoint: Endpoint) -> None:
-    """Move traffic to the current replicas in one transaction and stop the old ones."""
+def _flip(session: Session, endpoint: Endpoint) -> bool:
+    """Move traffic to the current replicas in one transaction and stop the old ones.
+
+    Returns whether anything changed (False when there was nothing to flip).
+    """
+    changed = False
     for variant in endpoint.variants:
         want = container_hash(variant.container)
         for r in session.scalars(select(Replica).where(Replica.variant_id == variant.id)):
             if r.extra.get("container_hash") == want and r.desired_state == "running":
                 if r.extra.get("standby"):
                     _set_extra(r, standby=False)
+                    changed = True
             elif r.desired_state == "running":
                 r.desired_state = "stopped"
+                changed = True
+    return changed
 
 
 def _failure_reason(variant: EndpointVariant, replica: Replica) -> str:
@@ -413,10 +422,20 @@ def _converge(
                     if replica.state != ReplicaState.READY:
                         pending += 1
             if pending == 0:
-                _flip(session, endpoint)
+                flipped = _flip(session, endpoint)
+                if not flipped:
+                    _mark_in_service(session, endpoint)
+                    _forget_stopped(session, endpoint_id)
+                    return "InService"
+        if pending == 0:
+            # Traffic moved in the commit above; API processes see it at their next routing refresh.
+            # Report InService only after that, so no request reaches the old model afterwards.
+            sleep(ROUTE_PROPAGATION_SECONDS)
+            with session_scope(factory) as session:
+                endpoint = _check_generation(session, endpoint_id, generation)
                 _mark_in_service(session, endpoint)
                 _forget_stopped(session, endpoint_id)
-                return "InService"
+            return "InService"
         if clock() > deadline:
             return _fail(
                 factory,
