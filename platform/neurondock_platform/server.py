@@ -11,7 +11,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from neurondock_platform import dispatch
 from neurondock_platform.app import create_app
 from neurondock_platform.config import Settings
-from neurondock_platform.dataplane import runtime
+from neurondock_platform.dataplane import oip, runtime
+from neurondock_platform.dataplane.oip import OipApp
 from neurondock_platform.dataplane.runtime import Receive, RuntimeApp, Scope, Send
 from neurondock_platform.db import make_engine, make_sessionmaker
 
@@ -19,7 +20,11 @@ log = logging.getLogger(__name__)
 
 
 class NeurondockASGI:
-    """Send ``/endpoints/*`` to the runtime app on the event loop and everything else to Flask."""
+    """Serve the data plane on the event loop and everything else through Flask.
+
+    ``/endpoints/*`` (sagemaker-runtime), ``/v2`` and ``/v2/*`` (Open Inference Protocol) and
+    ``/metrics`` (Prometheus, unauthenticated) run on the loop; the rest goes to the WSGI app.
+    """
 
     def __init__(
         self,
@@ -35,6 +40,7 @@ class NeurondockASGI:
         self.wsgi = WSGIMiddleware(self.flask_app, workers=wsgi_threads)  # type: ignore[arg-type]
         credentials = self.flask_app.extensions["neurondock_credentials"]
         self.runtime = RuntimeApp(settings, factory, credentials)
+        self.oip = OipApp(self.runtime)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -42,6 +48,10 @@ class NeurondockASGI:
             await self._lifespan(receive, send)
         elif kind == "http" and runtime.matches(scope["path"]):
             await self.runtime(scope, receive, send)
+        elif kind == "http" and oip.matches(scope["path"]):
+            await self.oip(scope, receive, send)
+        elif kind == "http" and scope["path"] == "/metrics":
+            await self.runtime.serve_metrics(scope, receive, send)
         else:
             await self.wsgi(scope, receive, send)  # type: ignore[arg-type]
 

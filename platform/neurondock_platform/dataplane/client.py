@@ -58,6 +58,17 @@ class ReplicaClient:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return _Connection(reader, writer)
 
+    @staticmethod
+    async def _exchange(
+        conn: _Connection, meta: dict[str, Any], body: bytes, timeout: float
+    ) -> tuple[dict[str, Any], bytes]:
+        # asyncio.timeout, not wait_for: wait_for wraps the read in a new Task on every call.
+        async with asyncio.timeout(timeout):
+            conn.writer.write(encode_frame(meta, body))
+            if conn.writer.transport.get_write_buffer_size():
+                await conn.writer.drain()
+            return await read_frame(conn.reader)
+
     async def call(
         self, address: str, meta: dict[str, Any], body: bytes, timeout: float
     ) -> tuple[dict[str, Any], bytes]:
@@ -66,9 +77,7 @@ class ReplicaClient:
         reused = bool(idle)
         conn = idle.pop() if idle else await self._connect(address)
         try:
-            conn.writer.write(encode_frame(meta, body))
-            await conn.writer.drain()
-            answer = await asyncio.wait_for(read_frame(conn.reader), timeout)
+            answer = await self._exchange(conn, meta, body, timeout)
         except TimeoutError as exc:
             conn.close()
             raise ReplicaTimeout(f"replica at {address} did not answer within {timeout:.0f} s") from exc
@@ -92,9 +101,7 @@ class ReplicaClient:
             conn.close()
         conn = await self._connect(address)
         try:
-            conn.writer.write(encode_frame(meta, body))
-            await conn.writer.drain()
-            answer = await asyncio.wait_for(read_frame(conn.reader), timeout)
+            answer = await self._exchange(conn, meta, body, timeout)
         except TimeoutError as exc:
             conn.close()
             raise ReplicaTimeout(f"replica at {address} did not answer within {timeout:.0f} s") from exc

@@ -4,9 +4,11 @@ A frame is ``>II`` (meta length, body length), then ``meta`` as UTF-8 JSON, then
 Bodies never pass through JSON: NPY and raw bytes stay binary end to end (serving-peers.md §2.3,
 measured-here.md: a JSON tensor costs far more than the whole hop).
 
-Requests carry ``{"op": "invoke"|"ping", "content_type", "accept", "custom_attributes",
+Requests carry ``{"op": "invoke"|"ping"|"metadata", "content_type", "accept", "custom_attributes",
 "inference_id", "target_variant"}``; responses carry ``{"status": int, "content_type",
-"custom_attributes", "message", "model_latency_us"}``. A connection carries one request at a time.
+"custom_attributes", "message", "model_latency_us"}`` plus the batching and queue figures listed in
+``neurondock_workers.hosting.replica``. Status 429 means the replica's queue was full and the request
+was never queued (safe to send elsewhere). A connection carries one request at a time.
 """
 
 from __future__ import annotations
@@ -24,16 +26,20 @@ MAX_BODY = 64 * 1024 * 1024
 
 OP_INVOKE = "invoke"
 OP_PING = "ping"
+OP_METADATA = "metadata"
 
 
 class ProtocolError(Exception):
     """The peer sent something that is not a frame."""
 
 
+_encode_meta = json.JSONEncoder(separators=(",", ":")).encode
+
+
 def encode_frame(meta: dict[str, Any], body: bytes = b"") -> bytes:
-    """Encode one frame."""
-    meta_bytes = json.dumps(meta, separators=(",", ":")).encode()
-    return HEADER.pack(len(meta_bytes), len(body)) + meta_bytes + body
+    """Encode one frame (one buffer, so it leaves in one send)."""
+    meta_bytes = _encode_meta(meta).encode()
+    return b"".join((HEADER.pack(len(meta_bytes), len(body)), meta_bytes, body))
 
 
 def _check(meta_len: int, body_len: int) -> None:

@@ -6,7 +6,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
@@ -31,6 +32,8 @@ SERVABLE = frozenset(
 class ReplicaRoute:
     replica_id: int
     address: str
+    # From the host agent's report; the metrics' ModelSetupTime.
+    setup_seconds: float | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,13 @@ class VariantRoute:
     name: str
     weight: float
     replicas: tuple[ReplicaRoute, ...]
+    # The variant's current instance count (InvocationsPerInstance); 0 when unknown.
+    instances: int = 0
+
+    @property
+    def instance_count(self) -> int:
+        """Instances serving the variant, never less than one."""
+        return max(1, self.instances or len(self.replicas))
 
 
 @dataclass(frozen=True)
@@ -67,25 +77,30 @@ def load_routes(session: Session) -> dict[RouteKey, EndpointRoute]:
             EndpointVariant.endpoint_id,
             EndpointVariant.name,
             EndpointVariant.desired_weight,
-            EndpointVariant.position,
+            EndpointVariant.current_instance_count,
         ).order_by(EndpointVariant.position)
     ).all()
     replicas = session.execute(
-        select(Replica.id, Replica.variant_id, Replica.address, Replica.extra).where(
+        select(Replica.id, Replica.variant_id, Replica.address, Replica.extra, Replica.setup_seconds).where(
             Replica.state == ReplicaState.READY,
             Replica.desired_state == "running",
             Replica.address.is_not(None),
         )
     ).all()
     by_variant: dict[int, list[ReplicaRoute]] = {}
-    for rid, variant_id, address, extra in replicas:
+    for rid, variant_id, address, extra, setup_seconds in replicas:
         # Standby replicas (the green fleet of an update) take traffic only after the flip.
         if address and not (extra or {}).get("standby"):
-            by_variant.setdefault(variant_id, []).append(ReplicaRoute(rid, address))
+            by_variant.setdefault(variant_id, []).append(ReplicaRoute(rid, address, setup_seconds))
     by_endpoint: dict[int, list[VariantRoute]] = {}
-    for vid, endpoint_id, name, weight, _ in variants:
+    for vid, endpoint_id, name, weight, instances in variants:
         by_endpoint.setdefault(endpoint_id, []).append(
-            VariantRoute(name, float(weight), tuple(sorted(by_variant.get(vid, []), key=lambda r: r.replica_id)))
+            VariantRoute(
+                name,
+                float(weight),
+                tuple(sorted(by_variant.get(vid, []), key=lambda r: r.replica_id)),
+                int(instances or 0),
+            )
         )
     return {
         (account_id, name): EndpointRoute(account_id, name, EndpointStatus(status), tuple(by_endpoint.get(eid, [])))
@@ -103,6 +118,13 @@ class RoutingTable:
         self._loaded_at = 0.0
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
+        # Called on the event loop with every freshly loaded table (the metrics note new replicas).
+        self.listeners: list[Callable[[dict[RouteKey, EndpointRoute]], None]] = []
+
+    @property
+    def loaded(self) -> bool:
+        """Whether a table has been read at least once (OIP server readiness)."""
+        return self._loaded_at > 0
 
     def _load(self) -> dict[RouteKey, EndpointRoute]:
         with self._factory() as session:
@@ -119,11 +141,19 @@ class RoutingTable:
                 return
             started = time.monotonic()
             try:
-                self._routes = await asyncio.to_thread(self._load)
-                self._loaded_at = started
+                routes = await asyncio.to_thread(self._load)
             except Exception:
                 # Endpoints keep serving from the cached table while the database is away.
                 log.exception("routing table refresh failed; serving from the cached table")
+                return
+            if routes != self._routes:
+                self._routes = routes
+            self._loaded_at = started
+            for listener in self.listeners:
+                try:
+                    listener(routes)
+                except Exception:
+                    log.exception("routing table listener failed")
 
     async def get(self, account_id: str, name: str) -> EndpointRoute | None:
         """Return the route of an endpoint, refreshing once if it is unknown, not serving or empty."""
@@ -141,7 +171,9 @@ class RoutingTable:
         for key, route in self._routes.items():
             if any(r.replica_id == replica_id for v in route.variants for r in v.replicas):
                 variants = tuple(
-                    VariantRoute(v.name, v.weight, tuple(r for r in v.replicas if r.replica_id != replica_id))
+                    VariantRoute(
+                        v.name, v.weight, tuple(r for r in v.replicas if r.replica_id != replica_id), v.instances
+                    )
                     for v in route.variants
                 )
                 changed[key] = EndpointRoute(route.account_id, route.name, route.status, variants)

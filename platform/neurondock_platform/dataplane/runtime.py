@@ -6,12 +6,12 @@ It runs on the event loop, not in Flask: a WSGI handler blocking on a second pro
 
 from __future__ import annotations
 
-import asyncio
 import binascii
 import json
 import logging
 import re
 import struct
+import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -19,13 +19,14 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from neurondock_platform import sigv4
 from neurondock_platform.api.auth import CredentialCache
 from neurondock_platform.config import Settings
+from neurondock_platform.dataplane.auth import Authenticator, IncomingRequest, Principal, default_authenticator
 from neurondock_platform.dataplane.client import ReplicaCaller, ReplicaClient, ReplicaTimeout
+from neurondock_platform.dataplane.metrics import FLUSH_SECONDS, MetricsCollector, MetricsFlusher
 from neurondock_platform.dataplane.protocol import OP_INVOKE
-from neurondock_platform.dataplane.router import Router
-from neurondock_platform.dataplane.routing import RoutingTable
+from neurondock_platform.dataplane.router import RoutedAnswer, Router
+from neurondock_platform.dataplane.routing import EndpointRoute, RoutingTable
 from neurondock_platform.errors import (
     EndpointNotFoundError,
     ModelError,
@@ -76,7 +77,11 @@ def event_frame(event_type: str, payload: bytes, content_type: str = "applicatio
 
 
 class RuntimeApp:
-    """ASGI handler for ``POST /endpoints/<name>/invocations``."""
+    """ASGI handler for ``POST /endpoints/<name>/invocations``; owns the data plane's shared parts.
+
+    The routing table, router, replica client, authenticator and metrics collector live here and
+    are shared with the OIP front door (``dataplane/oip.py``) and ``GET /metrics``.
+    """
 
     def __init__(
         self,
@@ -85,21 +90,54 @@ class RuntimeApp:
         credentials: CredentialCache,
         caller: ReplicaCaller | None = None,
         table: RoutingTable | None = None,
+        *,
+        metrics: MetricsCollector | None = None,
+        authenticator: Authenticator | None = None,
+        flush_interval: float | None = None,
     ) -> None:
         self.settings = settings
         self.credentials = credentials
         self.table = table or RoutingTable(session_factory)
         self.caller = caller or ReplicaClient()
-        self.router = Router(self.table, self.caller)
+        self.metrics = metrics or MetricsCollector()
+        self.authenticator = authenticator or default_authenticator(credentials, settings.clock_skew_seconds)
+        self.router = Router(self.table, self.caller, metrics=self.metrics)
+        self.flusher = MetricsFlusher(self.metrics, session_factory, interval=flush_interval or FLUSH_SECONDS)
+        listeners = getattr(self.table, "listeners", None)
+        if listeners is not None:
+            listeners.append(self.metrics.observe_routes)
 
     async def startup(self) -> None:
-        """Start refreshing routes."""
+        """Start refreshing routes and flushing metrics."""
+        # The loop thread must win the GIL back quickly from background threads (route refreshes,
+        # Flask control-plane requests): at the default 5 ms switch interval one of them can hold an
+        # invocation for 5 ms, which is the whole p99 budget.
+        sys.setswitchinterval(min(sys.getswitchinterval(), 0.0005))
         self.table.start()
+        self.flusher.start()
 
     async def shutdown(self) -> None:
-        """Stop refreshing routes and close replica connections."""
+        """Stop refreshing routes, write the last metrics and close replica connections."""
         await self.table.stop()
+        await self.flusher.stop()
         await self.caller.close()
+
+    async def serve_metrics(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """``GET /metrics``: the Prometheus text format, unauthenticated like Triton's metrics port.
+
+        It names endpoints and variants of every account (no payloads, no keys): bind the server to
+        a trusted interface, or keep /metrics from the outside at the proxy, as with Triton's :8002.
+        """
+        if scope["method"] not in ("GET", "HEAD"):
+            await _send_json(send, 405, {"message": "Use GET /metrics."}, str(uuid.uuid4()))
+            return
+        body = self.metrics.render(self.router.outstanding)
+        headers = [
+            (b"content-type", b"text/plain; version=0.0.4; charset=utf-8"),
+            (b"content-length", str(len(body)).encode()),
+        ]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         request_id = str(uuid.uuid4())
@@ -117,7 +155,8 @@ class RuntimeApp:
                 error_type="InternalFailure",
             )
 
-    async def _read_body(self, receive: Receive, headers: dict[str, str]) -> bytes:
+    async def read_body(self, receive: Receive, headers: dict[str, str]) -> bytes:
+        """Read the whole request body, refusing more than the 6 MiB InvokeEndpoint limit."""
         limit = self.settings.max_payload_bytes
         declared = headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > limit:
@@ -129,6 +168,10 @@ class RuntimeApp:
             if message["type"] == "http.disconnect":
                 raise RuntimeValidationError("Client disconnected before sending the whole body.")
             chunk = message.get("body", b"")
+            if not message.get("more_body", False) and not chunks:
+                if len(chunk) > limit:
+                    raise PayloadTooLarge(size=len(chunk), limit=limit)
+                return chunk  # the usual case: one message, no join
             size += len(chunk)
             if size > limit:
                 raise PayloadTooLarge(size=size, limit=limit)
@@ -136,61 +179,38 @@ class RuntimeApp:
             if not message.get("more_body", False):
                 return b"".join(chunks)
 
-    async def _authenticate(self, scope: Scope, headers: dict[str, str], body: bytes) -> sigv4.Credential:
-        signed = sigv4.parse_authorization(headers.get("authorization"))
-        credential = self.credentials.cached(signed.access_key_id)
-        if credential is None:
-            credential = await asyncio.to_thread(self.credentials.lookup, signed.access_key_id)
-        found = credential
+    async def authenticate(self, scope: Scope, headers: dict[str, str], body: bytes) -> Principal:
+        """Return the caller, or raise the AWS auth error a client would get."""
         query = scope.get("query_string", b"").decode("latin-1")
-        sigv4.verify(
-            method=scope["method"],
-            path=scope["path"],
-            query=query,
-            headers=headers,
-            body=body,
-            lookup=lambda _key: found,
-            skew_seconds=self.settings.clock_skew_seconds,
+        return await self.authenticator.authenticate(
+            IncomingRequest(scope["method"], scope["path"], query, headers, body)
         )
-        assert found is not None  # verify raised otherwise
-        return found
 
-    async def _handle(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
-        started = time.perf_counter()
-        m = _PATH_RE.match(scope["path"])
-        if m is None or scope["method"] != "POST":
-            raise RuntimeValidationError(f"No runtime operation at {scope['method']} {scope['path']}.")
-        name, op = m["name"], m["op"]
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        body = await self._read_body(receive, headers)
-        credential = await self._authenticate(scope, headers, body)
-        if not _NAME_RE.match(name):
-            raise RuntimeValidationError(
-                f"1 validation error detected: Value '{name}' at 'endpointName' failed to satisfy constraint: "
-                "Member must satisfy regular expression pattern: ^[a-zA-Z0-9](-*[a-zA-Z0-9])*"
-            )
-        for header, limit in _HEADER_LIMITS.items():
-            if len(headers.get(header, "")) > limit:
-                raise RuntimeValidationError(f"Header {header} is longer than {limit} characters.")
-        route = await self.table.get(credential.account_id, name)
+    async def route(self, principal: Principal, name: str) -> EndpointRoute:
+        """Return a servable endpoint's route, or raise the runtime's not-found or not-servable error."""
+        route = await self.table.get(principal.account_id, name)
         if route is None:
-            raise EndpointNotFoundError(name=name, account_id=credential.account_id)
+            raise EndpointNotFoundError(name=name, account_id=principal.account_id)
         if not route.servable:
             raise RuntimeValidationError(
-                f"Endpoint {name} of account {credential.account_id} is in status {route.status.value} "
+                f"Endpoint {name} of account {principal.account_id} is in status {route.status.value} "
                 "and cannot be invoked; it must be InService."
             )
-        accept = headers.get("x-amzn-sagemaker-accept") if op != "invocations" else headers.get("accept")
-        meta = {
-            "op": OP_INVOKE,
-            "content_type": headers.get("content-type"),
-            "accept": accept,
-            "custom_attributes": headers.get("x-amzn-sagemaker-custom-attributes"),
-            "inference_id": headers.get("x-amzn-sagemaker-inference-id"),
-        }
+        return route
+
+    async def invoke(
+        self,
+        principal: Principal,
+        route: EndpointRoute,
+        target_variant: str | None,
+        meta: dict[str, Any],
+        body: bytes,
+        started: float,
+    ) -> RoutedAnswer:
+        """Route one invocation; a replica timeout becomes the runtime's ModelError."""
         try:
-            answer = await self.router.invoke(
-                route, headers.get("x-amzn-sagemaker-target-variant"), meta, body, self.settings.model_timeout
+            return await self.router.invoke(
+                route, target_variant, meta, body, self.settings.model_timeout, started=started
             )
         except ReplicaTimeout as exc:
             raise ModelError(
@@ -199,15 +219,46 @@ class RuntimeApp:
                 f'CloudWatch, resolve the issue, and try again.". ({exc})',
                 original_status_code=0,
                 original_message="timed out",
-                log_stream_arn=self._log_arn(credential.account_id, name),
+                log_stream_arn=self._log_arn(principal.account_id, route.name),
             ) from exc
+
+    async def _handle(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
+        started = time.perf_counter()
+        m = _PATH_RE.match(scope["path"])
+        if m is None or scope["method"] != "POST":
+            raise RuntimeValidationError(f"No runtime operation at {scope['method']} {scope['path']}.")
+        name, op = m["name"], m["op"]
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        body = await self.read_body(receive, headers)
+        principal = await self.authenticate(scope, headers, body)
+        if not _NAME_RE.match(name):
+            raise RuntimeValidationError(
+                f"1 validation error detected: Value '{name}' at 'endpointName' failed to satisfy constraint: "
+                "Member must satisfy regular expression pattern: ^[a-zA-Z0-9](-*[a-zA-Z0-9])*"
+            )
+        for header, limit in _HEADER_LIMITS.items():
+            value = headers.get(header)
+            if value is not None and len(value) > limit:
+                raise RuntimeValidationError(f"Header {header} is longer than {limit} characters.")
+        route = await self.route(principal, name)
+        accept = headers.get("x-amzn-sagemaker-accept") if op != "invocations" else headers.get("accept")
+        meta = {
+            "op": OP_INVOKE,
+            "content_type": headers.get("content-type"),
+            "accept": accept,
+            "custom_attributes": headers.get("x-amzn-sagemaker-custom-attributes"),
+            "inference_id": headers.get("x-amzn-sagemaker-inference-id"),
+        }
+        answer = await self.invoke(
+            principal, route, headers.get("x-amzn-sagemaker-target-variant"), meta, body, started
+        )
         status = int(answer.meta.get("status", 500))
         if status != 200:
-            raise self._model_error(credential.account_id, name, answer.variant, status, answer.meta)
+            raise self._model_error(principal.account_id, name, answer.variant, status, answer.meta)
         out_headers = [
             (b"x-amzn-requestid", request_id.encode()),
             (b"x-amzn-invoked-production-variant", answer.variant.encode()),
-            (b"x-neurondock-overhead-us", str(self._overhead_us(started, answer.meta)).encode()),
+            *timing_headers(started, answer),
         ]
         if answer.meta.get("custom_attributes"):
             out_headers.append((b"x-amzn-sagemaker-custom-attributes", str(answer.meta["custom_attributes"]).encode()))
@@ -222,11 +273,6 @@ class RuntimeApp:
         out_headers.append((b"content-length", str(len(payload)).encode()))
         await send({"type": "http.response.start", "status": 200, "headers": out_headers})
         await send({"type": "http.response.body", "body": payload})
-
-    @staticmethod
-    def _overhead_us(started: float, meta: dict[str, Any]) -> int:
-        total = (time.perf_counter() - started) * 1e6
-        return max(0, int(total - float(meta.get("model_latency_us") or 0)))
 
     def _log_arn(self, account_id: str, name: str) -> str:
         return f"arn:aws:logs:{self.settings.region}:{account_id}:log-group:/aws/sagemaker/Endpoints/{name}"
@@ -246,6 +292,24 @@ class RuntimeApp:
             original_message=original,
             log_stream_arn=self._log_arn(account_id, name) + f":log-stream:{variant}",
         )
+
+
+def timing_headers(started: float, answer: RoutedAnswer) -> list[tuple[bytes, bytes]]:
+    """OverheadLatency in ``x-neurondock-overhead-us`` and the breakdown as a ``Server-Timing`` header.
+
+    ``overhead`` is SageMaker's OverheadLatency (everything but the replica round trip); ``model`` is
+    ModelLatency (the round trip); ``queue`` and ``compute`` are the replica's own share of it.
+    """
+    total_us = (time.perf_counter() - started) * 1e6
+    model_us = answer.model_latency_us
+    overhead_us = max(0, int(total_us - model_us))
+    meta = answer.meta
+    timing = (
+        f"overhead;dur={overhead_us / 1000:.3f}, model;dur={model_us / 1000:.3f}, "
+        f"queue;dur={int(meta.get('queue_us') or 0) / 1000:.3f}, "
+        f"compute;dur={int(meta.get('model_latency_us') or 0) / 1000:.3f}, batch;desc={meta.get('batch_size', 1)}"
+    )
+    return [(b"x-neurondock-overhead-us", str(overhead_us).encode()), (b"server-timing", timing.encode())]
 
 
 async def _send_json(

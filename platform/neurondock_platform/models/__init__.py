@@ -6,6 +6,7 @@ from neurondock_platform.models.compilation_job import CompilationJob
 from neurondock_platform.models.endpoint import Endpoint, EndpointVariant
 from neurondock_platform.models.endpoint_config import EndpointConfig
 from neurondock_platform.models.hosting import Host, Replica
+from neurondock_platform.models.metrics import MetricPoint
 from neurondock_platform.models.model import Model
 from neurondock_platform.models.status import (
     AccessKeyStatus,
@@ -28,6 +29,7 @@ __all__ = [
     "EndpointStatus",
     "EndpointVariant",
     "Host",
+    "MetricPoint",
     "Model",
     "Replica",
     "ReplicaState",
