@@ -31,7 +31,7 @@ def create_app(
     if session_factory is None:
         session_factory = make_sessionmaker(make_engine(settings.database_url))
     if dispatcher is None:
-        dispatcher = dispatch.CeleryDispatcher(settings.broker_url)
+        dispatcher = dispatch.CeleryDispatcher(settings.broker_url, settings.queue)
     dispatch.install(session_factory, dispatcher)
 
     app = Flask("neurondock_platform")

@@ -40,10 +40,11 @@ def transport_options(url: str) -> dict[str, Any]:
     return {}
 
 
-def celery_config(broker_url: str) -> dict[str, Any]:
+def celery_config(broker_url: str, queue: str = "neurondock") -> dict[str, Any]:
     """Celery settings common to every neurondock process."""
     return {
         "broker_url": resolve_broker_url(broker_url),
+        "task_default_queue": queue,
         "broker_transport_options": transport_options(broker_url),
         "broker_connection_retry_on_startup": True,
         "task_acks_late": True,

@@ -28,6 +28,8 @@ class Settings:
     region: str = DEFAULT_REGION
     database_url: str = ""
     broker_url: str = ""
+    # Celery queue name: platforms sharing one Redis (or one test machine) stay apart by it.
+    queue: str = "neurondock"
     # Empty means the platform's own embedded store at ``<public_url>/s3``.
     s3_endpoint_url: str = ""
     s3_access_key_id: str = ""
@@ -66,6 +68,7 @@ class Settings:
             region=get("REGION", DEFAULT_REGION),
             database_url=get("DATABASE_URL"),
             broker_url=get("BROKER_URL"),
+            queue=get("QUEUE", "neurondock"),
             s3_endpoint_url=get("S3_ENDPOINT_URL"),
             s3_access_key_id=get("S3_ACCESS_KEY_ID"),
             s3_secret_access_key=get("S3_SECRET_ACCESS_KEY"),

@@ -23,13 +23,13 @@ class Dispatcher(Protocol):
 class CeleryDispatcher:
     """Send tasks by name through a Celery app configured with the broker only."""
 
-    def __init__(self, broker_url: str) -> None:
+    def __init__(self, broker_url: str, queue: str = "neurondock") -> None:
         from celery import Celery
 
         from neurondock_platform.broker import celery_config
 
         self.app = Celery("neurondock", set_as_current=False)
-        self.app.conf.update(celery_config(broker_url))
+        self.app.conf.update(celery_config(broker_url, queue))
 
     def send(self, task_name: str, *args: Any) -> None:
         self.app.send_task(task_name, args=list(args))

@@ -32,6 +32,7 @@ def child_env(settings: Settings) -> dict[str, str]:
             "NEURONDOCK_REGION": settings.region,
             "NEURONDOCK_DATABASE_URL": settings.database_url,
             "NEURONDOCK_BROKER_URL": settings.broker_url,
+            "NEURONDOCK_QUEUE": settings.queue,
             "NEURONDOCK_PUBLIC_URL": settings.public_url,
             "NEURONDOCK_HOST_ID": settings.host_id,
             "NEURONDOCK_HOST_ADDRESS": settings.host_address,

@@ -13,11 +13,14 @@ BACKENDS = [
     pytest.param(("sqlite", "embedded"), id="sqlite-embedded"),
     pytest.param(("postgres", "redis"), id="postgres-redis", marks=[pytest.mark.postgres, pytest.mark.redis]),
 ]
+# Modules marked with this run on both backends; the others on SQLite + the embedded broker only,
+# which keeps the default suite inside its time budget.
+BOTH_BACKENDS = pytest.mark.parametrize("platform", BACKENDS, indirect=True, scope="module")
 
 
-@pytest.fixture(scope="module", params=BACKENDS)
+@pytest.fixture(scope="module")
 def platform(request, tmp_path_factory) -> Iterator[Platform]:
-    database, broker = request.param
+    database, broker = getattr(request, "param", ("sqlite", "embedded"))
     data_dir = tmp_path_factory.mktemp("nd-e2e")
     if database == "postgres" and not services.postgres_available():
         pytest.skip("PostgreSQL is not reachable at 127.0.0.1:5432; skipping the PostgreSQL + Redis run")

@@ -10,6 +10,7 @@ import uuid
 
 import pytest
 
+from tests.e2e.conftest import BOTH_BACKENDS
 from tests.support.torch_models import pack_model, small_cnn
 
 ROLE = "arn:aws:iam::210987654321:role/SageMakerRole"
@@ -17,7 +18,7 @@ WAIT = {"Delay": 0.2, "MaxAttempts": 600}
 COMPILE_DEADLINE_S = 180
 IN_PROGRESS = ("STARTING", "INPROGRESS", "STOPPING")
 
-pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.:DeprecationWarning")
+pytestmark = [pytest.mark.filterwarnings("ignore:`torch.jit.:DeprecationWarning"), BOTH_BACKENDS]
 
 
 def _name(prefix: str) -> str:

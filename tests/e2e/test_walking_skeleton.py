@@ -12,7 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e.conftest import BOTH_BACKENDS
 from tests.support.torch_models import pack_model, small_cnn, tiny_mlp
+
+pytestmark = BOTH_BACKENDS
 
 PYTORCH_IMAGE = "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-inference:2.1.0-cpu-py310"
 WAIT = {"Delay": 0.2, "MaxAttempts": 600}

@@ -51,6 +51,8 @@ class Platform:
             NEURONDOCK_ROOT_SECRET_ACCESS_KEY=SECRET_KEY,
             NEURONDOCK_ACCOUNT_ID=ACCOUNT_ID,
             NEURONDOCK_HOST_ID="host-e2e",
+            # A queue of its own: platforms of concurrent test runs may share one Redis.
+            NEURONDOCK_QUEUE=f"neurondock-{self.port}-{os.getpid()}",
             PYTHONUNBUFFERED="1",
         )
         if self.database_url:

@@ -12,6 +12,6 @@ app = Celery("neurondock", include=["neurondock_workers.tasks"])
 
 def configure(settings: Settings) -> Celery:
     """Point the app at the settings' broker and remember the settings for the tasks."""
-    app.conf.update(celery_config(settings.broker_url))
+    app.conf.update(celery_config(settings.broker_url, settings.queue))
     app.conf.neurondock_settings = settings
     return app
