@@ -84,6 +84,13 @@ def upgrade(data_dir: str | None, revision: str) -> None:
     click.echo(f"database at {settings.database_url} is at {revision}")
 
 
+# Operator commands (models, endpoints, deploy, invoke, logs, neuron-ls/top, accounts): see cli_commands.
+from neurondock_platform.cli_commands import COMMANDS as _OPERATOR_COMMANDS  # noqa: E402
+
+for _command in _OPERATOR_COMMANDS:
+    main.add_command(_command)
+
+
 if __name__ == "__main__":
     main()
 

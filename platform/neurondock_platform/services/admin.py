@@ -1,7 +1,9 @@
-"""Read-only operator views over the stored state: endpoint history, replica logs, errors, metrics, artifacts.
+"""Operator views over the stored state: endpoint history, replica logs, errors, metrics, compile reports.
 
-Nothing here changes a model, config or endpoint: those verbs live in their own services and the
-admin API and console call them. What this module adds is what operators look at:
+The verbs that change models, configs and endpoints live in their own services; the two composite
+verbs here (``create_model``, ``deploy_model`` = CreateEndpointConfig + CreateEndpoint) only check
+their input against botocore's SageMaker shapes, exactly as the SageMaker API does, and call them.
+What this module adds is what operators look at:
 
 - ``endpoint_history``: a timeline derived from the endpoint's current records (neurondock keeps no
   separate event log, and the timeline says so);
@@ -10,18 +12,17 @@ admin API and console call them. What this module adds is what operators look at
   follow the logs;
 - ``recent_errors``: failed invocations as the replica logs them (``invocation failed with status …``)
   and replicas that failed to start;
-- ``metric_series``: time series per endpoint and variant with SageMaker's metric names. The runtime
-  records them; until a source is installed the answer is ``available: false`` with the reason.
-  A source is a callable ``(session, MetricQuery) -> list[(datetime, value)] | None`` registered
-  with ``register_metrics_source`` or exposed as ``query_series`` by
-  ``neurondock_platform.services.metrics``;
+- ``metric_series``: time series per endpoint and variant with SageMaker's metric names, read from the
+  metrics store the data plane writes (``services.metrics``); ModelSetupTime falls back to the
+  replicas' own setup times when the store has none. Extra sources can be registered with
+  ``register_metrics_source``;
+- compile reports and projections of compilation jobs, and which job an endpoint's artifact came from;
 - artifacts in the embedded object store (upload, download, listing), owned per account.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import importlib
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -37,6 +38,7 @@ from neurondock_platform.errors import AlreadyExistsError, PlatformError, Valida
 from neurondock_platform.models import CompilationJob, CompilationJobStatus, Endpoint, Model
 from neurondock_platform.services import compilation_jobs, endpoint_configs, models, objects, pagination, validation
 from neurondock_platform.services import endpoints as endpoint_service
+from neurondock_platform.services import metrics as metrics_store
 from neurondock_platform.services.fleet import ReplicaView, iso
 
 LOG_FILE = "replica.log"
@@ -46,21 +48,10 @@ _TAIL_BYTES = 512 * 1024
 _FOLLOW_BYTES = 1024 * 1024
 _ERROR_RE = re.compile(r"invocation failed with status (?P<status>\d{3}): ?(?P<message>.*)")
 
-# SageMaker's endpoint metric names and units (CloudWatch AWS/SageMaker namespace).
-METRICS: dict[str, str] = {
-    "Invocations": "Count",
-    "InvocationsPerInstance": "Count",
-    "ModelLatency": "Microseconds",
-    "OverheadLatency": "Microseconds",
-    "Invocation4XXErrors": "Count",
-    "Invocation5XXErrors": "Count",
-    "ModelSetupTime": "Microseconds",
-}
-STATISTICS = ("Sum", "Average", "Minimum", "Maximum", "SampleCount", "p50", "p90", "p99")
-NO_METRICS_REASON = (
-    "No metrics store is installed in this neurondock yet: the runtime records Invocations, latencies and "
-    "errors once its metrics storage is in place. ModelSetupTime is available now, from the replicas."
-)
+# SageMaker's endpoint metric names and units, plus neurondock's additions (services.metrics).
+METRICS: dict[str, str] = dict(metrics_store.METRIC_UNITS)
+STATISTICS = ("Sum", "Average", "Minimum", "Maximum", "SampleCount", "p50", "p99")
+STORE_SOURCE = "metrics store (period summaries flushed by the data plane)"
 
 
 class NotImplementedHere(PlatformError):
@@ -177,7 +168,9 @@ def decode_log_cursor(endpoint_id: int, cursor: str) -> dict[int, int]:
     payload = pagination.decode_token(cursor)
     raw = payload.get("o")
     if payload.get("s") != f"logs:{endpoint_id}" or not isinstance(raw, dict):
-        raise ValidationException("Invalid log cursor: pass back the cursor a previous call for this endpoint returned.")
+        raise ValidationException(
+            "Invalid log cursor: pass back the cursor a previous call for this endpoint returned."
+        )
     try:
         return {int(k): int(v) for k, v in raw.items() if int(v) >= 0}
     except (TypeError, ValueError) as exc:
@@ -328,18 +321,22 @@ _SOURCES: list[MetricsSource] = []
 
 
 def register_metrics_source(source: MetricsSource) -> None:
-    """Install a metrics source; the first one that answers a query (not None) wins."""
+    """Install an extra metrics source, asked before the store; the first answer (not None) wins."""
     if source not in _SOURCES:
         _SOURCES.append(source)
 
 
-def _module_source() -> MetricsSource | None:
-    try:
-        module = importlib.import_module("neurondock_platform.services.metrics")
-    except ImportError:
-        return None
-    source = getattr(module, "query_series", None)
-    return source if callable(source) else None
+def _statistic(point: metrics_store.Datapoint, statistic: str) -> float | None:
+    values: dict[str, float | None] = {
+        "Sum": point.sum,
+        "SampleCount": float(point.sample_count),
+        "Average": point.average,
+        "Minimum": point.minimum,
+        "Maximum": point.maximum,
+        "p50": point.p50,
+        "p99": point.p99,
+    }
+    return values[statistic]
 
 
 def check_metric_query(metric: str, statistic: str) -> None:
@@ -351,16 +348,25 @@ def check_metric_query(metric: str, statistic: str) -> None:
 
 
 def metric_series(session: Session, query: MetricQuery, replicas: Iterable[ReplicaView] = ()) -> Series:
-    """Return a metric's points, or ``available: false`` and why when nothing records it."""
+    """Return a metric's points per period (periods without data have none, as in CloudWatch)."""
     check_metric_query(query.metric, query.statistic)
-    sources = list(_SOURCES)
-    module = _module_source()
-    if module is not None:
-        sources.append(module)
-    for source in sources:
-        points = source(session, query)
-        if points is not None:
-            return Series(query, True, sorted(points), source=getattr(source, "__module__", "metrics"))
+    for source in _SOURCES:
+        found = source(session, query)
+        if found is not None:
+            return Series(query, True, sorted(found), source=getattr(source, "__module__", "metrics"))
+    datapoints = metrics_store.series(
+        session,
+        query.account_id,
+        query.endpoint_name,
+        query.metric,
+        query.start,
+        query.end,
+        query.period_seconds,
+        variant_name=query.variant_name,
+    )
+    points = [(p.timestamp, v) for p in datapoints if (v := _statistic(p, query.statistic)) is not None]
+    if points or query.metric != "ModelSetupTime":
+        return Series(query, True, points, source=STORE_SOURCE)
     if query.metric == "ModelSetupTime":
         points = [
             (r.updated_at, round(r.setup_seconds * 1e6, 1))
@@ -375,7 +381,7 @@ def metric_series(session: Session, query: MetricQuery, replicas: Iterable[Repli
             sorted(points),
             source="replicas (one point per replica start, not aggregated)",
         )
-    return Series(query, False, [], reason=NO_METRICS_REASON)
+    return Series(query, True, [], source=STORE_SOURCE)
 
 
 def invocations_last_hour(session: Session, endpoint: Endpoint) -> tuple[float | None, str]:
@@ -394,7 +400,7 @@ def invocations_last_hour(session: Session, endpoint: Endpoint) -> tuple[float |
     )
     series = metric_series(session, query)
     if not series.available:
-        return None, "no metrics recorded yet"
+        return None, series.reason or "no metrics recorded"
     return float(sum(v for _, v in series.points)), f"Invocations over the last hour ({series.source})"
 
 
@@ -712,6 +718,7 @@ def projection_for_endpoint(session: Session, endpoint: Endpoint) -> tuple[dict[
         .order_by(CompilationJob.last_modified_at.desc())
         .limit(1)
     )
-    if job is None or not isinstance(_get(job.report, "projection"), dict):
+    projection = _get(job.report, "projection") if job is not None else None
+    if job is None or not isinstance(projection, dict):
         return None, None
-    return job.report["projection"], f"compilation job {job.name}"
+    return projection, f"compilation job {job.name}"

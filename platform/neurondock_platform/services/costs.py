@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from neurondock_platform import catalog
-from neurondock_platform.models import Endpoint
+from neurondock_platform.models import Endpoint, EndpointStatus
 
 FAMILIES = ("inf1", "g4dn", "c5")
 PRIMARY_BASIS = "ec2_on_demand"
@@ -120,7 +120,13 @@ def endpoint_cost(
     instance_count = 0
     for variant in endpoint.variants:
         entry = catalog.get(variant.instance_type)
-        count = variant.current_instance_count or variant.desired_instance_count
+        # A failed endpoint runs (and costs) nothing; one on its way up is priced at what it will run.
+        stopped = endpoint.status in (EndpointStatus.FAILED, EndpointStatus.OUT_OF_SERVICE)
+        count = (
+            variant.current_instance_count
+            if stopped
+            else variant.current_instance_count or variant.desired_instance_count
+        )
         instance_count += count
         price = hourly(entry)
         variant_total = None if price is None else round(price * count, 4)
@@ -137,9 +143,7 @@ def endpoint_cost(
                 "usd_per_hour_per_instance": price,
                 "usd_per_hour": variant_total,
                 "price": price_json(entry.ec2_on_demand if entry is not None else None),
-                "sagemaker_usd_per_hour": None
-                if sagemaker is None
-                else round(sagemaker.usd_per_hour * count, 4),
+                "sagemaker_usd_per_hour": None if sagemaker is None else round(sagemaker.usd_per_hour * count, 4),
                 "sagemaker_price": price_json(sagemaker),
             }
         )

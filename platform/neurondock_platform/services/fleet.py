@@ -1,14 +1,17 @@
 """Read-only views of the fleet: hosts, their emulated Inferentia chips and NeuronCores, and replicas.
 
-The host agent reports what runs (``Replica.state``, ``pid``, ``address``); which chips and cores an
-instance holds is taken from the replica row when the runtime reports it (``extra["neuron_cores"]``,
-global core indices on the host) and otherwise *derived* here the way placement counts them: every
-instance of an ``ml.inf1.*`` type holds all of its chips, contiguously, on one host, in the order the
-replicas were placed. Each core view says which of the two it is (``source``).
+The host agent reports what runs (``Replica.state``, ``pid``, ``address``); which chips and cores a
+replica holds is what the reconciler recorded on the row (``extra["cores"]``, global core indices on
+the host; one replica per NeuronCore group of an instance) and otherwise *derived* here the way
+placement counts them: every instance of an ``ml.inf1.*`` type holds all of its chips, contiguously,
+on one host, and its replicas split the cores. Each core view says which of the two it is (``source``).
 
+Device memory per replica is what the runtime reports, else the compile report's estimate when the
+replica serves a compilation job's artifact (labelled so), else None.
 Process figures (resident memory, CPU time) are read from ``/proc`` only for replicas on the host
-this process runs on; for other hosts they are None rather than guessed. Utilization needs the
-runtime's metrics and is None until they exist.
+this process runs on; for other hosts they are None rather than guessed. NeuronCore utilization is
+the data plane's ``NeuronCoreUtilization`` metric (busy time over wall time) averaged over the last
+minute; None when nothing was recorded.
 
 An account sees every host's capacity but only its own replicas; other accounts' replicas show as
 occupied capacity without names. Admins see everything.
@@ -23,21 +26,31 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from neurondock_platform import catalog
 from neurondock_platform.db import utcnow
 from neurondock_platform.errors import NotFoundError
-from neurondock_platform.models import Endpoint, EndpointVariant, Host, Replica, ReplicaState
+from neurondock_platform.models import (
+    CompilationJob,
+    CompilationJobStatus,
+    Endpoint,
+    EndpointVariant,
+    Host,
+    MetricPoint,
+    Replica,
+    ReplicaState,
+)
 
 CORES_PER_CHIP = catalog.NEURON_CORES_PER_CHIP
 DEVICE_MEMORY_BYTES_PER_CHIP = catalog.DEVICE_MEMORY_GIB_PER_CHIP * 1024**3
 RUNTIME_VERSION = "emulated"
 HIDDEN_OWNER = "another account"
 # Where the runtime may report a replica's cores and device memory (``Replica.extra`` keys).
-REPORTED_CORES_KEY = "neuron_cores"
+REPORTED_CORES_KEYS = ("cores", "neuron_cores")
 REPORTED_DEVICE_MEMORY_KEY = "device_memory_bytes"
+UTILIZATION_METRIC = "NeuronCoreUtilization"
 
 
 class HostNotFound(NotFoundError):
@@ -51,6 +64,8 @@ class ReplicaView:
     id: int
     host_id: str
     endpoint_id: int
+    variant_id: int
+    instance: int
     endpoint_name: str | None
     variant_name: str | None
     model_name: str | None
@@ -73,6 +88,8 @@ class ReplicaView:
     rss_bytes: int | None = None
     cpu_seconds: float | None = None
     device_memory_bytes: int | None = None
+    utilization_percent: float | None = None
+    device_memory_source: str | None = None
 
     @property
     def holds_hardware(self) -> bool:
@@ -111,6 +128,8 @@ class ReplicaView:
             "host_memory_bytes": self.rss_bytes,
             "cpu_seconds": self.cpu_seconds,
             "device_memory_bytes": self.device_memory_bytes,
+            "device_memory_source": self.device_memory_source,
+            "utilization_percent": self.utilization_percent,
         }
 
 
@@ -133,8 +152,8 @@ class CoreView:
             )
         else:
             out.update(in_use=True, owner=HIDDEN_OWNER, source=replica.cores_source)
-        # Needs the runtime's per-core counters; None until they are recorded.
-        out["utilization_percent"] = None
+        # The replica's NeuronCoreUtilization (its cores execute together); None when not recorded.
+        out["utilization_percent"] = replica.utilization_percent if replica is not None else None
         return out
 
 
@@ -266,26 +285,73 @@ def _assign_cores(chips: list[ChipView], replicas: Sequence[ReplicaView]) -> Non
             replica.cores_source = "reported"
         else:
             replica.cores = []
+    # Replicas placed before the runtime reported cores: an instance (the replicas sharing a
+    # variant and instance number) holds its chips contiguously; its replicas split the cores.
+    instances: dict[tuple[int, int], list[ReplicaView]] = {}
     for replica in holders:
-        if replica.cores_source == "reported":
-            continue
-        need = _instance_chips(replica.instance_type)
-        if need <= 0:
-            continue
+        if replica.cores_source != "reported" and _instance_chips(replica.instance_type) > 0:
+            instances.setdefault((replica.variant_id, replica.instance), []).append(replica)
+    for members in instances.values():
+        need = _instance_chips(members[0].instance_type)
         free = [c.index for c in chips if all(core.replica_id is None for core in c.cores)]
-        start = next(
-            (i for i in free if all((i + k) in free for k in range(need))),
-            None,
-        )
+        start = next((i for i in free if all((i + k) in free for k in range(need))), None)
         if start is None:
             continue  # more placed than the host has (a host restarted with fewer chips)
-        replica.chips = list(range(start, start + need))
-        replica.cores = []
-        for chip_index in replica.chips:
-            for core in chips[chip_index].cores:
+        held = [core for chip_index in range(start, start + need) for core in chips[chip_index].cores]
+        share = max(1, len(held) // len(members))
+        for position, replica in enumerate(members):
+            mine = (
+                held[position * share : (position + 1) * share]
+                if position < len(members) - 1
+                else held[position * share :]
+            )
+            for core in mine:
                 core.replica_id = replica.id
-                replica.cores.append(core.index)
-        replica.cores_source = "derived"
+            replica.cores = [core.index for core in mine]
+            replica.chips = sorted({core.chip for core in mine})
+            replica.cores_source = "derived"
+
+
+def recent_utilization(
+    session: Session, replica_ids: Sequence[int], now: dt.datetime, window_seconds: float = 60.0
+) -> dict[int, float]:
+    """Return each replica's mean NeuronCoreUtilization (percent) over the last ``window_seconds``."""
+    if not replica_ids:
+        return {}
+    rows = session.execute(
+        select(MetricPoint.replica_id, func.sum(MetricPoint.sum), func.sum(MetricPoint.count))
+        .where(
+            MetricPoint.metric == UTILIZATION_METRIC,
+            MetricPoint.replica_id.in_(list(replica_ids)),
+            MetricPoint.period_start >= now - dt.timedelta(seconds=window_seconds),
+        )
+        .group_by(MetricPoint.replica_id)
+    )
+    return {int(rid): round(float(total) / count, 1) for rid, total, count in rows if rid is not None and count}
+
+
+def _device_memory_estimates(
+    session: Session, variants: Iterable[EndpointVariant], endpoints: dict[int, Endpoint]
+) -> dict[tuple[str, str | None], int]:
+    """Return the compile report's device-memory estimate per (account, compiled artifact URL)."""
+    urls = {v.container.get("ModelDataUrl") for v in variants if v.container.get("ModelDataUrl")}
+    accounts = {e.account_id for e in endpoints.values()}
+    if not urls or not accounts:
+        return {}
+    jobs = session.scalars(
+        select(CompilationJob).where(
+            CompilationJob.status == CompilationJobStatus.COMPLETED,
+            CompilationJob.model_artifacts.in_(urls),
+            CompilationJob.account_id.in_(accounts),
+        )
+    )
+    out: dict[tuple[str, str | None], int] = {}
+    for job in jobs:
+        resources = (job.report or {}).get("resources") if isinstance(job.report, dict) else None
+        value = resources.get("device_memory_per_replica_bytes") if isinstance(resources, dict) else None
+        if isinstance(value, int | float):
+            out[(job.account_id, job.model_artifacts)] = int(value)
+    return out
 
 
 def _replica_views(
@@ -298,21 +364,25 @@ def _replica_views(
     rows = list(replicas)
     variant_ids = {r.variant_id for r in rows}
     endpoint_ids = {r.endpoint_id for r in rows}
-    variants = {
-        v.id: v for v in session.scalars(select(EndpointVariant).where(EndpointVariant.id.in_(variant_ids)))
-    }
+    variants = {v.id: v for v in session.scalars(select(EndpointVariant).where(EndpointVariant.id.in_(variant_ids)))}
     endpoints = {e.id: e for e in session.scalars(select(Endpoint).where(Endpoint.id.in_(endpoint_ids)))}
+    estimates = _device_memory_estimates(session, variants.values(), endpoints)
     views = []
     for r in sorted(rows, key=lambda x: (x.created_at, x.id)):
         variant = variants.get(r.variant_id)
         endpoint = endpoints.get(r.endpoint_id)
         owner = endpoint.account_id if endpoint is not None else None
         visible = account_id is None or owner == account_id
-        reported = r.extra.get(REPORTED_CORES_KEY) if isinstance(r.extra, dict) else None
+        extra = r.extra if isinstance(r.extra, dict) else {}
+        reported = next((extra[k] for k in REPORTED_CORES_KEYS if isinstance(extra.get(k), list)), None)
         rss, cpu = (None, None)
         if local_host_id is not None and r.host_id == local_host_id and r.state != ReplicaState.STOPPED:
             rss, cpu = _proc_stats(r.pid)
-        memory = r.extra.get(REPORTED_DEVICE_MEMORY_KEY) if isinstance(r.extra, dict) else None
+        memory = extra.get(REPORTED_DEVICE_MEMORY_KEY)
+        memory_source = "reported" if isinstance(memory, int | float) else None
+        if memory_source is None and variant is not None and endpoint is not None:
+            memory = estimates.get((endpoint.account_id, variant.container.get("ModelDataUrl")))
+            memory_source = "compile report (estimate)" if memory is not None else None
         views.append(
             ReplicaView(
                 id=r.id,
@@ -331,13 +401,16 @@ def _replica_views(
                 restarts=r.restarts,
                 setup_seconds=r.setup_seconds,
                 failure_reason=r.failure_reason,
-                standby=bool(r.extra.get("standby")) if isinstance(r.extra, dict) else False,
+                standby=bool(extra.get("standby")),
+                variant_id=r.variant_id,
+                instance=int(extra.get("instance", r.ordinal)),
                 created_at=r.created_at,
                 updated_at=r.updated_at,
                 cores=[int(i) for i in reported] if isinstance(reported, list) else [],
                 rss_bytes=rss,
                 cpu_seconds=cpu,
                 device_memory_bytes=int(memory) if isinstance(memory, int | float) else None,
+                device_memory_source=memory_source,
             )
         )
     return views
@@ -358,6 +431,9 @@ def _host_view(
         for i in range(max(0, host.chips))
     ]
     views = _replica_views(session, replicas, account_id=account_id, local_host_id=local_host_id)
+    utilization = recent_utilization(session, [v.id for v in views], now)
+    for view in views:
+        view.utilization_percent = utilization.get(view.id)
     _assign_cores(chips, views)
     age = (now - host.last_heartbeat).total_seconds()
     return HostView(

@@ -54,6 +54,7 @@ def world(session_factory, settings) -> Callable[..., Any]:
         running: bool = True,
         model_data_url: str = "s3://models/m/model.tar.gz",
         host_chips: int = 16,
+        replicas_per_instance: int = 1,
     ) -> dict[str, Any]:
         with session_scope(session_factory) as session:
             admin.create_model(
@@ -91,15 +92,17 @@ def world(session_factory, settings) -> Callable[..., Any]:
                     )
                 else:
                     host.last_heartbeat = utcnow()
-                endpoint = session.get(Endpoint, endpoint_id)
-                endpoint.status = EndpointStatus.IN_SERVICE
-                for variant in endpoint.variants:
+                row = session.get(Endpoint, endpoint_id)
+                assert row is not None
+                row.status = EndpointStatus.IN_SERVICE
+                for variant in row.variants:
                     variant.current_instance_count = variant.desired_instance_count
                     variant.current_weight = variant.desired_weight
                     variant.variant_status = None
-                    for ordinal in range(variant.desired_instance_count):
+                    for ordinal in range(variant.desired_instance_count * replicas_per_instance):
+                        instance, group = divmod(ordinal, replicas_per_instance)
                         replica = Replica(
-                            endpoint_id=endpoint.id,
+                            endpoint_id=row.id,
                             variant_id=variant.id,
                             host_id=settings.host_id,
                             ordinal=ordinal,
@@ -109,7 +112,7 @@ def world(session_factory, settings) -> Callable[..., Any]:
                             pid=os.getpid(),
                             setup_seconds=1.25,
                             log_tail="stored tail line\ninvocation failed with status 500: stored boom",
-                            extra={"container_hash": "x", "standby": False},
+                            extra={"container_hash": "x", "standby": False, "instance": instance, "group": group},
                         )
                         session.add(replica)
                         session.flush()

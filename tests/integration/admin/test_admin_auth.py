@@ -53,9 +53,7 @@ def test_a_token_can_be_issued_over_sigv4_but_not_with_another_token(api):
 
 
 def test_a_wrong_secret_gets_no_token(api):
-    resp = api.post(
-        "/tokens", {"access_key_id": ACCESS_KEY, "secret_access_key": "wrong"}, auth="none"
-    )
+    resp = api.post("/tokens", {"access_key_id": ACCESS_KEY, "secret_access_key": "wrong"}, auth="none")
     assert resp.status_code == 401
     assert resp.get_json()["error"]["code"] == "Unauthenticated"
 
@@ -68,9 +66,7 @@ def test_tampered_expired_and_foreign_tokens_are_rejected(api, settings):
     prefix, payload, signature = good.split(".")
     flipped = signature[:-2] + ("AA" if signature[-2:] != "AA" else "BB")
     assert api.with_token(f"{prefix}.{payload}.{flipped}").get("/whoami").status_code == 401
-    old = sessions.issue_token(
-        ACCESS_KEY, Credential(SECRET_KEY, ACCOUNT_ID), ttl_seconds=60, now=time.time() - 3600
-    )
+    old = sessions.issue_token(ACCESS_KEY, Credential(SECRET_KEY, ACCOUNT_ID), ttl_seconds=60, now=time.time() - 3600)
     resp = api.with_token(old.value).get("/whoami")
     assert resp.status_code == 401 and "expired" in resp.get_json()["error"]["message"]
     console = sessions.issue_token(ACCESS_KEY, Credential(SECRET_KEY, ACCOUNT_ID), purpose=sessions.PURPOSE_CONSOLE)
@@ -98,7 +94,13 @@ def test_another_accounts_resources_are_invisible(api, tenant, world):
     assert tenant.api.ok("GET", "/endpoints")["items"] == []
     assert tenant.api.ok("GET", "/models")["items"] == []
     assert tenant.api.ok("GET", "/endpoint-configs")["items"] == []
-    for path in ["/endpoints/e1", "/endpoints/e1/logs", "/endpoints/e1/errors", "/endpoints/e1/costs", "/models/e1-model"]:
+    for path in [
+        "/endpoints/e1",
+        "/endpoints/e1/logs",
+        "/endpoints/e1/errors",
+        "/endpoints/e1/costs",
+        "/models/e1-model",
+    ]:
         resp = tenant.api.get(path)
         assert resp.status_code == 404, path
         assert resp.get_json()["error"]["code"] == "NotFound"

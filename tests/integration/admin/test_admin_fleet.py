@@ -44,6 +44,13 @@ def test_endpoint_detail_shows_variants_replicas_hosts_and_cores(api, world, set
     assert ls["neuron_devices"][3]["connected_to"] == [4, 2]
 
 
+def test_replicas_of_one_instance_split_its_cores(api, world):
+    world("e1", instance_type="ml.inf1.xlarge", count=2, replicas_per_instance=4)
+    replicas = api.ok("GET", "/endpoints/e1/replicas")["items"]
+    assert [r["neuron_cores"] for r in replicas] == [[i] for i in range(8)]
+    assert [r["chips"] for r in replicas] == [[0]] * 4 + [[1]] * 4
+
+
 def test_cores_the_runtime_reports_win_over_derived_ones(api, world, session_factory):
     from neurondock_platform.db import session_scope
     from neurondock_platform.models import Replica
@@ -51,10 +58,11 @@ def test_cores_the_runtime_reports_win_over_derived_ones(api, world, session_fac
     ids = world("e1", instance_type="ml.inf1.xlarge")["replica_ids"]
     with session_scope(session_factory) as session:
         replica = session.get(Replica, ids[0])
-        replica.extra = {**replica.extra, "neuron_cores": [12, 13, 14, 15], "device_memory_bytes": 33_602_652}
+        replica.extra = {**replica.extra, "cores": [12, 13, 14, 15], "device_memory_bytes": 33_602_652}
     r = api.ok("GET", "/endpoints/e1/replicas")["items"][0]
     assert r["neuron_cores"] == [12, 13, 14, 15] and r["chips"] == [3]
     assert r["neuron_cores_source"] == "reported" and r["device_memory_bytes"] == 33_602_652
+    assert r["device_memory_source"] == "reported"
 
 
 def test_logs_tail_and_follow_with_a_cursor(api, world, settings):
@@ -107,36 +115,89 @@ def test_recent_errors_come_from_replica_logs_and_failures(api, world, settings,
     assert by_kind["replica"]["time"] is not None
 
 
-def test_metrics_say_when_nothing_records_them_and_use_a_source_when_one_exists(api, world):
+def _write_points(session_factory, rows):
+    from neurondock_platform.db import session_scope
+    from neurondock_platform.services import metrics
+
+    with session_scope(session_factory) as session:
+        metrics.write_points(session, rows)
+
+
+def _point(metric, value, *, minutes_ago, count=1, replica_id=None, p50=None, p99=None, unit="Count"):
+    start = dt.datetime.now(dt.UTC).replace(second=0, microsecond=0) - dt.timedelta(minutes=minutes_ago)
+    return {
+        "account_id": "123456789012",
+        "endpoint_name": "e1",
+        "variant_name": "AllTraffic",
+        "replica_id": replica_id,
+        "metric": metric,
+        "period_start": start,
+        "period_seconds": 10,
+        "sum": value,
+        "count": count,
+        "minimum": value / count,
+        "maximum": value / count,
+        "p50": p50,
+        "p99": p99,
+        "unit": unit,
+        "buckets": None,
+        "source": "test",
+    }
+
+
+def test_metrics_come_from_the_store_the_data_plane_writes(api, world, session_factory):
+    rid = world("e1", instance_type="ml.inf1.xlarge")["replica_ids"][0]
+    empty = api.ok("GET", "/endpoints/e1/metrics", query={"metric": "ModelLatency", "statistic": "p99"})
+    assert empty["available"] is True and empty["points"] == [] and empty["unit"] == "Microseconds"
+    setup = api.ok("GET", "/endpoints/e1/metrics", query={"metric": "ModelSetupTime", "statistic": "Maximum"})
+    assert setup["points"][0]["value"] == 1_250_000.0 and "replicas" in setup["source"]
+
+    _write_points(
+        session_factory,
+        [
+            _point("Invocations", 30.0, minutes_ago=3, count=30),
+            _point("Invocations", 60.0, minutes_ago=2, count=60),
+            _point("ModelLatency", 900.0, minutes_ago=2, count=3, p50=250.0, p99=400.0, unit="Microseconds"),
+            _point("NeuronCoreUtilization", 42.0, minutes_ago=0, replica_id=rid, unit="Percent"),
+        ],
+    )
+    got = api.ok("GET", "/endpoints/e1/metrics", query={"metric": "Invocations", "statistic": "Sum"})
+    assert [p["value"] for p in got["points"]] == [30.0, 60.0] and "metrics store" in got["source"]
+    latency = api.ok("GET", "/endpoints/e1/metrics", query={"metric": "ModelLatency", "statistic": "p50"})
+    assert [p["value"] for p in latency["points"]] == [250.0]
+    count = api.ok("GET", "/endpoints/e1/metrics", query={"metric": "ModelLatency", "statistic": "SampleCount"})
+    assert [p["value"] for p in count["points"]] == [3.0]
+
+    observed = api.ok("GET", "/endpoints/e1/costs")["per_million_at_observed_traffic"]
+    assert observed["invocations_per_hour"] == 90.0
+    assert observed["usd"] == pytest.approx(0.228 * 1e6 / 90, rel=1e-3)
+
+    replica = api.ok("GET", "/endpoints/e1/replicas")["items"][0]
+    assert replica["utilization_percent"] == 42.0
+    core = api.ok("GET", "/hosts/host-test")["chips"][0]["neuron_cores"][0]
+    assert core["utilization_percent"] == 42.0
+
+    bad = api.get("/endpoints/e1/metrics", query={"start": "2030-01-01T00:00:00Z", "end": "2029-01-01T00:00:00Z"})
+    assert bad.status_code == 400
+    assert api.get("/endpoints/e1/metrics", query={"period": 15}).status_code == 400
+    assert api.get("/endpoints/e1/metrics", query={"period": 10, "start": "2020-01-01T00:00:00Z"}).status_code == 400
+
+
+def test_an_extra_metrics_source_is_asked_first(api, world):
     from neurondock_platform.services import admin
 
     world("e1", instance_type="ml.c5.large")
-    series = api.ok("GET", "/endpoints/e1/metrics", query={"metric": "ModelLatency", "statistic": "p99"})
-    assert series["available"] is False and "metrics" in series["reason"]
-    assert series["unit"] == "Microseconds" and series["points"] == []
-
-    setup = api.ok("GET", "/endpoints/e1/metrics", query={"metric": "ModelSetupTime", "statistic": "Maximum"})
-    assert setup["available"] is True and setup["points"][0]["value"] == 1_250_000.0
-
     now = dt.datetime.now(dt.UTC)
 
     def fake_source(session, query):
-        if query.metric != "Invocations":
-            return None
-        return [(now - dt.timedelta(minutes=2), 30.0), (now - dt.timedelta(minutes=1), 60.0)]
+        return [(now, 7.0)] if query.metric == "OverheadLatency" else None
 
     admin.register_metrics_source(fake_source)
     try:
-        got = api.ok("GET", "/endpoints/e1/metrics", query={"metric": "Invocations", "statistic": "Sum"})
-        assert got["available"] and [p["value"] for p in got["points"]] == [30.0, 60.0]
-        cost = api.ok("GET", "/endpoints/e1/costs")
-        observed = cost["per_million_at_observed_traffic"]
-        assert observed["invocations_per_hour"] == 90.0
-        assert observed["usd"] == pytest.approx(0.085 * 1e6 / 90, rel=1e-3)
+        got = api.ok("GET", "/endpoints/e1/metrics", query={"metric": "OverheadLatency", "statistic": "p50"})
+        assert [p["value"] for p in got["points"]] == [7.0]
     finally:
         admin._SOURCES.remove(fake_source)
-    bad = api.get("/endpoints/e1/metrics", query={"start": "2030-01-01T00:00:00Z", "end": "2029-01-01T00:00:00Z"})
-    assert bad.status_code == 400
 
 
 def test_history_is_derived_from_the_endpoints_records(api, world):

@@ -99,12 +99,24 @@ def test_create_scale_and_delete_an_endpoint_enqueue_reconciles(api, dispatcher)
 def test_capacity_update_of_a_running_endpoint(api, world):
     world("e1", instance_type="ml.c5.large", count=1)
     updated = api.ok(
-        "POST", "/endpoints/e1/capacity", status=202, json_body={"variants": [{"name": "AllTraffic", "instance_count": 2}]}
+        "POST",
+        "/endpoints/e1/capacity",
+        status=202,
+        json_body={"variants": [{"name": "AllTraffic", "instance_count": 2}]},
     )
     assert updated["status"] == "Updating"
     assert updated["variants"][0]["desired_instance_count"] == 2
     assert api.post("/endpoints/e1/capacity", {"variants": []}).status_code == 400
     assert api.post("/endpoints/e1/capacity", {"variants": [{"name": "x", "weight": "heavy"}]}).status_code == 400
+
+
+def test_update_an_endpoint_to_another_config(api, world, dispatcher):
+    world("e1", instance_type="ml.c5.large")
+    world("e2", running=False, instance_type="ml.c5.xlarge")
+    other = next(c["name"] for c in api.ok("GET", "/endpoint-configs")["items"] if c["name"].startswith("e2-"))
+    updated = api.ok("POST", "/endpoints/e1/update", status=202, json_body={"endpoint_config_name": other})
+    assert updated["status"] == "Updating" and updated["pending_update"]["endpoint_config_name"] == other
+    assert api.post("/endpoints/e1/update", {"endpoint_config_name": "nope"}).status_code == 400  # in progress
 
 
 def test_endpoint_list_filters_by_status_and_name(api, world):
@@ -193,6 +205,11 @@ def test_endpoint_costs_with_alternatives_and_a_compiled_artifact(api, world, se
     assert alts["inf1"]["projected"]["source"] == "compilation job emb-job"
     assert alts["g4dn"]["projected"]["cost_per_million_usd"] > 0
 
+    # The replicas serve the compiled artifact: their device memory is the report's estimate.
+    replica = api.ok("GET", "/endpoints/e1/replicas")["items"][0]
+    assert replica["device_memory_bytes"] == compile_report()["resources"]["device_memory_per_replica_bytes"]
+    assert replica["device_memory_source"] == "compile report (estimate)"
+
     everything = api.ok("GET", "/costs")
     assert everything["page_usd_per_hour"] == cost["usd_per_hour"]
     assert {t["family"] for t in everything["instance_types"]} == {"inf1", "g4dn", "c5"}
@@ -236,3 +253,8 @@ def test_token_uploads_stream_the_body(api):
     resp = bearer.request("PUT", "/artifacts/my-bucket-1/object", query={"key": "a/b"}, data=b"0123456789")
     assert resp.status_code == 201 and resp.get_json()["size"] == 10
     assert bearer.ok("GET", "/artifacts/my-bucket-1/object", query={"key": "a/b"}).data == b"0123456789"
+
+
+def test_nul_characters_are_refused_not_crashed_on(api):
+    assert api.get("/endpoints/a%00b").status_code == 400
+    assert api.get("/models", query={"name_contains": "a\x00b"}).status_code == 400

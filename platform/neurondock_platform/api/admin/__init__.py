@@ -14,7 +14,7 @@ from werkzeug.exceptions import MethodNotAllowed, NotFound
 from neurondock_platform.api import context
 from neurondock_platform.api.admin import _accounts, _artifacts, _endpoints, _fleet, _models, openapi
 from neurondock_platform.api.admin._auth import authenticate_request
-from neurondock_platform.api.admin._errors import error_response, json_body, render
+from neurondock_platform.api.admin._errors import BadRequest, error_response, json_body, render
 from neurondock_platform.api.auth import CredentialCache
 
 NAME = "admin_api"
@@ -31,6 +31,10 @@ def make_blueprint(credentials: CredentialCache) -> Blueprint:
 
     @bp.before_request
     def authenticate() -> None:
+        for value in (request.view_args or {}).values():
+            # PostgreSQL refuses NUL in text, and no name, id or key can hold one.
+            if isinstance(value, str) and "\x00" in value:
+                raise BadRequest("Path parameters must not contain NUL characters.")
         if request.endpoint not in _PUBLIC:
             authenticate_request()
 
@@ -65,9 +69,7 @@ def make_blueprint(credentials: CredentialCache) -> Blueprint:
             if endpoint != f"{NAME}.unknown_route":
                 allowed.append(method)
         if allowed:
-            response = error_response(
-                "MethodNotAllowed", f"{request.method} is not allowed on {request.path}.", 405
-            )
+            response = error_response("MethodNotAllowed", f"{request.method} is not allowed on {request.path}.", 405)
             response.headers["Allow"] = ", ".join(allowed)
             return response
         return error_response("NotFound", f"No admin API route {request.path}; see {PREFIX}/openapi.json.", 404)

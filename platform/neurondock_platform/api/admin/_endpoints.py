@@ -4,7 +4,7 @@ operators look at — history, logs, recent errors, metrics and cost."""
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import Any, TypedDict
 
 from flask import Blueprint, Response
 from sqlalchemy import select
@@ -21,7 +21,12 @@ from neurondock_platform.services import admin, costs, endpoints, fleet
 STATUSES = [s.value for s in EndpointStatus]
 
 
-def owner() -> dict[str, str]:
+class Owner(TypedDict):
+    account_id: str
+    region: str
+
+
+def owner() -> Owner:
     return {"account_id": caller().account_id, "region": context.settings().region}
 
 
@@ -41,9 +46,7 @@ def replicas_of(endpoint: Endpoint) -> list[fleet.ReplicaView]:
 
 
 def log_tails(endpoint: Endpoint) -> dict[int, str | None]:
-    rows = context.db().execute(
-        select(Replica.id, Replica.log_tail).where(Replica.endpoint_id == endpoint.id)
-    )
+    rows = context.db().execute(select(Replica.id, Replica.log_tail).where(Replica.endpoint_id == endpoint.id))
     return {int(rid): tail for rid, tail in rows}
 
 
@@ -63,6 +66,13 @@ def cost_of(endpoint: Endpoint) -> dict[str, Any]:
     )
 
 
+def _period() -> int:
+    period = params.integer("period", 60, minimum=10, maximum=86400)
+    if period % 10:
+        raise BadRequest("Query parameter 'period' must be a multiple of 10 seconds.")
+    return period
+
+
 def register(bp: Blueprint) -> None:
     @bp.get("/endpoints")
     def list_endpoints() -> Response:
@@ -75,9 +85,7 @@ def register(bp: Blueprint) -> None:
             created_after=params.timestamp("created_after"),
             created_before=params.timestamp("created_before"),
         )
-        return json_body(
-            {"items": [shapes.endpoint_summary(e) for e in page.items], "next_token": page.next_token}
-        )
+        return json_body({"items": [shapes.endpoint_summary(e) for e in page.items], "next_token": page.next_token})
 
     @bp.post("/endpoints")
     def create_endpoint() -> Response:
@@ -135,6 +143,20 @@ def register(bp: Blueprint) -> None:
         session.commit()
         return json_body(detail(endpoint), status=202)
 
+    @bp.post("/endpoints/<name>/update")
+    def update_endpoint(name: str) -> Response:
+        data = params.body()
+        session = context.db()
+        endpoint = endpoints.update_endpoint(
+            session,
+            **owner(),
+            name=name,
+            config_name=params.field(data, "endpoint_config_name", str, required=True),
+            retain_all_variant_properties=params.field(data, "retain_all_variant_properties", bool, default=False),
+        )
+        session.commit()
+        return json_body(detail(endpoint), status=202)
+
     @bp.get("/endpoints/<name>/replicas")
     def endpoint_replicas(name: str) -> Response:
         return json_body({"items": [r.to_json() for r in replicas_of(load(name))]})
@@ -142,9 +164,7 @@ def register(bp: Blueprint) -> None:
     @bp.get("/endpoints/<name>/history")
     def endpoint_history(name: str) -> Response:
         endpoint = load(name)
-        return json_body(
-            {"items": admin.endpoint_history(endpoint, replicas_of(endpoint)), "note": admin.HISTORY_NOTE}
-        )
+        return json_body({"items": admin.endpoint_history(endpoint, replicas_of(endpoint)), "note": admin.HISTORY_NOTE})
 
     @bp.get("/endpoints/<name>/logs")
     def endpoint_logs(name: str) -> Response:
@@ -195,7 +215,7 @@ def register(bp: Blueprint) -> None:
             statistic=statistic,
             start=start,
             end=end,
-            period_seconds=params.integer("period", 60, minimum=1, maximum=86400),
+            period_seconds=_period(),
         )
         return json_body(admin.metric_series(context.db(), query, replicas_of(endpoint)).to_json())
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypedDict
 
 from flask import Blueprint, Response
 
@@ -18,7 +18,12 @@ from neurondock_platform.services.fleet import iso
 JOB_STATUSES = [s.value for s in CompilationJobStatus]
 
 
-def owner() -> dict[str, str]:
+class Owner(TypedDict):
+    account_id: str
+    region: str
+
+
+def owner() -> Owner:
     return {"account_id": caller().account_id, "region": context.settings().region}
 
 

@@ -11,12 +11,13 @@ import functools
 from typing import Any
 
 from neurondock_platform.models import CompilationJobStatus, EndpointStatus
+from neurondock_platform.services import admin
 
 VERSION = "1.0.0"
 JSON = "application/json"
 
 S: dict[str, Any] = {"type": "string"}
-I: dict[str, Any] = {"type": "integer"}
+INT: dict[str, Any] = {"type": "integer"}
 N: dict[str, Any] = {"type": "number"}
 B: dict[str, Any] = {"type": "boolean"}
 
@@ -52,7 +53,7 @@ def obj(required: dict[str, Any], optional: dict[str, Any] | None = None, **extr
 TIME = {"type": "string", "format": "date-time"}
 NTIME = nullable(TIME)
 NS = nullable(S)
-NI = nullable(I)
+NI = nullable(INT)
 NN = nullable(N)
 NB = nullable(B)
 ANY_OBJECT: dict[str, Any] = {"type": "object"}
@@ -66,17 +67,17 @@ def _schemas() -> dict[str, Any]:
     price = obj({"usd_per_hour": N, "basis": S, "source": S, "as_of": S, "label": S})
     hardware = obj(
         {
-            "vcpus": I,
-            "memory_gib": I,
-            "inferentia_chips": I,
-            "neuron_cores": I,
-            "device_memory_gib": I,
-            "gpus": I,
+            "vcpus": INT,
+            "memory_gib": INT,
+            "inferentia_chips": INT,
+            "neuron_cores": INT,
+            "device_memory_gib": INT,
+            "gpus": INT,
             "emulated": B,
         }
     )
     replica = obj(
-        {"id": I, "host_id": S, "state": S, "chips": array(I), "neuron_cores": array(I)},
+        {"id": INT, "host_id": S, "state": S, "chips": array(INT), "neuron_cores": array(INT)},
         {
             "owner": S,
             "endpoint_name": NS,
@@ -87,7 +88,7 @@ def _schemas() -> dict[str, Any]:
             "standby": B,
             "pid": NI,
             "address": NS,
-            "restarts": I,
+            "restarts": INT,
             "setup_seconds": NN,
             "failure_reason": NS,
             "created_at": NTIME,
@@ -96,6 +97,8 @@ def _schemas() -> dict[str, Any]:
             "host_memory_bytes": NI,
             "cpu_seconds": NN,
             "device_memory_bytes": NI,
+            "device_memory_source": NS,
+            "utilization_percent": NN,
         },
     )
     endpoint_summary = obj(
@@ -107,7 +110,7 @@ def _schemas() -> dict[str, Any]:
             "last_modified_at": TIME,
             "endpoint_config_name": S,
             "instance_types": array(S),
-            "instance_count": I,
+            "instance_count": INT,
         }
     )
     variant = obj(
@@ -116,8 +119,8 @@ def _schemas() -> dict[str, Any]:
             "model_name": S,
             "instance_type": S,
             "hardware": nullable(ref("Hardware")),
-            "desired_instance_count": I,
-            "current_instance_count": I,
+            "desired_instance_count": INT,
+            "current_instance_count": INT,
             "desired_weight": N,
             "current_weight": N,
             "status": NS,
@@ -137,7 +140,7 @@ def _schemas() -> dict[str, Any]:
                         "name": S,
                         "model_name": S,
                         "instance_type": S,
-                        "desired_instance_count": I,
+                        "desired_instance_count": INT,
                         "desired_weight": N,
                     }
                 )
@@ -159,8 +162,8 @@ def _schemas() -> dict[str, Any]:
     }
     core = obj(
         {
-            "index": I,
-            "chip": I,
+            "index": INT,
+            "chip": INT,
             "replica_id": NI,
             "in_use": B,
             "owner": NS,
@@ -170,10 +173,10 @@ def _schemas() -> dict[str, Any]:
     )
     chip = obj(
         {
-            "index": I,
+            "index": INT,
             "pci_bdf": S,
-            "connected_to": array(I),
-            "memory_bytes": I,
+            "connected_to": array(INT),
+            "memory_bytes": INT,
             "memory_used_bytes": NI,
             "neuron_cores": array(ref("NeuronCore")),
         }
@@ -188,14 +191,14 @@ def _schemas() -> dict[str, Any]:
             "last_heartbeat": NTIME,
             "started_at": NTIME,
             "agent_pid": NI,
-            "vcpus": I,
-            "memory_mb": I,
-            "chip_count": I,
-            "neuron_core_count": I,
-            "chips_in_use": I,
-            "neuron_cores_in_use": I,
-            "device_memory_bytes": I,
-            "replica_count": I,
+            "vcpus": INT,
+            "memory_mb": INT,
+            "chip_count": INT,
+            "neuron_core_count": INT,
+            "chips_in_use": INT,
+            "neuron_cores_in_use": INT,
+            "device_memory_bytes": INT,
+            "replica_count": INT,
         },
         {"chips": array(ref("Chip")), "replicas": array(ref("Replica"))},
     )
@@ -221,7 +224,7 @@ def _schemas() -> dict[str, Any]:
                     {
                         "variant_name": S,
                         "instance_type": S,
-                        "instance_count": I,
+                        "instance_count": INT,
                         "usd_per_hour_per_instance": NN,
                         "usd_per_hour": NN,
                         "price": nullable(ref("Price")),
@@ -230,15 +233,13 @@ def _schemas() -> dict[str, Any]:
                     }
                 )
             ),
-            "per_million_at_observed_traffic": obj(
-                {"label": S, "usd": NN, "invocations_per_hour": NN, "source": S}
-            ),
+            "per_million_at_observed_traffic": obj({"label": S, "usd": NN, "invocations_per_hour": NN, "source": S}),
             "alternatives": array(
                 obj(
                     {
                         "family": S,
                         "instance_type": S,
-                        "instance_count": I,
+                        "instance_count": INT,
                         "is_current": B,
                         "usd_per_hour": NN,
                         "price": nullable(ref("Price")),
@@ -254,12 +255,12 @@ def _schemas() -> dict[str, Any]:
         {
             "name": S,
             "family": S,
-            "vcpus": I,
-            "memory_gib": I,
-            "inferentia_chips": I,
-            "neuron_cores": I,
-            "device_memory_gib": I,
-            "gpus": I,
+            "vcpus": INT,
+            "memory_gib": INT,
+            "inferentia_chips": INT,
+            "neuron_cores": INT,
+            "device_memory_gib": INT,
+            "gpus": INT,
             "emulated": B,
             "prices": obj(
                 {
@@ -291,9 +292,7 @@ def _schemas() -> dict[str, Any]:
             "neuron_subgraphs": NI,
             "cpu_segments": NI,
             "unsupported_operators": array(S),
-            "cpu_fallbacks": array(
-                obj({"segment": NS, "operator": S, "count": NI, "reason": S})
-            ),
+            "cpu_fallbacks": array(obj({"segment": NS, "operator": S, "count": NI, "reason": S})),
             "numerics": ANY_OBJECT,
             "resources": ANY_OBJECT,
             "execution": ANY_OBJECT,
@@ -309,7 +308,7 @@ def _schemas() -> dict[str, Any]:
                     "model_artifacts": S,
                     "inference_image": NS,
                     "artifact_sha256": NS,
-                    "max_runtime_seconds": I,
+                    "max_runtime_seconds": INT,
                     "report": nullable(ref("CompileReportSummary")),
                 },
                 {"data_input_config": {}},
@@ -351,7 +350,7 @@ def _schemas() -> dict[str, Any]:
         {
             "bucket": S,
             "key": S,
-            "size": I,
+            "size": INT,
             "etag": S,
             "content_type": S,
             "last_modified": TIME,
@@ -378,7 +377,7 @@ def _schemas() -> dict[str, Any]:
             ]
         },
         "ModelList": listing("ModelSummary"),
-        "EndpointConfigSummary": obj({"name": S, "arn": S, "created_at": TIME, "variant_count": I}),
+        "EndpointConfigSummary": obj({"name": S, "arn": S, "created_at": TIME, "variant_count": INT}),
         "EndpointConfig": {
             "allOf": [
                 ref("EndpointConfigSummary"),
@@ -415,7 +414,7 @@ def _schemas() -> dict[str, Any]:
                 "replicas": array(
                     obj(
                         {
-                            "replica_id": I,
+                            "replica_id": INT,
                             "variant_name": NS,
                             "host_id": S,
                             "state": S,
@@ -433,7 +432,7 @@ def _schemas() -> dict[str, Any]:
                         {
                             "kind": {"type": "string", "enum": ["invocation", "replica"]},
                             "time": NTIME,
-                            "replica_id": I,
+                            "replica_id": INT,
                             "variant_name": NS,
                             "status": NI,
                             "message": S,
@@ -450,7 +449,7 @@ def _schemas() -> dict[str, Any]:
                 "metric": S,
                 "statistic": S,
                 "unit": S,
-                "period_seconds": I,
+                "period_seconds": INT,
                 "start": TIME,
                 "end": TIME,
                 "available": B,
@@ -481,12 +480,12 @@ def _schemas() -> dict[str, Any]:
                 "neuron_devices": array(
                     obj(
                         {
-                            "neuron_device": I,
+                            "neuron_device": INT,
                             "bdf": S,
-                            "connected_to": array(I),
-                            "nc_count": I,
-                            "memory_size": I,
-                            "neuroncore_ids": array(I),
+                            "connected_to": array(INT),
+                            "nc_count": INT,
+                            "memory_size": INT,
+                            "neuroncore_ids": array(INT),
                             "neuron_processes": array(
                                 obj({"pid": NI, "command": S, "neuron_runtime_version": S, "replica_id": NI})
                             ),
@@ -529,7 +528,7 @@ def _schemas() -> dict[str, Any]:
                 "access_key_id": S,
                 "account_id": S,
                 "expires_at": TIME,
-                "expires_in": I,
+                "expires_in": INT,
             }
         ),
         "WhoAmI": obj(
@@ -568,11 +567,15 @@ def _schemas() -> dict[str, Any]:
                 "variants": array(
                     obj(
                         {"name": S},
-                        {"instance_count": {"type": "integer", "minimum": 1}, "weight": {"type": "number", "minimum": 0}},
+                        {
+                            "instance_count": {"type": "integer", "minimum": 1},
+                            "weight": {"type": "number", "minimum": 0},
+                        },
                     )
                 )
             }
         ),
+        "UpdateEndpoint": obj({"endpoint_config_name": S}, {"retain_all_variant_properties": B}),
         "CreateToken": obj(
             {},
             {
@@ -588,15 +591,19 @@ def _schemas() -> dict[str, Any]:
 # --- operations -----------------------------------------------------------------------------------
 
 
-def param(name: str, schema: dict[str, Any], *, where: str = "query", required: bool = False, doc: str = "") -> dict[str, Any]:
+def param(
+    name: str, schema: dict[str, Any], *, where: str = "query", required: bool = False, doc: str = ""
+) -> dict[str, Any]:
     out: dict[str, Any] = {"name": name, "in": where, "required": required or where == "path", "schema": schema}
     if doc:
         out["description"] = doc
     return out
 
 
-def path_param(name: str, doc: str = "") -> dict[str, Any]:
-    return param(name, {"type": "string", "minLength": 1}, where="path", doc=doc)
+def path_param(name: str, example: str, doc: str = "") -> dict[str, Any]:
+    out = param(name, {"type": "string", "minLength": 1}, where="path", doc=doc)
+    out["example"] = example
+    return out
 
 
 LIMIT = param("limit", {"type": "integer", "minimum": 1, "maximum": 100, "default": 50}, doc="Page size.")
@@ -631,8 +638,7 @@ def errors(*statuses: str) -> dict[str, Any]:
         "501": "Not offered by this deployment",
     }
     return {
-        s: {"description": texts[s], "content": {JSON: {"schema": ref("Error")}}}
-        for s in ("400", "401", *statuses)
+        s: {"description": texts[s], "content": {JSON: {"schema": ref("Error")}}} for s in ("400", "401", *statuses)
     }
 
 
@@ -663,7 +669,13 @@ def op(
 
 
 def _paths() -> dict[str, Any]:
-    name = path_param("name")
+    model = path_param("name", "my-model")
+    config = path_param("name", "my-endpoint-config")
+    name = path_param("name", "my-endpoint")
+    job = path_param("name", "my-compilation-job")
+    host = path_param("host_id", "host-1")
+    account = path_param("account_id", "123456789012")
+    key = path_param("access_key_id", "AKNDEXAMPLE000000000")
     return {
         "/openapi.json": {
             "get": op(
@@ -698,7 +710,7 @@ def _paths() -> dict[str, Any]:
             ),
         },
         "/models/{name}": {
-            "parameters": [name],
+            "parameters": [model],
             "get": op("getModel", "Describe a model", ok("Model"), tag="models", error_codes=("404",)),
             "delete": op(
                 "deleteModel", "Delete a model", ok(None, "204", "Deleted"), tag="models", error_codes=("404",)
@@ -714,7 +726,7 @@ def _paths() -> dict[str, Any]:
             )
         },
         "/endpoint-configs/{name}": {
-            "parameters": [name],
+            "parameters": [config],
             "get": op(
                 "getEndpointConfig",
                 "Describe an endpoint config",
@@ -784,6 +796,17 @@ def _paths() -> dict[str, Any]:
                 error_codes=("404",),
             ),
         },
+        "/endpoints/{name}/update": {
+            "parameters": [name],
+            "post": op(
+                "updateEndpoint",
+                "Move the endpoint to another endpoint config (UpdateEndpoint, blue/green)",
+                ok("Endpoint", "202", "Accepted"),
+                tag="endpoints",
+                request_body=body("UpdateEndpoint"),
+                error_codes=("404",),
+            ),
+        },
         "/endpoints/{name}/replicas": {
             "parameters": [name],
             "get": op(
@@ -839,32 +862,14 @@ def _paths() -> dict[str, Any]:
                 ok("MetricSeries"),
                 tag="endpoints",
                 parameters=[
-                    param(
-                        "metric",
-                        {
-                            "type": "string",
-                            "enum": [
-                                "Invocations",
-                                "InvocationsPerInstance",
-                                "ModelLatency",
-                                "OverheadLatency",
-                                "Invocation4XXErrors",
-                                "Invocation5XXErrors",
-                                "ModelSetupTime",
-                            ],
-                        },
-                    ),
-                    param(
-                        "statistic",
-                        {
-                            "type": "string",
-                            "enum": ["Sum", "Average", "Minimum", "Maximum", "SampleCount", "p50", "p90", "p99"],
-                        },
-                    ),
+                    param("metric", {"type": "string", "enum": list(admin.METRICS)}),
+                    param("statistic", {"type": "string", "enum": list(admin.STATISTICS)}),
                     param("variant", {"type": "string", "maxLength": 63}),
                     param("start", {"type": "string", "format": "date-time"}),
                     param("end", {"type": "string", "format": "date-time"}),
-                    param("period", {"type": "integer", "minimum": 1, "maximum": 86400, "default": 60}),
+                    param(
+                        "period", {"type": "integer", "minimum": 10, "maximum": 86400, "multipleOf": 10, "default": 60}
+                    ),
                 ],
                 error_codes=("404",),
             ),
@@ -907,7 +912,7 @@ def _paths() -> dict[str, Any]:
             )
         },
         "/compilation-jobs/{name}": {
-            "parameters": [name],
+            "parameters": [job],
             "get": op(
                 "getCompilationJob",
                 "Describe a compilation job with its compile-report headline",
@@ -917,7 +922,7 @@ def _paths() -> dict[str, Any]:
             ),
         },
         "/compilation-jobs/{name}/report": {
-            "parameters": [name],
+            "parameters": [job],
             "get": op(
                 "getCompileReport",
                 "The whole compile report (emulated) and its headline",
@@ -927,7 +932,7 @@ def _paths() -> dict[str, Any]:
             ),
         },
         "/compilation-jobs/{name}/log": {
-            "parameters": [name],
+            "parameters": [job],
             "get": op(
                 "getCompileLog",
                 "The compile log in torch-neuron's line formats",
@@ -937,7 +942,7 @@ def _paths() -> dict[str, Any]:
             ),
         },
         "/compilation-jobs/{name}/projections": {
-            "parameters": [name],
+            "parameters": [job],
             "get": op(
                 "getCompileProjections",
                 "Projected latency, throughput and cost per instance type beside the CPU measurement",
@@ -956,11 +961,11 @@ def _paths() -> dict[str, Any]:
             )
         },
         "/hosts/{host_id}": {
-            "parameters": [path_param("host_id")],
+            "parameters": [host],
             "get": op("getHost", "One host in detail", ok("Host"), tag="fleet", error_codes=("404",)),
         },
         "/hosts/{host_id}/neuron-ls": {
-            "parameters": [path_param("host_id")],
+            "parameters": [host],
             "get": op(
                 "getNeuronLs",
                 "neuron-ls -j for one host (emulated)",
@@ -989,7 +994,7 @@ def _paths() -> dict[str, Any]:
             )
         },
         "/artifacts/{bucket}": {
-            "parameters": [path_param("bucket")],
+            "parameters": [path_param("bucket", "nd-artifacts-123456789012")],
             "get": op(
                 "listArtifacts",
                 "List objects of one of the account's buckets",
@@ -1004,7 +1009,10 @@ def _paths() -> dict[str, Any]:
             ),
         },
         "/artifacts/{bucket}/object": {
-            "parameters": [path_param("bucket"), param("key", {"type": "string", "minLength": 1}, required=True)],
+            "parameters": [
+                path_param("bucket", "nd-artifacts-123456789012"),
+                {**param("key", {"type": "string", "minLength": 1}, required=True), "example": "models/model.tar.gz"},
+            ],
             "get": op(
                 "downloadArtifact",
                 "Download an object",
@@ -1031,8 +1039,12 @@ def _paths() -> dict[str, Any]:
         },
         "/accounts": {
             "get": op(
-                "listAccounts", "List accounts (admin)", ok("AccountList"), tag="accounts",
-                parameters=[LIMIT, NEXT], error_codes=("403",),
+                "listAccounts",
+                "List accounts (admin)",
+                ok("AccountList"),
+                tag="accounts",
+                parameters=[LIMIT, NEXT],
+                error_codes=("403",),
             ),
             "post": op(
                 "createAccount",
@@ -1044,45 +1056,65 @@ def _paths() -> dict[str, Any]:
             ),
         },
         "/accounts/{account_id}": {
-            "parameters": [path_param("account_id")],
+            "parameters": [account],
             "get": op(
-                "getAccount", "An account and its keys (admin)", ok("AccountDetail"), tag="accounts",
+                "getAccount",
+                "An account and its keys (admin)",
+                ok("AccountDetail"),
+                tag="accounts",
                 error_codes=("403", "404"),
             ),
         },
         "/accounts/{account_id}/access-keys": {
-            "parameters": [path_param("account_id")],
+            "parameters": [account],
             "get": op(
-                "listAccountKeys", "An account's access keys (admin)", ok("AccessKeyList"), tag="accounts",
-                parameters=[LIMIT, NEXT], error_codes=("403", "404"),
+                "listAccountKeys",
+                "An account's access keys (admin)",
+                ok("AccessKeyList"),
+                tag="accounts",
+                parameters=[LIMIT, NEXT],
+                error_codes=("403", "404"),
             ),
             "post": op(
-                "createAccessKey", "Add an access key; the secret is shown once (admin)",
-                ok("AccessKey", "201", "Created"), tag="accounts", error_codes=("403", "404"),
+                "createAccessKey",
+                "Add an access key; the secret is shown once (admin)",
+                ok("AccessKey", "201", "Created"),
+                tag="accounts",
+                error_codes=("403", "404"),
             ),
         },
         "/access-keys": {
             "get": op(
-                "listAccessKeys", "Every access key (admin)", ok("AccessKeyList"), tag="accounts",
-                parameters=[LIMIT, NEXT], error_codes=("403",),
+                "listAccessKeys",
+                "Every access key (admin)",
+                ok("AccessKeyList"),
+                tag="accounts",
+                parameters=[LIMIT, NEXT],
+                error_codes=("403",),
             )
         },
         "/access-keys/{access_key_id}/disable": {
-            "parameters": [path_param("access_key_id")],
+            "parameters": [key],
             "post": op(
-                "disableAccessKey", "Disable a key; its tokens stop working too (admin)", ok("AccessKey"),
-                tag="accounts", error_codes=("403", "404", "409"),
+                "disableAccessKey",
+                "Disable a key; its tokens stop working too (admin)",
+                ok("AccessKey"),
+                tag="accounts",
+                error_codes=("403", "404", "409"),
             ),
         },
         "/access-keys/{access_key_id}/enable": {
-            "parameters": [path_param("access_key_id")],
+            "parameters": [key],
             "post": op(
-                "enableAccessKey", "Enable a key (admin)", ok("AccessKey"), tag="accounts",
+                "enableAccessKey",
+                "Enable a key (admin)",
+                ok("AccessKey"),
+                tag="accounts",
                 error_codes=("403", "404", "409"),
             ),
         },
         "/access-keys/{access_key_id}/rotate": {
-            "parameters": [path_param("access_key_id")],
+            "parameters": [key],
             "post": op(
                 "rotateAccessKey",
                 "Issue a new key for the same account and disable the old one (admin)",
@@ -1105,7 +1137,7 @@ def _document_template() -> dict[str, Any]:
                 "Operator API of neurondock: models, endpoint configs, endpoints with their replicas and "
                 "emulated NeuronCores, compilation jobs, hosts, costs, logs, artifacts and accounts. "
                 "Authenticate with SigV4 (any service name, the account's access key) or with "
-                "'Authorization: Bearer <token>' from POST /tokens. Errors are {\"error\": {\"code\", \"message\"}}. "
+                '\'Authorization: Bearer <token>\' from POST /tokens. Errors are {"error": {"code", "message"}}. '
                 "Everything about Inferentia is emulated or projected and says so."
             ),
         },
