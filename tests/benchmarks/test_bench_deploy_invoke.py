@@ -107,7 +107,8 @@ def test_deploy_and_invoke_latency(platform, tmp_path, mode):
     print(
         f"\n[benchmark:{mode}] CreateEndpoint -> InService: median {statistics.median(to_service):.2f} s "
         f"(min {min(to_service):.2f}, max {max(to_service):.2f}, n={deploys}; goal <= 5 s; SageMaker takes minutes)\n"
-        f"[benchmark:{mode}] InvokeEndpoint via boto3 (tiny MLP, NPY, n={invokes}): p50 {p50:.3f} ms, p99 {p99:.3f} ms\n"
+        f"[benchmark:{mode}] InvokeEndpoint via boto3 (tiny MLP, NPY, n={invokes}): "
+        f"p50 {p50:.3f} ms, p99 {p99:.3f} ms\n"
         f"[benchmark:{mode}] same model in-process (decode+run+encode):        p50 {l50:.3f} ms, p99 {l99:.3f} ms\n"
         f"[benchmark:{mode}] served/in-process ratio p50 {p50 / l50:.1f}x, difference p50 {p50 - l50:.3f} ms, "
         f"p99 {p99 - l99:.3f} ms\n"

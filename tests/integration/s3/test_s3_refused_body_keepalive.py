@@ -8,7 +8,6 @@ import time
 import boto3
 import pytest
 from a2wsgi import WSGIMiddleware
-
 from tests.conftest import ACCESS_KEY, SECRET_KEY
 from tests.support.platform import free_port
 
