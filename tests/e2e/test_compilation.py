@@ -154,3 +154,73 @@ def test_a_bad_model_fails_and_unknown_compiler_flags_are_refused(platform, sm, 
         )
     assert err.value.response["Error"]["Code"] == "ValidationException"
     assert "unknown flag '--turbo'" in err.value.response["Error"]["Message"]
+
+
+def test_a_model_with_an_unsupported_operator_compiles_with_cpu_fallback_and_serves(
+    platform, sm, rt, s3, bucket, tmp_path
+):
+    """aten::gather is not supported on Inf1: it stays on the CPU and the model still deploys and serves."""
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+    class GatherNet(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.b = nn.Linear(16, 32), nn.Linear(32, 32)
+            self.c, self.d = nn.Linear(32, 16), nn.Linear(16, 8)
+            self.register_buffer("idx", torch.randint(0, 32, (4, 32), generator=torch.Generator().manual_seed(1)))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            h = F.relu(self.b(F.relu(self.a(x))))
+            h = torch.gather(h, 1, self.idx)
+            return self.d(F.relu(self.c(h)))
+
+    torch.manual_seed(3)
+    model = torch.jit.trace(GatherNet().eval(), torch.randn(4, 16))
+    name = _name("neo-gather")
+    key = f"{name}/model.tar.gz"
+    s3.upload_file(str(pack_model(tmp_path / "gather.tar.gz", model)), bucket, key)
+    sm.create_compilation_job(
+        CompilationJobName=name,
+        RoleArn=ROLE,
+        InputConfig={"S3Uri": f"s3://{bucket}/{key}", "DataInputConfig": "[[4,16]]", "Framework": "PYTORCH"},
+        OutputConfig={"S3OutputLocation": f"s3://{bucket}/{name}/out", "TargetDevice": "ml_inf1"},
+        StoppingCondition={"MaxRuntimeInSeconds": 300},
+    )
+    desc = _wait_for_job(platform, sm, name)
+    assert desc["CompilationJobStatus"] == "COMPLETED", (desc["FailureReason"], platform.logs())
+    manifest = json.loads(s3.get_object(Bucket=bucket, Key=f"{name}/out/model-ml_inf1/manifest.json")["Body"].read())
+    assert "aten::gather" in json.dumps(manifest["analyze"]["unsupported_operators"])
+    assert manifest["emulated"] is True
+
+    sm.create_model(
+        ModelName=name,
+        PrimaryContainer={"Image": desc["InferenceImage"], "ModelDataUrl": desc["ModelArtifacts"]["S3ModelArtifacts"]},
+        ExecutionRoleArn=ROLE,
+    )
+    sm.create_endpoint_config(
+        EndpointConfigName=name,
+        ProductionVariants=[
+            {
+                "VariantName": "AllTraffic",
+                "ModelName": name,
+                "InitialInstanceCount": 1,
+                "InstanceType": "ml.inf1.xlarge",
+            }
+        ],
+    )
+    sm.create_endpoint(EndpointName=name, EndpointConfigName=name)
+    sm.get_waiter("endpoint_in_service").wait(EndpointName=name, WaiterConfig=WAIT)
+    x = np.random.default_rng(3).standard_normal((4, 16)).astype("float32")
+    buf = io.BytesIO()
+    np.save(buf, x)
+    resp = rt.invoke_endpoint(
+        EndpointName=name, ContentType="application/x-npy", Accept="application/x-npy", Body=buf.getvalue()
+    )
+    got = np.load(io.BytesIO(resp["Body"].read()))
+    with torch.no_grad():
+        fp32 = model(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(got, fp32, rtol=0.05, atol=0.05)
+    sm.delete_endpoint(EndpointName=name)
