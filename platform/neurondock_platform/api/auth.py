@@ -30,6 +30,11 @@ class CredentialCache:
             return hit[1]
         return None
 
+    def forget(self, access_key_id: str) -> None:
+        """Drop one key so a change (disabled, rotated) takes effect in this process at once."""
+        with self._lock:
+            self._entries.pop(access_key_id, None)
+
     def lookup(self, access_key_id: str) -> sigv4.Credential | None:
         now = time.monotonic()
         with self._lock:

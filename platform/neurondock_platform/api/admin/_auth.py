@@ -36,17 +36,7 @@ def forget_credential(access_key_id: str) -> None:
 
     Other API processes notice within the cache's TTL (5 s).
     """
-    cache = credentials()
-    forget = getattr(cache, "forget", None)
-    if callable(forget):
-        forget(access_key_id)
-        return
-    # The cache has no public way to drop one entry yet; its entries are a dict behind a lock.
-    lock = getattr(cache, "_lock", None)
-    entries = getattr(cache, "_entries", None)
-    if lock is not None and isinstance(entries, dict):
-        with lock:
-            entries.pop(access_key_id, None)
+    credentials().forget(access_key_id)
 
 
 def authenticate_request() -> Caller:
