@@ -29,6 +29,11 @@ _AUTH_RE = re.compile(
     r"/aws4_request,\s*SignedHeaders=(?P<sh>[^,\s]+),\s*Signature=(?P<sig>[0-9a-f]{64})"
 )
 UNSIGNED_PAYLOADS = {"UNSIGNED-PAYLOAD", "STREAMING-UNSIGNED-PAYLOAD-TRAILER"}
+_HEX_SHA256 = re.compile(r"[0-9a-fA-F]{64}")
+
+
+def _same_hash(declared: str, body: bytes) -> bool:
+    return hmac.compare_digest(declared.lower(), hashlib.sha256(body).hexdigest())
 
 
 @dataclass(frozen=True)
@@ -143,6 +148,11 @@ def verify(
     payload_hash = h.get("x-amz-content-sha256")
     if not payload_hash:
         payload_hash = hashlib.sha256(body or b"").hexdigest()
+    elif body is not None and _HEX_SHA256.fullmatch(payload_hash) and not _same_hash(payload_hash, body):
+        # The declared hash is signed, the body is not: a captured request must not carry another body.
+        raise InvalidSignatureException(
+            "The provided 'x-amz-content-sha256' header does not match what was computed."
+        )
     creq = "\n".join(
         [
             method.upper(),

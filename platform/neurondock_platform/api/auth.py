@@ -48,14 +48,20 @@ class CredentialCache:
         return credential
 
 
-def authenticate(request: Request, cache: CredentialCache, *, path: str | None = None) -> context.AuthContext:
-    """Verify the request's signature and record the caller in ``g.auth``."""
+def authenticate(
+    request: Request, cache: CredentialCache, *, path: str | None = None, streamed_body: bool = False
+) -> context.AuthContext:
+    """Verify the request's signature and record the caller in ``g.auth``.
+
+    ``streamed_body``: the caller (S3) checks the body against ``X-Amz-Content-SHA256`` while it
+    streams it; everywhere else the body is read here and must match a declared hash.
+    """
     signed, credential = sigv4.verify(
         method=request.method,
         path=path if path is not None else request.path,
         query=request.query_string.decode("latin-1"),
         headers=dict(request.headers.items()),
-        body=None if request.headers.get("x-amz-content-sha256") else request.get_data(cache=True),
+        body=None if streamed_body and request.headers.get("x-amz-content-sha256") else request.get_data(cache=True),
         lookup=cache.lookup,
         skew_seconds=context.settings().clock_skew_seconds,
     )

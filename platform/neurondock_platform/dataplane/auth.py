@@ -160,7 +160,17 @@ class SigV4Authenticator:
             canon_headers = "".join([f"{n}:{' '.join(h[n].split())}\n" for n in names])
         except KeyError:
             raise InvalidSignatureException() from None
-        payload_hash = h.get("x-amz-content-sha256") or hashlib.sha256(request.body).hexdigest()
+        declared = h.get("x-amz-content-sha256")
+        if declared in sigv4.UNSIGNED_PAYLOADS:
+            payload_hash = declared
+        else:
+            payload_hash = hashlib.sha256(request.body).hexdigest()
+            if declared and declared.lower() != payload_hash:
+                # The header is signed, the body is not: without this check a captured request could
+                # be replayed with another body for as long as its signature is fresh.
+                raise InvalidSignatureException(
+                    "The provided 'x-amz-content-sha256' header does not match what was computed."
+                )
         creq = "\n".join(
             (
                 request.method.upper(),

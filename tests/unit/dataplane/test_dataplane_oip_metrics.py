@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import datetime as dt
 import io
 import json
@@ -402,7 +403,7 @@ def test_collector_reservoir_percentiles():
 
 @pytest.mark.parametrize(
     "case",
-    ["good", "bad-secret", "other-service", "missing-header", "query", "unknown-key", "skewed"],
+    ["good", "bad-secret", "other-service", "missing-header", "query", "unknown-key", "skewed", "swapped-body"],
 )
 def test_fast_sigv4_agrees_with_the_reference_verifier(case, session_factory):
     body = b"\x93NUMPY payload"
@@ -414,8 +415,14 @@ def test_fast_sigv4_agrees_with_the_reference_verifier(case, session_factory):
         kw["service"] = "execute-api"
     if case == "unknown-key":
         kw["access_key"] = "AKNDNOTAKEY000000000"
-    headers = sign("POST", url, body=body, headers={"Content-Type": "application/x-npy"}, **kw)
+    signed_headers = {"Content-Type": "application/x-npy"}
+    if case == "swapped-body":
+        # The declared payload hash is signed; the body that arrives is another one.
+        signed_headers["X-Amz-Content-SHA256"] = hashlib.sha256(body).hexdigest()
+    headers = sign("POST", url, body=body, headers=signed_headers, **kw)
     headers["Host"] = "localhost"
+    if case == "swapped-body":
+        body = b"\x93NUMPY another payload"
     lower = {k.lower(): v for k, v in headers.items()}
     if case == "missing-header":
         del lower["content-type"]

@@ -54,7 +54,7 @@ def make_blueprint(credentials: CredentialCache) -> Blueprint:
         auth = (
             presign.authenticate_query(credentials)
             if presign.is_presigned()
-            else authenticate(request, credentials)
+            else authenticate(request, credentials, streamed_body=True)
         )
         if auth.service != "s3":
             raise svc.AuthorizationHeaderMalformed(
