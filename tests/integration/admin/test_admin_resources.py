@@ -247,6 +247,21 @@ def test_artifacts_upload_list_download_and_isolation(api, tenant):
     assert taken.status_code == 409
 
 
+def test_a_signed_payload_hash_must_match_the_uploaded_body(api):
+    import hashlib
+
+    bucket = api.ok("GET", "/artifacts")["default_bucket"]
+    body = b"model bytes" * 100
+    declared = {"Content-Type": "application/gzip", "X-Amz-Content-SHA256": hashlib.sha256(body).hexdigest()}
+    up = api.request("PUT", f"/artifacts/{bucket}/object", query={"key": "h.tar.gz"}, data=body, headers=declared)
+    assert up.status_code == 201, up.get_data(as_text=True)
+    assert api.ok("GET", f"/artifacts/{bucket}/object", query={"key": "h.tar.gz"}).data == body
+    wrong = {**declared, "X-Amz-Content-SHA256": hashlib.sha256(b"another body").hexdigest()}
+    refused = api.request("PUT", f"/artifacts/{bucket}/object", query={"key": "w.tar.gz"}, data=body, headers=wrong)
+    assert refused.status_code == 401 and "x-amz-content-sha256" in refused.get_json()["error"]["message"]
+    assert api.get(f"/artifacts/{bucket}/object", query={"key": "w.tar.gz"}).status_code == 404
+
+
 def test_token_uploads_stream_the_body(api):
     token = api.ok("POST", "/tokens", status=201)["token"]
     bearer = api.with_token(token)

@@ -46,8 +46,9 @@ def _bucket(name: str) -> str:
 
 
 def _upload_body() -> IO[bytes] | bytes:
-    # SigV4 without x-amz-content-sha256 hashes (and so has already read) the body; otherwise stream it.
-    if caller().method == "bearer" or "x-amz-content-sha256" in request.headers:
+    # SigV4 has already read the body to check it against the signed payload hash; a bearer token
+    # signs no body, so it streams.
+    if caller().method == "bearer":
         return request.stream
     return request.get_data(cache=True)
 
