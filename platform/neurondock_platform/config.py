@@ -49,8 +49,24 @@ class Settings:
     agent_poll_interval: float = 0.1
     heartbeat_timeout: float = 15.0
     model_timeout: float = 60.0
+    # Seconds between writes of each API process's metric periods and invocation errors to the database.
+    metrics_flush_seconds: float = 10.0
     max_payload_bytes: int = 6 * 1024 * 1024
     clock_skew_seconds: int = 15 * 60
+    # A replica whose RSS grows this much past its size when it became ready asks to be replaced (0: never).
+    replica_max_memory_growth_mb: int = 1024
+    # Replicas of one artifact on a host map its weights from one file instead of holding a copy each.
+    share_weights: bool = True
+    # Warm interpreters (torch imported) kept for replica starts: 4 covers an ml.inf1.xlarge (0: none).
+    standby_pool_size: int = 4
+    # Sign-in attempts (console and POST /api/v1/tokens) per client address and per access key id, per
+    # period; each API process counts on its own. 0 turns a limit off. A wrong secret costs this many.
+    sign_in_limit_per_address: int = 30
+    sign_in_limit_per_key: int = 10
+    sign_in_limit_period_seconds: float = 60.0
+    sign_in_failure_cost: int = 2
+    # How stale a process's copy of the revoked-token list may get before it is re-read.
+    token_revocation_refresh_seconds: float = 1.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -81,6 +97,15 @@ class Settings:
             host_chips=int(get("HOST_CHIPS", "16")),
             api_workers=int(get("API_WORKERS", "1")),
             heartbeat_timeout=float(get("HEARTBEAT_TIMEOUT", "15")),
+            metrics_flush_seconds=float(get("METRICS_FLUSH_SECONDS", "10")),
+            replica_max_memory_growth_mb=int(get("REPLICA_MAX_MEMORY_GROWTH_MB", "1024")),
+            share_weights=_flag(get("SHARE_WEIGHTS") or None, True),
+            standby_pool_size=int(get("STANDBY_POOL_SIZE", "4")),
+            sign_in_limit_per_address=int(get("SIGN_IN_LIMIT_PER_ADDRESS", "30")),
+            sign_in_limit_per_key=int(get("SIGN_IN_LIMIT_PER_KEY", "10")),
+            sign_in_limit_period_seconds=float(get("SIGN_IN_LIMIT_PERIOD_SECONDS", "60")),
+            sign_in_failure_cost=int(get("SIGN_IN_FAILURE_COST", "2")),
+            token_revocation_refresh_seconds=float(get("TOKEN_REVOCATION_REFRESH_SECONDS", "1")),
         )
         return base.with_overrides(**overrides)
 

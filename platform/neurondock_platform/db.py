@@ -87,8 +87,12 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
-    """Return the session factory used by services and tasks."""
-    return sessionmaker(engine, expire_on_commit=False)
+    """Return the session factory used by services and tasks; its sessions record endpoint status changes."""
+    from neurondock_platform import status_history  # imported late: it imports the models, which import this
+
+    factory = sessionmaker(engine, expire_on_commit=False)
+    status_history.install(factory)
+    return factory
 
 
 @contextmanager

@@ -39,7 +39,7 @@ class NeurondockASGI:
         self.flask_app = create_app(settings, session_factory=factory, dispatcher=dispatcher)
         self.wsgi = WSGIMiddleware(self.flask_app, workers=wsgi_threads)  # type: ignore[arg-type]
         credentials = self.flask_app.extensions["neurondock_credentials"]
-        self.runtime = RuntimeApp(settings, factory, credentials)
+        self.runtime = RuntimeApp(settings, factory, credentials, flush_interval=settings.metrics_flush_seconds)
         self.oip = OipApp(self.runtime)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

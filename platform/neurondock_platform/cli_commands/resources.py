@@ -185,6 +185,38 @@ def describe_endpoint(conn: Connection, output: str, name: str) -> None:
     click.echo(table(["replica", "variant", "host", "state", "chips", "neuroncores", "pid", "host mem"], rows))
 
 
+@endpoints.command("events")
+@click.argument("name")
+@LIST_LIMIT
+@connection_options
+def endpoint_events(conn: Connection, output: str, name: str, limit: int) -> None:
+    """Show an endpoint's status history, newest first (kept after delete until the name is reused)."""
+    items = _list(conn, f"/endpoints/{name}/events", limit)
+    if output == "json":
+        emit_json(items)
+        return
+    rows = [[e["time"], e["previous_status"] or "-", e["status"], e["reason"] or ""] for e in items]
+    click.echo(table(["time", "from", "to", "reason"], rows))
+
+
+@endpoints.command("errors")
+@click.argument("name")
+@LIST_LIMIT
+@connection_options
+def endpoint_errors(conn: Connection, output: str, name: str, limit: int) -> None:
+    """Show an endpoint's recent failed invocations, newest first, with the request ids callers got."""
+    items = _list(conn, f"/endpoints/{name}/errors", limit)
+    if output == "json":
+        emit_json(items)
+        return
+    rows = [
+        [e["time"], e["http_status"], e["error_code"], e["variant_name"] or "-", e["replica_id"] or "-",
+         e["request_id"], (e["message"] or "").splitlines()[0][:100] if e["message"] else ""]
+        for e in items
+    ]  # fmt: skip
+    click.echo(table(["time", "status", "code", "variant", "replica", "request id", "message"], rows))
+
+
 def _core_range(cores: list[int], source: str | None) -> str:
     if not cores:
         return "-"

@@ -22,7 +22,7 @@ from neurondock_platform.console._common import form_float, form_int, form_str, 
 from neurondock_platform.db import utcnow
 from neurondock_platform.errors import NotFoundError, ValidationException
 from neurondock_platform.models import Endpoint, EndpointConfig, EndpointStatus, Model, Replica
-from neurondock_platform.services import admin, costs, endpoints, fleet
+from neurondock_platform.services import admin, costs, endpoint_events, endpoints, fleet, invocation_errors, pagination
 
 IN_PROGRESS = sorted(s.value for s in endpoints.IN_PROGRESS)
 CHARTS = [
@@ -35,6 +35,9 @@ CHARTS = [
 ]
 INVOKE_CONTENT_TYPES = ["application/json", "text/csv", "text/plain", "application/x-npy", "application/octet-stream"]
 MAX_INVOKE_BODY = 1024 * 1024
+# The endpoint page shows the newest status changes and failed invocations; the admin API pages the rest.
+EVENTS_SHOWN = 20
+ERRORS_SHOWN = 20
 MAX_SHOWN_BODY = 64 * 1024
 
 
@@ -141,7 +144,8 @@ def status_json(endpoint: Endpoint) -> dict[str, Any]:
     detail = shapes.endpoint_detail(endpoint, replicas, context.settings().public_url)
     detail["in_progress"] = str(endpoint.status) in IN_PROGRESS
     detail["gone"] = False
-    detail["history"] = admin.endpoint_history(endpoint, replicas)
+    changes = endpoint_events.recent_events(context.db(), account_id=endpoint.account_id, name=endpoint.name)
+    detail["history"] = admin.endpoint_history(endpoint, replicas, changes)
     return detail
 
 
@@ -250,9 +254,12 @@ def register(bp: Blueprint) -> None:
             section="endpoints",
             ep=detail,
             in_progress=str(row.status) in IN_PROGRESS,
-            history=admin.endpoint_history(row, replicas),
-            history_note=admin.HISTORY_NOTE,
-            errors=admin.recent_errors(context.settings(), replicas, log_tails(row), limit=20),
+            events=endpoint_events.list_events(
+                session, account_id=row.account_id, name=row.name, page=pagination.PageRequest(EVENTS_SHOWN)
+            ).items,
+            errors=invocation_errors.list_errors(
+                session, account_id=row.account_id, name=row.name, page=pagination.PageRequest(ERRORS_SHOWN)
+            ).items,
             logs=chunks,
             cost=cost,
             charts=CHARTS,

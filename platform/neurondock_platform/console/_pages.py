@@ -12,13 +12,14 @@ from sqlalchemy import select
 from werkzeug.wrappers import Response as BaseResponse
 
 from neurondock_platform.api import context
-from neurondock_platform.api.admin import shapes
+from neurondock_platform.api.admin import _tokens, shapes
 from neurondock_platform.console import _session
 from neurondock_platform.console._common import form_str, owner, page_request, render, search
 from neurondock_platform.errors import ValidationException
 from neurondock_platform.models import CompilationJob, CompilationJobStatus, EndpointVariant
 from neurondock_platform.services import admin, compilation_jobs, costs, endpoints, fleet, models, sessions
 from neurondock_platform.services.fleet import iso
+from neurondock_platform.services.rate_limits import ThrottlingException
 
 DEFAULT_IMAGE = "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-inference:2.1.0-cpu-py310"
 MODEL_FILE_SUFFIXES = (".pt", ".pth", ".tar.gz", ".tgz")
@@ -75,15 +76,21 @@ def register(bp: Blueprint) -> None:
     @bp.route("/sign-in", methods=["GET", "POST"])
     def sign_in() -> BaseResponse | str:
         next_url = _safe_next(request.values.get("next"))
-        error = None
+        error, status, retry_after = None, 200, None
         if request.method == "POST":
             _session.check_sign_in_csrf()
             key_id = (request.form.get("access_key_id") or "").strip()
             secret = (request.form.get("secret_access_key") or "").strip()
+            limiter, address = _tokens.sign_in_limiter(), _tokens.client_address()
             try:
+                limiter.attempt(address, key_id or None)
                 credential = sessions.check_secret(key_id, secret, _session.credentials().lookup)
+            except ThrottlingException as exc:
+                retry_after = exc.retry_after
+                error, status = f"Too many sign-in attempts. Try again in {retry_after} seconds.", 429
             except sessions.InvalidCredentialsError as exc:
-                error = exc.message
+                limiter.failed(address, key_id or None)
+                error, status = exc.message, 401
             else:
                 response = redirect(next_url)
                 _session.start(response, key_id, credential)
@@ -91,8 +98,10 @@ def register(bp: Blueprint) -> None:
         token = _session.sign_in_token()
         response = make_response(
             render_template("console/sign_in.html", csrf_token=token, next_url=next_url, error=error, signed_in=False),
-            401 if error else 200,
+            status,
         )
+        if retry_after is not None:
+            response.headers["Retry-After"] = str(retry_after)
         _session.set_sign_in_cookie(response, token)
         return response
 

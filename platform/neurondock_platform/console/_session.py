@@ -1,8 +1,10 @@
 """Console sessions: a signed cookie per sign-in, and a CSRF token on every form.
 
 The cookie holds a console token (``services.sessions``) signed with the access key's secret, so
-disabling or rotating the key ends its sessions. It is HttpOnly, SameSite=Lax, scoped to
-``/console`` and Secure when the console is served over https. Every POST must carry the session's
+disabling or rotating the key ends its sessions. Signing out revokes the token server-side
+(``services.revocations``), so a copy of the cookie stops working too: at once in this process,
+within about a second in the others. The cookie is HttpOnly, SameSite=Lax, scoped to ``/console``
+and Secure when the console is served over https. Every POST must carry the session's
 CSRF token (form field ``csrf_token`` or header ``X-CSRF-Token``); the sign-in form, which has no
 session yet, uses a double-submit cookie instead.
 """
@@ -17,6 +19,7 @@ from flask import current_app, g, request
 from werkzeug.wrappers import Response as BaseResponse
 
 from neurondock_platform.api import context
+from neurondock_platform.api.admin._tokens import revocations, revoke
 from neurondock_platform.api.auth import CredentialCache
 from neurondock_platform.models import Account
 from neurondock_platform.services import sessions
@@ -66,7 +69,7 @@ def load() -> ConsoleSession | None:
         return None
     lookup = credentials().lookup
     try:
-        claims = sessions.verify_token(value, lookup, purpose=sessions.PURPOSE_CONSOLE)
+        claims = sessions.verify_token(value, lookup, purpose=sessions.PURPOSE_CONSOLE, revoked=revocations().refuses)
     except sessions.InvalidTokenError:
         return None
     credential = lookup(claims.access_key_id)
@@ -115,7 +118,10 @@ def start(response: BaseResponse, access_key_id: str, credential: Credential) ->
 
 
 def end(response: BaseResponse) -> None:
-    """Sign out: drop the session cookie."""
+    """Sign out: revoke this request's session token server-side and drop the cookie."""
+    session: ConsoleSession | None = g.get("console")
+    if session is not None:
+        revoke(session.claims)
     response.delete_cookie(COOKIE, path=COOKIE_PATH, secure=secure(), httponly=True, samesite="Lax")
 
 

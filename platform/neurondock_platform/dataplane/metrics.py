@@ -8,11 +8,15 @@ from the router* (sending the request to the replica, its queue, the execution a
 back) and ``OverheadLatency`` is everything else the platform spent (authentication, routing, HTTP).
 Beside them: ``InvocationsThrottled`` (a full queue refused the request), ``QueueDepth`` (requests
 ahead in the replica on arrival), ``BatchSize`` (one observation per execution) and
-``NeuronCoreUtilization`` per replica (busy time over wall time, in percent).
+``NeuronCoreUtilization`` per replica (projected device busy time over wall time for a compiled
+Inferentia model, else measured execution time; in percent) and ``ReplicaInferenceStats`` per replica
+(neuron-monitor's inference summary, ``dataplane/replica_stats.py``). Failed invocations
+themselves (time, status, code, message, request id) go to ``errors`` (``dataplane/invocation_errors.py``).
 
 Recording costs a few dictionary updates and no I/O. ``GET /metrics`` renders the Prometheus text
 format from the running totals; a flusher writes each ~10 s period's summary (sum, count, min, max,
-p50, p99, and bucket counts for BatchSize) to ``metric_points`` through ``services/metrics.py``.
+p50, p99, and bucket counts for BatchSize) to ``metric_points`` through ``services/metrics.py``, and
+the failures kept since the last flush to ``invocation_errors`` in the same transaction.
 """
 
 from __future__ import annotations
@@ -29,6 +33,9 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+
+from neurondock_platform.dataplane import replica_stats
+from neurondock_platform.dataplane.invocation_errors import FailedInvocation, InvocationErrorLog
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session, sessionmaker
@@ -157,6 +164,11 @@ class ReplicaMetrics:
     snap_busy_us: int = 0
     snap_time: float = field(default_factory=time.monotonic)
     utilization: float = 0.0
+    # Projected device time (compiled Inferentia models) when the replica reports it; else None and
+    # utilization falls back to measured execution time (inferentia.md §7.3 prefers the former).
+    device_busy_us: int | None = None
+    snap_device_busy_us: int = 0
+    period: replica_stats.ReplicaPeriod = field(default_factory=replica_stats.ReplicaPeriod)
 
 
 def _label(value: str) -> str:
@@ -188,6 +200,7 @@ class MetricsCollector:
         self._setup_seen: set[int] = set()
         self._live_replicas: set[int] | None = None
         self.period_started = time.time()
+        self.errors = InvocationErrorLog()
 
     def _variant(self, key: VariantKey) -> VariantMetrics:
         stats = self.variants.get(key)
@@ -221,12 +234,18 @@ class MetricsCollector:
             stats.model_latency.observe(model_us)
             stats.overhead_latency.observe(max(0.0, total_us - model_us))
 
-    def replica_answer(self, key: VariantKey, replica_id: int, meta: Mapping[str, Any]) -> None:
+    def replica_answer(
+        self, key: VariantKey, replica_id: int, meta: Mapping[str, Any], rtt_us: float | None = None
+    ) -> None:
         """Take the replica's queue, batch and busy figures from one answer's meta."""
-        replica = self.replicas.get(replica_id)
-        if replica is None or replica.key != key:
-            replica = self.replicas[replica_id] = ReplicaMetrics(key)
-            replica.snap_busy_us = int(meta.get("busy_us") or 0)
+        replica = self._replica(key, replica_id, meta)
+        replica.period.answer(int(meta.get("status") or 500), meta, rtt_us)
+        device_busy = meta.get("device_busy_us")
+        if device_busy is not None:
+            device_busy = int(device_busy)
+            if replica.device_busy_us is None or device_busy < replica.device_busy_us:
+                replica.snap_device_busy_us = 0 if replica.device_busy_us is not None else device_busy
+            replica.device_busy_us = device_busy
         stats = self._variant(key)
         depth = meta.get("queue_depth")
         if depth is not None:
@@ -246,6 +265,17 @@ class MetricsCollector:
         if size and meta.get("batch_index") == 0:
             stats.batch_size.observe(float(size))
             stats.batch_period[int(size)] = stats.batch_period.get(int(size), 0) + 1
+
+    def _replica(self, key: VariantKey, replica_id: int, meta: Mapping[str, Any]) -> ReplicaMetrics:
+        replica = self.replicas.get(replica_id)
+        if replica is None or replica.key != key:
+            replica = self.replicas[replica_id] = ReplicaMetrics(key)
+            replica.snap_busy_us = int(meta.get("busy_us") or 0)
+        return replica
+
+    def replica_timeout(self, key: VariantKey, replica_id: int) -> None:
+        """Count a request the replica did not answer in time (neuron-monitor's ``timed_out``)."""
+        self._replica(key, replica_id, {}).period.timeout()
 
     def observe_routes(self, routes: Mapping[RouteKey, EndpointRoute]) -> None:
         """Note each replica's ModelSetupTime once, and which replicas still exist."""
@@ -335,12 +365,22 @@ class MetricsCollector:
                 del self.replicas[replica_id]
                 continue
             elapsed_us = max(1.0, (time.monotonic() - replica.snap_time) * 1e6)
-            busy = max(0, replica.busy_us - replica.snap_busy_us)
+            if replica.device_busy_us is not None:
+                busy = max(0, replica.device_busy_us - replica.snap_device_busy_us)
+                source = "projected device time"
+                replica.snap_device_busy_us = replica.device_busy_us
+            else:
+                busy = max(0, replica.busy_us - replica.snap_busy_us)
+                source = "measured execution time"
             replica.utilization = min(100.0, 100.0 * busy / elapsed_us)
             replica.snap_busy_us, replica.snap_time = replica.busy_us, time.monotonic()
             value = round(replica.utilization, 3)
             row(replica.key, "NeuronCoreUtilization", PERCENT, replica_id, sum=value, count=1,
-                minimum=value, maximum=value, p50=value, p99=value)  # fmt: skip
+                minimum=value, maximum=value, p50=value, p99=value, buckets={"source": source})  # fmt: skip
+            inference = replica.period.row_values()
+            if inference is not None:
+                row(replica.key, replica_stats.METRIC, MICROSECONDS, replica_id, **inference)
+            replica.period = replica_stats.ReplicaPeriod()
         return rows
 
     def _has_replicas(self, key: VariantKey) -> bool:
@@ -428,29 +468,34 @@ class MetricsFlusher:
         self._task: asyncio.Task[None] | None = None
         self._last_prune = 0.0
 
-    def _write(self, rows: Iterable[dict[str, Any]], prune: bool) -> None:
+    def _write(self, rows: Iterable[dict[str, Any]], failures: list[FailedInvocation], prune: bool) -> None:
+        from neurondock_platform.services import invocation_errors
         from neurondock_platform.services import metrics as metric_service
 
         with self.factory() as session:
             metric_service.write_points(session, list(rows))
+            invocation_errors.write_errors(session, [f.to_row(self.collector.source) for f in failures])
             if prune:
                 metric_service.prune(session, dt.datetime.now(dt.UTC) - self.retention)
             session.commit()
 
     async def flush(self) -> int:
-        """Write the current period now; returns the number of rows written."""
+        """Write the current period and the failures kept since the last flush; returns the metric rows written."""
         rows = self.collector.take_period()
+        failures = self.collector.errors.take()
         now = time.monotonic()
         prune = now - self._last_prune > 3600
-        if not rows and not prune:
+        if not rows and not failures and not prune:
             return 0
         if prune:
             self._last_prune = now
         try:
-            await asyncio.to_thread(self._write, rows, prune)
+            await asyncio.to_thread(self._write, rows, failures, prune)
         except Exception:
-            # Metrics must never take serving down; the in-memory totals and /metrics carry on.
-            log.exception("could not write %d metric points", len(rows))
+            # Metrics must never take serving down; the in-memory totals and /metrics carry on, and
+            # the failures go back into their (bounded) rings for the next flush.
+            log.exception("could not write %d metric points and %d invocation errors", len(rows), len(failures))
+            self.collector.errors.restore(failures)
             return 0
         return len(rows)
 

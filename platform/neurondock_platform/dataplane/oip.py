@@ -27,10 +27,12 @@ import math
 import re
 import struct
 import time
+import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from neurondock_platform.dataplane.auth import Principal
+from neurondock_platform.dataplane.invocation_errors import FailedInvocation, InvocationTrace
 from neurondock_platform.dataplane.protocol import OP_INVOKE, OP_METADATA
 from neurondock_platform.dataplane.runtime import timing_headers
 from neurondock_platform.errors import (
@@ -272,17 +274,39 @@ class OipApp:
         self._metadata: dict[tuple[str, str, str, int], tuple[float, dict[str, Any]]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        trace = InvocationTrace()
         try:
-            await self._handle(scope, receive, send)
+            await self._handle(scope, receive, send, trace)
         except OipError as err:
             await _send_json(send, err.status, {"error": err.message})
+            self._note_failure(trace, err.status, "OipError", err.message)
         except PlatformError as err:
             await _send_json(send, _status_of(err), {"error": err.message})
+            self._note_failure(trace, _status_of(err), err.code, err.message)
         except Exception:
             log.exception("unexpected error on %s", scope.get("path"))
             await _send_json(send, 500, {"error": "An internal error occurred."})
+            self._note_failure(trace, 500, "InternalFailure", "An internal error occurred.")
 
-    async def _handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def _note_failure(self, trace: InvocationTrace, status: int, code: str, message: str) -> None:
+        """Keep a failed inference for its endpoint's error list, as the SageMaker front door does."""
+        # ``endpoint_name`` is set only once an authenticated caller's infer request found its endpoint.
+        if trace.endpoint_name is None or trace.account_id is None:
+            return
+        self.runtime.metrics.errors.record(
+            FailedInvocation(
+                account_id=trace.account_id,
+                endpoint_name=trace.endpoint_name,
+                variant_name=trace.variant_name,
+                http_status=status,
+                error_code=code,
+                message=f"{message} (Open Inference Protocol)",
+                request_id=f"oip-{uuid.uuid4()}",
+                replica_id=trace.replica_id,
+            )
+        )
+
+    async def _handle(self, scope: Scope, receive: Receive, send: Send, trace: InvocationTrace) -> None:
         started = time.perf_counter()
         path, method = scope["path"], scope["method"]
         if path in ("/v2", "/v2/"):
@@ -325,7 +349,8 @@ class OipApp:
             await _send_json(send, 200, await self._model_metadata(principal.account_id, name, version))
             return
         self._method(method, "POST")
-        await self._infer(principal, name, version, headers, body, started, send)
+        trace.account_id, trace.endpoint_name = principal.account_id, name
+        await self._infer(principal, name, version, headers, body, started, send, trace)
 
     @staticmethod
     def _method(got: str, want: str) -> None:
@@ -366,6 +391,7 @@ class OipApp:
         body: bytes,
         started: float,
         send: Send,
+        trace: InvocationTrace,
     ) -> None:
         header_len = headers.get(HEADER_LENGTH)
         if header_len is not None:
@@ -401,7 +427,7 @@ class OipApp:
         runtime = self.runtime
         route = await runtime.route(principal, name)
         meta = {"op": OP_INVOKE, "content_type": NPY, "accept": NPY, "custom_attributes": None, "inference_id": None}
-        answer = await runtime.invoke(principal, route, version, meta, npy, started)
+        answer = await runtime.invoke(principal, route, version, meta, npy, started, trace)
         status = int(answer.meta.get("status", 500))
         if status != 200:
             message = str(answer.meta.get("message") or "").splitlines()

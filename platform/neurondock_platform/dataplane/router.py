@@ -23,6 +23,7 @@ from typing import Any
 
 from neurondock_platform.dataplane import metrics as m
 from neurondock_platform.dataplane.client import ReplicaCaller, ReplicaTimeout, ReplicaUnavailable
+from neurondock_platform.dataplane.invocation_errors import InvocationTrace
 from neurondock_platform.dataplane.routing import EndpointRoute, ReplicaRoute, RoutingTable, VariantRoute
 from neurondock_platform.errors import RuntimeApiError, RuntimeValidationError, ServiceUnavailable
 
@@ -127,11 +128,13 @@ class Router:
         timeout: float,
         *,
         started: float | None = None,
+        trace: InvocationTrace | None = None,
     ) -> RoutedAnswer:
         """Send the request; a replica lost mid-flight or with a full queue is tried on another one.
 
         ``started`` (a ``time.perf_counter()`` reading taken when the request arrived) lets the
-        metrics split the request's time into ModelLatency and OverheadLatency.
+        metrics split the request's time into ModelLatency and OverheadLatency; ``trace`` receives
+        the variant and the replica last tried, for the record of a failure.
         """
         tried: set[int] = set()
         lost = 0
@@ -139,6 +142,8 @@ class Router:
         full: list[dict[str, Any]] = []
         variant = self.choose_variant(route, target_variant)
         key = (route.account_id, route.name, variant.name)
+        if trace is not None:
+            trace.variant_name = variant.name
         while lost < self.max_attempts:
             replica = self.choose_replica(variant, tried)
             if replica is None and not full:
@@ -152,6 +157,8 @@ class Router:
                 break
             rid = replica.replica_id
             tried.add(rid)
+            if trace is not None:
+                trace.replica_id = rid
             self.outstanding[rid] += 1
             sent = time.perf_counter()
             try:
@@ -163,12 +170,14 @@ class Router:
                 continue
             except ReplicaTimeout:
                 self._record(key, m.SERVER_ERROR, variant.instance_count, None, None)
+                if self.metrics is not None:
+                    self.metrics.replica_timeout(key, rid)
                 raise
             finally:
                 self.outstanding[rid] -= 1
             rtt_us = int((time.perf_counter() - sent) * 1e6)
             if self.metrics is not None:
-                self.metrics.replica_answer(key, rid, answer_meta)
+                self.metrics.replica_answer(key, rid, answer_meta, rtt_us)
             status = answer_meta.get("status", 500)
             if status == QUEUE_FULL:
                 # Refused before it was queued: nothing ran, so another replica may take it.
@@ -182,6 +191,8 @@ class Router:
             outcome = m.OK if status == 200 else m.CLIENT_ERROR if 400 <= status < 500 else m.SERVER_ERROR
             self._record(key, outcome, variant.instance_count, started, rtt_us)
             return RoutedAnswer(variant.name, rid, answer_meta, answer_body, rtt_us, variant.instance_count)
+        if trace is not None:
+            trace.replica_id = None  # no one replica failed it: all were full, lost or draining
         if full:
             self._record(key, m.THROTTLED, variant.instance_count, None, None)
             depth = max(int(a.get("queue_depth") or 0) for a in full)

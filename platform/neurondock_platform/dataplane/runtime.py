@@ -2,6 +2,12 @@
 
 It runs on the event loop, not in Flask: a WSGI handler blocking on a second process costs about
 1.5 ms more per call (measured-here.md), and bodies stay binary from socket to replica.
+
+Every 4xx/5xx answer to an invocation of an existing endpoint of the caller's account is kept for
+the endpoint's error list (``metrics.errors``, written with the metrics flush), with the request id
+the caller got. A 413 is refused before the body is read, so before the signature can be checked:
+it is not recorded (anyone who knows a key id and an endpoint name could otherwise fill the list); it
+still counts in Invocation4XXErrors only when the request was authenticated, which it never is.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from neurondock_platform.api.auth import CredentialCache
 from neurondock_platform.config import Settings
 from neurondock_platform.dataplane.auth import Authenticator, IncomingRequest, Principal, default_authenticator
 from neurondock_platform.dataplane.client import ReplicaCaller, ReplicaClient, ReplicaTimeout
+from neurondock_platform.dataplane.invocation_errors import FailedInvocation, InvocationTrace
 from neurondock_platform.dataplane.metrics import FLUSH_SECONDS, MetricsCollector, MetricsFlusher
 from neurondock_platform.dataplane.protocol import OP_INVOKE
 from neurondock_platform.dataplane.router import RoutedAnswer, Router
@@ -141,10 +148,12 @@ class RuntimeApp:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         request_id = str(uuid.uuid4())
+        trace = InvocationTrace()
         try:
-            await self._handle(scope, receive, send, request_id)
+            await self._handle(scope, receive, send, request_id, trace)
         except PlatformError as err:
             await _send_error(send, err, request_id)
+            await self.note_failure(scope, trace, err, request_id)
         except Exception:
             log.exception("unexpected error on %s", scope.get("path"))
             await _send_json(
@@ -154,6 +163,36 @@ class RuntimeApp:
                 request_id,
                 error_type="InternalFailure",
             )
+            await self.note_failure(scope, trace, None, request_id)
+
+    async def note_failure(
+        self, scope: Scope, trace: InvocationTrace, err: PlatformError | None, request_id: str
+    ) -> None:
+        """Keep a failed invocation for its endpoint's error list (after the answer went out)."""
+        if isinstance(err, EndpointNotFoundError) or trace.endpoint_name is None:
+            return
+        try:
+            # Only an authenticated caller has an account here (a 413 never does: its body went unread).
+            account_id, message = trace.account_id, err.message if err is not None else "An internal error occurred."
+            # Only endpoints that exist in the account get a ring, whatever names callers send.
+            if account_id is None or await self.table.get(account_id, trace.endpoint_name) is None:
+                return
+            self.metrics.errors.record(
+                FailedInvocation(
+                    account_id=account_id,
+                    endpoint_name=trace.endpoint_name,
+                    variant_name=trace.variant_name,
+                    http_status=err.http_status if err is not None else 500,
+                    error_code=err.code if err is not None else "InternalFailure",
+                    message=message,
+                    request_id=request_id,
+                    replica_id=trace.replica_id,
+                    original_status_code=err.original_status_code if isinstance(err, ModelError) else None,
+                    original_message=err.original_message if isinstance(err, ModelError) else None,
+                )
+            )
+        except Exception:
+            log.exception("could not record a failed invocation of %s", trace.endpoint_name)
 
     async def read_body(self, receive: Receive, headers: dict[str, str]) -> bytes:
         """Read the whole request body, refusing more than the 6 MiB InvokeEndpoint limit."""
@@ -206,11 +245,12 @@ class RuntimeApp:
         meta: dict[str, Any],
         body: bytes,
         started: float,
+        trace: InvocationTrace | None = None,
     ) -> RoutedAnswer:
         """Route one invocation; a replica timeout becomes the runtime's ModelError."""
         try:
             return await self.router.invoke(
-                route, target_variant, meta, body, self.settings.model_timeout, started=started
+                route, target_variant, meta, body, self.settings.model_timeout, started=started, trace=trace
             )
         except ReplicaTimeout as exc:
             raise ModelError(
@@ -222,15 +262,19 @@ class RuntimeApp:
                 log_stream_arn=self._log_arn(principal.account_id, route.name),
             ) from exc
 
-    async def _handle(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
+    async def _handle(
+        self, scope: Scope, receive: Receive, send: Send, request_id: str, trace: InvocationTrace
+    ) -> None:
         started = time.perf_counter()
         m = _PATH_RE.match(scope["path"])
         if m is None or scope["method"] != "POST":
             raise RuntimeValidationError(f"No runtime operation at {scope['method']} {scope['path']}.")
         name, op = m["name"], m["op"]
+        trace.endpoint_name = name
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         body = await self.read_body(receive, headers)
         principal = await self.authenticate(scope, headers, body)
+        trace.account_id = principal.account_id
         if not _NAME_RE.match(name):
             raise RuntimeValidationError(
                 f"1 validation error detected: Value '{name}' at 'endpointName' failed to satisfy constraint: "
@@ -250,7 +294,7 @@ class RuntimeApp:
             "inference_id": headers.get("x-amzn-sagemaker-inference-id"),
         }
         answer = await self.invoke(
-            principal, route, headers.get("x-amzn-sagemaker-target-variant"), meta, body, started
+            principal, route, headers.get("x-amzn-sagemaker-target-variant"), meta, body, started, trace
         )
         status = int(answer.meta.get("status", 500))
         if status != 200:

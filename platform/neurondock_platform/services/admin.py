@@ -5,13 +5,12 @@ verbs here (``create_model``, ``deploy_model`` = CreateEndpointConfig + CreateEn
 their input against botocore's SageMaker shapes, exactly as the SageMaker API does, and call them.
 What this module adds is what operators look at:
 
-- ``endpoint_history``: a timeline derived from the endpoint's current records (neurondock keeps no
-  separate event log, and the timeline says so);
+- ``endpoint_history``: one timeline of the endpoint's recorded status changes (``endpoint_events``)
+  and its replicas' placements, health checks and failures (from the replica records, which keep
+  only each replica's latest state);
 - ``read_replica_logs``: each replica's ``replica.log`` under ``settings.replicas_dir/<id>/`` when the
   replica runs on this host, else the ``log_tail`` its host agent stored; a cursor lets a client
   follow the logs;
-- ``recent_errors``: failed invocations as the replica logs them (``invocation failed with status …``)
-  and replicas that failed to start;
 - ``metric_series``: time series per endpoint and variant with SageMaker's metric names, read from the
   metrics store the data plane writes (``services.metrics``); ModelSetupTime falls back to the
   replicas' own setup times when the store has none. Extra sources can be registered with
@@ -23,7 +22,6 @@ What this module adds is what operators look at:
 from __future__ import annotations
 
 import datetime as dt
-import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +33,7 @@ from sqlalchemy.orm import Session
 from neurondock_platform.config import Settings
 from neurondock_platform.db import utcnow
 from neurondock_platform.errors import AlreadyExistsError, PlatformError, ValidationException
-from neurondock_platform.models import CompilationJob, CompilationJobStatus, Endpoint, Model
+from neurondock_platform.models import CompilationJob, CompilationJobStatus, Endpoint, EndpointEvent, Model
 from neurondock_platform.services import compilation_jobs, endpoint_configs, models, objects, pagination, validation
 from neurondock_platform.services import endpoints as endpoint_service
 from neurondock_platform.services import metrics as metrics_store
@@ -46,7 +44,6 @@ MAX_TAIL_LINES = 5000
 DEFAULT_TAIL_LINES = 200
 _TAIL_BYTES = 512 * 1024
 _FOLLOW_BYTES = 1024 * 1024
-_ERROR_RE = re.compile(r"invocation failed with status (?P<status>\d{3}): ?(?P<message>.*)")
 
 # SageMaker's endpoint metric names and units, plus neurondock's additions (services.metrics).
 METRICS: dict[str, str] = dict(metrics_store.METRIC_UNITS)
@@ -64,11 +61,14 @@ class NotImplementedHere(PlatformError):
 # ------------------------------------------------------------------------------------------ history
 
 
-def endpoint_history(endpoint: Endpoint, replicas: Iterable[ReplicaView]) -> list[dict[str, Any]]:
-    """Return the endpoint's timeline, oldest first, derived from what is stored about it now."""
-    events: list[tuple[dt.datetime, str, str]] = [
-        (endpoint.created_at, "EndpointCreated", f"CreateEndpoint with config {endpoint.endpoint_config_name}")
-    ]
+def endpoint_history(
+    endpoint: Endpoint, replicas: Iterable[ReplicaView], status_changes: Iterable[EndpointEvent] = ()
+) -> list[dict[str, Any]]:
+    """Return the endpoint's timeline, oldest first: recorded status changes beside replica records."""
+    events: list[tuple[dt.datetime, str, str]] = []
+    for change in status_changes:
+        moved = f"{change.previous_status} → {change.status}" if change.previous_status else change.status
+        events.append((change.occurred_at, "StatusChanged", moved + (f": {change.reason}" if change.reason else "")))
     pending = endpoint_service.pending_update(endpoint)
     if pending is not None:
         events.append((pending.started_at, "UpdateAccepted", f"UpdateEndpoint to config {pending.config_name}"))
@@ -88,17 +88,13 @@ def endpoint_history(endpoint: Endpoint, replicas: Iterable[ReplicaView]) -> lis
             events.append((replica.updated_at, "ReplicaFailed", f"{where}: {replica.failure_reason or 'exited'}"))
         elif replica.state == "Stopped":
             events.append((replica.updated_at, "ReplicaStopped", where))
-    status = f"status {endpoint.status}"
-    if endpoint.failure_reason:
-        status += f": {endpoint.failure_reason}"
-    events.append((endpoint.last_modified_at, "LastModified", status))
     events.sort(key=lambda e: e[0])
     return [{"time": iso(t), "event": kind, "detail": detail} for t, kind, detail in events]
 
 
 HISTORY_NOTE = (
-    "Derived from the endpoint's current records (its variants and replicas); neurondock keeps no separate "
-    "event log, so replaced replicas and earlier transitions are not shown."
+    "Status changes come from the endpoint's event log (also at /endpoints/{name}/events); replica events are "
+    "derived from the replica records, which keep each replica's latest state only."
 )
 
 
@@ -221,56 +217,6 @@ def read_replica_logs(
             )
         )
     return chunks, positions
-
-
-def recent_errors(
-    settings: Settings,
-    replicas: Iterable[ReplicaView],
-    log_tails: dict[int, str | None],
-    *,
-    limit: int = 50,
-) -> list[dict[str, Any]]:
-    """Return failed invocations logged by the replicas and replicas that failed, most recent last."""
-    found: list[dict[str, Any]] = []
-    for replica in replicas:
-        if replica.failure_reason:
-            found.append(
-                {
-                    "kind": "replica",
-                    "time": iso(replica.updated_at),
-                    "replica_id": replica.id,
-                    "variant_name": replica.variant_name,
-                    "status": None,
-                    "message": replica.failure_reason,
-                    "source": "replica state",
-                }
-            )
-        path = replica_log_path(settings, replica.id)
-        try:
-            text = (
-                _tail(path, MAX_TAIL_LINES)[0]
-                if replica.host_id == settings.host_id and path.is_file()
-                else (log_tails.get(replica.id) or "").splitlines()
-            )
-        except OSError:
-            text = []
-        for line in text:
-            m = _ERROR_RE.search(line)
-            if m is None:
-                continue
-            found.append(
-                {
-                    "kind": "invocation",
-                    # Replica log lines carry no timestamp; their order is the order they happened in.
-                    "time": None,
-                    "replica_id": replica.id,
-                    "variant_name": replica.variant_name,
-                    "status": int(m["status"]),
-                    "message": m["message"].strip(),
-                    "source": "replica log",
-                }
-            )
-    return found[-max(1, limit) :]
 
 
 # ------------------------------------------------------------------------------------------ metrics

@@ -32,7 +32,7 @@ from pathlib import PurePosixPath
 from typing import Any, Literal
 from urllib.parse import urlparse
 
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -311,31 +311,17 @@ def list_compilation_jobs(
     modified_after: dt.datetime | None = None,
 ) -> pagination.Page[CompilationJob]:
     """ListCompilationJobs with AWS's filters (NameContains is case-insensitive; time bounds are exclusive)."""
-    job = CompilationJob
-    stmt = select(job).where(job.account_id == account_id)
-    if name_contains:
-        stmt = stmt.where(func.lower(job.name).contains(name_contains.lower(), autoescape=True))
-    if status:
-        stmt = stmt.where(job.status == status)
-    if created_before is not None:
-        stmt = stmt.where(job.created_at < created_before)
-    if created_after is not None:
-        stmt = stmt.where(job.created_at > created_after)
-    if modified_before is not None:
-        stmt = stmt.where(job.last_modified_at < modified_before)
-    if modified_after is not None:
-        stmt = stmt.where(job.last_modified_at > modified_after)
-    scope = pagination.fingerprint(
+    return pagination.list_page(
+        session,
+        CompilationJob,
         op="ListCompilationJobs",
-        sort=page.sort_by,
-        order=page.sort_order,
-        name=name_contains,
-        status=status,
-        created=[created_before, created_after],
-        modified=[modified_before, modified_after],
-    )
-    return pagination.paginate(
-        session, stmt, sort_column=SORT_COLUMNS[page.sort_by], id_column=job.id, request=page, scope=scope
+        account_id=account_id,
+        page=page,
+        sort_columns=SORT_COLUMNS,
+        name_contains=name_contains,
+        created_before=created_before,
+        created_after=created_after,
+        lifecycle=pagination.Lifecycle(status, modified_before, modified_after),
     )
 
 

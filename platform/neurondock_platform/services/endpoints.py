@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -442,33 +442,15 @@ def list_endpoints(
     modified_after: dt.datetime | None = None,
 ) -> pagination.Page[Endpoint]:
     """ListEndpoints with AWS's filters (NameContains is case-insensitive; time bounds are exclusive)."""
-    stmt = select(Endpoint).where(Endpoint.account_id == account_id)
-    if name_contains:
-        stmt = stmt.where(func.lower(Endpoint.name).contains(name_contains.lower(), autoescape=True))
-    if status:
-        stmt = stmt.where(Endpoint.status == status)
-    if created_before is not None:
-        stmt = stmt.where(Endpoint.created_at < created_before)
-    if created_after is not None:
-        stmt = stmt.where(Endpoint.created_at > created_after)
-    if modified_before is not None:
-        stmt = stmt.where(Endpoint.last_modified_at < modified_before)
-    if modified_after is not None:
-        stmt = stmt.where(Endpoint.last_modified_at > modified_after)
-    scope = pagination.fingerprint(
-        op="ListEndpoints",
-        sort=page.sort_by,
-        order=page.sort_order,
-        name=name_contains,
-        status=status,
-        created=[created_before, created_after],
-        modified=[modified_before, modified_after],
-    )
-    return pagination.paginate(
+    return pagination.list_page(
         session,
-        stmt,
-        sort_column=SORT_COLUMNS[page.sort_by],
-        id_column=Endpoint.id,
-        request=page,
-        scope=scope,
+        Endpoint,
+        op="ListEndpoints",
+        account_id=account_id,
+        page=page,
+        sort_columns=SORT_COLUMNS,
+        name_contains=name_contains,
+        created_before=created_before,
+        created_after=created_after,
+        lifecycle=pagination.Lifecycle(status, modified_before, modified_after),
     )

@@ -158,7 +158,9 @@ def series(
         histogram: dict[str, int] = {}
         for p in points:
             for k, v in (p.buckets or {}).items():
-                histogram[k] = histogram.get(k, 0) + int(v)
+                # Histograms (BatchSize) merge; other annotations (a utilization's source) do not.
+                if isinstance(v, int | float) and not isinstance(v, bool):
+                    histogram[k] = histogram.get(k, 0) + int(v)
         out.append(
             Datapoint(
                 timestamp=start + dt.timedelta(seconds=index * period),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -149,21 +149,14 @@ def list_models(
     created_after: dt.datetime | None = None,
 ) -> pagination.Page[Model]:
     """ListModels with AWS's filters (NameContains is case-insensitive; time bounds are exclusive)."""
-    stmt = select(Model).where(Model.account_id == account_id)
-    if name_contains:
-        stmt = stmt.where(func.lower(Model.name).contains(name_contains.lower(), autoescape=True))
-    if created_before is not None:
-        stmt = stmt.where(Model.created_at < created_before)
-    if created_after is not None:
-        stmt = stmt.where(Model.created_at > created_after)
-    scope = pagination.fingerprint(
+    return pagination.list_page(
+        session,
+        Model,
         op="ListModels",
-        sort=page.sort_by,
-        order=page.sort_order,
-        name=name_contains,
-        before=created_before,
-        after=created_after,
-    )
-    return pagination.paginate(
-        session, stmt, sort_column=SORT_COLUMNS[page.sort_by], id_column=Model.id, request=page, scope=scope
+        account_id=account_id,
+        page=page,
+        sort_columns=SORT_COLUMNS,
+        name_contains=name_contains,
+        created_before=created_before,
+        created_after=created_after,
     )

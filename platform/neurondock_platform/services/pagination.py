@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import Select, and_, or_
+from sqlalchemy import Select, and_, func, or_, select
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from neurondock_platform.errors import ValidationException
@@ -137,3 +137,70 @@ def paginate(
         }
     )
     return Page(rows, token)
+
+
+@dataclass(frozen=True)
+class Lifecycle:
+    """Filters of resources with a status and a modification time (ListEndpoints, ListCompilationJobs)."""
+
+    status: str | None = None
+    modified_before: dt.datetime | None = None
+    modified_after: dt.datetime | None = None
+
+
+def list_page(
+    session: Session,
+    entity: type[T],
+    *,
+    op: str,
+    account_id: str,
+    page: PageRequest,
+    sort_columns: Mapping[str, InstrumentedAttribute[Any]],
+    name_contains: str | None = None,
+    created_before: dt.datetime | None = None,
+    created_after: dt.datetime | None = None,
+    lifecycle: Lifecycle | None = None,
+) -> Page[T]:
+    """Return one page of an account's ``entity`` rows filtered as SageMaker's List* operations filter.
+
+    NameContains ignores case and time bounds are exclusive. ``lifecycle`` adds StatusEquals and the
+    LastModifiedTime bounds. The page's token is bound to ``op``, the order and every filter.
+    """
+    # Every listed resource maps account_id, name, created_at and id (with lifecycle: status, last_modified_at).
+    table: Any = entity
+    stmt = select(entity).where(table.account_id == account_id)
+    if name_contains:
+        stmt = stmt.where(func.lower(table.name).contains(name_contains.lower(), autoescape=True))
+    if lifecycle is not None and lifecycle.status:
+        stmt = stmt.where(table.status == lifecycle.status)
+    if created_before is not None:
+        stmt = stmt.where(table.created_at < created_before)
+    if created_after is not None:
+        stmt = stmt.where(table.created_at > created_after)
+    if lifecycle is not None and lifecycle.modified_before is not None:
+        stmt = stmt.where(table.last_modified_at < lifecycle.modified_before)
+    if lifecycle is not None and lifecycle.modified_after is not None:
+        stmt = stmt.where(table.last_modified_at > lifecycle.modified_after)
+    # The two fingerprint layouts are the ones tokens were issued with before this helper: keep them.
+    if lifecycle is None:
+        scope = fingerprint(
+            op=op,
+            sort=page.sort_by,
+            order=page.sort_order,
+            name=name_contains,
+            before=created_before,
+            after=created_after,
+        )
+    else:
+        scope = fingerprint(
+            op=op,
+            sort=page.sort_by,
+            order=page.sort_order,
+            name=name_contains,
+            status=lifecycle.status,
+            created=[created_before, created_after],
+            modified=[lifecycle.modified_before, lifecycle.modified_after],
+        )
+    return paginate(
+        session, stmt, sort_column=sort_columns[page.sort_by], id_column=table.id, request=page, scope=scope
+    )

@@ -1,11 +1,17 @@
 """Bearer tokens and console sessions, issued for an access key and signed with that key's secret.
 
 A token is ``nd1.<payload>.<signature>``: the payload (base64url JSON) names the access key, what the
-token is for (``api`` or ``console``), when it was issued and when it expires; the signature is an
-HMAC-SHA256 over the payload keyed by a key derived from the access key's secret. Nothing is stored
-server-side, so every API process can verify a token, and disabling or rotating the access key
-revokes every token issued for it at once. A single token cannot be revoked before it expires: keep
-lifetimes short (the default is 12 hours, the maximum 36, as STS session tokens).
+token is for (``api`` or ``console``), when it was issued and when it expires, and carries a random
+token id (``jti``); the signature is an HMAC-SHA256 over the payload keyed by a key derived from the
+access key's secret. Every API process can verify a token on its own, and disabling or rotating the
+access key ends every token issued for it at once.
+
+One token can also be revoked before it expires (sign-out, ``POST /api/v1/tokens/revoke``), and so can
+every token of one key without touching the key: ``services.revocations`` stores those in the
+``revoked_tokens`` table and each process checks a cached copy of it, so a revoked token is refused
+everywhere within about a second (``Settings.token_revocation_refresh_seconds``) and at once by the
+process that revoked it. Lifetimes stay short (the default is 12 hours, the maximum 36, as STS
+session tokens), which also bounds how long a revocation row is kept.
 
 CSRF tokens for console forms are derived from the session token the same way, so a form posted
 from another site (which cannot read the session cookie) cannot carry a valid one.
@@ -65,6 +71,11 @@ class Claims:
     issued_at: int
     expires_at: int
     nonce: str
+    jti: str
+
+
+# Tells whether verified claims were revoked (``services.revocations.RevocationCache.refuses``).
+RevokedCheck = Callable[[Claims], bool]
 
 
 @dataclass(frozen=True)
@@ -115,6 +126,7 @@ def issue_token(
         issued_at=issued,
         expires_at=issued + clamp_ttl(ttl_seconds),
         nonce=secrets.token_urlsafe(12),
+        jti=secrets.token_urlsafe(16),
     )
     body = {
         "k": claims.access_key_id,
@@ -122,13 +134,14 @@ def issue_token(
         "iat": claims.issued_at,
         "exp": claims.expires_at,
         "n": claims.nonce,
+        "jti": claims.jti,
     }
     payload = _b64(json.dumps(body, separators=(",", ":")).encode())
     return IssuedToken(f"{PREFIX}.{payload}.{_sign(credential.secret_access_key, payload)}", claims)
 
 
-def verify_token(value: str, lookup: Lookup, *, purpose: str, now: float | None = None) -> Claims:
-    """Return the claims of a valid token for ``purpose``; raise InvalidTokenError otherwise."""
+def signed_claims(value: str, lookup: Lookup) -> Claims:
+    """Return the claims of a correctly signed token, whatever its purpose or expiry; raise InvalidTokenError."""
     parts = value.split(".")
     if len(parts) != 3 or parts[0] != PREFIX:
         raise InvalidTokenError(reason="it is not a neurondock token")
@@ -144,11 +157,10 @@ def verify_token(value: str, lookup: Lookup, *, purpose: str, now: float | None 
         raise InvalidTokenError(reason="its access key is unknown or no longer active")
     if not hmac.compare_digest(_sign(credential.secret_access_key, payload), signature):
         raise InvalidTokenError(reason="its signature does not match")
-    if body.get("p") != purpose:
-        raise InvalidTokenError(reason=f"it was not issued for {purpose} use")
-    current = int(now if now is not None else time.time())
-    if body["exp"] <= current:
-        raise InvalidTokenError(reason="it has expired")
+    jti = body.get("jti")
+    if not isinstance(jti, str) or not 0 < len(jti) <= 64:
+        # Tokens from before revocation existed carry no id; they could never be revoked, so refuse them.
+        raise InvalidTokenError(reason="it predates revocable tokens; sign in again")
     return Claims(
         access_key_id=body["k"],
         account_id=credential.account_id,
@@ -156,7 +168,27 @@ def verify_token(value: str, lookup: Lookup, *, purpose: str, now: float | None 
         issued_at=int(body.get("iat") or 0),
         expires_at=int(body["exp"]),
         nonce=str(body.get("n") or ""),
+        jti=jti,
     )
+
+
+def verify_token(
+    value: str, lookup: Lookup, *, purpose: str, revoked: RevokedCheck | None, now: float | None = None
+) -> Claims:
+    """Return the claims of a valid, unrevoked token for ``purpose``; raise InvalidTokenError otherwise.
+
+    ``revoked`` tells whether the claims were revoked; pass None only where there is no revocation list
+    (offline tools and tests).
+    """
+    claims = signed_claims(value, lookup)
+    if claims.purpose != purpose:
+        raise InvalidTokenError(reason=f"it was not issued for {purpose} use")
+    current = int(now if now is not None else time.time())
+    if claims.expires_at <= current:
+        raise InvalidTokenError(reason="it has expired")
+    if revoked is not None and revoked(claims):
+        raise InvalidTokenError(reason="it has been revoked")
+    return claims
 
 
 def check_secret(access_key_id: str, secret_access_key: str, lookup: Lookup) -> Credential:

@@ -93,28 +93,6 @@ def test_logs_fall_back_to_the_stored_tail_when_the_file_is_elsewhere(api, world
     assert chunk["lines"] == ["stored tail line", "invocation failed with status 500: stored boom"]
 
 
-def test_recent_errors_come_from_replica_logs_and_failures(api, world, settings, session_factory):
-    from neurondock_platform.db import session_scope
-    from neurondock_platform.models import Replica
-
-    ids = world("e1", instance_type="ml.c5.large", count=2)["replica_ids"]
-    log = settings.replicas_dir / str(ids[0]) / "replica.log"
-    log.parent.mkdir(parents=True)
-    log.write_text(
-        "Traceback (most recent call last):\nValueError: bad input\n"
-        "invocation failed with status 400: ValueError: bad input\nok\n"
-    )
-    with session_scope(session_factory) as session:
-        failed = session.get(Replica, ids[1])
-        failed.state, failed.failure_reason = "Failed", "the replica exited with code 1"
-    items = api.ok("GET", "/endpoints/e1/errors")["items"]
-    by_kind = {i["kind"]: i for i in items}
-    assert by_kind["invocation"]["status"] in (400, 500)
-    assert any(i["message"] == "ValueError: bad input" and i["source"] == "replica log" for i in items)
-    assert by_kind["replica"]["message"] == "the replica exited with code 1"
-    assert by_kind["replica"]["time"] is not None
-
-
 def _write_points(session_factory, rows):
     from neurondock_platform.db import session_scope
     from neurondock_platform.services import metrics
@@ -200,13 +178,15 @@ def test_an_extra_metrics_source_is_asked_first(api, world):
         admin._SOURCES.remove(fake_source)
 
 
-def test_history_is_derived_from_the_endpoints_records(api, world):
+def test_history_puts_recorded_status_changes_beside_replica_records(api, world):
     world("e1", instance_type="ml.c5.large")
     history = api.ok("GET", "/endpoints/e1/history")
-    events = [e["event"] for e in history["items"]]
-    assert events[0] == "EndpointCreated"
+    items = history["items"]
+    changes = [e["detail"] for e in items if e["event"] == "StatusChanged"]
+    # From the event log: created as Creating, then flipped to InService by the fixture.
+    assert changes[0].startswith("Creating") and changes[-1].startswith("Creating → InService")
+    events = [e["event"] for e in items]
     assert "ReplicaPlaced" in events and "ReplicaReady" in events
-    assert "LastModified" in events
-    times = [e["time"] for e in history["items"]]
+    times = [e["time"] for e in items]
     assert times == sorted(times)
-    assert "Derived" in history["note"]
+    assert "event log" in history["note"]

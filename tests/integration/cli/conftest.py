@@ -12,7 +12,8 @@ from tests.support.platform import Platform
 
 @pytest.fixture(scope="module")
 def platform(tmp_path_factory) -> Iterator[Platform]:
-    plat = Platform(tmp_path_factory.mktemp("nd-cli"))
+    # A one-second metrics flush: `endpoints errors` reads what the data plane has written.
+    plat = Platform(tmp_path_factory.mktemp("nd-cli"), extra_env={"NEURONDOCK_METRICS_FLUSH_SECONDS": "1"})
     plat.start()
     try:
         yield plat

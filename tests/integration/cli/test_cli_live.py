@@ -1,5 +1,5 @@
 """Every operator command against a live platform: deploy (plain and compiled for inf1), list and
-describe, invoke, logs (and --follow), neuron-ls, neuron-top, accounts, and the exit codes."""
+describe, invoke, logs (and --follow), neuron-ls, neuron-top, neuron-monitor, accounts, and the exit codes."""
 
 from __future__ import annotations
 
@@ -102,6 +102,22 @@ def test_invoke_exit_codes(cli):
     assert cli("invoke", ENDPOINT).exit_code == 2  # no body anywhere: a usage error
 
 
+def test_endpoint_events_and_errors(cli):
+    events = json.loads(cli("endpoints", "events", ENDPOINT, "-o", "json").stdout)
+    assert [e["status"] for e in events][:2] == ["InService", "Creating"]  # newest first
+    assert "Creating" in cli("endpoints", "events", ENDPOINT).stdout
+    # test_invoke_exit_codes sent a body the model refused; the data plane flushes it within a second.
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        errors = json.loads(cli("endpoints", "errors", ENDPOINT, "-o", "json").stdout)
+        if errors:
+            break
+        time.sleep(0.2)
+    assert errors and errors[0]["error_code"] == "ModelError" and errors[0]["http_status"] == 424
+    assert errors[0]["request_id"] in cli("endpoints", "errors", ENDPOINT).stdout
+    assert cli("endpoints", "events", "no-such-endpoint").exit_code == 3
+
+
 def test_logs_show_each_replicas_lines(cli):
     result = cli("logs", ENDPOINT, "-n", "2000")
     assert result.exit_code == 0
@@ -127,6 +143,17 @@ def test_neuron_top_once(cli):
     assert f"{COMPILED}/AllTraffic" in out and "compile-report estimates" in out
     screens = json.loads(cli("neuron-top", "--once", "-o", "json").stdout)
     assert screens[0]["neuron_cores_in_use"] == 4
+
+
+def test_neuron_monitor_prints_one_json_report_per_line(cli):
+    result = cli("neuron-monitor", "--host", "host-e2e", "--period", "1", "--iterations", "2")
+    assert result.exit_code == 0
+    reports = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(reports) == 2 and all(r["instance_data"]["emulated"] for r in reports)
+    runtimes = reports[-1]["neuron_runtime_data"]
+    assert len(runtimes) == 4  # the compiled endpoint's four replicas, one NeuronCore each
+    assert all(len(r["report"]["neuroncore_counters"]["neuroncores_in_use"]) == 1 for r in runtimes)
+    assert cli("neuron-monitor", "--host", "nowhere", "--iterations", "1").exit_code != 0
 
 
 def test_accounts_as_admin_and_as_a_tenant(cli):

@@ -3,24 +3,28 @@
 from __future__ import annotations
 
 import datetime as dt
+import time
 
 from flask import Blueprint, Response, request
 
 from neurondock_platform.api import context
 from neurondock_platform.api.admin import _params as params
-from neurondock_platform.api.admin import shapes
+from neurondock_platform.api.admin import _tokens, shapes
 from neurondock_platform.api.admin._auth import (
     authenticate_request,
+    bearer_claims,
     caller,
     credentials,
     forget_credential,
     require_admin,
 )
 from neurondock_platform.api.admin._errors import BadRequest, Forbidden, json_body
+from neurondock_platform.errors import AuthError
 from neurondock_platform.models import AccessKeyStatus, Account
 from neurondock_platform.services import accounts, sessions
 from neurondock_platform.services.accounts import root_identity
 from neurondock_platform.services.fleet import iso
+from neurondock_platform.services.rate_limits import ThrottlingException
 
 MAX_ACCOUNT_NAME = 64
 
@@ -44,6 +48,38 @@ def _from_epoch(seconds: int) -> dt.datetime:
     return dt.datetime.fromtimestamp(seconds, dt.UTC)
 
 
+def revoked_json(claims: sessions.Claims) -> dict[str, object]:
+    return {
+        "revoked": True,
+        "token_id": claims.jti,
+        "purpose": claims.purpose,
+        "access_key_id": claims.access_key_id,
+        "account_id": claims.account_id,
+        "expires_at": iso(_from_epoch(claims.expires_at)),
+    }
+
+
+def _claims_to_revoke(data: dict[str, object]) -> sessions.Claims:
+    """Return the claims of the token a revoke request names: the body's ``token``, else the caller's bearer."""
+    value = params.field(data, "token", str)
+    if value is None:
+        own = bearer_claims()
+        if own is None:
+            raise BadRequest(
+                "Name the token to revoke in member 'token', or send the request with that token as "
+                "'Authorization: Bearer <token>'."
+            )
+        return own
+    try:
+        claims = sessions.signed_claims(value.strip(), credentials().lookup)
+    except sessions.InvalidTokenError as exc:
+        raise BadRequest(f"Member 'token' cannot be revoked: {exc.message}") from exc
+    who = caller()
+    if claims.account_id != who.account_id and not who.is_admin:
+        raise Forbidden(message="Only the token's own account (or an admin) can revoke it.")
+    return claims
+
+
 def register(bp: Blueprint) -> None:
     @bp.post("/tokens")
     def create_token() -> Response:
@@ -54,22 +90,41 @@ def register(bp: Blueprint) -> None:
                 f"Member 'ttl_seconds' must be between {sessions.MIN_TTL_SECONDS} and {sessions.MAX_TTL_SECONDS}."
             )
         header = request.headers.get("Authorization", "")
-        if header.startswith("AWS4-HMAC-SHA256"):
-            who = authenticate_request()
-            key_id = who.access_key_id
-            credential = credentials().lookup(key_id)
-            if credential is None:  # disabled between the signature check and now
-                raise sessions.InvalidCredentialsError()
-        elif header[:7].lower() == "bearer ":
+        if header[:7].lower() == "bearer ":
             raise Forbidden(
                 message="A bearer token cannot issue tokens: sign the request with SigV4 or send the key pair."
             )
-        else:
-            key_id = params.field(data, "access_key_id", str, required=True)
-            secret = params.field(data, "secret_access_key", str, required=True)
-            credential = sessions.check_secret(key_id, secret, credentials().lookup)
+        sigv4 = header.startswith("AWS4-HMAC-SHA256")
+        if not sigv4:
+            params.field(data, "access_key_id", str, required=True)
+            params.field(data, "secret_access_key", str, required=True)
+        hint = _tokens.sigv4_key_id() if sigv4 else data["access_key_id"]
+        limiter, address = _tokens.sign_in_limiter(), _tokens.client_address()
+        try:
+            limiter.attempt(address, hint)
+        except ThrottlingException as err:
+            return _tokens.throttled_response(err)
+        try:
+            if sigv4:
+                key_id = authenticate_request().access_key_id
+                credential = credentials().lookup(key_id)
+                if credential is None:  # disabled between the signature check and now
+                    raise sessions.InvalidCredentialsError()
+            else:
+                key_id = data["access_key_id"]
+                credential = sessions.check_secret(key_id, data["secret_access_key"], credentials().lookup)
+        except AuthError:
+            limiter.failed(address, hint)
+            raise
         issued = sessions.issue_token(key_id, credential, purpose=sessions.PURPOSE_API, ttl_seconds=ttl)
         return json_body(token_json(issued), status=201)
+
+    @bp.post("/tokens/revoke")
+    def revoke_token() -> Response:
+        claims = _claims_to_revoke(params.body())
+        if claims.expires_at > int(time.time()):
+            _tokens.revoke(claims)
+        return json_body(revoked_json(claims))
 
     @bp.get("/whoami")
     def whoami() -> Response:
@@ -156,6 +211,20 @@ def register(bp: Blueprint) -> None:
     @bp.post("/access-keys/<access_key_id>/enable")
     def enable_key(access_key_id: str) -> Response:
         return _set_status(access_key_id, AccessKeyStatus.ACTIVE)
+
+    @bp.post("/access-keys/<access_key_id>/revoke-tokens")
+    def revoke_key_tokens(access_key_id: str) -> Response:
+        require_admin()
+        key = accounts.get_access_key(context.db(), access_key_id)
+        row = _tokens.revoke_key(key.access_key_id, key.account_id)
+        return json_body(
+            {
+                "access_key_id": key.access_key_id,
+                "account_id": key.account_id,
+                "revoked_before": iso(row.revoked_at),
+                "expires_at": iso(row.expires_at),
+            }
+        )
 
     @bp.post("/access-keys/<access_key_id>/rotate")
     def rotate_key(access_key_id: str) -> Response:

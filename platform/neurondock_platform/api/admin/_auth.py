@@ -8,6 +8,7 @@ from flask import current_app, g, request
 
 from neurondock_platform.api import context
 from neurondock_platform.api.admin._errors import Forbidden, Unauthenticated
+from neurondock_platform.api.admin._tokens import revocations
 from neurondock_platform.api.auth import CredentialCache, authenticate
 from neurondock_platform.models import Account
 from neurondock_platform.services import sessions
@@ -43,7 +44,10 @@ def authenticate_request() -> Caller:
     """Authenticate the current request and record the caller in ``g.admin_caller``."""
     header = request.headers.get("Authorization", "")
     if header[:7].lower() == "bearer ":
-        claims = sessions.verify_token(header[7:].strip(), credentials().lookup, purpose=sessions.PURPOSE_API)
+        claims = sessions.verify_token(
+            header[7:].strip(), credentials().lookup, purpose=sessions.PURPOSE_API, revoked=revocations().refuses
+        )
+        g.bearer_claims = claims
         account_id, key_id, method = claims.account_id, claims.access_key_id, "bearer"
         g.auth = context.AuthContext(
             account_id=account_id, access_key_id=key_id, region=context.settings().region, service="bearer"
@@ -67,6 +71,12 @@ def authenticate_request() -> Caller:
 def caller() -> Caller:
     """Return the authenticated caller of this request."""
     value: Caller = g.admin_caller
+    return value
+
+
+def bearer_claims() -> sessions.Claims | None:
+    """Return the claims of this request's bearer token (None when it was signed with SigV4)."""
+    value: sessions.Claims | None = g.get("bearer_claims")
     return value
 
 

@@ -1,5 +1,5 @@
 """Admin routes for endpoints: list, describe (variants, replicas, cores), create, scale, delete, and what
-operators look at — history, logs, recent errors, metrics and cost."""
+operators look at — status history, logs, recent invocation errors, metrics and cost."""
 
 from __future__ import annotations
 
@@ -15,8 +15,9 @@ from neurondock_platform.api.admin import shapes
 from neurondock_platform.api.admin._auth import caller
 from neurondock_platform.api.admin._errors import BadRequest, json_body
 from neurondock_platform.db import utcnow
-from neurondock_platform.models import Endpoint, EndpointStatus, Replica
-from neurondock_platform.services import admin, costs, endpoints, fleet
+from neurondock_platform.models import Endpoint, EndpointEvent, EndpointStatus, InvocationErrorRecord, Replica
+from neurondock_platform.services import admin, costs, endpoint_events, endpoints, fleet, invocation_errors, pagination
+from neurondock_platform.services.fleet import iso
 
 STATUSES = [s.value for s in EndpointStatus]
 
@@ -64,6 +65,44 @@ def cost_of(endpoint: Endpoint) -> dict[str, Any]:
         projection=projection,
         projection_source=projection_source,
     )
+
+
+def event_json(event: EndpointEvent) -> dict[str, Any]:
+    return {
+        "time": iso(event.occurred_at),
+        "status": event.status,
+        "previous_status": event.previous_status,
+        "reason": event.reason,
+    }
+
+
+def error_json(error: InvocationErrorRecord) -> dict[str, Any]:
+    return {
+        "time": iso(error.occurred_at),
+        "variant_name": error.variant_name,
+        "replica_id": error.replica_id,
+        "http_status": error.http_status,
+        "error_code": error.error_code,
+        "message": error.message,
+        "original_status_code": error.original_status_code,
+        "original_message": error.original_message,
+        "request_id": error.request_id,
+    }
+
+
+def newest_first() -> pagination.PageRequest:
+    """The page of a time-ordered list: ``limit`` and ``next_token``, newest first."""
+    return pagination.PageRequest(
+        max_results=params.integer("limit", params.DEFAULT_LIMIT, minimum=1, maximum=params.MAX_LIMIT),
+        next_token=params.string("next_token", max_length=4096),
+        sort_order=pagination.DESCENDING,
+    )
+
+
+def endpoint_record(name: str) -> dict[str, Any]:
+    """Name, ARN and whether it is deleted, for the caller's endpoint or one deleted with its history kept."""
+    known = endpoint_events.known_endpoint(context.db(), **owner(), name=name)
+    return {"endpoint_name": known.name, "endpoint_arn": known.arn, "deleted": known.deleted}
 
 
 def _period() -> int:
@@ -164,7 +203,9 @@ def register(bp: Blueprint) -> None:
     @bp.get("/endpoints/<name>/history")
     def endpoint_history(name: str) -> Response:
         endpoint = load(name)
-        return json_body({"items": admin.endpoint_history(endpoint, replicas_of(endpoint)), "note": admin.HISTORY_NOTE})
+        changes = endpoint_events.recent_events(context.db(), account_id=endpoint.account_id, name=endpoint.name)
+        items = admin.endpoint_history(endpoint, replicas_of(endpoint), changes)
+        return json_body({"items": items, "note": admin.HISTORY_NOTE})
 
     @bp.get("/endpoints/<name>/logs")
     def endpoint_logs(name: str) -> Response:
@@ -190,12 +231,19 @@ def register(bp: Blueprint) -> None:
             }
         )
 
+    @bp.get("/endpoints/<name>/events")
+    def endpoint_events_list(name: str) -> Response:
+        record = endpoint_record(name)
+        page = endpoint_events.list_events(context.db(), account_id=caller().account_id, name=name, page=newest_first())
+        return json_body({**record, "items": [event_json(e) for e in page.items], "next_token": page.next_token})
+
     @bp.get("/endpoints/<name>/errors")
     def endpoint_errors(name: str) -> Response:
-        endpoint = load(name)
-        limit = params.integer("limit", 50, minimum=1, maximum=500)
-        items = admin.recent_errors(context.settings(), replicas_of(endpoint), log_tails(endpoint), limit=limit)
-        return json_body({"items": items})
+        record = endpoint_record(name)
+        page = invocation_errors.list_errors(
+            context.db(), account_id=caller().account_id, name=name, page=newest_first()
+        )
+        return json_body({**record, "items": [error_json(e) for e in page.items], "next_token": page.next_token})
 
     @bp.get("/endpoints/<name>/metrics")
     def endpoint_metrics(name: str) -> Response:

@@ -425,21 +425,45 @@ def _schemas() -> dict[str, Any]:
                 ),
             }
         ),
-        "InvocationErrors": obj(
+        "EndpointEvents": obj(
             {
+                "endpoint_name": S,
+                "endpoint_arn": S,
+                "deleted": B,
                 "items": array(
                     obj(
                         {
-                            "kind": {"type": "string", "enum": ["invocation", "replica"]},
-                            "time": NTIME,
-                            "replica_id": INT,
-                            "variant_name": NS,
-                            "status": NI,
-                            "message": S,
-                            "source": S,
+                            "time": TIME,
+                            "status": {"type": "string", "enum": [*(s.value for s in EndpointStatus), "Deleted"]},
+                            "previous_status": NS,
+                            "reason": NS,
                         }
                     )
-                )
+                ),
+                "next_token": NS,
+            }
+        ),
+        "InvocationErrors": obj(
+            {
+                "endpoint_name": S,
+                "endpoint_arn": S,
+                "deleted": B,
+                "items": array(
+                    obj(
+                        {
+                            "time": TIME,
+                            "variant_name": NS,
+                            "replica_id": NI,
+                            "http_status": INT,
+                            "error_code": S,
+                            "message": S,
+                            "original_status_code": NI,
+                            "original_message": NS,
+                            "request_id": S,
+                        }
+                    )
+                ),
+                "next_token": NS,
             }
         ),
         "MetricSeries": obj(
@@ -494,6 +518,18 @@ def _schemas() -> dict[str, Any]:
                 ),
             }
         ),
+        "NeuronMonitorReport": obj(
+            {
+                "neuron_runtime_data": array(
+                    obj({"pid": INT, "address": S, "neuron_runtime_tag": S, "error": S, "report": ANY_OBJECT})
+                ),
+                "system_data": obj(
+                    {"neuron_hw_counters": ANY_OBJECT, "vcpu_usage": ANY_OBJECT, "memory_info": ANY_OBJECT}
+                ),
+                "instance_data": obj({"instance_id": S, "instance_type": S, "instance_region": S, "emulated": B}),
+                "neuron_hardware_info": obj({"neuron_device_count": INT, "neuroncore_per_device_count": INT}),
+            }
+        ),
         "InstanceType": instance_type,
         "InstanceTypeList": obj({"items": array(ref("InstanceType"))}),
         "CompilationJobSummary": job_summary,
@@ -529,6 +565,25 @@ def _schemas() -> dict[str, Any]:
                 "account_id": S,
                 "expires_at": TIME,
                 "expires_in": INT,
+            }
+        ),
+        "RevokeToken": obj({}, {"token": {**S, "description": "Another token of your account; default: yours"}}),
+        "RevokedToken": obj(
+            {
+                "revoked": {"type": "boolean", "enum": [True]},
+                "token_id": S,
+                "purpose": {"type": "string", "enum": ["api", "console"]},
+                "access_key_id": S,
+                "account_id": S,
+                "expires_at": TIME,
+            }
+        ),
+        "RevokedKeyTokens": obj({"access_key_id": S, "account_id": S, "revoked_before": TIME, "expires_at": TIME}),
+        "Throttling": obj(
+            {
+                "__type": {"type": "string", "enum": ["ThrottlingException"]},
+                "message": S,
+                "error": obj({"code": S, "message": S}),
             }
         ),
         "WhoAmI": obj(
@@ -668,6 +723,15 @@ def op(
     return out
 
 
+THROTTLED: dict[str, Any] = {
+    "429": {
+        "description": "Too many sign-in attempts from this address or for this access key",
+        "headers": {"Retry-After": {"description": "Seconds to wait", "schema": {"type": "integer", "minimum": 1}}},
+        "content": {JSON: {"schema": ref("Throttling")}},
+    }
+}
+
+
 def _paths() -> dict[str, Any]:
     model = path_param("name", "my-model")
     config = path_param("name", "my-endpoint-config")
@@ -690,7 +754,7 @@ def _paths() -> dict[str, Any]:
             "post": op(
                 "createToken",
                 "Issue a bearer token for an access key (sign with SigV4, or send the key pair in the body)",
-                ok("Token", "201", "Created"),
+                {**ok("Token", "201", "Created"), **THROTTLED},
                 tag="identity",
                 request_body={"required": False, "content": {JSON: {"schema": ref("CreateToken")}}},
                 public=True,
@@ -843,14 +907,25 @@ def _paths() -> dict[str, Any]:
                 error_codes=("404",),
             ),
         },
+        "/endpoints/{name}/events": {
+            "parameters": [name],
+            "get": op(
+                "getEndpointEvents",
+                "The endpoint's status changes, newest first (kept after a delete until the name is reused)",
+                ok("EndpointEvents"),
+                tag="endpoints",
+                parameters=[LIMIT, NEXT],
+                error_codes=("404",),
+            ),
+        },
         "/endpoints/{name}/errors": {
             "parameters": [name],
             "get": op(
                 "getEndpointErrors",
-                "Recent invocation errors and replica failures",
+                "Recent failed invocations as the runtime answered them, newest first (flushed every ~10 s)",
                 ok("InvocationErrors"),
                 tag="endpoints",
-                parameters=[param("limit", {"type": "integer", "minimum": 1, "maximum": 500, "default": 50})],
+                parameters=[LIMIT, NEXT],
                 error_codes=("404",),
             ),
         },
@@ -972,6 +1047,23 @@ def _paths() -> dict[str, Any]:
                 ok("NeuronLs"),
                 tag="fleet",
                 error_codes=("404",),
+            ),
+        },
+        "/hosts/{host_id}/neuron-monitor": {
+            "parameters": [host],
+            "get": op(
+                "getNeuronMonitor",
+                "One neuron-monitor JSON report for a host (emulated; latencies in seconds)",
+                ok("NeuronMonitorReport"),
+                tag="fleet",
+                parameters=[
+                    param(
+                        "period",
+                        {"type": "integer", "minimum": 1, "maximum": 3600, "default": 60},
+                        doc="Seconds of recorded metrics the report covers.",
+                    )
+                ],
+                error_codes=("400", "404"),
             ),
         },
         "/instance-types": {
@@ -1122,6 +1214,28 @@ def _paths() -> dict[str, Any]:
                 tag="accounts",
                 error_codes=("403", "404", "409"),
             ),
+        },
+        "/access-keys/{access_key_id}/revoke-tokens": {
+            "parameters": [key],
+            "post": op(
+                "revokeAccessKeyTokens",
+                "Revoke every token and console session issued so far for a key; the key stays active (admin)",
+                ok("RevokedKeyTokens"),
+                tag="accounts",
+                error_codes=("403", "404"),
+            ),
+        },
+        # Last: called without a body it revokes the caller's own token, which ends a fuzzing run's token.
+        "/tokens/revoke": {
+            "post": op(
+                "revokeToken",
+                "Revoke a token before it expires: the presented bearer token, or 'token' of your account "
+                "(an admin: any account)",
+                ok("RevokedToken"),
+                tag="identity",
+                request_body={"required": False, "content": {JSON: {"schema": ref("RevokeToken")}}},
+                error_codes=("403",),
+            )
         },
     }
 
