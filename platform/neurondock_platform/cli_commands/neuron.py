@@ -1,13 +1,15 @@
-"""``neurondock neuron-ls`` and ``neurondock neuron-top``: the Neuron tools' views of the emulated chips.
+"""``neurondock neuron-ls``, ``neuron-top`` and ``neuron-monitor``: the Neuron tools' views of the emulated chips.
 
-The layouts follow the real tools (aws-neuron-sdk neuron-ls / neuron-top user guides): neuron-ls's
-boxed device table with PID, command and runtime version per process, and neuron-top's NeuronCore
-utilization, vCPU and memory info and loaded-models sections. Every screen says it is emulated.
+The layouts follow the real tools (aws-neuron-sdk neuron-ls / neuron-top / neuron-monitor user guides):
+neuron-ls's boxed device table with PID, command and runtime version per process, neuron-top's
+NeuronCore utilization, vCPU and memory info and loaded-models sections, and neuron-monitor's stream of
+one JSON report per period. Every screen and report says it is emulated.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import time
 from typing import Any
 
@@ -197,4 +199,27 @@ def neuron_top(
         return
 
 
-COMMANDS = [neuron_ls, neuron_top]
+@click.command("neuron-monitor")
+@click.option("--host", default=None, help="One host id (default: every host).")
+@click.option("--period", type=click.IntRange(1, 3600), default=5, show_default=True, help="Seconds between reports.")
+@click.option("--iterations", type=click.IntRange(1), default=None, help="Stop after this many reports per host.")
+@connection_options
+def neuron_monitor(conn: Connection, output: str, host: str | None, period: int, iterations: int | None) -> None:
+    """Print one neuron-monitor JSON report per host every period, one per line (emulated)."""
+    admin = conn.admin()
+    count = 0
+    try:
+        while True:
+            for host_id in _hosts(conn, host):
+                # Like the real tool: one compact JSON document per line, so `| jq` and log shippers work.
+                report = admin.get(f"/hosts/{host_id}/neuron-monitor", period=period)
+                click.echo(json.dumps(report, separators=(",", ":")))
+            count += 1
+            if iterations is not None and count >= iterations:
+                return
+            time.sleep(period)
+    except KeyboardInterrupt:
+        return
+
+
+COMMANDS = [neuron_ls, neuron_top, neuron_monitor]

@@ -8,7 +8,7 @@ from neurondock_platform.api import context
 from neurondock_platform.api.admin import _params as params
 from neurondock_platform.api.admin._auth import caller
 from neurondock_platform.api.admin._errors import json_body
-from neurondock_platform.services import costs, fleet
+from neurondock_platform.services import costs, fleet, neuron_monitor
 
 
 def _scope() -> str | None:
@@ -49,6 +49,14 @@ def register(bp: Blueprint) -> None:
     @bp.get("/hosts/<host_id>/neuron-ls")
     def neuron_ls(host_id: str) -> Response:
         return json_body(fleet.neuron_ls(host_view(host_id)))
+
+    @bp.get("/hosts/<host_id>/neuron-monitor")
+    def neuron_monitor_report(host_id: str) -> Response:
+        period = params.integer("period", int(neuron_monitor.DEFAULT_PERIOD_SECONDS), minimum=1, maximum=3600)
+        document = neuron_monitor.report(
+            context.db(), host_view(host_id), region=context.settings().region, period_seconds=period
+        )
+        return json_body(document)
 
     @bp.get("/instance-types")
     def instance_types() -> Response:
