@@ -154,6 +154,22 @@ def test_neuron_monitor_prints_one_json_report_per_line(cli):
     assert len(runtimes) == 4  # the compiled endpoint's four replicas, one NeuronCore each
     assert all(len(r["report"]["neuroncore_counters"]["neuroncores_in_use"]) == 1 for r in runtimes)
     assert cli("neuron-monitor", "--host", "nowhere", "--iterations", "1").exit_code != 0
+    # The compiled endpoint answered test_invoke_prints_the_answer: its replica's utilization and
+    # device latency are the compile report's projection (the one-second flush has written them).
+    assert cli("invoke", COMPILED, "--body", BODY).exit_code == 0
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        report = json.loads(cli("neuron-monitor", "--host", "host-e2e", "--iterations", "1").stdout)
+        served = [
+            r["report"] for r in report["neuron_runtime_data"]
+            if r["report"]["inference_stats"]["inference_summary"]["completed"]
+            and r["report"]["neuroncore_counters"]["utilization_source"] == "projected device time"
+        ]  # fmt: skip
+        if served:
+            break
+        time.sleep(0.2)
+    assert served, report
+    assert served[0]["inference_stats"]["latency_stats"]["device_latency"]["p50"] > 0
 
 
 def test_accounts_as_admin_and_as_a_tenant(cli):

@@ -113,3 +113,23 @@ def test_a_model_dir_without_the_compiler_manifest_loads_as_before(tmp_path, cnn
     (tmp_path / "manifest.json").write_text('{"not": "ours"}')
     model = default_model_fn(str(tmp_path))
     assert isinstance(model, torch.jit.ScriptModule)
+
+
+def test_each_execution_counts_the_compile_reports_projected_device_time(compiled_dir):
+    from neurondock_workers.hosting.handler import projected_device_seconds
+
+    model_dir = compiled_dir(options="--dynamic-batch-size")
+    per_batch = projected_device_seconds(json.loads((model_dir / "manifest.json").read_text()))
+    assert per_batch is not None and per_batch > 0
+    handler = Handler(model_dir, environ={})
+    model = handler.load_model()
+    assert model.device_seconds == per_batch and model.compiled_batch == 1
+    assert handler.invoke(_npy(np.zeros((1, 3, 32, 32), dtype="float32")), NPY, NPY).status == 200
+    assert model.last_device_us == int(per_batch * 1e9) // 1000
+    # Five rows on a batch-1 compilation run as five chunks on the NeuronCore.
+    assert handler.invoke(_npy(np.zeros((5, 3, 32, 32), dtype="float32")), NPY, NPY).status == 200
+    assert model.last_device_us == int(5 * per_batch * 1e9) // 1000
+    assert model.device_ns == int(per_batch * 1e9) + int(5 * per_batch * 1e9)
+    # A refused input never reached the device.
+    assert handler.invoke(_npy(np.zeros((1, 3, 16, 16), dtype="float32")), NPY, NPY).status == 400
+    assert model.last_device_us is None

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 from sqlalchemy import delete, update
+from tests.support.processes import pid_gone
 
 import neurondock_platform.models as m
 from neurondock_platform.dataplane import protocol
@@ -40,16 +41,6 @@ def invoke_npy(address: str, array: np.ndarray) -> tuple[dict, np.ndarray | byte
         )
         meta, body = protocol.recv_frame(sock)
     return meta, (np.load(io.BytesIO(body)) if meta["status"] == 200 else body)
-
-
-def pid_gone(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    with open(f"/proc/{pid}/stat") as f:
-        stat = f.read()
-    return stat.rpartition(")")[2].split()[0] == "Z"
 
 
 def wait_gone(pid: int, timeout: float = 15) -> None:

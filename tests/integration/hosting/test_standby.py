@@ -11,7 +11,7 @@ from tests.support.torch_models import tiny_mlp
 
 from neurondock_platform.dataplane import protocol
 from neurondock_workers.hosting.agent import ReplicaProcess
-from neurondock_workers.hosting.standby import PIDFILE, READY_MARKER, StandbyPool
+from neurondock_workers.hosting.standby import PIDFILE, READY_MARKER, StandbyPool, release
 
 
 def _base_env() -> dict[str, str]:
@@ -70,3 +70,28 @@ def test_standby_becomes_a_replica(tmp_path):
     finally:
         ReplicaProcess.standby_pool = None
         pool.close()
+
+
+def test_a_pool_of_four_hands_out_four_warm_interpreters_in_a_row(tmp_path):
+    # An ml.inf1.xlarge starts its 4 replicas (one per NeuronCore) at once: all should start warm.
+    pool = StandbyPool(_base_env(), tmp_path / "standby", size=4)
+    pool.fill()
+    taken = []
+    try:
+        deadline = time.monotonic() + 120
+        while pool.warm_count() < 4:
+            assert time.monotonic() < deadline, f"only {pool.warm_count()} of 4 standbys became warm"
+            time.sleep(0.05)
+
+        taken = [pool.take(_base_env()) for _ in range(4)]
+
+        assert all(p is not None and p.poll() is None for p in taken)
+        assert len({p.pid for p in taken if p is not None}) == 4
+        assert (pool.taken_warm, pool.taken_warming) == (4, 0)
+        assert pool.take({**_base_env(), "OMP_NUM_THREADS": "4"}) is None, "an incompatible env starts cold"
+    finally:
+        pool.close()
+        for proc in taken:
+            if proc is not None:
+                release(proc)
+    assert all(p is not None and p.returncode == 0 for p in taken), "an unused standby exits cleanly"

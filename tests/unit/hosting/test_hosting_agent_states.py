@@ -81,6 +81,12 @@ class FakeProcess(ReplicaProcess):
     def alive(self) -> bool:
         return self.running
 
+    def health(self, timeout: float = 1.0) -> dict[str, Any] | None:
+        if not self.running:
+            return None
+        reason = getattr(self, "recycle_reason", None)
+        return {"status": 200, "requests": 7, "inflight": 0, **({"recycle": reason} if reason else {})}
+
     def terminate(self, grace: float = 0.0) -> int | None:
         self.running = False
         self.terminated = True
@@ -316,3 +322,85 @@ def test_a_second_live_agent_on_the_same_host_id_is_refused(settings, sessions):
     with sessions() as session:
         host = session.get(m.Host, HOST_ID)
         assert host is not None and host.agent_pid == os.getpid()
+
+
+LEAK = "RSS grew by 40 MiB past the limit 32 MiB"
+
+
+@pytest.fixture
+def fast_agent(settings, sessions):
+    agent = HostAgent(settings, sessions, FakeS3, process_cls=FakeProcess, stop_grace=0.1, health_interval=0.0)
+    agent.heartbeat()
+    yield agent
+    agent.shutdown(timeout=5)
+
+
+def test_a_replica_that_asks_is_replaced_then_its_old_process_stopped(fast_agent, sessions, settings):
+    replica_id = add_replica(sessions)
+    with session_scope(sessions) as session:
+        # What the reconciler writes for an instance on NeuronCore 2.
+        session.execute(update(m.Replica).where(m.Replica.id == replica_id).values(extra={"cores": [2]}))
+    first = step_until(fast_agent, sessions, replica_id, lambda r: r.state == ReplicaState.READY)
+    old = FakeProcess.instances[0]
+    old.recycle_reason = LEAK
+
+    switched = step_until(fast_agent, sessions, replica_id, lambda r: r.pid != first.pid)
+
+    new = FakeProcess.instances[1]
+    assert (switched.state, switched.address, switched.pid) == (ReplicaState.READY, new.address, new.fake_pid)
+    assert switched.extra["recycles"] == 1 and switched.extra["last_recycle"]["reason"] == LEAK
+    assert switched.extra["cores"] == [2], "the reconciler's keys survive"
+    assert switched.restarts == 0, "a recycle is not a crash"
+    assert not old.terminated, "the old process serves until the routers have moved on"
+    assert new.env["NEURON_RT_VISIBLE_CORES"] == old.env["NEURON_RT_VISIBLE_CORES"] == "2"
+    assert new.model_dir == old.model_dir
+    deadline = time.monotonic() + 10
+    while not old.terminated:
+        assert time.monotonic() < deadline, "the old process was never stopped"
+        fast_agent.step()
+        time.sleep(0.02)
+    for _ in range(5):
+        fast_agent.step()
+    assert len(FakeProcess.instances) == 2 and not new.terminated
+    log = (settings.replicas_dir / str(replica_id) / "replica.log").read_text()
+    assert f"neurondock: recycled: {LEAK} (pid {old.fake_pid} replaced by pid {new.fake_pid}" in log
+
+
+def test_a_replacement_that_fails_leaves_the_old_process_serving(fast_agent, sessions, settings):
+    replica_id = add_replica(sessions)
+    first = step_until(fast_agent, sessions, replica_id, lambda r: r.state == ReplicaState.READY)
+    FakeProcess.behaviour = "fail"
+    FakeProcess.instances[0].recycle_reason = LEAK
+
+    deadline = time.monotonic() + 10
+    while len(FakeProcess.instances) < 2 or not FakeProcess.instances[1].terminated:
+        assert time.monotonic() < deadline, "no replacement was tried"
+        fast_agent.step()
+        time.sleep(0.02)
+    for _ in range(20):
+        fast_agent.step()
+        time.sleep(0.01)
+
+    after = load(sessions, replica_id)
+    assert (after.state, after.pid, after.address) == (ReplicaState.READY, first.pid, first.address)
+    assert not FakeProcess.instances[0].terminated
+    assert len(FakeProcess.instances) == 2, "no retry before recycle.RETRY_SECONDS"
+    log = (settings.replicas_dir / str(replica_id) / "replica.log").read_text()
+    assert "the replacement did not start (model_fn raised: ValueError: nope)" in log
+
+
+def test_a_stop_during_a_recycle_cancels_the_replacement(fast_agent, sessions):
+    replica_id = add_replica(sessions)
+    step_until(fast_agent, sessions, replica_id, lambda r: r.state == ReplicaState.READY)
+    FakeProcess.behaviour = "block"
+    FakeProcess.instances[0].recycle_reason = LEAK
+    deadline = time.monotonic() + 10
+    while len(FakeProcess.instances) < 2:
+        assert time.monotonic() < deadline, "no replacement was started"
+        fast_agent.step()
+        time.sleep(0.02)
+
+    set_desired(sessions, replica_id, "stopped")
+    stopped = step_until(fast_agent, sessions, replica_id, lambda r: r.state == ReplicaState.STOPPED)
+
+    assert stopped.pid is None and all(p.terminated or not p.running for p in FakeProcess.instances)

@@ -11,27 +11,22 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from neurondock_workers.hosting.agent import (
-        AgentConflictError,
-        HostAgent,
-        ReplicaProcess,
-        ReplicaStartError,
-        replica_dir,
-        run_agent,
-    )
+    from neurondock_workers.hosting.agent import HostAgent, replica_dir, run_agent
     from neurondock_workers.hosting.artifacts import (
         ModelDataError,
         UnsafeArchiveError,
         fetch_model_data,
         safe_extract,
     )
+    from neurondock_workers.hosting.host import AgentConflictError
+    from neurondock_workers.hosting.process import ReplicaProcess, ReplicaStartError
     from neurondock_workers.hosting.s3 import make_s3_client
 
 _EXPORTS = {
-    "AgentConflictError": "agent",
+    "AgentConflictError": "host",
     "HostAgent": "agent",
-    "ReplicaProcess": "agent",
-    "ReplicaStartError": "agent",
+    "ReplicaProcess": "process",
+    "ReplicaStartError": "process",
     "replica_dir": "agent",
     "run_agent": "agent",
     "ModelDataError": "artifacts",

@@ -9,13 +9,10 @@ to the agent, not to a request or a task, and every touch of one goes through ``
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -26,45 +23,39 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-import neurondock_platform
-import neurondock_workers
 from neurondock_platform.config import Settings
-from neurondock_platform.dataplane import protocol
 from neurondock_platform.db import make_engine, make_sessionmaker, session_scope, utcnow
-from neurondock_platform.models import EndpointVariant, Host, Replica, ReplicaState
-from neurondock_workers.hosting import neuron
-from neurondock_workers.hosting.artifacts import ModelDataError, fetch_model_data
-from neurondock_workers.hosting.replica import FAILED_MARKER, LISTENING_MARKER, describe_exception
+from neurondock_platform.models import EndpointVariant, Replica, ReplicaState
+from neurondock_workers.hosting import host, neuron, recycle
+from neurondock_workers.hosting.artifacts import ModelDataError, fetch_model
+from neurondock_workers.hosting.environment import replica_environment
+from neurondock_workers.hosting.host import AgentConflictError
+from neurondock_workers.hosting.process import (
+    DEFAULT_STOP_GRACE,
+    ReplicaProcess,
+    ReplicaStartError,
+    append_log,
+    read_tail,
+)
+from neurondock_workers.hosting.replica import describe_exception
 from neurondock_workers.hosting.s3 import make_s3_client
-from neurondock_workers.hosting.standby import PIDFILE, STANDBY_MODULE, StandbyPool
+from neurondock_workers.hosting.standby import StandbyPool
+from neurondock_workers.hosting.weights_cache import prune, weights_key
 
 logger = logging.getLogger(__name__)
 
-REPLICA_MODULE = "neurondock_workers.hosting.replica"
+# ReplicaProcess and the errors live in their own modules; importing them from here keeps working.
+__all__ = ["AgentConflictError", "HostAgent", "ReplicaProcess", "ReplicaStartError", "replica_dir", "run_agent"]
+
 DESIRED_RUNNING = "running"
 DESIRED_STOPPED = "stopped"
 # Model load can be slow for big models; a variant may set its own limit like SageMaker's.
 DEFAULT_STARTUP_TIMEOUT = 300.0
 STARTUP_TIMEOUT_KEY = "ContainerStartupHealthCheckTimeoutInSeconds"
-# Longer than the replica's own drain (replica.DRAIN_SECONDS), shorter than the reconciler's stop wait.
-DEFAULT_STOP_GRACE = 15.0
 HEARTBEAT_INTERVAL = 1.0
-LOG_TAIL_LINES = 20
-LOG_ROTATE_BYTES = 5 * 1024 * 1024
 # A replica that stays up this long has recovered; its next crash restarts without delay again.
 STABLE_SECONDS = 60.0
 MAX_RESTART_DELAY = 30.0
-_READY_POLL = 0.02
-# Each start writes this line to replica.log, so one attempt's lines can be told from the last one's.
-START_BANNER = "--- neurondock: starting replica"
-
-
-class ReplicaStartError(Exception):
-    """A replica process did not become ready; the message is the FailureReason."""
-
-
-class AgentConflictError(RuntimeError):
-    """Another live agent already runs this host id on this machine."""
 
 
 def replica_dir(settings: Settings, replica_id: int) -> Path:
@@ -72,243 +63,13 @@ def replica_dir(settings: Settings, replica_id: int) -> Path:
     return settings.replicas_dir / str(replica_id)
 
 
-def _read_tail(path: Path, lines: int = LOG_TAIL_LINES, max_bytes: int = 64 * 1024) -> str:
-    try:
-        with path.open("rb") as f:
-            f.seek(0, os.SEEK_END)
-            size = f.tell()
-            f.seek(max(0, size - max_bytes))
-            data = f.read()
-    except FileNotFoundError:
-        return ""
-    text = data.decode("utf-8", "replace").splitlines()
-    return "\n".join(text[-lines:])
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie has exited already; only its parent's wait() is missing.
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True
-    return stat.rpartition(")")[2].split()[:1] != ["Z"]
-
-
-class ReplicaProcess:
-    """The one way the agent touches a replica process: spawn, wait for ready, ping, stop."""
-
-    def __init__(
-        self,
-        replica_id: int,
-        model_dir: Path,
-        log_path: Path,
-        env: Mapping[str, str],
-        bind: str = "127.0.0.1",
-        torch_threads: int = 1,
-    ) -> None:
-        self.replica_id = replica_id
-        self.model_dir = Path(model_dir)
-        self.log_path = Path(log_path)
-        self.env = dict(env)
-        self.bind = bind
-        self.torch_threads = torch_threads
-        self.address: str | None = None
-        self._popen: subprocess.Popen[bytes] | None = None
-        self._scan_pos = 0
-
-    @property
-    def pid(self) -> int | None:
-        return self._popen.pid if self._popen is not None else None
-
-    @property
-    def returncode(self) -> int | None:
-        return self._popen.poll() if self._popen is not None else None
-
-    def command(self) -> list[str]:
-        """Return the replica's argv."""
-        return [
-            sys.executable,
-            "-m",
-            REPLICA_MODULE,
-            "--model-dir",
-            str(self.model_dir),
-            "--bind",
-            self.bind,
-            "--port",
-            "0",
-            "--torch-threads",
-            str(self.torch_threads),
-        ]
-
-    # Set by the agent: warm interpreters that skip torch's import (None: always start cold).
-    standby_pool: StandbyPool | None = None
-
-    def start(self) -> int:
-        """Spawn the process with stdout and stderr appended to the log; return its pid."""
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        if self.log_path.exists() and self.log_path.stat().st_size > LOG_ROTATE_BYTES:
-            self.log_path.replace(self.log_path.with_name(self.log_path.name + ".1"))
-        with self.log_path.open("ab") as log:
-            log.write(f"{START_BANNER} {self.replica_id} at {utcnow():%Y-%m-%dT%H:%M:%SZ}\n".encode())
-            log.flush()
-            self._scan_pos = log.tell()
-            pool = self.standby_pool
-            warm = pool.take(self.env) if pool is not None else None
-            if warm is not None and pool is not None:
-                argv = self.command()[3:]
-                if pool.activate(warm, argv=argv, env=self.env, cwd=self.model_dir, log=self.log_path):
-                    self._popen = warm
-                    return warm.pid
-            self._popen = subprocess.Popen(
-                self.command(),
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=self.env,
-                cwd=str(self.model_dir),
-                # Its own session: a terminal's Ctrl-C reaches the agent, which then stops replicas in order.
-                start_new_session=True,
-            )
-        return self._popen.pid
-
-    def _new_lines(self) -> list[str]:
-        try:
-            with self.log_path.open("rb") as f:
-                f.seek(self._scan_pos)
-                data = f.read()
-        except FileNotFoundError:
-            return []
-        complete = data[: data.rfind(b"\n") + 1]
-        self._scan_pos += len(complete)
-        return complete.decode("utf-8", "replace").splitlines()
-
-    def _exit_reason(self, code: int) -> str:
-        lines = [line for line in self._attempt_lines() if line.strip()]
-        for line in reversed(lines):
-            if line.startswith(FAILED_MARKER):
-                return line[len(FAILED_MARKER) :].strip()
-        how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
-        last = lines[-1].strip() if lines else ""
-        return f"Replica process {how} before it was ready" + (f": {last}" if last else "")
-
-    def _attempt_lines(self) -> list[str]:
-        text = _read_tail(self.log_path, lines=200)
-        lines = text.splitlines()
-        starts = [i for i, line in enumerate(lines) if line.startswith(START_BANNER)]
-        return lines[starts[-1] + 1 :] if starts else lines
-
-    def wait_ready(self, timeout: float, cancel: threading.Event | None = None) -> str | None:
-        """Wait for the LISTENING line and a good ping; return ``host:port``, or None when cancelled.
-
-        Raises:
-            ReplicaStartError: the process exited, or was not ready within ``timeout`` seconds.
-        """
-        assert self._popen is not None, "start() first"
-        cancel = cancel or threading.Event()
-        deadline = time.monotonic() + timeout
-        while self.address is None:
-            for line in self._new_lines():
-                if line.startswith(LISTENING_MARKER):
-                    port = line.split()[-1].rpartition(":")[2]
-                    self.address = f"{self.bind}:{port}"
-            if self.address is not None:
-                break
-            code = self._popen.poll()
-            if code is not None:
-                raise ReplicaStartError(self._exit_reason(code))
-            if time.monotonic() > deadline:
-                raise ReplicaStartError(
-                    f"Replica did not load its model and start listening within {timeout:.0f} seconds"
-                )
-            if cancel.wait(_READY_POLL):
-                return None
-        while True:
-            if cancel.is_set():
-                return None
-            remaining = deadline - time.monotonic()
-            if self.ping(timeout=max(0.1, min(2.0, remaining))):
-                return self.address
-            code = self._popen.poll()
-            if code is not None:
-                raise ReplicaStartError(self._exit_reason(code))
-            if remaining <= 0:
-                raise ReplicaStartError(
-                    f"Replica at {self.address} listened but did not answer its health check within "
-                    f"{timeout:.0f} seconds"
-                )
-            cancel.wait(_READY_POLL)
-
-    def ping(self, timeout: float = 2.0) -> bool:
-        """Return True when the replica answers a ping with status 200."""
-        if self.address is None:
-            return False
-        try:
-            return protocol.ping(self.address, timeout=timeout).get("status") == 200
-        except (OSError, ConnectionError, protocol.ProtocolError, ValueError):
-            return False
-
-    def alive(self) -> bool:
-        """Return True while the process has not exited."""
-        return self._popen is not None and self._popen.poll() is None
-
-    def terminate(self, grace: float = DEFAULT_STOP_GRACE) -> int | None:
-        """SIGTERM, then SIGKILL after ``grace`` seconds; return the exit code."""
-        if self._popen is None:
-            return None
-        if self._popen.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                self._popen.send_signal(signal.SIGTERM)
-            try:
-                self._popen.wait(grace)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    self._popen.kill()
-                self._popen.wait(5.0)
-        return self._popen.returncode
-
-    def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
-        """Return the last lines of the replica log."""
-        return _read_tail(self.log_path, lines)
-
-    @classmethod
-    def kill_stale(cls, pid: int, model_dir: Path, grace: float = DEFAULT_STOP_GRACE) -> bool:
-        """Kill a replica left by an earlier agent run; True when ``pid`` was one and is gone now.
-
-        Only a process whose command line names the replica module and this replica's model
-        directory is touched, so a recycled pid never takes an innocent process down.
-        """
-        try:
-            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            return False
-        args = [a.decode("utf-8", "replace") for a in argv]
-        cold = REPLICA_MODULE in args and str(model_dir) in args
-        warm = STANDBY_MODULE in args and _pidfile_names(model_dir.parent / PIDFILE, pid)
-        if not (cold or warm) or not _pid_alive(pid):
-            return False
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + grace
-        while _pid_alive(pid) and time.monotonic() < deadline:
-            time.sleep(_READY_POLL)
-        if _pid_alive(pid):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        return True
-
-
 @dataclass
 class _Managed:
     """The agent's own record of one replica it runs."""
 
     replica_id: int
-    # starting → ready | failed | cancelled; ready → backoff (crashed) → starting; stopping → gone
+    # starting → ready | failed | cancelled; ready → backoff (crashed) → starting; stopping → gone;
+    # ready → recycling (a replacement process starts) → ready
     phase: str = "starting"
     proc: ReplicaProcess | None = None
     # A start or stop thread owns this replica; step() leaves it alone until the thread is done.
@@ -318,6 +79,24 @@ class _Managed:
     ready_at: float = 0.0
     crashes: int = 0
     retry_at: float = 0.0
+    # The weight cache key its processes share (see weights_cache.py); None until fetched.
+    weights_key: str | None = None
+    # Health checks run on their own short threads; the pass only reads what they found.
+    checking: bool = False
+    checked_at: float = 0.0
+    # Why the replica asked to be replaced, until the replacement serves or fails.
+    recycle: str | None = None
+    recycle_after: float = 0.0
+
+
+@dataclass
+class _Pass:
+    """What one pass decided to do once its transaction has committed."""
+
+    launches: list[_Launch] = field(default_factory=list)
+    stops: list[tuple[_Managed, bool]] = field(default_factory=list)
+    recycles: list[_Launch] = field(default_factory=list)
+    checks: list[_Managed] = field(default_factory=list)
 
 
 @dataclass
@@ -343,6 +122,7 @@ class HostAgent:
         stop_grace: float = DEFAULT_STOP_GRACE,
         heartbeat_interval: float = HEARTBEAT_INTERVAL,
         fetch_retry_seconds: float = 60.0,
+        health_interval: float = recycle.HEALTH_INTERVAL,
     ) -> None:
         self.settings = settings
         self.fetch_retry_seconds = fetch_retry_seconds
@@ -352,7 +132,9 @@ class HostAgent:
         self.startup_timeout = startup_timeout
         self.stop_grace = stop_grace
         self.heartbeat_interval = heartbeat_interval
+        self.health_interval = health_interval
         self.cache_dir = settings.data_dir / "cache" / "model-data"
+        self.weights_dir = settings.data_dir / "cache" / "weights"
         self._managed: dict[int, _Managed] = {}
         self._lock = threading.Lock()
         self._s3: Any = None
@@ -371,10 +153,11 @@ class HostAgent:
             self.heartbeat()
         if not self._recovered:
             self._kill_stale_processes()
+            # Weight files of an earlier run: no replica of ours maps them any more.
+            prune(self.weights_dir, ())
             self._recovered = True
 
-        launches: list[_Launch] = []
-        stops: list[tuple[_Managed, bool]] = []
+        todo = _Pass()
         with session_scope(self.sessions) as session:
             rows = session.execute(
                 select(Replica, EndpointVariant)
@@ -386,24 +169,24 @@ class HostAgent:
             with self._lock:
                 for replica, variant in rows:
                     seen.add(replica.id)
-                    self._converge(replica, variant, now, launches, stops)
+                    self._converge(replica, variant, now, todo)
                 for replica_id, managed in list(self._managed.items()):
                     if replica_id not in seen:
-                        self._forget(managed, stops)
+                        self._forget(managed, todo.stops)
         # Threads start only after the commit, so their writes never race the pass's own.
-        for launch in launches:
+        for launch in todo.launches:
             self._spawn_thread(launch.managed, "start", self._start_replica, launch)
-        for managed, write_state in stops:
+        for managed, write_state in todo.stops:
             self._spawn_thread(managed, "stop", self._stop_replica, managed, write_state)
+        for launch in todo.recycles:
+            self._spawn_thread(launch.managed, "recycle", self._recycle_replica, launch)
+        for managed in todo.checks:
+            # Not the managed thread: a check must never hold up a start, stop or shutdown.
+            threading.Thread(
+                target=self._check_health, args=(managed,), name=f"replica-{managed.replica_id}-health", daemon=True
+            ).start()
 
-    def _converge(
-        self,
-        replica: Replica,
-        variant: EndpointVariant,
-        now: float,
-        launches: list[_Launch],
-        stops: list[tuple[_Managed, bool]],
-    ) -> None:
+    def _converge(self, replica: Replica, variant: EndpointVariant, now: float, todo: _Pass) -> None:
         managed = self._managed.get(replica.id)
         if replica.desired_state == DESIRED_STOPPED:
             if managed is not None:
@@ -414,7 +197,7 @@ class HostAgent:
                 if managed.proc is not None and managed.proc.alive():
                     managed.busy = True
                     managed.phase = "stopping"
-                    stops.append((managed, True))
+                    todo.stops.append((managed, True))
                     return
                 del self._managed[replica.id]
             if replica.state != ReplicaState.STOPPED or replica.address or replica.pid:
@@ -430,15 +213,21 @@ class HostAgent:
             if managed.phase == "ready":
                 if managed.proc is None or not managed.proc.alive():
                     self._record_crash(replica, managed, now)
+                elif managed.recycle is not None and now >= managed.recycle_after:
+                    managed.busy = True
+                    managed.phase = "recycling"
+                    todo.recycles.append(self._launch(managed, replica, variant))
+                elif not managed.checking and now - managed.checked_at >= self.health_interval:
+                    managed.checking = True
+                    managed.checked_at = now
+                    todo.checks.append(managed)
                 return
             if managed.phase == "backoff":
                 if now >= managed.retry_at:
                     # The row already says Starting (and counted the restart) since the crash.
                     fresh = _Managed(replica.id, crashes=managed.crashes)
                     self._managed[replica.id] = fresh
-                    launches.append(
-                        _Launch(fresh, dict(variant.container or {}), self._timeout_for(variant), _neuron(replica))
-                    )
+                    todo.launches.append(self._launch(fresh, replica, variant))
                 return
             if managed.phase == "failed" and replica.state != ReplicaState.PENDING:
                 # A failed replica waits for the reconciler to ask again (by setting it Pending).
@@ -459,7 +248,10 @@ class HostAgent:
         replica.failure_reason = None
         if restart:
             replica.restarts += 1
-        launches.append(_Launch(managed, dict(variant.container or {}), self._timeout_for(variant), _neuron(replica)))
+        todo.launches.append(self._launch(managed, replica, variant))
+
+    def _launch(self, managed: _Managed, replica: Replica, variant: EndpointVariant) -> _Launch:
+        return _Launch(managed, dict(variant.container or {}), self._timeout_for(variant), _neuron(replica))
 
     def _record_crash(self, replica: Replica, managed: _Managed, now: float) -> None:
         code = managed.proc.returncode if managed.proc is not None else None
@@ -474,7 +266,7 @@ class HostAgent:
         replica.pid = None
         replica.restarts += 1
         if managed.proc is not None:
-            _append_log(
+            append_log(
                 managed.proc.log_path, f"neurondock: replica process exited with code {code}; restarting"
             )
 
@@ -519,33 +311,12 @@ class HostAgent:
         model_dir: Path,
         replica_id: int,
         neuron_assignment: Mapping[str, Any] | None = None,
+        weights_key: str | None = None,
     ) -> dict[str, str]:
         """Return the environment a replica runs with: the container's Environment over SageMaker defaults."""
-        # Never hand the platform's own credentials to user code.
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("NEURONDOCK_", "AWS_"))}
-        env["PYTHONPATH"] = os.pathsep.join([*_source_roots(), *filter(None, [env.get("PYTHONPATH")])])
-        env.update(
-            {
-                # Set before the interpreter starts: torch reads OMP_NUM_THREADS at import.
-                "OMP_NUM_THREADS": "1",
-                "PYTHONUNBUFFERED": "1",
-                "SAGEMAKER_REGION": self.settings.region,
-                "SAGEMAKER_CONTAINER_LOG_LEVEL": "20",
-                "SAGEMAKER_MODEL_SERVER_TIMEOUT": str(int(self.settings.model_timeout)),
-                "SAGEMAKER_BASE_DIR": str(model_dir.parent),
-                "SM_MODEL_DIR": str(model_dir),
-            }
+        return replica_environment(
+            self.settings, container, model_dir, replica_id, neuron_assignment, weights_key, self.weights_dir
         )
-        environment = container.get("Environment") or {}
-        env.update({str(k): str(v) for k, v in environment.items()})
-        # The SDK sends /opt/ml/model/code; here the code lives under this replica's model dir.
-        env["SAGEMAKER_SUBMIT_DIRECTORY"] = str(model_dir / "code")
-        env["NEURONDOCK_REPLICA_ID"] = str(replica_id)
-        cores = (neuron_assignment or {}).get("cores")
-        if cores:
-            # libnrt semantics: the process owns exactly these cores (inferentia.md §3.2).
-            env["NEURON_RT_VISIBLE_CORES"] = neuron.core_range(cores)
-        return env
 
     def _start_replica(self, launch: _Launch) -> None:
         managed = launch.managed
@@ -560,19 +331,20 @@ class HostAgent:
                 raise ModelDataError(
                     "The model has no ModelDataUrl: neurondock's PyTorch runtime needs a model.tar.gz in S3"
                 )
-            model_dir = self._fetch_with_retry(str(url), rdir / "model", managed.cancel)
+            model_dir, digest = self._fetch_with_retry(str(url), rdir / "model", managed.cancel)
+            managed.weights_key = weights_key(digest, launch.container.get("Environment"))
             if managed.cancel.is_set():
                 managed.phase = "cancelled"
                 return
             misfit = neuron.check_fit(model_dir, launch.neuron)
             if misfit is not None:
-                _append_log(log_path, misfit)
+                append_log(log_path, misfit)
                 raise ReplicaStartError(misfit)
             proc = self.process_cls(
                 rid,
                 model_dir,
                 log_path,
-                self.replica_env(launch.container, model_dir, rid, launch.neuron),
+                self.replica_env(launch.container, model_dir, rid, launch.neuron, managed.weights_key),
                 bind=self.settings.host_address,
             )
             managed.proc = proc
@@ -596,8 +368,8 @@ class HostAgent:
             managed.phase = "ready"
             logger.info("replica %s ready at %s in %.2fs", rid, address, time.monotonic() - started)
         except ModelDataError as exc:
-            _append_log(log_path, f"neurondock: {exc.message}")
-            self._fail(managed, exc.message, _read_tail(log_path))
+            append_log(log_path, f"neurondock: {exc.message}")
+            self._fail(managed, exc.message, read_tail(log_path))
         except ReplicaStartError as exc:
             tail = proc.log_tail() if proc is not None else ""
             if proc is not None:
@@ -608,18 +380,71 @@ class HostAgent:
             if proc is not None:
                 proc.terminate(self.stop_grace)
             reason = f"Internal error while starting the replica: {describe_exception(exc)}"
-            _append_log(log_path, f"neurondock: {reason}")
-            self._fail(managed, reason, _read_tail(log_path))
+            append_log(log_path, f"neurondock: {reason}")
+            self._fail(managed, reason, read_tail(log_path))
         finally:
             managed.busy = False
 
-    def _fetch_with_retry(self, url: str, dest: Path, cancel: threading.Event) -> Path:
-        """Fetch model data, riding out a store that is briefly unreachable (e.g. the API restarting)."""
+    def _check_health(self, managed: _Managed) -> None:
+        try:
+            proc = managed.proc
+            health = proc.health() if proc is not None else None
+            reason = (health or {}).get("recycle")
+            if reason and managed.recycle is None and managed.phase == "ready":
+                logger.info("replica %s asks to be recycled: %s", managed.replica_id, reason)
+                managed.recycle = str(reason)
+        finally:
+            managed.checking = False
+
+    def _recycle_replica(self, launch: _Launch) -> None:
+        """Start a replacement, switch the row to it once ready, then drain and stop the old process."""
+        managed = launch.managed
+        old, reason = managed.proc, managed.recycle or "asked to be recycled"
+        handed_back = False
+
+        def switched(new: ReplicaProcess) -> None:
+            # Supervised again from here on (crashes, stops); the old process only has to go quietly.
+            nonlocal handed_back
+            managed.proc, managed.ready_at, managed.recycle = new, time.monotonic(), None
+            managed.phase, managed.busy, handed_back = "ready", False, True
+
+        try:
+            if old is None:
+                return
+            env = self.replica_env(launch.container, old.model_dir, old.replica_id, launch.neuron, managed.weights_key)
+            new = self.process_cls(old.replica_id, old.model_dir, old.log_path, env, bind=self.settings.host_address)
+            replaced = recycle.replace(
+                old,
+                new,
+                self.sessions,
+                reason=reason,
+                startup_timeout=launch.startup_timeout,
+                stop_grace=self.stop_grace,
+                cancel=managed.cancel,
+                on_switch=switched,
+            )
+            if not replaced:
+                managed.recycle_after = time.monotonic() + recycle.RETRY_SECONDS
+        except Exception as exc:
+            if not isinstance(exc, ReplicaStartError):
+                logger.exception("recycling replica %s failed", managed.replica_id)
+            if not handed_back:
+                managed.recycle = None
+                managed.recycle_after = time.monotonic() + recycle.RETRY_SECONDS
+        finally:
+            if not handed_back:
+                if managed.cancel.is_set():
+                    # A stop or delete cancelled the replacement; the pass now ends the old process itself.
+                    managed.cancel = threading.Event()
+                managed.phase, managed.busy = "ready", False
+
+    def _fetch_with_retry(self, url: str, dest: Path, cancel: threading.Event) -> tuple[Path, str]:
+        """Fetch model data and its digest, riding out a store that is briefly unreachable (an API restart)."""
         deadline = time.monotonic() + self.fetch_retry_seconds
         delay = 0.1
         while True:
             try:
-                return fetch_model_data(self._s3_client(), url, self.cache_dir, dest=dest)
+                return fetch_model(self._s3_client(), url, self.cache_dir, dest=dest)
             except ModelDataError as exc:
                 if not exc.transient or time.monotonic() + delay > deadline or cancel.is_set():
                     raise
@@ -654,8 +479,11 @@ class HostAgent:
             with self._lock:
                 if self._managed.get(managed.replica_id) is managed:
                     del self._managed[managed.replica_id]
+                keep = {m.weights_key for m in self._managed.values() if m.weights_key}
             managed.phase = "stopped"
             managed.busy = False
+        # The last replica of an artifact is gone: so is the reason to keep its weights file.
+        prune(self.weights_dir, keep)
 
     def _update(
         self,
@@ -684,43 +512,17 @@ class HostAgent:
 
     def heartbeat(self) -> None:
         """Register this host, or refresh its capacity and heartbeat."""
-        s = self.settings
         with session_scope(self.sessions) as session:
-            host = session.get(Host, s.host_id)
-            if host is None:
-                host = Host(id=s.host_id, address=s.host_address, started_at=self._started_at)
-                session.add(host)
-            elif not self._registered and host.agent_pid is not None and host.agent_pid != os.getpid():
-                age = (utcnow() - host.last_heartbeat).total_seconds()
-                # Two agents on one host id would fight over the same replicas; a crashed one is fine.
-                if age < s.heartbeat_timeout and _pid_alive(host.agent_pid):
-                    raise AgentConflictError(
-                        f"Another host agent (pid {host.agent_pid}) is running as host {s.host_id!r}; "
-                        "stop it or give this one its own NEURONDOCK_HOST_ID"
-                    )
-            host.address = s.host_address
-            host.chips = s.host_chips
-            host.vcpus = s.host_vcpus
-            host.memory_mb = s.host_memory_mb
-            host.agent_pid = os.getpid()
-            if not self._registered:
-                host.started_at = self._started_at
-            host.last_heartbeat = utcnow()
+            host.record_heartbeat(session, self.settings, self._started_at, first=not self._registered)
         self._registered = True
         self._last_heartbeat = time.monotonic()
 
     def _kill_stale_processes(self) -> None:
-        # Replicas of an earlier agent run still hold their ports; they are not ours to watch, so
-        # they go, and the pass that follows starts fresh ones.
         with session_scope(self.sessions) as session:
-            rows = session.execute(
-                select(Replica.id, Replica.pid).where(
-                    Replica.host_id == self.settings.host_id, Replica.pid.is_not(None)
-                )
-            ).all()
+            rows = host.replica_pids(session, self.settings.host_id)
         for replica_id, pid in rows:
             model_dir = replica_dir(self.settings, replica_id) / "model"
-            if pid and self.process_cls.kill_stale(pid, model_dir, self.stop_grace):
+            if self.process_cls.kill_stale(pid, model_dir, self.stop_grace):
                 logger.info("killed stale replica %s (pid %s) from an earlier agent run", replica_id, pid)
 
     # --- lifecycle --------------------------------------------------------------------------------
@@ -779,34 +581,6 @@ def _neuron(replica: Replica) -> dict[str, Any]:
     return {k: extra[k] for k in ("cores", "chips", "replicas_per_instance") if k in extra}
 
 
-def _pidfile_names(path: Path, pid: int) -> bool:
-    try:
-        return path.read_text().strip() == str(pid)
-    except OSError:
-        return False
-
-
-def _source_roots() -> list[str]:
-    # A source checkout run without an install still has to import us in the replica. Installed
-    # packages are found anyway, and site-packages on PYTHONPATH would outrank the standard library.
-    roots = set()
-    for package in (neurondock_platform, neurondock_workers):
-        for entry in package.__path__:
-            root = Path(entry).resolve().parent
-            if root.name not in ("site-packages", "dist-packages"):
-                roots.add(str(root))
-    return sorted(roots)
-
-
-def _append_log(path: Path, line: str) -> None:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("a", encoding="utf-8") as f:
-            f.write(line.rstrip("\n") + "\n")
-    except OSError:
-        logger.warning("could not write to %s", path)
-
-
 def run_agent(settings: Settings) -> None:
     """Run this host's agent until SIGTERM or SIGINT, then stop its replicas cleanly."""
     if not logging.getLogger().handlers:
@@ -821,9 +595,12 @@ def run_agent(settings: Settings) -> None:
     previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         agent = HostAgent(settings, make_sessionmaker(engine), lambda: make_s3_client(settings))
-        pool = StandbyPool(agent.replica_env({}, settings.replicas_dir, 0), settings.replicas_dir)
-        ReplicaProcess.standby_pool = pool
-        pool.fill()
+        if settings.standby_pool_size > 0:
+            pool = StandbyPool(
+                agent.replica_env({}, settings.replicas_dir, 0), settings.replicas_dir, size=settings.standby_pool_size
+            )
+            ReplicaProcess.standby_pool = pool
+            pool.fill()
         logger.info("host agent %s running (pid %s)", settings.host_id, os.getpid())
         agent.run(stop)
     finally:

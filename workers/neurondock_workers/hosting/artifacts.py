@@ -175,11 +175,19 @@ def fetch_model_data(
     Raises:
         ModelDataError: the object cannot be downloaded, or is not a safe gzip tarball.
     """
+    return fetch_model(s3_client, model_data_url, cache_dir, dest)[0]
+
+
+def fetch_model(
+    s3_client: Any, model_data_url: str, cache_dir: Path | str, dest: Path | str | None = None
+) -> tuple[Path, str]:
+    """Like ``fetch_model_data``, and also return the artifact's digest (from its URL and ETag)."""
     cache = Path(cache_dir)
     tarball = _download(s3_client, model_data_url, cache / "downloads")
+    digest = tarball.name.removesuffix(".tar.gz")
     if dest is None:
         (cache / "extracted").mkdir(parents=True, exist_ok=True)
-        return safe_extract(tarball, tempfile.mkdtemp(prefix="model-", dir=cache / "extracted"))
+        return safe_extract(tarball, tempfile.mkdtemp(prefix="model-", dir=cache / "extracted")), digest
 
     final = Path(dest)
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -193,4 +201,4 @@ def fetch_model_data(
     if final.exists():
         shutil.rmtree(final)
     staging.rename(final)
-    return final
+    return final, digest

@@ -171,6 +171,8 @@ class Answer:
     batch_index: int
     queue_us: int
     queue_depth: int
+    # Projected NeuronCore time of the execution that answered (compiled Inferentia models only).
+    device_us: int | None = None
 
 
 @dataclass
@@ -380,9 +382,9 @@ class Batcher:
                     self._finish(started, len(taken))
 
     def _answer(self, request: Request, result: InvocationResult, started: int, size: int, index: int) -> None:
-        request.deliver(
-            Answer(result, size, index, max(0, (started - request.queued_ns) // 1000), request.queue_depth)
-        )
+        device_us = getattr(getattr(self.handler, "model", None), "last_device_us", None)
+        queue_us = max(0, (started - request.queued_ns) // 1000)
+        request.deliver(Answer(result, size, index, queue_us, request.queue_depth, device_us))
 
     def _one(self, request: Request) -> InvocationResult:
         started = time.perf_counter_ns()

@@ -175,11 +175,22 @@ class CompiledModel(torch.nn.Module):
     (``NRT_EXEC_BAD_INPUT``), so here it is a 400 that names the compiled shape.
     """
 
-    def __init__(self, module: Any, inputs: list[dict[str, Any]], dynamic_batch: bool) -> None:
+    def __init__(
+        self,
+        module: Any,
+        inputs: list[dict[str, Any]],
+        dynamic_batch: bool,
+        device_seconds: float | None = None,
+    ) -> None:
         super().__init__()
         self.module = module
         self.inputs = inputs
         self.dynamic_batch = dynamic_batch
+        # The compile report's projected NeuronCore time per compiled batch (None: no projection).
+        self.device_seconds = device_seconds
+        self.compiled_batch = max(1, int(inputs[0]["shape"][0])) if inputs and inputs[0]["shape"] else 1
+        self.device_ns = 0
+        self.last_device_us: int | None = None
 
     def expected(self) -> str:
         """Describe the compiled inputs, e.g. ``input0 [1, 3, 224, 224] float32``."""
@@ -219,8 +230,36 @@ class CompiledModel(torch.nn.Module):
                 )
 
     def forward(self, *args: Any) -> Any:
+        self.last_device_us = None
         self.check(args)
-        return self.module(*args)
+        out = self.module(*args)
+        if self.device_seconds is not None:
+            # The runtime runs dim 0 in compiled-batch chunks, padding the last (inferentia.md §7.3).
+            rows = int(args[0].shape[0]) if args and args[0].dim() else 1
+            chunks = -(-rows // self.compiled_batch)
+            device_ns = int(chunks * self.device_seconds * 1e9)
+            self.device_ns += device_ns
+            self.last_device_us = device_ns // 1000
+        return out
+
+
+def projected_device_seconds(manifest: dict[str, Any], instance_type: str = "ml.inf1.xlarge") -> float | None:
+    """Return the projected NeuronCore time of one compiled-batch execution, from the compile report.
+
+    The report projects latency per ml.inf1 size (its CPU-fallback partitions measured on the host
+    included); the device's share is that latency minus those measured CPU partitions.
+    """
+    projection = manifest.get("projection") or {}
+    entries = [e for e in projection.get("inf1") or [] if isinstance(e, dict) and e.get("fits")]
+    entry = next((e for e in entries if e.get("instance_type") == instance_type), entries[0] if entries else None)
+    if entry is None or not isinstance(entry.get("latency_ms"), int | float):
+        return None
+    cpu_ms = sum(
+        float(t["p50_ms"])
+        for t in projection.get("cpu_segments_measured") or []
+        if isinstance(t, dict) and isinstance(t.get("p50_ms"), int | float)
+    )
+    return max(0.0, (float(entry["latency_ms"]) - cpu_ms) / 1e3)
 
 
 def load_compiled_model(model_dir: str | Path) -> Any:
@@ -239,7 +278,8 @@ def load_compiled_model(model_dir: str | Path) -> Any:
         {"name": names[i] if i < len(names) and names[i] else f"input{i}", "shape": s["shape"], "dtype": s["dtype"]}
         for i, s in enumerate(static)
     ]
-    return CompiledModel(module, inputs, 0 in (resources.get("dynamic_dims") or [])).eval()
+    dynamic = 0 in (resources.get("dynamic_dims") or [])
+    return CompiledModel(module, inputs, dynamic, projected_device_seconds(manifest)).eval()
 
 
 def is_compiled_artifact(model_dir: str | Path) -> bool:

@@ -12,6 +12,10 @@ Every invoke answer's meta carries ``model_latency_us`` (the execution's own tim
 ``queue_depth`` (requests ahead of it on arrival), ``batch_size``/``batch_index`` and the replica's
 monotonic counters (``busy_us``, ``uptime_us``, ``executions``, ``failed_to_queue``, ``queue_limit``)
 from which the router derives utilization and the batch-size histogram.
+
+A ``health`` frame (the host agent's, not the router's) answers with the requests received so far,
+those in flight and the replica's memory (``hosting/memory.py``), including ``recycle`` when the
+replica has outgrown its memory limit and wants the agent to replace it.
 """
 
 from __future__ import annotations
@@ -43,6 +47,8 @@ if TYPE_CHECKING:
     from neurondock_workers.hosting.batcher import Answer, BatchConfig
 
 LISTENING_MARKER = "NEURONDOCK_REPLICA_LISTENING"
+# The agent's richer ping; the router's protocol has no use for it, so it is defined here.
+OP_HEALTH = "health"
 FAILED_MARKER = "NEURONDOCK_REPLICA_FAILED"
 # Error text goes in the frame's JSON meta, which the protocol caps at 64 KiB; the body keeps it whole.
 MAX_META_MESSAGE = 16 * 1024
@@ -66,6 +72,7 @@ class ReplicaServer:
     def __init__(self, handler: Any, config: BatchConfig | None = None) -> None:
         # Imported here: the host agent imports this module for its markers and must not load torch.
         from neurondock_workers.hosting import batcher
+        from neurondock_workers.hosting.memory import GrowthWatch
 
         self._batching = batcher
         self.handler = handler
@@ -76,6 +83,8 @@ class ReplicaServer:
         self._idle = asyncio.Event()
         self._idle.set()
         self._metadata: dict[str, Any] | None = None
+        self._received = 0
+        self.memory = GrowthWatch.from_env()
         self.stopping = False
 
     async def handle_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -105,6 +114,11 @@ class ReplicaServer:
             self._writers.discard(writer)
             writer.close()
 
+    def _device_counters(self) -> dict[str, Any]:
+        # Projected device time for a compiled Inferentia model: NeuronCore utilization reads it.
+        device_ns = getattr(getattr(self.handler, "model", None), "device_ns", None)
+        return {"device_busy_us": device_ns // 1000} if isinstance(device_ns, int) else {}
+
     def _counters(self) -> dict[str, Any]:
         stats = self.batcher.stats
         return {
@@ -114,6 +128,7 @@ class ReplicaServer:
             "uptime_us": (time.perf_counter_ns() - stats.started_ns) // 1000,
             "executions": stats.executions,
             "failed_to_queue": stats.failed_to_queue,
+            **self._device_counters(),
         }
 
     async def dispatch(self, meta: dict[str, Any], body: bytes) -> tuple[dict[str, Any], bytes]:
@@ -123,6 +138,9 @@ class ReplicaServer:
             return await self._invoke(meta, body)
         if op == OP_PING:
             return {"status": 200}, b""
+        if op == OP_HEALTH:
+            health = {"requests": self._received, "inflight": self._inflight, **self.memory.snapshot()}
+            return {"status": 200, **health}, b""
         if op == OP_METADATA:
             if self._metadata is None:
                 self._metadata = model_metadata(self.handler)
@@ -133,6 +151,7 @@ class ReplicaServer:
         if self.stopping:
             # Never executed: ``retry`` tells the router to send it to another replica.
             return {"status": 503, "message": "replica is shutting down", "retry": True}, b""
+        self._received += 1
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Answer] = loop.create_future()
         batching = self._batching
@@ -156,6 +175,7 @@ class ReplicaServer:
             answer = await future
         finally:
             self._done()
+        self.memory.check()
         result = answer.result
         if result.status >= 400:
             # The replica log is this platform's CloudWatch: keep the traceback where users look.
@@ -174,6 +194,7 @@ class ReplicaServer:
             "queue_depth": answer.queue_depth,
             "batch_size": answer.batch_size,
             "batch_index": answer.batch_index,
+            **({"device_us": answer.device_us} if answer.device_us is not None else {}),
             **self._counters(),
         }, result.body
 
@@ -264,6 +285,8 @@ async def serve(handler: Any, bind: str, port: int, drain_seconds: float = DRAIN
     replica = ReplicaServer(handler)
     server = await asyncio.start_server(replica.handle_connection, host=bind, port=port)
     host, bound_port = server.sockets[0].getsockname()[:2]
+    # Memory growth counts from here: the model is loaded and the replica is about to be ready.
+    replica.memory.start()
     print(f"{LISTENING_MARKER} {host}:{bound_port}", flush=True)
     await stop.wait()
     server.close()
@@ -295,6 +318,18 @@ def _fail(reason: str) -> int:
     traceback.print_exc()
     print(f"{FAILED_MARKER} {reason}", file=sys.stderr, flush=True)
     return 1
+
+
+def _share_weights(model: Any) -> None:
+    from neurondock_workers.hosting import weights
+
+    try:
+        note = weights.share_from_env(model, os.environ)
+    except Exception as exc:
+        # Sharing only saves memory; a replica with private weights still serves correctly.
+        note = f"weights not shared: {describe_exception(exc)}"
+    if note:
+        print(f"neurondock: {note}", flush=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -330,6 +365,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         handler.load_model()
     except Exception as exc:
         return _fail(f"{handler.load_stage} raised: {describe_exception(exc)}")
+    _share_weights(handler.model)
 
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
         idle = runner.run(serve(handler, args.bind, args.port))
