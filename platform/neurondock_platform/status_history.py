@@ -17,6 +17,11 @@ The reason is the FailureReason set with the change (in the same transaction, ev
 autoflush split them), else a short cause derived from the transition (``CreateEndpoint``,
 ``UpdateEndpoint``, ``host lost`` …).
 
+Two writers may make the same change at once (a reconcile enqueued by CreateEndpoint and another by a
+worker's start-up recovery both flip Creating → InService): each sees the old status in memory. The
+second to commit then finds, once its own statements hold the row (PostgreSQL) or the write lock
+(SQLite), that the newest recorded event already says so, and drops its copy.
+
 Retention: events name the endpoint by (account, name) and outlive its row (whose removal is a
 ``Deleted`` event), so a deleted endpoint's history and invocation errors stay readable until a new
 endpoint takes the name; creating it deletes them in the same flush, so the new endpoint starts
@@ -45,6 +50,8 @@ REASON_MAX = 1024
 PENDING_UPDATE_KEY = "pending"
 # This transaction's events by endpoint (session.info), so a FailureReason set after an autoflush lands on them.
 _RECENT = "neurondock_endpoint_events"
+# The events the current flush is adding (session.info), checked for concurrent duplicates after it.
+_FLUSHING = "neurondock_flushing_events"
 _COMPLETED: dict[str, str] = {
     EndpointStatus.CREATING: "CreateEndpoint complete",
     EndpointStatus.UPDATING: "update complete",
@@ -66,6 +73,7 @@ def install(factory: sessionmaker[Session]) -> None:
         event.listen(factory, "before_flush", _before_flush)
         event.listen(factory, "do_orm_execute", _on_orm_execute)
         event.listen(factory, "after_transaction_end", _after_transaction_end)
+        event.listen(factory, "after_flush_postexec", _drop_concurrent_duplicates)
 
 
 def reason_for(old: str | None, new: str, *, failure: str | None = None, extra: Mapping[str, Any] | None = None) -> str:
@@ -136,6 +144,35 @@ def _before_flush(session: Session, flush_context: UOWTransaction, instances: ob
     events = [EndpointEvent(**row) for row in rows + changed]
     session.add_all(events)
     recent.update(((e.account_id, e.endpoint_name), e) for e in events)
+    session.info[_FLUSHING] = [e for e in events if e.previous_status is not None]
+
+
+def _already_recorded(session: Session, account_id: str, name: str, status: str, before_id: int | None = None) -> bool:
+    """Whether the newest event of an endpoint (older than ``before_id``) already has ``status``."""
+    query = select(EndpointEvent.status).where(
+        EndpointEvent.account_id == account_id, EndpointEvent.endpoint_name == name
+    )
+    if before_id is not None:
+        query = query.where(EndpointEvent.id < before_id)
+    latest = session.scalar(query.order_by(EndpointEvent.id.desc()).limit(1))
+    return latest is not None and str(latest) == str(status)
+
+
+def _drop_concurrent_duplicates(session: Session, flush_context: UOWTransaction) -> None:
+    # Runs after the flush's own UPDATE of the endpoint row: a concurrent writer's event is visible now.
+    recent: dict[tuple[str, str], EndpointEvent] = session.info.get(_RECENT, {})
+    for change in session.info.pop(_FLUSHING, []):
+        if change.id is None or not _already_recorded(
+            session, change.account_id, change.endpoint_name, change.status, before_id=change.id
+        ):
+            continue
+        session.execute(
+            delete(EndpointEvent).where(EndpointEvent.id == change.id).execution_options(synchronize_session=False)
+        )
+        session.expunge(change)
+        key = (change.account_id, change.endpoint_name)
+        if recent.get(key) is change:
+            del recent[key]
 
 
 def _late_failure_reason(endpoint: Endpoint, recent: Mapping[tuple[str, str], EndpointEvent]) -> None:
@@ -211,6 +248,11 @@ def _on_orm_execute(state: ORMExecuteState) -> Result[Any] | None:
             if failure is None and new.status == EndpointStatus.FAILED:
                 failure = new.failure_reason
             rows.append(_row(new, new.status, old.status, failure, new.extra))
+    # The statement has run, so a concurrent writer's change and its event are visible now.
+    rows = [
+        r for r in rows
+        if r["status"] == DELETED or not _already_recorded(session, r["account_id"], r["endpoint_name"], r["status"])
+    ]  # fmt: skip
     for account_id, name in {(r["account_id"], r["endpoint_name"]) for r in rows}:
         _prune(session, account_id, name)
     if rows:

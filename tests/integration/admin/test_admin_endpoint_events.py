@@ -389,3 +389,28 @@ def test_the_console_endpoint_page_shows_the_history_and_the_errors(client, worl
     assert "InService</span> → <span" in history
     errors = html[html.index('id="errors"') : html.index('id="history"')]
     assert "ModelError" in errors and "bad &lt;input&gt;" in errors and "req-1" in errors
+
+
+def test_two_writers_making_the_same_change_record_it_once(api, session_factory, settings):
+    """A CreateEndpoint reconcile and a start-up recovery reconcile both flip Creating → InService."""
+    from neurondock_platform.models import EndpointStatus
+
+    _create(session_factory, settings)
+    first, second = session_factory(), session_factory()
+    try:
+        seen = [_endpoint(session) for session in (first, second)]
+        assert [e.status for e in seen] == [EndpointStatus.CREATING] * 2  # both loaded it as Creating
+        for session, endpoint in zip((first, second), seen, strict=True):
+            endpoint.status = EndpointStatus.IN_SERVICE
+            endpoint.touch()
+            session.commit()
+    finally:
+        first.close()
+        second.close()
+    assert _transitions(api) == [
+        ("Creating", "InService", "CreateEndpoint complete"),
+        (None, "Creating", "CreateEndpoint"),
+    ]
+    # A real change after it is still recorded.
+    _set_status(session_factory, EndpointStatus.SYSTEM_UPDATING)
+    assert [t[1] for t in _transitions(api)] == ["SystemUpdating", "InService", "Creating"]
