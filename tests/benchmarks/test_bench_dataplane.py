@@ -192,7 +192,7 @@ def keepalive_rate(platform: Platform, path: str, body: bytes, seconds: float) -
 
 
 def raw_loop(model: Any, body: bytes, seconds: float, decode: bool, batch: int = 1) -> tuple[float, list[float]]:
-    """The physical limit here: the same model in this process, one torch thread; rate in samples/s."""
+    """The physical limit here: the same model in this process, the replica's threads; rate in samples/s."""
     import numpy as np
     import torch
 
@@ -225,13 +225,20 @@ def platform(tmp_path_factory):
     plat.stop()
 
 
-def _deploy(platform: Platform, tmp: Path, scripted: Any, code: dict[str, str] | None = None) -> str:
+def _deploy(
+    platform: Platform,
+    tmp: Path,
+    scripted: Any,
+    code: dict[str, str] | None = None,
+    environment: dict[str, str] | None = None,
+) -> str:
     sm, s3 = platform.client("sagemaker"), platform.client("s3")
     name = f"bench-{uuid.uuid4().hex[:8]}"
     s3.create_bucket(Bucket=name)
     archive = pack_model(tmp / f"{name}.tar.gz", scripted, model_name="model.pt", code=code)
     s3.upload_file(str(archive), name, "m.tar.gz")
-    sm.create_model(ModelName=name, PrimaryContainer={"Image": IMAGE, "ModelDataUrl": f"s3://{name}/m.tar.gz"})
+    container = {"Image": IMAGE, "ModelDataUrl": f"s3://{name}/m.tar.gz", "Environment": environment or {}}
+    sm.create_model(ModelName=name, PrimaryContainer=container)
     variant = {"VariantName": "AllTraffic", "ModelName": name, "InitialInstanceCount": 1, "InstanceType": "ml.c5.large"}
     sm.create_endpoint_config(EndpointConfigName=name, ProductionVariants=[variant])
     sm.create_endpoint(EndpointName=name, EndpointConfigName=name)
@@ -245,7 +252,7 @@ def test_dataplane_against_a_raw_torch_loop(platform, tmp_path, mode):
     import torch
 
     full = mode == "full"
-    torch.set_num_threads(1)  # the replica's setting: the comparison is per NeuronCore-replica
+    torch.set_num_threads(1)  # the replica's setting: one intra-op thread per replica process
     lines = [f"\n[bench-dataplane:{mode}] (2 cores shared by client, API and replica; one run, read as ratios)"]
 
     def say(text: str) -> None:
@@ -337,10 +344,28 @@ def test_dataplane_against_a_raw_torch_loop(platform, tmp_path, mode):
     )
     ceiling = statistics.median(ceilings)
     say(
-        f"  the ceiling: a raw in-process batch-4 loop runs {ceiling:.2f}x the batch-1 loop on one thread here, "
+        f"  the ceiling: a raw in-process batch-4 loop runs {ceiling:.2f}x the batch-1 loop with these threads, "
         f"so batching at c=8 reached {ratio8 / ceiling:.0%} of what batching can give this model"
     )
     assert c1 > 0 and c8 > 0
+    if full:
+        # Not batching but parallelism: the SageMaker toolkit's worker count, one per vCPU of the
+        # ml.c5.large (two single-thread replicas), against the same one-thread raw loop.
+        workers = _deploy(
+            platform, tmp_path, cnn, {"inference.py": OPTIMIZED_MODEL_FN}, {"SAGEMAKER_MODEL_SERVER_WORKERS": "2"}
+        )
+        wpath = f"/endpoints/{workers}/invocations"
+        serial(platform, wpath, body, 5, warmup=5)
+        pairs = []
+        for _ in range(2):
+            raw_rate, _ = raw_loop(optimized, body, window, decode=False)
+            served, _ = throughput(platform, wpath, body, 8, window)
+            pairs.append((served, raw_rate))
+        ratio = statistics.median(s / r for s, r in pairs)
+        say(
+            f"  with SAGEMAKER_MODEL_SERVER_WORKERS=2 (two one-thread replicas) and batching: c=8 "
+            f"{statistics.median(s for s, _ in pairs):.2f} inv/s, {ratio:.2f}x the raw one-thread loop"
+        )
 
     # --- NPY decode of a 600 KB body -----------------------------------------------------------------
     big = npy(np.random.default_rng(2).standard_normal((1, 3, 224, 224)).astype(np.float32))

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from neurondock_platform import catalog
 from neurondock_platform.catalog import NEURON_CORES_PER_CHIP as CORES_PER_CHIP
 from neurondock_platform.db import session_scope, utcnow
 from neurondock_platform.models import (
@@ -179,32 +180,48 @@ def container_hash(container: dict[str, object]) -> str:
     return hashlib.sha256(json.dumps(container, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-class NeuronCoresUnavailable(Exception):
-    """The variant asks for more NeuronCores per replica than its instance type has."""
+class ReplicaLayoutError(Exception):
+    """The variant asks for replicas its instance type cannot hold (NeuronCores or vCPUs)."""
+
+
+WORKERS_ENV = "SAGEMAKER_MODEL_SERVER_WORKERS"
 
 
 def replica_groups(variant: EndpointVariant) -> list[list[int]]:
     """NeuronCore groups of one instance (instance-local core ids): one replica process per group.
 
-    Off Inferentia an instance runs one replica with no cores. On ml.inf1.* each replica owns
-    ``NEURON_RT_NUM_CORES`` contiguous cores (default 1, 0 = all), as libnrt allocates them.
+    Off Inferentia an instance runs ``SAGEMAKER_MODEL_SERVER_WORKERS`` replicas (the SageMaker
+    inference toolkit's worker count; default 1, at most the instance's vCPUs) with no cores. On
+    ml.inf1.* each replica owns ``NEURON_RT_NUM_CORES`` contiguous cores (default 1, 0 = all), as
+    libnrt allocates them.
     """
     chips = chips_for(variant.instance_type)
     if chips == 0:
-        return [[]]
+        return [[] for _ in range(_workers(variant))]
     cores = chips * CORES_PER_CHIP
     raw = str((variant.container.get("Environment") or {}).get("NEURON_RT_NUM_CORES", "1")).strip() or "1"
     try:
         per_replica = int(raw)
     except ValueError as exc:
-        raise NeuronCoresUnavailable(f"NEURON_RT_NUM_CORES must be an integer, got {raw!r}.") from exc
+        raise ReplicaLayoutError(f"NEURON_RT_NUM_CORES must be an integer, got {raw!r}.") from exc
     per_replica = cores if per_replica == 0 else per_replica
     if per_replica < 0 or per_replica > cores:
-        raise NeuronCoresUnavailable(
+        raise ReplicaLayoutError(
             f"NRT:nrt_allocate_neuron_cores NeuronCore(s) not available - Requested:{per_replica} "
             f"Available:{cores} ({variant.instance_type} has {cores} NeuronCores)."
         )
     return [list(range(g * per_replica, (g + 1) * per_replica)) for g in range(cores // per_replica)]
+
+
+def _workers(variant: EndpointVariant) -> int:
+    raw = str((variant.container.get("Environment") or {}).get(WORKERS_ENV, "1")).strip() or "1"
+    entry = catalog.get(variant.instance_type)
+    vcpus = entry.vcpus if entry is not None else 1
+    if not raw.isdigit() or not 1 <= int(raw) <= vcpus:
+        raise ReplicaLayoutError(
+            f"{WORKERS_ENV} must be an integer from 1 to {vcpus} (the vCPUs of {variant.instance_type}), got {raw!r}."
+        )
+    return int(raw)
 
 
 def _free_chip_range(host: Host, used: set[int], count: int) -> list[int] | None:
@@ -395,7 +412,7 @@ def _converge(
                 endpoint = _check_generation(session, endpoint_id, generation)
                 _place(session, endpoint, opts)
             break
-        except NeuronCoresUnavailable as exc:
+        except ReplicaLayoutError as exc:
             return _fail(factory, endpoint_id, generation, str(exc))
         except placement.InsufficientCapacity as exc:
             if clock() > capacity_deadline:

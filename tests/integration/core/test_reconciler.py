@@ -240,6 +240,25 @@ def test_more_cores_than_the_instance_has_fails_with_nrt_wording(session_factory
         assert "NeuronCore(s) not available - Requested:8 Available:4" in s.get(Endpoint, eid).failure_reason
 
 
+def test_model_server_workers_run_several_replicas_per_cpu_instance(session_factory):
+    add_hosts(session_factory)
+    clock = FakeClock()
+    agent = FakeAgent(session_factory, clock)
+    agent(0)
+    eid = _env_endpoint(session_factory, "ml.c5.xlarge", {"SAGEMAKER_MODEL_SERVER_WORKERS": "3"}, count=2)
+    assert run(session_factory, eid, agent, clock) == "InService"
+    with session_scope(session_factory) as s:
+        rows = s.scalars(select(Replica).where(Replica.endpoint_id == eid)).all()
+        layout = sorted((r.extra["instance"], r.extra["group"]) for r in rows)
+        assert layout == [(i, g) for i in (0, 1) for g in range(3)]
+        assert all("cores" not in r.extra for r in rows)
+    # More workers than the instance has vCPUs (ml.c5.large: 2) fails before anything starts.
+    bad = _env_endpoint(session_factory, "ml.c5.large", {"SAGEMAKER_MODEL_SERVER_WORKERS": "3"})
+    assert run(session_factory, bad, agent, clock) == "failed"
+    with session_scope(session_factory) as s:
+        assert "SAGEMAKER_MODEL_SERVER_WORKERS must be an integer from 1 to 2" in s.get(Endpoint, bad).failure_reason
+
+
 def test_instances_get_adjacent_chips_and_global_core_ids(session_factory):
     add_hosts(session_factory, chips=(16,))
     clock = FakeClock()

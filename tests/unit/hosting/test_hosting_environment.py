@@ -56,3 +56,15 @@ def test_sharing_off_for_the_host_wins_over_the_container():
 
     assert env["NEURONDOCK_SHARE_WEIGHTS"] == "0"
     assert "NEURONDOCK_WEIGHTS_CACHE" not in env and "NEURONDOCK_WEIGHTS_KEY" not in env
+
+
+def test_replicas_run_one_thread_unless_the_container_sets_omp_num_threads():
+    def threads(environment: dict[str, str] | None = None, cores: list[int] | None = None) -> int:
+        container = {"Environment": environment or {}}
+        env = replica_environment(Settings(), container, MODEL_DIR, 7, {"cores": cores} if cores else None)
+        return int(env["NEURONDOCK_TORCH_THREADS"])
+
+    assert threads() == 1
+    assert threads(cores=[0]) == 1
+    assert threads({"OMP_NUM_THREADS": "3"}) == 3
+    assert threads({"OMP_NUM_THREADS": "many"}) == 1

@@ -19,6 +19,10 @@ from neurondock_workers.hosting import neuron
 from neurondock_workers.hosting.memory import LIMIT_ENV
 from neurondock_workers.hosting.weights_cache import CACHE_ENV, KEY_ENV, SHARE_ENV
 
+# The replica's intra-op thread count; set at run time, so warm standby interpreters (imported with
+# OMP_NUM_THREADS=1) still fit every replica.
+THREADS_ENV = "NEURONDOCK_TORCH_THREADS"
+
 
 def replica_environment(
     settings: Settings,
@@ -62,7 +66,20 @@ def replica_environment(
     if cores:
         # libnrt semantics: the process owns exactly these cores (inferentia.md §3.2).
         env["NEURON_RT_VISIBLE_CORES"] = neuron.core_range(cores)
+    env[THREADS_ENV] = str(torch_threads(environment))
     return env
+
+
+def torch_threads(environment: Mapping[str, Any]) -> int:
+    """Return the intra-op threads a replica runs with: the container's ``OMP_NUM_THREADS``, else one.
+
+    One thread per replica process is the default on every instance type: a replica on NeuronCores
+    stands for one core's worth of compute, and on a CPU instance more workers beat more threads per
+    worker (serving-peers.md: "1 worker x N threads oversubscribes"); measured here, two threads
+    halved a tiny MLP's in-process rate. ``SAGEMAKER_MODEL_SERVER_WORKERS`` adds workers instead.
+    """
+    own = str(environment.get("OMP_NUM_THREADS") or "").strip()
+    return int(own) if own.isdigit() and int(own) > 0 else 1
 
 
 def _source_roots() -> list[str]:

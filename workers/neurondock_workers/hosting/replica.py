@@ -42,6 +42,7 @@ from neurondock_platform.dataplane.protocol import (
     encode_frame,
     read_frame,
 )
+from neurondock_workers.hosting.environment import THREADS_ENV
 
 if TYPE_CHECKING:
     from neurondock_workers.hosting.batcher import Answer, BatchConfig
@@ -342,9 +343,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from neurondock_workers.hosting.handler import Handler
 
-    # One intra-op thread per replica: replicas share the host's cores, as NeuronCores are not shared.
-    # One inter-op thread too: a replica runs one execution at a time, so a pool would only add wake-ups.
-    torch.set_num_threads(max(1, args.torch_threads))
+    # Intra-op threads as the agent chose them (one per emulated NeuronCore replica, the instance's
+    # vCPUs on a CPU instance type); one inter-op thread: a replica runs one execution at a time.
+    threads = os.environ.get(THREADS_ENV, "")
+    torch.set_num_threads(max(1, int(threads) if threads.isdigit() else args.torch_threads))
     with contextlib.suppress(RuntimeError):  # a standby interpreter may have started the pool already
         torch.set_num_interop_threads(1)
     program = os.environ.get("SAGEMAKER_PROGRAM") or "inference.py"
