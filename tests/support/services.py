@@ -71,3 +71,17 @@ def fresh_redis_url() -> str:
     client.close()
     redis.Redis.from_url(f"{REDIS_URL}/15").flushdb()
     return f"{REDIS_URL}/15"
+
+
+@contextmanager
+def moto_s3_server() -> Iterator[str]:
+    """Run moto's S3 on an ephemeral loopback port and yield its URL (a stand-in external store)."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()

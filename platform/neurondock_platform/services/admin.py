@@ -16,12 +16,14 @@ What this module adds is what operators look at:
   replicas' own setup times when the store has none. Extra sources can be registered with
   ``register_metrics_source``;
 - compile reports and projections of compilation jobs, and which job an endpoint's artifact came from;
-- artifacts in the embedded object store (upload, download, listing), owned per account.
+- artifacts (upload, download, listing), owned per account: buckets of the embedded object store, or
+  the account's one artifact bucket in an external S3 (``services/external_artifacts.py``).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,9 +36,11 @@ from neurondock_platform.config import Settings
 from neurondock_platform.db import utcnow
 from neurondock_platform.errors import AlreadyExistsError, PlatformError, ValidationException
 from neurondock_platform.models import CompilationJob, CompilationJobStatus, Endpoint, EndpointEvent, Model
+from neurondock_platform.s3_client import make_s3_client
 from neurondock_platform.services import compilation_jobs, endpoint_configs, models, objects, pagination, validation
 from neurondock_platform.services import endpoints as endpoint_service
 from neurondock_platform.services import metrics as metrics_store
+from neurondock_platform.services.external_artifacts import ExternalArtifacts
 from neurondock_platform.services.fleet import ReplicaView, iso
 
 LOG_FILE = "replica.log"
@@ -49,13 +53,6 @@ _FOLLOW_BYTES = 1024 * 1024
 METRICS: dict[str, str] = dict(metrics_store.METRIC_UNITS)
 STATISTICS = ("Sum", "Average", "Minimum", "Maximum", "SampleCount", "p50", "p99")
 STORE_SOURCE = "metrics store (period summaries flushed by the data plane)"
-
-
-class NotImplementedHere(PlatformError):
-    """A feature this deployment does not offer (e.g. artifact transfer with an external S3 store)."""
-
-    code = "NotImplemented"
-    http_status = 501
 
 
 # ------------------------------------------------------------------------------------------ history
@@ -359,13 +356,25 @@ def artifact_bucket_name(account_id: str) -> str:
 
 
 def embedded_store(settings: Settings) -> objects.ObjectStore:
-    """Return the embedded object store; raise NotImplementedHere when artifacts live in an external S3."""
-    if settings.s3_endpoint_url:
-        raise NotImplementedHere(
-            f"Artifacts live in the external S3 store at {settings.s3_endpoint_url}; upload and download them "
-            "with your S3 tools (the admin API transfers artifacts of the embedded store only)."
-        )
+    """Return the embedded object store."""
     return objects.ObjectStore(settings.objects_dir)
+
+
+@functools.cache
+def _external_client(endpoint: str, region: str, access_key: str, secret_key: str) -> Any:
+    # One client per configuration: building a boto3 client costs tens of milliseconds; calls are thread-safe.
+    settings = Settings(
+        s3_endpoint_url=endpoint, region=region, s3_access_key_id=access_key, s3_secret_access_key=secret_key
+    )
+    return make_s3_client(settings)
+
+
+def external_artifacts(settings: Settings, account_id: str) -> ExternalArtifacts | None:
+    """Return the account's artifact bucket in the external S3 store, or None when the store is embedded."""
+    if not settings.s3_endpoint_url:
+        return None
+    key = (settings.s3_endpoint_url, settings.region, settings.s3_access_key_id, settings.s3_secret_access_key)
+    return ExternalArtifacts(lambda: _external_client(*key), artifact_bucket_name(account_id), settings.s3_endpoint_url)
 
 
 @dataclass(frozen=True)
@@ -385,14 +394,19 @@ def list_artifacts(
     next_token: str | None = None,
 ) -> ObjectPage:
     """List one of the account's buckets (S3's NoSuchBucket / AccessDenied otherwise)."""
-    store = embedded_store(settings)
-    objects.owned_bucket(session, bucket, account_id)
     after = ""
     if next_token:
         payload = pagination.decode_token(next_token)
         if payload.get("s") != f"objects:{bucket}:{prefix}" or not isinstance(payload.get("a"), str):
             raise pagination.invalid_token()
         after = payload["a"]
+    external = external_artifacts(settings, account_id)
+    if external is not None:
+        items, s3_token = external.list(bucket, prefix=prefix, limit=limit, token=after or None)
+        token = pagination.encode_token({"s": f"objects:{bucket}:{prefix}", "a": s3_token}) if s3_token else None
+        return ObjectPage(items, token)
+    store = embedded_store(settings)
+    objects.owned_bucket(session, bucket, account_id)
     page = store.list_objects(bucket, prefix=prefix, after=after, max_keys=limit)
     token = None
     if page.is_truncated and page.last is not None:
@@ -411,6 +425,10 @@ def put_artifact(
     content_type: str | None = None,
 ) -> objects.ObjectInfo:
     """Store an object in one of the account's buckets, creating the bucket when it does not exist."""
+    external = external_artifacts(settings, account_id)
+    if external is not None:
+        objects.validate_key(key)
+        return external.put(bucket, key, body, content_type)
     store = embedded_store(settings)
     objects.ensure_bucket(session, store, name=bucket, account_id=account_id, region=settings.region)
     meta = objects.ObjectMeta(content_type=content_type or objects.DEFAULT_CONTENT_TYPE)
@@ -421,9 +439,12 @@ def open_artifact(
     session: Session, settings: Settings, *, account_id: str, bucket: str, key: str
 ) -> tuple[objects.ObjectInfo, IO[bytes]]:
     """Open an object of one of the account's buckets for reading."""
+    objects.validate_key(key)
+    external = external_artifacts(settings, account_id)
+    if external is not None:
+        return external.open(bucket, key)
     store = embedded_store(settings)
     objects.owned_bucket(session, bucket, account_id)
-    objects.validate_key(key)
     return store.open_object(bucket, key)
 
 

@@ -14,9 +14,9 @@ from typing import Any
 import boto3
 import pytest
 import torch
-from moto.server import ThreadedMotoServer
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
+from tests.support.services import moto_s3_server
 
 import neurondock_platform.models as m
 from neurondock_platform.config import Settings
@@ -32,11 +32,8 @@ CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing
 @pytest.fixture(scope="session")
 def moto_url() -> Iterator[str]:
     """moto's S3 on an ephemeral loopback port, the agent's stand-in artifact store."""
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
+    with moto_s3_server() as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,4 @@
-"""Admin routes for artifacts in the embedded object store: list, upload and download, per account."""
+"""Admin routes for artifacts: list, upload and download, per account (embedded store or external S3)."""
 
 from __future__ import annotations
 
@@ -56,13 +56,18 @@ def _upload_body() -> IO[bytes] | bytes:
 def register(bp: Blueprint) -> None:
     @bp.get("/artifacts")
     def list_buckets() -> Response:
-        admin.embedded_store(context.settings())
         who = caller()
-        buckets = objects.list_buckets(context.db(), who.account_id)
-        items, token = params.slice_page(
-            [{"name": b.name, "created_at": iso(b.created_at), "region": b.region} for b in buckets],
-            scope=f"buckets:{who.account_id}",
-        )
+        settings = context.settings()
+        if settings.s3_endpoint_url:
+            # An external store: the account's one artifact bucket (see services/external_artifacts.py).
+            name = admin.artifact_bucket_name(who.account_id)
+            listed = [{"name": name, "created_at": None, "region": settings.region}]
+        else:
+            listed = [
+                {"name": b.name, "created_at": iso(b.created_at), "region": b.region}
+                for b in objects.list_buckets(context.db(), who.account_id)
+            ]
+        items, token = params.slice_page(listed, scope=f"buckets:{who.account_id}")
         return json_body(
             {"items": items, "next_token": token, "default_bucket": admin.artifact_bucket_name(who.account_id)}
         )

@@ -84,8 +84,8 @@ def render(err: Exception) -> Response:
         status = err.http_status
         if 400 <= status < 500:
             return error_response("ValidationError" if status == 400 else err.code, err.message, status)
-        if status == 501:
-            return error_response("NotImplemented", err.message, 501)
+        if status in (501, 502):
+            return error_response(err.code, err.message, status)
         log.error("platform error on the admin API: %s", err)
         return error_response("InternalError", err.message, status)
     if isinstance(err, HTTPException):

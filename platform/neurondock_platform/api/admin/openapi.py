@@ -600,7 +600,7 @@ def _schemas() -> dict[str, Any]:
         "ArtifactList": listing("Artifact"),
         "BucketList": obj(
             {
-                "items": array(obj({"name": S, "created_at": TIME, "region": S})),
+                "items": array(obj({"name": S, "created_at": NTIME, "region": S})),
                 "next_token": NS,
                 "default_bucket": S,
             }
@@ -691,6 +691,7 @@ def errors(*statuses: str) -> dict[str, Any]:
         "405": "Method not allowed",
         "409": "Conflict",
         "501": "Not offered by this deployment",
+        "502": "The external S3 store failed the request",
     }
     return {
         s: {"description": texts[s], "content": {JSON: {"schema": ref("Error")}}} for s in ("400", "401", *statuses)
@@ -1082,7 +1083,7 @@ def _paths() -> dict[str, Any]:
                 ok("BucketList"),
                 tag="artifacts",
                 parameters=[LIMIT, NEXT],
-                error_codes=("501",),
+                error_codes=("502",),
             )
         },
         "/artifacts/{bucket}": {
@@ -1097,7 +1098,7 @@ def _paths() -> dict[str, Any]:
                     param("limit", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 50}),
                     NEXT,
                 ],
-                error_codes=("404", "501"),
+                error_codes=("404", "502"),
             ),
         },
         "/artifacts/{bucket}/object": {
@@ -1115,7 +1116,7 @@ def _paths() -> dict[str, Any]:
                     }
                 },
                 tag="artifacts",
-                error_codes=("404", "501"),
+                error_codes=("404", "502"),
             ),
             "put": op(
                 "uploadArtifact",
@@ -1126,7 +1127,7 @@ def _paths() -> dict[str, Any]:
                     "required": True,
                     "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
                 },
-                error_codes=("409", "501"),
+                error_codes=("404", "409", "502"),
             ),
         },
         "/accounts": {
