@@ -166,29 +166,40 @@ def throughput(platform: Platform, path: str, body: bytes, concurrency: int, sec
     return done / elapsed, throttled
 
 
-def keepalive_rate(platform: Platform, path: str, body: bytes, seconds: float) -> float:
-    """Invocations per second, one at a time, from the lightest client here: http.client, keep-alive.
+def alternating(platform: Platform, path: str, body: bytes, model: Any, seconds: float) -> tuple[float, float]:
+    """Served and raw rates at concurrency 1, measured call by call in turn: (served/s, raw/s).
 
-    At concurrency 1 every microsecond the client spends is a microsecond the server and replica do
-    not run, and on this 2-core machine the client shares their cores (on SageMaker it is elsewhere);
-    the asyncio client of ``throughput`` costs a few ms more per call than this one.
+    This VM's CPU speed drifts by tens of percent over seconds; alternating one served call (the
+    lightest client here: http.client, keep-alive, TCP_NODELAY) with one in-process call of the same
+    model puts both under the same conditions, which back-to-back windows do not.
     """
+    import numpy as np
+    import torch
+
+    x = torch.from_numpy(np.load(io.BytesIO(body)))
     headers = signed_headers(platform, path, body)
     conn = http.client.HTTPConnection("127.0.0.1", platform.port, timeout=120)
     conn.connect()
     assert conn.sock is not None
     conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    done = 0
-    start = time.perf_counter()
-    while time.perf_counter() - start < seconds or done < 3:
-        conn.request("POST", path, body=body, headers=headers)
-        response = conn.getresponse()
-        response.read()
-        assert response.status == 200, response.status
-        done += 1
-    elapsed = time.perf_counter() - start
+    served = raw = 0.0
+    calls = 0
+    began = time.perf_counter()
+    with torch.inference_mode():
+        model(x)
+        while time.perf_counter() - began < seconds or calls < 3:
+            start = time.perf_counter()
+            model(x)
+            middle = time.perf_counter()
+            conn.request("POST", path, body=body, headers=headers)
+            response = conn.getresponse()
+            response.read()
+            raw += middle - start
+            served += time.perf_counter() - middle
+            assert response.status == 200, response.status
+            calls += 1
     conn.close()
-    return done / elapsed
+    return calls / served, calls / raw
 
 
 def raw_loop(model: Any, body: bytes, seconds: float, decode: bool, batch: int = 1) -> tuple[float, list[float]]:
@@ -306,28 +317,31 @@ def test_dataplane_against_a_raw_torch_loop(platform, tmp_path, mode):
     serial(platform, path, body, 5, warmup=5)
     optimized = torch.jit.optimize_for_inference(torch.jit.freeze(cnn))
     # Background load on a shared 2-core box drifts; short interleaved rounds keep each ratio fair.
-    rounds, window = (4, 4.0) if full else (1, 0.5)
-    raw_rates, c1_rates, c8_rates, raw_p50, ceilings = [], [], [], [], []
+    rounds, window = (5, 3.0) if full else (1, 0.5)
+    raw_rates, c1_ratios, c8_rates, raw_p50, ceilings = [], [], [], [], []
     throttled = 0
     batch_sum = batch_count = 0.0
     for _ in range(rounds):
-        raw_rate, raw_times = raw_loop(optimized, body, window, decode=False)
-        c1 = keepalive_rate(platform, path, body, window)
-        ceiling, _ = raw_loop(optimized, body, window / 2, decode=False, batch=4)
+        served1, raw1 = alternating(platform, path, body, optimized, window)
+        # The raw loop on both sides of the c=8 window: the machine's speed drifts between windows.
+        raw_before, raw_times = raw_loop(optimized, body, window / 2, decode=False)
         before = _scrape(platform).get(name, {})
         c8, refused = throughput(platform, path, body, 8, window)
         after = _scrape(platform).get(name, {})
+        raw_after, _ = raw_loop(optimized, body, window / 2, decode=False)
+        raw_rate = (raw_before + raw_after) / 2
+        ceiling, _ = raw_loop(optimized, body, window / 2, decode=False, batch=4)
         batch_sum += after.get("sum", 0) - before.get("sum", 0)
         batch_count += after.get("count", 0) - before.get("count", 0)
         raw_rates.append(raw_rate)
         raw_p50.append(pct(raw_times, 0.5))
-        c1_rates.append(c1)
+        c1_ratios.append(served1 / raw1)
         c8_rates.append(c8)
         ceilings.append(ceiling / raw_rate)
         throttled += refused
-    ratio1 = statistics.median(c / r for c, r in zip(c1_rates, raw_rates, strict=True))
+    ratio1 = statistics.median(c1_ratios)
     ratio8 = statistics.median(c / r for c, r in zip(c8_rates, raw_rates, strict=True))
-    c1, c8, raw_rate = statistics.median(c1_rates), statistics.median(c8_rates), statistics.median(raw_rates)
+    c8, raw_rate = statistics.median(c8_rates), statistics.median(raw_rates)
     mean_batch = batch_sum / batch_count if batch_count else 0.0
     say(
         f"{label} ({len(body) / 1e3:.0f} KB NPY in), {rounds} interleaved rounds of {window:.0f} s: raw in-process "
@@ -335,8 +349,8 @@ def test_dataplane_against_a_raw_torch_loop(platform, tmp_path, mode):
         f"{', '.join(f'{r:.1f}' for r in raw_rates)})"
     )
     say(
-        f"  served c=1 (http.client keep-alive) {c1:.2f} inv/s; median per-round ratio {ratio1:.0%} of the raw loop "
-        "(goal >= 90%)"
+        f"  served c=1 (http.client keep-alive, alternating call by call with the raw model): median per-round "
+        f"ratio {ratio1:.0%} of the raw loop (goal >= 90%; per round {', '.join(f'{r:.0%}' for r in c1_ratios)})"
     )
     say(
         f"  served c=8 with dynamic batching {c8:.2f} inv/s; median per-round ratio {ratio8:.2f}x the raw loop "
@@ -347,7 +361,7 @@ def test_dataplane_against_a_raw_torch_loop(platform, tmp_path, mode):
         f"  the ceiling: a raw in-process batch-4 loop runs {ceiling:.2f}x the batch-1 loop with these threads, "
         f"so batching at c=8 reached {ratio8 / ceiling:.0%} of what batching can give this model"
     )
-    assert c1 > 0 and c8 > 0
+    assert ratio1 > 0 and c8 > 0
     if full:
         # Not batching but parallelism: the SageMaker toolkit's worker count, one per vCPU of the
         # ml.c5.large (two single-thread replicas), against the same one-thread raw loop.
