@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any
 
 import pytest
 from tests.conftest import ACCOUNT_ID, sign
+from tests.unit.dataplane.fakes import StaticTable, asgi_call
 
 from neurondock_platform.api.auth import CredentialCache
 from neurondock_platform.dataplane.client import ReplicaTimeout
@@ -15,20 +15,6 @@ from neurondock_platform.dataplane.invocation_errors import FailedInvocation, In
 from neurondock_platform.dataplane.routing import EndpointRoute, ReplicaRoute, VariantRoute
 from neurondock_platform.dataplane.runtime import RuntimeApp
 from neurondock_platform.models import EndpointStatus
-
-
-class StaticTable:
-    def __init__(self, routes: dict[tuple[str, str], EndpointRoute]) -> None:
-        self.routes = routes
-
-    async def get(self, account_id: str, name: str) -> EndpointRoute | None:
-        return self.routes.get((account_id, name))
-
-    def invalidate_replica(self, replica_id: int) -> None: ...
-
-    def start(self) -> None: ...
-
-    async def stop(self) -> None: ...
 
 
 class Replicas:
@@ -69,28 +55,16 @@ def runtime(settings, session_factory):
     return make
 
 
-async def _asgi(app, path, body, headers):
-    sent: list[dict[str, Any]] = []
-    chunks = [body[i : i + 65536] for i in range(0, len(body), 65536)] or [b""]
-
-    async def receive():
-        chunk = chunks.pop(0)
-        return {"type": "http.request", "body": chunk, "more_body": bool(chunks)}
-
-    async def send(message):
-        sent.append(message)
-
-    hdrs = [(k.lower().encode(), v.encode()) for k, v in headers.items()]
-    await app({"type": "http", "method": "POST", "path": path, "query_string": b"", "headers": hdrs}, receive, send)
-    start = next(m for m in sent if m["type"] == "http.response.start")
-    return start["status"], {k.decode(): v.decode() for k, v in start["headers"]}
+def _post(app, path, body, headers) -> tuple[int, dict[str, str]]:
+    status, response_headers, _ = asyncio.run(asgi_call(app, "POST", path, body, headers))
+    return status, response_headers
 
 
 def invoke(app, name="ep", body=b'{"x": 1}', **sign_kw) -> tuple[int, dict[str, str]]:
     url = f"http://localhost/endpoints/{name}/invocations"
     headers = sign("POST", url, body=body, headers={"Content-Type": "application/json"}, **sign_kw)
     headers["Host"] = "localhost"
-    return asyncio.run(_asgi(app, f"/endpoints/{name}/invocations", body, headers))
+    return _post(app, f"/endpoints/{name}/invocations", body, headers)
 
 
 def only(app: RuntimeApp) -> FailedInvocation:
@@ -182,7 +156,7 @@ def test_a_failed_open_inference_protocol_infer_is_recorded_too(runtime):
     url = "http://localhost/v2/models/ep/infer"
     headers = sign("POST", url, body=body, headers={"Content-Type": "application/json"})
     headers["Host"] = "localhost"
-    status, _ = asyncio.run(_asgi(oip, "/v2/models/ep/infer", body, headers))
+    status, _ = _post(oip, "/v2/models/ep/infer", body, headers)
     assert status == 400
     failure = only(app)
     assert failure.http_status == 400 and failure.replica_id == 1 and failure.variant_name == "AllTraffic"
@@ -191,5 +165,5 @@ def test_a_failed_open_inference_protocol_infer_is_recorded_too(runtime):
     missing = "http://localhost/v2/models/nope/infer"
     headers = sign("POST", missing, body=body, headers={"Content-Type": "application/json"})
     headers["Host"] = "localhost"
-    assert asyncio.run(_asgi(oip, "/v2/models/nope/infer", body, headers))[0] == 404
+    assert _post(oip, "/v2/models/nope/infer", body, headers)[0] == 404
     assert app.metrics.errors.take() == []

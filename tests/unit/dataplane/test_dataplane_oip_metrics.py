@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 from tests.conftest import ACCESS_KEY, ACCOUNT_ID, SECRET_KEY, sign
+from tests.unit.dataplane.fakes import StaticTable, asgi_call
 
 from neurondock_platform import sigv4
 from neurondock_platform.api.auth import CredentialCache
@@ -24,22 +25,6 @@ from neurondock_platform.dataplane.routing import EndpointRoute, ReplicaRoute, V
 from neurondock_platform.dataplane.runtime import RuntimeApp
 from neurondock_platform.errors import AuthError
 from neurondock_platform.models import EndpointStatus
-
-
-class StaticTable:
-    def __init__(self, routes: dict[tuple[str, str], EndpointRoute]) -> None:
-        self.routes = routes
-        self.listeners: list[Any] = []
-        self.loaded = True
-
-    async def get(self, account_id: str, name: str) -> EndpointRoute | None:
-        return self.routes.get((account_id, name))
-
-    def invalidate_replica(self, replica_id: int) -> None: ...
-
-    def start(self) -> None: ...
-
-    async def stop(self) -> None: ...
 
 
 class DoublingReplica:
@@ -91,24 +76,6 @@ def endpoint(*variants: tuple[str, float, list[str]], status=EndpointStatus.IN_S
     )
 
 
-async def _asgi(app, method, path, body=b"", headers=None):
-    hdrs = [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
-    sent: list[dict[str, Any]] = []
-    chunks = [body[i : i + 65536] for i in range(0, len(body), 65536)] or [b""]
-
-    async def receive():
-        chunk = chunks.pop(0)
-        return {"type": "http.request", "body": chunk, "more_body": bool(chunks)}
-
-    async def send(message):
-        sent.append(message)
-
-    await app({"type": "http", "method": method, "path": path, "query_string": b"", "headers": hdrs}, receive, send)
-    start = next(m for m in sent if m["type"] == "http.response.start")
-    payload = b"".join(bytes(m.get("body", b"")) for m in sent if m["type"] == "http.response.body")
-    return start["status"], {k.decode(): v.decode() for k, v in start["headers"]}, payload
-
-
 @pytest.fixture
 def plane(settings, session_factory):
     def make(routes, caller):
@@ -125,7 +92,7 @@ def call(app, method, path, body=b"", headers=None, signed=True, **sign_kw):
     if signed:
         hdrs = sign(method, f"http://localhost{path}", body=body, headers=hdrs, **sign_kw)
     hdrs["Host"] = "localhost"
-    return asyncio.run(_asgi(app, method, path, body, hdrs))
+    return asyncio.run(asgi_call(app, method, path, body, hdrs))
 
 
 def npy(array: np.ndarray) -> bytes:
@@ -285,7 +252,7 @@ def invoke(app, body=b'{"x": 1}'):
     url = "http://localhost/endpoints/ep/invocations"
     signed = sign("POST", url, body=body, headers={"Content-Type": "application/json"})
     signed["Host"] = "localhost"
-    return asyncio.run(_asgi(app, "POST", "/endpoints/ep/invocations", body, signed))
+    return asyncio.run(asgi_call(app, "POST", "/endpoints/ep/invocations", body, signed))
 
 
 def test_a_full_replica_sends_the_request_to_another_then_throttles(plane):
@@ -341,7 +308,7 @@ def test_metrics_count_invocations_latency_errors_and_render_prometheus(plane):
     replica.status = 400
     assert invoke(runtime, npy(X))[0] == 424
 
-    status, headers, body = asyncio.run(_asgi(runtime.serve_metrics, "GET", "/metrics"))
+    status, headers, body = asyncio.run(asgi_call(runtime.serve_metrics, "GET", "/metrics"))
     assert status == 200 and headers["content-type"].startswith("text/plain; version=0.0.4")
     text = body.decode()
     labels = 'account_id="123456789012",EndpointName="ep",VariantName="AllTraffic"'

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from tests.conftest import ACCOUNT_ID, sign
+from tests.unit.dataplane.fakes import StaticTable, asgi_call
 
 from neurondock_platform.api.auth import CredentialCache
 from neurondock_platform.dataplane.client import ReplicaTimeout, ReplicaUnavailable
@@ -16,24 +17,6 @@ from neurondock_platform.dataplane.router import Router
 from neurondock_platform.dataplane.routing import EndpointRoute, ReplicaRoute, VariantRoute
 from neurondock_platform.dataplane.runtime import RuntimeApp
 from neurondock_platform.models import EndpointStatus
-
-
-class StaticTable:
-    """A routing table that never touches a database."""
-
-    def __init__(self, routes: dict[tuple[str, str], EndpointRoute]) -> None:
-        self.routes = routes
-        self.invalidated: list[int] = []
-
-    async def get(self, account_id: str, name: str) -> EndpointRoute | None:
-        return self.routes.get((account_id, name))
-
-    def invalidate_replica(self, replica_id: int) -> None:
-        self.invalidated.append(replica_id)
-
-    def start(self) -> None: ...
-
-    async def stop(self) -> None: ...
 
 
 class FakeCaller:
@@ -100,24 +83,6 @@ def test_a_dead_replica_is_retried_on_another():
     assert 1 in table.invalidated
 
 
-async def _asgi(app, method, path, body=b"", headers=None):
-    hdrs = [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
-    sent: list[dict[str, Any]] = []
-    chunks = [body[i : i + 65536] for i in range(0, len(body), 65536)] or [b""]
-
-    async def receive():
-        chunk = chunks.pop(0)
-        return {"type": "http.request", "body": chunk, "more_body": bool(chunks)}
-
-    async def send(message):
-        sent.append(message)
-
-    await app({"type": "http", "method": method, "path": path, "query_string": b"", "headers": hdrs}, receive, send)
-    start = next(m for m in sent if m["type"] == "http.response.start")
-    payload = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
-    return start["status"], {k.decode(): v.decode() for k, v in start["headers"]}, payload
-
-
 @pytest.fixture
 def runtime_app(settings, session_factory):
     def make(routes, caller):
@@ -137,7 +102,7 @@ def invoke(app, name="ep", body=b'{"x": 1}', headers=None, **sign_kw):
     hdrs = {"Content-Type": "application/json", **(headers or {})}
     signed = sign("POST", url, body=body, headers=hdrs, **sign_kw)
     signed["Host"] = "localhost"
-    return asyncio.run(_asgi(app, "POST", f"/endpoints/{name}/invocations", body, signed))
+    return asyncio.run(asgi_call(app, "POST", f"/endpoints/{name}/invocations", body, signed))
 
 
 def test_invoke_passes_body_and_headers_through(runtime_app):
