@@ -23,6 +23,11 @@ Hierarchy::
         ├── ServiceUnavailable          503
         └── PayloadTooLarge             413  code "ValidationError"
 
+Errors that belong to one service live beside it and subclass PlatformError the same way:
+``services.rate_limits.ThrottlingException`` (429, sign-ins and tokens), ``services.objects.S3Error``
+and its S3 codes, ``services.external_artifacts.ExternalStoreError`` (502), and the not-found errors of
+``services.fleet`` and friends.
+
 Messages are templates filled from keyword arguments, and every error pickles (they cross Celery).
 """
 
