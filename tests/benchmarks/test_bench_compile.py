@@ -19,56 +19,12 @@ import warnings
 
 import pytest
 
+from tests.support.torch_models import resnet18
+
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.:DeprecationWarning")
 
 GOAL_COMPILE_S = 60.0
 GOAL_CACHE_HIT_S = 1.0
-
-
-def _resnet18(widths: tuple[int, ...], classes: int):
-    import torch
-    import torch.nn.functional as F
-    from torch import nn
-
-    class BasicBlock(nn.Module):
-        def __init__(self, cin: int, cout: int, stride: int) -> None:
-            super().__init__()
-            self.c1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-            self.b1 = nn.BatchNorm2d(cout)
-            self.c2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-            self.b2 = nn.BatchNorm2d(cout)
-            self.down = None
-            if stride != 1 or cin != cout:
-                self.down = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            y = self.b2(self.c2(F.relu(self.b1(self.c1(x)))))
-            return F.relu(y + (x if self.down is None else self.down(x)))
-
-    class ResNet18(nn.Module):
-        """torchvision's ResNet-18 layout: 7x7 stem, basic blocks 2-2-2-2, global pool, classifier."""
-
-        def __init__(self) -> None:
-            super().__init__()
-            self.stem = nn.Sequential(
-                nn.Conv2d(3, widths[0], 7, 2, 3, bias=False),
-                nn.BatchNorm2d(widths[0]),
-                nn.ReLU(),
-                nn.MaxPool2d(3, 2, 1),
-            )
-            blocks, cin = [], widths[0]
-            for i, width in enumerate(widths):
-                for j in range(2):
-                    blocks.append(BasicBlock(cin, width, 2 if j == 0 and i > 0 else 1))
-                    cin = width
-            self.blocks = nn.Sequential(*blocks)
-            self.fc = nn.Linear(cin, classes)
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return self.fc(torch.flatten(F.adaptive_avg_pool2d(self.blocks(self.stem(x)), 1), 1))
-
-    torch.manual_seed(0)
-    return ResNet18().eval()
 
 
 def _p50_ms(fn, x, iterations: int) -> float:
@@ -97,7 +53,7 @@ def test_compile_time_cache_hit_latency_ratio_and_calibration(tmp_path, mode):
     full = mode == "full"
     torch.set_num_threads(1)
     size = 224 if full else 64
-    model = _resnet18((64, 128, 256, 512) if full else (16, 32, 64, 128), 1000 if full else 10)
+    model = resnet18((64, 128, 256, 512) if full else (16, 32, 64, 128), 1000 if full else 10)
     example = torch.randn(1, 3, size, size)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

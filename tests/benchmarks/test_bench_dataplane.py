@@ -34,7 +34,7 @@ from typing import Any
 import pytest
 
 from tests.support.platform import ACCESS_KEY, REGION, SECRET_KEY, Platform
-from tests.support.torch_models import pack_model, small_cnn, tiny_mlp
+from tests.support.torch_models import pack_model, resnet18, small_cnn, tiny_mlp
 
 IMAGE = "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-inference:2.1.0-cpu-py310"
 WAIT = {"Delay": 0.2, "MaxAttempts": 900}
@@ -51,36 +51,6 @@ def model_fn(model_dir):
         model = torch.jit.load(os.path.join(model_dir, "model.pt"), map_location="cpu").eval()
         return torch.jit.optimize_for_inference(torch.jit.freeze(model))
 """
-
-
-def resnet18() -> Any:
-    """A ResNet-18 (11.7 M parameters) built in code: torchvision is not a dependency here."""
-    import torch
-    from torch import nn
-
-    class Block(nn.Module):
-        def __init__(self, cin: int, cout: int, stride: int) -> None:
-            super().__init__()
-            self.c1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-            self.b1 = nn.BatchNorm2d(cout)
-            self.c2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-            self.b2 = nn.BatchNorm2d(cout)
-            self.down: nn.Module = nn.Identity()
-            if stride != 1 or cin != cout:
-                self.down = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
-
-        def forward(self, x: Any) -> Any:
-            return torch.relu(self.b2(self.c2(torch.relu(self.b1(self.c1(x))))) + self.down(x))
-
-    torch.manual_seed(0)
-    layers: list[nn.Module] = [nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU()]
-    layers.append(nn.MaxPool2d(3, 2, 1))
-    cin = 64
-    for cout, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
-        layers += [Block(cin, cout, stride), Block(cout, cout, 1)]
-        cin = cout
-    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(512, 1000)]
-    return torch.jit.trace(nn.Sequential(*layers).eval(), torch.randn(1, 3, 224, 224))
 
 
 def pct(values: list[float], q: float) -> float:
@@ -307,7 +277,8 @@ def test_dataplane_against_a_raw_torch_loop(platform, tmp_path, mode):
 
     # --- a CNN: served vs raw batch-1 at c=1, and batching at c=8 ---------------------------------
     if full:
-        cnn, shape, label = resnet18(), (1, 3, 224, 224), "ResNet-18"
+        cnn = torch.jit.trace(resnet18(), torch.randn(1, 3, 224, 224))
+        shape, label = (1, 3, 224, 224), "ResNet-18"
     else:
         cnn, shape, label = small_cnn(), (1, 3, 32, 32), "small CNN (smoke)"
     name = _deploy(platform, tmp_path, cnn, code={"inference.py": OPTIMIZED_MODEL_FN})

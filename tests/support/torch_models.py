@@ -36,6 +36,53 @@ def small_cnn(seed: int = 0) -> Any:
     return torch.jit.trace(model, torch.randn(1, 3, 32, 32))
 
 
+def resnet18(widths: tuple[int, ...] = (64, 128, 256, 512), classes: int = 1000) -> Any:
+    """torchvision's ResNet-18 layout built in code (torchvision is not a dependency), seeded, in eval mode."""
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+    class BasicBlock(nn.Module):
+        def __init__(self, cin: int, cout: int, stride: int) -> None:
+            super().__init__()
+            self.c1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+            self.b1 = nn.BatchNorm2d(cout)
+            self.c2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+            self.b2 = nn.BatchNorm2d(cout)
+            self.down = None
+            if stride != 1 or cin != cout:
+                self.down = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = self.b2(self.c2(F.relu(self.b1(self.c1(x)))))
+            return F.relu(y + (x if self.down is None else self.down(x)))
+
+    class ResNet18(nn.Module):
+        """torchvision's ResNet-18 layout: 7x7 stem, basic blocks 2-2-2-2, global pool, classifier."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.stem = nn.Sequential(
+                nn.Conv2d(3, widths[0], 7, 2, 3, bias=False),
+                nn.BatchNorm2d(widths[0]),
+                nn.ReLU(),
+                nn.MaxPool2d(3, 2, 1),
+            )
+            blocks, cin = [], widths[0]
+            for i, width in enumerate(widths):
+                for j in range(2):
+                    blocks.append(BasicBlock(cin, width, 2 if j == 0 and i > 0 else 1))
+                    cin = width
+            self.blocks = nn.Sequential(*blocks)
+            self.fc = nn.Linear(cin, classes)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc(torch.flatten(F.adaptive_avg_pool2d(self.blocks(self.stem(x)), 1), 1))
+
+    torch.manual_seed(0)
+    return ResNet18().eval()
+
+
 def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     info = tarfile.TarInfo(name)
     info.size = len(data)

@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 import click
 
 from neurondock_platform.cli_commands._client import Connection, resolve
+from neurondock_platform.units import binary_size
 
 F = TypeVar("F", bound=Callable[..., Any])
 DASH = "-"
@@ -80,14 +81,7 @@ def facts(pairs: Sequence[tuple[str, Any]]) -> str:
 
 
 def size(value: Any) -> str:
-    if value is None:
-        return DASH
-    amount = float(value)
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(amount) < 1024 or unit == "TB":
-            return f"{amount:.0f} {unit}" if unit == "B" else f"{amount:.1f} {unit}"
-        amount /= 1024
-    return DASH
+    return DASH if value is None else binary_size(value)
 
 
 def usd(value: Any, digits: int = 3) -> str:

@@ -5,19 +5,14 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+from neurondock_platform.units import binary_size
+
 DASH = "—"
 
 
 def size(value: Any) -> str:
     """Render bytes as KiB/MiB/GiB."""
-    if value is None:
-        return DASH
-    amount = float(value)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(amount) < 1024 or unit == "TiB":
-            return f"{amount:.0f} {unit}" if unit == "B" else f"{amount:.1f} {unit}"
-        amount /= 1024
-    return DASH
+    return DASH if value is None else binary_size(value)
 
 
 def usd(value: Any, digits: int = 3) -> str:

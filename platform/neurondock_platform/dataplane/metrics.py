@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from neurondock_platform.dataplane import replica_stats
 from neurondock_platform.dataplane.invocation_errors import FailedInvocation, InvocationErrorLog
+from neurondock_platform.dataplane.quantiles import percentile
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session, sessionmaker
@@ -66,11 +67,6 @@ QUEUE_BUCKETS = (0, 1, 2, 4, 8, 16, 32, 64, 128)
 # Samples kept per distribution per period for p50/p99 (reservoir sampling beyond that).
 RESERVOIR = 2048
 FLUSH_SECONDS = 10
-
-
-def percentile(ordered: list[float], q: float) -> float:
-    """Nearest-rank percentile of an already sorted, non-empty list."""
-    return ordered[min(len(ordered) - 1, max(0, int(q * len(ordered) + 0.5) - 1))]
 
 
 class Distribution:

@@ -17,6 +17,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from neurondock_platform.dataplane.quantiles import percentile
+
 METRIC = "ReplicaInferenceStats"
 PERCENTILES = {"p0": 0.0, "p1": 0.01, "p25": 0.25, "p50": 0.5, "p75": 0.75, "p99": 0.99, "p100": 1.0}
 RESERVOIR = 512
@@ -26,8 +28,7 @@ def _percentiles(samples: list[float]) -> dict[str, float] | None:
     if not samples:
         return None
     ordered = sorted(samples)
-    last = len(ordered) - 1
-    return {name: ordered[min(last, round(q * last))] for name, q in PERCENTILES.items()}
+    return {name: percentile(ordered, q) for name, q in PERCENTILES.items()}
 
 
 @dataclass

@@ -206,10 +206,10 @@ def _runtime_entry(
     utilization: list[MetricPoint],
     period: float,
 ) -> dict[str, Any]:
-    cores = {
-        str(index): {"neuroncore_utilization": replica.utilization_percent if replica.utilization_percent else 0.0}
-        for index in replica.cores
-    }
+    # Over the report's period (the host view's own figure is a fixed one-minute average).
+    count = sum(p.count for p in utilization)
+    busy = round(sum(p.sum for p in utilization) / count, 2) if count else 0.0
+    cores = {str(index): {"neuroncore_utilization": busy} for index in replica.cores}
     source = next((p.buckets.get("source") for p in reversed(utilization) if isinstance(p.buckets, dict)), None)
     vcpu = SAMPLER.process(replica.pid) if view.local else None
     device = replica.device_memory_bytes

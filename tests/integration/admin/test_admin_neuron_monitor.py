@@ -49,6 +49,9 @@ def test_neuron_monitor_reports_each_replica_as_a_runtime(api, world, settings, 
     report = runtime["report"]
     assert sorted(report["neuroncore_counters"]["neuroncores_in_use"]) == ["0", "1", "2", "3"]
     assert report["neuroncore_counters"]["utilization_source"] == "projected device time"
+    # The period's recorded NeuronCoreUtilization, not a fixed one-minute average.
+    busy = {c["neuroncore_utilization"] for c in report["neuroncore_counters"]["neuroncores_in_use"].values()}
+    assert len(busy) == 1 and 0 < busy.pop() <= 100
     stats = report["inference_stats"]
     assert stats["inference_summary"] == {
         "completed": 20,

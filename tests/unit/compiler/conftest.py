@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import torch
 import torch.nn.functional as F
+from tests.support.torch_models import resnet18
 from torch import nn
 
 HERE = Path(__file__).parent
@@ -33,46 +34,6 @@ def _one_torch_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
-
-
-class BasicBlock(nn.Module):
-    def __init__(self, cin: int, cout: int, stride: int) -> None:
-        super().__init__()
-        self.c1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-        self.b1 = nn.BatchNorm2d(cout)
-        self.c2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-        self.b2 = nn.BatchNorm2d(cout)
-        self.down = None
-        if stride != 1 or cin != cout:
-            self.down = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = F.relu(self.b1(self.c1(x)))
-        y = self.b2(self.c2(y))
-        return F.relu(y + (x if self.down is None else self.down(x)))
-
-
-class ResNetSmall(nn.Module):
-    """torchvision's ResNet-18 layout (basic blocks 2-2-2-2) at a quarter of the width."""
-
-    def __init__(self, widths: tuple[int, ...] = (16, 32, 64, 128), classes: int = 10) -> None:
-        super().__init__()
-        self.stem = nn.Sequential(
-            nn.Conv2d(3, widths[0], 7, 2, 3, bias=False),
-            nn.BatchNorm2d(widths[0]),
-            nn.ReLU(),
-            nn.MaxPool2d(3, 2, 1),
-        )
-        layers, cin = [], widths[0]
-        for i, width in enumerate(widths):
-            for j in range(2):
-                layers.append(BasicBlock(cin, width, 2 if j == 0 and i > 0 else 1))
-                cin = width
-        self.layers = nn.Sequential(*layers)
-        self.fc = nn.Linear(cin, classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(torch.flatten(F.adaptive_avg_pool2d(self.layers(self.stem(x)), 1), 1))
 
 
 class EncoderLayer(nn.Module):
@@ -256,7 +217,7 @@ class Zoo:
         torch.manual_seed(0)
         return self._build(
             "cnn",
-            ResNetSmall(),
+            resnet18((16, 32, 64, 128), classes=10),
             (torch.randn(1, 3, 64, 64),),
             {"input0": [1, 3, 64, 64]},
             {"code/inference.py": b"def model_fn(model_dir):\n    pass\n"},
