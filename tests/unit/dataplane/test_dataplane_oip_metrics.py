@@ -320,7 +320,11 @@ def test_metrics_count_invocations_latency_errors_and_render_prometheus(plane):
     assert f"ModelSetupTime_sum{{{labels}}} 3000000" in text  # two replicas, 1.5 s each, in µs
     assert f'BatchSize_bucket{{{labels},le="1"}} 4' in text
     assert "# TYPE ModelLatency histogram" in text
-    assert 'ReplicaQueueLimit{' in text and 'replica="1"} 32' in text
+    # Least-outstanding routing picks either replica; only the ones that answered 200 reported a limit.
+    answered = {address.split(":")[1] for address, meta in replica.calls[:-1] if meta["op"] != "metadata"}
+    for replica_id in ("1", "2"):
+        limit = 32 if replica_id in answered else 0
+        assert f'ReplicaQueueLimit{{{labels},replica="{replica_id}"}} {limit}' in text
 
 
 def test_period_rows_flush_to_metric_points_and_read_back_as_series(plane, session_factory):
