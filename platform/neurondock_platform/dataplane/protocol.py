@@ -5,7 +5,8 @@ Bodies never pass through JSON: NPY and raw bytes stay binary end to end (servin
 measured-here.md: a JSON tensor costs far more than the whole hop).
 
 Requests carry ``{"op": "invoke"|"ping"|"metadata", "content_type", "accept", "custom_attributes",
-"inference_id", "target_variant"}``; responses carry ``{"status": int, "content_type",
+"inference_id", "target_variant", "outstanding"}`` (``outstanding``: how many requests the sending router
+has in flight to that replica, this one included); responses carry ``{"status": int, "content_type",
 "custom_attributes", "message", "model_latency_us"}`` plus the batching and queue figures listed in
 ``neurondock_workers.hosting.replica``. Status 429 means the replica's queue was full and the request
 was never queued (safe to send elsewhere). A connection carries one request at a time.

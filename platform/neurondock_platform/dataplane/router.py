@@ -160,6 +160,8 @@ class Router:
             if trace is not None:
                 trace.replica_id = rid
             self.outstanding[rid] += 1
+            # The replica may skip its model-thread hand-off for a request with no company coming.
+            meta["outstanding"] = self.outstanding[rid]
             sent = time.perf_counter()
             try:
                 answer_meta, answer_body = await self.caller.call(replica.address, meta, body, timeout)

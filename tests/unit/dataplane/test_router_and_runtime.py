@@ -72,6 +72,31 @@ def test_least_outstanding_replica():
     assert r.choose_replica(v, set()).address == "x:2"
 
 
+def test_the_replica_is_told_how_many_requests_the_router_has_in_flight_to_it():
+    class Gated(FakeCaller):
+        async def call(self, address, meta, body, timeout):
+            self.calls.append((address, dict(meta), body))
+            await gate.wait()
+            return {"status": 200, "model_latency_us": 10}, body
+
+    async def scenario() -> list[int]:
+        r = Router(StaticTable({}), caller)
+        rt = route(("a", 1.0, ["x:1"]))
+        first = asyncio.ensure_future(r.invoke(rt, None, {"op": "invoke"}, b"1", 5))
+        second = asyncio.ensure_future(r.invoke(rt, None, {"op": "invoke"}, b"2", 5))
+        while len(caller.calls) < 2:
+            await asyncio.sleep(0)
+        gate.set()
+        await asyncio.gather(first, second)
+        await r.invoke(rt, None, {"op": "invoke"}, b"3", 5)
+        return [meta["outstanding"] for _, meta, _ in caller.calls]
+
+    gate = asyncio.Event()
+    caller = Gated()
+    # Alone (1) the replica may skip its model-thread hand-off; with company (2) it queues to batch.
+    assert asyncio.run(scenario()) == [1, 2, 1]
+
+
 def test_a_dead_replica_is_retried_on_another():
     table = StaticTable({})
     caller = FakeCaller({"x:1": "dead"})

@@ -319,6 +319,44 @@ def test_replica_server_answers_429_when_full_and_runs_inline_when_idle(model_di
     asyncio.run(scenario())
 
 
+def test_a_slower_model_runs_inline_only_for_a_solo_request_after_warm_up(model_dir, write_code):
+    from neurondock_workers.hosting import batcher as batching
+    from neurondock_workers.hosting.replica import ReplicaServer
+
+    write_code(GATED_PREDICT)
+    handler = Handler(model_dir, {})
+    handler.load_model()
+    module = handler.module
+    module.GATE.set()
+    invoke = {"op": "invoke", "content_type": NPY, "accept": NPY}
+
+    async def scenario() -> None:
+        server = ReplicaServer(handler, BatchConfig(max_batch_size=8, max_queue=8))
+        stats = server.batcher.stats
+        try:
+
+            async def thread_of(**extra) -> str:
+                stats.avg_execution_s = 0.05  # a 50 ms model: past the plain inline limit
+                meta, _ = await server.dispatch({**invoke, **extra}, npy(rows(1, 0)))
+                assert meta["status"] == 200
+                return module.THREADS[-1]
+
+            # The first executions run on the model thread whatever the router says: a warm-up may be slow.
+            assert [await thread_of(outstanding=1) for _ in range(batching.SOLO_INLINE_AFTER)] == ["model"] * 3
+            main = threading.current_thread().name
+            assert await thread_of(outstanding=1) == main
+            # Company is coming (the router has another request in flight here), or nothing was said.
+            assert await thread_of(outstanding=2) == "model"
+            assert await thread_of() == "model"
+            stats.avg_execution_s = batching.SOLO_INLINE_MAX_SECONDS  # too long to hold the event loop
+            meta, _ = await server.dispatch({**invoke, "outstanding": 1}, npy(rows(1, 0)))
+            assert meta["status"] == 200 and module.THREADS[-1] == "model"
+        finally:
+            server.batcher.close()
+
+    asyncio.run(scenario())
+
+
 def test_config_from_env_and_compiled_manifest(tmp_path):
     assert BatchConfig.from_env({}) == BatchConfig(8, 0.0, 32, 1, "nc0")
     env = {

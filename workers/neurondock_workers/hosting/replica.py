@@ -166,7 +166,7 @@ class ReplicaServer:
         self._inflight += 1
         self._idle.clear()
         try:
-            if not self.batcher.run_inline(request):
+            if not self.batcher.run_inline(request, solo=meta.get("outstanding") == 1):
                 self.batcher.submit(request)
         except batching.QueueFull as exc:
             self._done()
