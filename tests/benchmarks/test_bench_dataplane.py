@@ -123,11 +123,11 @@ async def _load(
             status = int(head.split(b" ", 2)[1])
             length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))  # type: ignore[union-attr]
             await reader.readexactly(length)
+            if status not in (200, 429):
+                raise AssertionError(f"status {status}")
             now = time.perf_counter()
             if now >= deadline:
                 break
-            if status not in (200, 429):
-                raise AssertionError(f"status {status}")
             if now >= counted_from:
                 done += status == 200
                 throttled += status == 429

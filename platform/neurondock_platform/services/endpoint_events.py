@@ -46,14 +46,8 @@ def list_events(
     session: Session, *, account_id: str, name: str, page: pagination.PageRequest
 ) -> pagination.Page[EndpointEvent]:
     """Return one page of an endpoint's status changes, newest first."""
-    stmt = select(EndpointEvent).where(EndpointEvent.account_id == account_id, EndpointEvent.endpoint_name == name)
-    return pagination.paginate(
-        session,
-        stmt,
-        sort_column=EndpointEvent.occurred_at,
-        id_column=EndpointEvent.id,
-        request=pagination.PageRequest(page.max_results, page.next_token, "Time", pagination.DESCENDING),
-        scope=pagination.fingerprint(op="ListEndpointEvents", account=account_id, name=name),
+    return pagination.endpoint_log_page(
+        session, EndpointEvent, op="ListEndpointEvents", account_id=account_id, name=name, page=page
     )
 
 

@@ -47,14 +47,6 @@ def list_errors(
     session: Session, *, account_id: str, name: str, page: pagination.PageRequest
 ) -> pagination.Page[InvocationErrorRecord]:
     """Return one page of an endpoint's recorded invocation failures, newest first."""
-    stmt = select(InvocationErrorRecord).where(
-        InvocationErrorRecord.account_id == account_id, InvocationErrorRecord.endpoint_name == name
-    )
-    return pagination.paginate(
-        session,
-        stmt,
-        sort_column=InvocationErrorRecord.occurred_at,
-        id_column=InvocationErrorRecord.id,
-        request=pagination.PageRequest(page.max_results, page.next_token, "Time", pagination.DESCENDING),
-        scope=pagination.fingerprint(op="ListInvocationErrors", account=account_id, name=name),
+    return pagination.endpoint_log_page(
+        session, InvocationErrorRecord, op="ListInvocationErrors", account_id=account_id, name=name, page=page
     )

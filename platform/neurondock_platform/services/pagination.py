@@ -101,6 +101,21 @@ def _decode_value(encoded: Any) -> Any:
     raise invalid_token()
 
 
+def endpoint_log_page(
+    session: Session, model: Any, *, op: str, account_id: str, name: str, page: PageRequest
+) -> Page[Any]:
+    """One page of a per-endpoint log table (``account_id``, ``endpoint_name``, ``occurred_at``), newest first."""
+    stmt = select(model).where(model.account_id == account_id, model.endpoint_name == name)
+    return paginate(
+        session,
+        stmt,
+        sort_column=model.occurred_at,
+        id_column=model.id,
+        request=PageRequest(page.max_results, page.next_token, "Time", DESCENDING),
+        scope=fingerprint(op=op, account=account_id, name=name),
+    )
+
+
 def paginate(
     session: Session,
     stmt: Select[T],

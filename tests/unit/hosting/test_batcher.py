@@ -342,7 +342,8 @@ def test_a_slower_model_runs_inline_only_for_a_solo_request_after_warm_up(model_
                 return module.THREADS[-1]
 
             # The first executions run on the model thread whatever the router says: a warm-up may be slow.
-            assert [await thread_of(outstanding=1) for _ in range(batching.SOLO_INLINE_AFTER)] == ["model"] * 3
+            warm_up = batching.SOLO_INLINE_AFTER
+            assert [await thread_of(outstanding=1) for _ in range(warm_up)] == ["model"] * warm_up
             main = threading.current_thread().name
             assert await thread_of(outstanding=1) == main
             # Company is coming (the router has another request in flight here), or nothing was said.
