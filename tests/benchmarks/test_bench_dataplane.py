@@ -8,8 +8,10 @@ Prints, for the goals of issue 4:
   headers (not boto3, to isolate the server) against the same model called in-process;
 - tiny-model throughput at concurrency 8 (8 keep-alive connections on one asyncio client);
 - a ResNet-18-class CNN served at concurrency 1 (one keep-alive http.client) and 8 (dynamic batching)
-  against a raw in-process batch-1 loop of the same model with the replica's thread count, and the
-  ceiling batching can reach (a raw batch-4 loop);
+  against a raw in-process batch-1 loop of the same model with the replica's thread count; the
+  ceiling batching can reach with no serving at all (raw batch-4 and batch-8 loops); and where the
+  rest of the c=8 rate went (the replica's busy share and execution time per answer, from each
+  answer's Server-Timing);
 - the decode time of a 600 KB NPY body (one 1×3×224×224 float32 image).
 
 Never asserts absolute times. The full run: ``python -m pytest tests/benchmarks/test_bench_dataplane.py
@@ -28,6 +30,7 @@ import socket
 import statistics
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -102,20 +105,44 @@ def serial(platform: Platform, path: str, body: bytes, count: int, warmup: int) 
     return out
 
 
-async def _load(
-    platform: Platform, request: bytes, concurrency: int, seconds: float, settle: float
-) -> tuple[int, int, float]:
+@dataclass
+class Load:
+    """What closed-loop clients saw in steady state."""
+
+    rate: float  # answers per second
+    throttled: int
+    # From each answer's Server-Timing: its execution's time, shared by the answers it produced.
+    execution_s: float = 0.0
+    window_s: float = 0.0
+
+    @property
+    def busy(self) -> float:
+        """Share of the window the replica's model spent executing."""
+        return self.execution_s / self.window_s if self.window_s else 0.0
+
+    @property
+    def per_sample_ms(self) -> float:
+        """Execution time per answer, a batched execution shared among its requests."""
+        answered = self.rate * self.window_s
+        return 1e3 * self.execution_s / answered if answered else 0.0
+
+
+TIMING = re.compile(rb"compute;dur=([\d.]+), batch;desc=(\d+)")
+
+
+async def _load(platform: Platform, request: bytes, concurrency: int, seconds: float, settle: float) -> Load:
     """Closed-loop clients; counts only answers that arrive between ``settle`` and ``seconds``.
 
     The first batches after the clients start (one request alone, then the rest) and the last ones,
     when clients stop one by one, are not the steady state the rate is about: both are left out.
     """
     done = throttled = 0
+    execution = 0.0
     start = time.perf_counter()
     counted_from, deadline = start + settle, start + seconds
 
     async def worker() -> None:
-        nonlocal done, throttled
+        nonlocal done, throttled, execution
         reader, writer = await asyncio.open_connection("127.0.0.1", platform.port)
         while True:
             writer.write(request)
@@ -131,24 +158,26 @@ async def _load(
             if now >= counted_from:
                 done += status == 200
                 throttled += status == 429
+                if (timing := TIMING.search(head)) is not None:
+                    execution += float(timing.group(1)) / 1e3 / int(timing.group(2))
         writer.close()
 
     await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return done, throttled, seconds - settle
+    window = seconds - settle
+    return Load(done / window, throttled, execution, window)
 
 
 def throughput(
     platform: Platform, path: str, body: bytes, concurrency: int, seconds: float, settle: float = 0.0
-) -> tuple[float, int]:
-    """Invocations per second with ``concurrency`` connections in steady state; also the 429 count.
+) -> Load:
+    """Steady-state load with ``concurrency`` connections: rate, 429s and the replica's execution share.
 
     Answers in the first ``settle`` seconds are not counted; the window ends at ``seconds``.
     """
     headers = signed_headers(platform, path, body)
     head = f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{platform.port}\r\n"
     head += "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + f"Content-Length: {len(body)}\r\n\r\n"
-    done, throttled, elapsed = asyncio.run(_load(platform, head.encode() + body, concurrency, seconds, settle))
-    return done / elapsed, throttled
+    return asyncio.run(_load(platform, head.encode() + body, concurrency, seconds, settle))
 
 
 def alternating(platform: Platform, path: str, body: bytes, model: Any, seconds: float) -> tuple[float, float]:
@@ -282,13 +311,13 @@ def test_dataplane_against_a_raw_torch_loop(platform, tmp_path, mode):
         f"ratio {pct(e2e, 0.5) / pct(local, 0.5):.1f}x; client and HTTP share (e2e - server time) "
         f"p50 {pct([e - o - m for e, o, m in zip(e2e, over, served['model'], strict=False)], 0.5):.3f} ms"
     )
-    rate, throttled = throughput(platform, path, body, 8, 5.0 if full else 1.0, settle=0.5 if full else 0.1)
-    rate1, _ = throughput(platform, path, body, 1, 3.0 if full else 0.5, settle=0.5 if full else 0.1)
+    load8 = throughput(platform, path, body, 8, 5.0 if full else 1.0, settle=0.5 if full else 0.1)
+    rate1 = throughput(platform, path, body, 1, 3.0 if full else 0.5, settle=0.5 if full else 0.1).rate
     say(
-        f"tiny MLP throughput: c=8 {rate:.0f} inv/s (goal >= 600; {throttled} throttled), c=1 {rate1:.0f} inv/s; "
-        f"raw in-process loop {local_rate:.0f} inv/s"
+        f"tiny MLP throughput: c=8 {load8.rate:.0f} inv/s (goal >= 600; {load8.throttled} throttled), "
+        f"c=1 {rate1:.0f} inv/s; raw in-process loop {local_rate:.0f} inv/s"
     )
-    assert served["e2e"] and rate > 0 and rate1 > 0
+    assert served["e2e"] and load8.rate > 0 and rate1 > 0
 
     # --- a CNN: served vs raw batch-1 at c=1, and batching at c=8 ---------------------------------
     if full:
@@ -304,30 +333,29 @@ def test_dataplane_against_a_raw_torch_loop(platform, tmp_path, mode):
     optimized = torch.jit.optimize_for_inference(torch.jit.freeze(cnn))
     # Background load on a shared 2-core box drifts; short interleaved rounds keep each ratio fair.
     rounds, window, settle = (7, 2.5, 0.5) if full else (1, 0.5, 0.1)
-    raw_rates, c1_ratios, c8_rates, raw_p50, ceilings = [], [], [], [], []
-    throttled = 0
+    raw_rates, c1_ratios, raw_p50, loads, ceilings4, ceilings8 = [], [], [], [], [], []
     batch_sum = batch_count = 0.0
     for _ in range(rounds):
         served1, raw1 = alternating(platform, path, body, optimized, window)
         # The raw loop on both sides of the c=8 window: the machine's speed drifts between windows.
         raw_before, raw_times = raw_loop(optimized, body, window / 2, decode=False)
         before = _scrape(platform).get(name, {})
-        c8, refused = throughput(platform, path, body, 8, settle + window, settle)
+        loads.append(throughput(platform, path, body, 8, settle + window, settle))
         after = _scrape(platform).get(name, {})
         raw_after, _ = raw_loop(optimized, body, window / 2, decode=False)
         raw_rate = (raw_before + raw_after) / 2
-        ceiling, _ = raw_loop(optimized, body, window / 2, decode=False, batch=4)
+        # The ceilings: what batching gives this model with no serving at all (batches of up to 8 form at c=8).
+        ceilings4.append(raw_loop(optimized, body, window / 2, decode=False, batch=4)[0] / raw_rate)
+        ceilings8.append(raw_loop(optimized, body, window / 2, decode=False, batch=8)[0] / raw_rate)
         batch_sum += after.get("sum", 0) - before.get("sum", 0)
         batch_count += after.get("count", 0) - before.get("count", 0)
         raw_rates.append(raw_rate)
         raw_p50.append(pct(raw_times, 0.5))
         c1_ratios.append(served1 / raw1)
-        c8_rates.append(c8)
-        ceilings.append(ceiling / raw_rate)
-        throttled += refused
     ratio1 = statistics.median(c1_ratios)
-    ratio8 = statistics.median(c / r for c, r in zip(c8_rates, raw_rates, strict=True))
-    c8, raw_rate = statistics.median(c8_rates), statistics.median(raw_rates)
+    ratios8 = [load.rate / r for load, r in zip(loads, raw_rates, strict=True)]
+    ratio8 = statistics.median(ratios8)
+    c8, raw_rate = statistics.median(load.rate for load in loads), statistics.median(raw_rates)
     mean_batch = batch_sum / batch_count if batch_count else 0.0
     say(
         f"{label} ({len(body) / 1e3:.0f} KB NPY in), {rounds} interleaved rounds of {window:.1f} s: raw in-process "
@@ -341,13 +369,23 @@ def test_dataplane_against_a_raw_torch_loop(platform, tmp_path, mode):
     say(
         f"  served c=8 with dynamic batching {c8:.2f} inv/s in steady state (the first {settle:.1f} s of each window "
         f"not counted); median per-round ratio {ratio8:.2f}x the raw loop (goal >= 1.3x; per round "
-        f"{', '.join(f'{c / r:.2f}' for c, r in zip(c8_rates, raw_rates, strict=True))}); mean batch at c=8 "
-        f"{mean_batch:.1f} (from /metrics); {throttled} throttled"
+        f"{', '.join(f'{r:.2f}' for r in ratios8)}); mean batch at c=8 {mean_batch:.1f} (from /metrics); "
+        f"{sum(load.throttled for load in loads)} throttled"
     )
-    ceiling = statistics.median(ceilings)
+    best = [max(c4, c8_) for c4, c8_ in zip(ceilings4, ceilings8, strict=True)]
     say(
-        f"  the ceiling: a raw in-process batch-4 loop runs {ceiling:.2f}x the batch-1 loop with these threads, "
-        f"so batching at c=8 reached {ratio8 / ceiling:.0%} of what batching can give this model"
+        f"  the ceiling, no serving at all: raw in-process batch-4 and batch-8 loops run "
+        f"{statistics.median(ceilings4):.2f}x and {statistics.median(ceilings8):.2f}x the batch-1 loop "
+        f"(per round, the better of the two: {', '.join(f'{c:.2f}' for c in best)}); served c=8 reached a median "
+        f"{statistics.median(r / c for r, c in zip(ratios8, best, strict=True)):.0%} of it"
+    )
+    raw_ms = 1e3 / raw_rate
+    say(
+        f"  where the rest went: the replica's model executed {statistics.median(load.busy for load in loads):.0%} "
+        f"of each c=8 window, at {statistics.median(load.per_sample_ms for load in loads):.1f} ms per answer "
+        f"(Server-Timing, a batch's time shared by its answers) against {raw_ms / statistics.median(ceilings8):.1f} ms "
+        f"per sample in the raw batch-8 loop and {raw_ms:.1f} ms at batch 1; the HTTP front and the clients run "
+        f"on the same two cores meanwhile"
     )
     assert ratio1 > 0 and c8 > 0
     if full:
@@ -361,8 +399,7 @@ def test_dataplane_against_a_raw_torch_loop(platform, tmp_path, mode):
         pairs = []
         for _ in range(2):
             raw_rate, _ = raw_loop(optimized, body, window, decode=False)
-            served, _ = throughput(platform, wpath, body, 8, settle + window, settle)
-            pairs.append((served, raw_rate))
+            pairs.append((throughput(platform, wpath, body, 8, settle + window, settle).rate, raw_rate))
         ratio = statistics.median(s / r for s, r in pairs)
         say(
             f"  with SAGEMAKER_MODEL_SERVER_WORKERS=2 (two one-thread replicas) and batching: c=8 "
