@@ -242,6 +242,25 @@ def raw_loop(model: Any, body: bytes, seconds: float, decode: bool, batch: int =
     return batch * len(times) / elapsed, times
 
 
+def held_image(net: Any) -> Any:
+    """``net`` on an image kept inside the model: the execution of a 602 KB request for a 64 B one."""
+    import torch
+
+    class HeldImage(torch.nn.Module):
+        image: torch.Tensor
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = net
+            self.register_buffer("image", torch.randn(1, 3, 224, 224))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            # Depends on x, so freezing cannot fold the whole execution into a constant.
+            return self.net(self.image + x.sum() * 0)
+
+    return torch.jit.trace(HeldImage().eval(), torch.zeros(1, 16))
+
+
 @pytest.fixture(scope="module")
 def platform(tmp_path_factory):
     plat = Platform(tmp_path_factory.mktemp("nd-bench-dp"))
@@ -408,6 +427,27 @@ def test_dataplane_against_a_raw_torch_loop(platform, tmp_path, mode):
             f"{statistics.median(s for s, _ in pairs):.2f} inv/s, {ratio:.2f}x the raw one-thread loop"
         )
 
+        # Where a c=1 call's time goes at this model's size: the same execution, fed 602 KB or 64 B.
+        held = _deploy(platform, tmp_path, held_image(cnn), {"inference.py": OPTIMIZED_MODEL_FN})
+        hpath, small = f"/endpoints/{held}/invocations", npy(np.zeros((1, 16), np.float32))
+        parts: dict[str, list[float]] = {"hop": [], "front": [], "hop64": [], "front64": []}
+        for _ in range(3):
+            for key, (p, b) in {"": (path, body), "64": (hpath, small)}.items():
+                got = serial(platform, p, b, 20, warmup=3)
+                parts["hop" + key] += [m - c for m, c in zip(got["model"], got["compute"], strict=True)]
+                parts["front" + key] += [e - m for e, m in zip(got["e2e"], got["model"], strict=True)]
+        tiny_hop = [m - c for m, c in zip(served["model"], served["compute"], strict=True)]
+        tiny_front = [e - m for e, m in zip(served["e2e"], served["model"], strict=True)]
+        hop, hop64, front, front64 = (pct(parts[k], 0.5) for k in ("hop", "hop64", "front", "front64"))
+        say(
+            f"  a c=1 call beyond the execution, p50: hop to the replica (round trip - execution) {hop:.2f} ms "
+            f"with the {len(body) / 1e3:.0f} KB image, {hop64:.2f} ms with a 64 B input and the image held in the "
+            f"model (same execution), {pct(tiny_hop, 0.5):.2f} ms for the tiny MLP; client + HTTP + auth (e2e - "
+            f"round trip) {front:.2f} / {front64:.2f} / {pct(tiny_front, 0.5):.2f} ms. What a 64 B input still pays "
+            "over the tiny MLP is this machine waking processes that idled through a 40 ms execution (see "
+            "test_this_machine_wakes_an_idle_process_slowly)"
+        )
+
     # --- NPY decode of a 600 KB body -----------------------------------------------------------------
     big = npy(np.random.default_rng(2).standard_normal((1, 3, 224, 224)).astype(np.float32))
     from neurondock_workers.hosting.handler import default_input_fn
@@ -448,3 +488,43 @@ def test_tensor_json_is_the_slow_path():
     as_npy = (time.perf_counter() - start) * 1e3
     print(f"\n[bench-dataplane] 600 KB image decode: JSON {as_json:.1f} ms vs NPY {as_npy:.3f} ms")
     assert as_json > 0 and as_npy > 0
+
+
+@pytest.mark.benchmark
+def test_this_machine_wakes_an_idle_process_slowly():
+    """Not a goal, a fact behind the c=1 figures: a process that idled 40 ms answers a byte slower.
+
+    Two processes ping-pong one byte over a socketpair, first back to back, then after this one spun
+    40 ms (as a replica's model does while the HTTP front and the client wait).
+    """
+    import subprocess
+    import sys
+
+    ours, theirs = socket.socketpair()
+    echo = "import socket, sys\ns = socket.socket(fileno=int(sys.argv[1]))\nwhile d := s.recv(16):\n    s.send(d)\n"
+    child = subprocess.Popen([sys.executable, "-c", echo, str(theirs.fileno())], pass_fds=[theirs.fileno()])
+    theirs.close()
+    try:
+
+        def round_trips(busy_ms: float, count: int) -> list[float]:
+            out = []
+            for _ in range(count):
+                until = time.perf_counter() + busy_ms / 1e3
+                while time.perf_counter() < until:
+                    pass
+                start = time.perf_counter()
+                ours.send(b"x")
+                ours.recv(16)
+                out.append((time.perf_counter() - start) * 1e6)
+            return out
+
+        round_trips(0, 5)  # the child is up
+        hot, idle = round_trips(0, 500), round_trips(40, 60)
+    finally:
+        ours.close()
+        child.wait(timeout=10)
+    print(
+        f"\n[bench-dataplane] one-byte round trip to another process: p50 {pct(hot, 0.5):.0f} us back to back, "
+        f"{pct(idle, 0.5):.0f} us when it idled 40 ms (p90 {pct(hot, 0.9):.0f} / {pct(idle, 0.9):.0f} us)"
+    )
+    assert hot and idle
