@@ -109,22 +109,26 @@ def serial(platform: Platform, path: str, body: bytes, count: int, warmup: int) 
 class Load:
     """What closed-loop clients saw in steady state."""
 
-    rate: float  # answers per second
+    answered: int
     throttled: int
     # From each answer's Server-Timing: its execution's time, shared by the answers it produced.
-    execution_s: float = 0.0
-    window_s: float = 0.0
+    execution_s: float
+    window_s: float
+
+    @property
+    def rate(self) -> float:
+        """Answers per second."""
+        return self.answered / self.window_s
 
     @property
     def busy(self) -> float:
         """Share of the window the replica's model spent executing."""
-        return self.execution_s / self.window_s if self.window_s else 0.0
+        return self.execution_s / self.window_s
 
     @property
     def per_sample_ms(self) -> float:
         """Execution time per answer, a batched execution shared among its requests."""
-        answered = self.rate * self.window_s
-        return 1e3 * self.execution_s / answered if answered else 0.0
+        return 1e3 * self.execution_s / self.answered if self.answered else 0.0
 
 
 TIMING = re.compile(rb"compute;dur=([\d.]+), batch;desc=(\d+)")
@@ -163,8 +167,7 @@ async def _load(platform: Platform, request: bytes, concurrency: int, seconds: f
         writer.close()
 
     await asyncio.gather(*(worker() for _ in range(concurrency)))
-    window = seconds - settle
-    return Load(done / window, throttled, execution, window)
+    return Load(done, throttled, execution, seconds - settle)
 
 
 def throughput(
@@ -391,7 +394,7 @@ def test_dataplane_against_a_raw_torch_loop(platform, tmp_path, mode):
         f"{', '.join(f'{r:.2f}' for r in ratios8)}); mean batch at c=8 {mean_batch:.1f} (from /metrics); "
         f"{sum(load.throttled for load in loads)} throttled"
     )
-    best = [max(c4, c8_) for c4, c8_ in zip(ceilings4, ceilings8, strict=True)]
+    best = [max(pair) for pair in zip(ceilings4, ceilings8, strict=True)]
     say(
         f"  the ceiling, no serving at all: raw in-process batch-4 and batch-8 loops run "
         f"{statistics.median(ceilings4):.2f}x and {statistics.median(ceilings8):.2f}x the batch-1 loop "
