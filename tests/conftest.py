@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -14,6 +15,31 @@ from neurondock_platform.config import Settings
 ACCESS_KEY = "AKNDTESTROOT00000001"
 SECRET_KEY = "test-secret-key-for-neurondock-0000000001"
 ACCOUNT_ID = "123456789012"
+_PLATFORM_ERRORS = pytest.StashKey[list[str]]()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """When a test that ran a live platform fails, keep the errors its processes logged."""
+    outcome = yield
+    report = outcome.get_result()
+    if not report.failed:
+        return
+    from tests.support.platform import Platform
+
+    values = list(getattr(item, "funcargs", {}).values())
+    values += [v for value in values if isinstance(value, tuple) for v in value]
+    for plat in {id(v): v for v in values if isinstance(v, Platform)}.values():
+        errors = plat.errors()
+        if errors:
+            item.config.stash.setdefault(_PLATFORM_ERRORS, []).append(f"{item.nodeid}:\n{errors}")
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    """Print them next to the short summary, where a CI log's tail shows them."""
+    for block in config.stash.get(_PLATFORM_ERRORS, []):
+        terminalreporter.write_sep("-", "errors the platform logged during a failed test")
+        terminalreporter.write_line(block)
 
 
 @pytest.fixture
@@ -35,23 +61,20 @@ def settings(tmp_path) -> Settings:
     ]
 )
 def engine(request, settings):
-    """A migrated-by-metadata database: SQLite in the data dir, or a fresh PostgreSQL database."""
-    from neurondock_platform import models  # noqa: F401  (registers the tables)
-    from neurondock_platform.db import Base, make_engine
-    from tests.support import services
+    """A database holding the schema: SQLite in the data dir, or a fresh PostgreSQL database."""
+    from neurondock_platform.db import make_engine
+    from tests.support import schema, services
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     if request.param == "sqlite":
-        eng = make_engine(settings.database_url)
-        Base.metadata.create_all(eng)
+        eng = make_engine(schema.sqlite_with_schema(Path(settings.database_url.removeprefix("sqlite:///"))))
         yield eng
         eng.dispose()
         return
     if not services.postgres_available():
         pytest.skip("PostgreSQL is not reachable at 127.0.0.1:5432")
-    with services.fresh_postgres_database() as url:
+    with schema.postgres_with_schema() as url:
         eng = make_engine(url)
-        Base.metadata.create_all(eng)
         yield eng
         eng.dispose()
 

@@ -1,4 +1,5 @@
-"""The Flask application factory for the control plane (SageMaker API, S3 store, admin)."""
+"""The Flask application factory for the control plane (SageMaker, CloudWatch and Application Auto
+Scaling on ``POST /``, STS, the S3 store, admin)."""
 
 from __future__ import annotations
 
@@ -8,16 +9,34 @@ from flask import Flask, Response, request
 from sqlalchemy.orm import Session, sessionmaker
 from werkzeug.exceptions import HTTPException
 
-from neurondock_platform import dispatch
-from neurondock_platform.api import context, sts
-from neurondock_platform.api.auth import CredentialCache, authenticate
+from neurondock_platform import dispatch, sigv4, wakeup
+from neurondock_platform.api import auth, autoscaling, cloudwatch, context, sts
 from neurondock_platform.api.sagemaker import bp as sagemaker_bp
 from neurondock_platform.api.sagemaker import dispatch_target, json_response
 from neurondock_platform.config import Settings
 from neurondock_platform.db import make_engine, make_sessionmaker
 from neurondock_platform.errors import PlatformError
+from neurondock_platform.services.credentials import CredentialCache
 
 log = logging.getLogger(__name__)
+
+
+def base_app(name: str, settings: Settings, session_factory: sessionmaker[Session]) -> tuple[Flask, CredentialCache]:
+    """A Flask app carrying the platform state, one credential cache and one SigV4 verifier.
+
+    The control plane builds on it, and so does the standalone S3 store (``store.py``).
+    """
+    app = Flask(name)
+    app.config.update(MAX_CONTENT_LENGTH=None, NEURONDOCK_SETTINGS=settings)
+    app.extensions[context.EXTENSION] = context.PlatformState(settings=settings, session_factory=session_factory)
+    # One credential cache and one verifier per process, shared with the data plane (server.py).
+    credentials = CredentialCache(session_factory)
+    app.extensions["neurondock_credentials"] = credentials
+    app.extensions[auth.VERIFIER_EXTENSION] = sigv4.Verifier(
+        credentials, region=settings.region, skew_seconds=settings.clock_skew_seconds
+    )
+    app.teardown_appcontext(context.close_db)
+    return app, credentials
 
 
 def create_app(
@@ -33,26 +52,33 @@ def create_app(
     if dispatcher is None:
         dispatcher = dispatch.CeleryDispatcher(settings.broker_url, settings.queue)
     dispatch.install(session_factory, dispatcher)
+    # Replica rows an API verb changes wake this host's agent and routing table (docs/supervision.md).
+    wakeup.install(session_factory, settings.data_dir)
 
-    app = Flask("neurondock_platform")
-    app.config.update(MAX_CONTENT_LENGTH=None, NEURONDOCK_SETTINGS=settings)
-    app.extensions[context.EXTENSION] = context.PlatformState(settings=settings, session_factory=session_factory)
-    credentials = CredentialCache(session_factory)
-    app.extensions["neurondock_credentials"] = credentials
-    app.teardown_appcontext(context.close_db)
+    app, credentials = base_app("neurondock_platform", settings, session_factory)
 
     @app.post("/")
-    def sagemaker_api() -> Response:
+    def aws_api() -> Response:
+        # One front door for every AWS JSON service (by X-Amz-Target) and the Query ones (by body).
         target = request.headers.get("X-Amz-Target", "")
-        ctx = authenticate(request, credentials)
-        if not target and ctx.service == "sts":
-            return sts.handle()
+        if target.startswith(cloudwatch.TARGET_PREFIX):
+            return cloudwatch.handle_json(target, lambda: auth.authenticate(request, services={auth.MONITORING}))
+        if target.startswith(autoscaling.TARGET_PREFIX):
+            return autoscaling.handle(target, lambda: auth.authenticate(request, services={auth.AUTOSCALING}))
+        scoped = auth.scoped_service(request) if not target else None
+        if scoped == auth.MONITORING:
+            # CloudWatch's Query protocol (older SDKs and CLIs): a form body, no target.
+            return cloudwatch.handle_query(lambda: auth.authenticate(request, services={auth.MONITORING}))
+        if scoped == auth.STS:
+            # STS's query protocol (no target) is served at / too, as by boto3 with one endpoint URL.
+            return sts_api()
+        auth.authenticate(request, services={auth.SAGEMAKER})
         return dispatch_target(target)
 
     @app.post("/sts")
     def sts_api() -> Response:
         try:
-            authenticate(request, credentials)
+            auth.authenticate(request, services={auth.STS})
         except PlatformError as err:
             return sts.error_response(err)
         return sts.handle()
@@ -62,6 +88,7 @@ def create_app(
         return Response("", status=200)
 
     app.register_blueprint(sagemaker_bp)
+    app.register_blueprint(cloudwatch.bp)
     _register_optional_blueprints(app, credentials)
 
     @app.errorhandler(PlatformError)

@@ -2,22 +2,130 @@
 
 from __future__ import annotations
 
+import re
+import threading
+import time
+from pathlib import Path
+from queue import Empty
 from typing import Any
 
 from kombu.transport import TRANSPORT_ALIASES
+from kombu.transport.sqlalchemy import Channel as _SQLAlchemyChannel
 from kombu.transport.sqlalchemy import Transport as _SQLAlchemyTransport
+from sqlalchemy import event
+from sqlalchemy.exc import IntegrityError
+
+from neurondock_platform import wakeup
 
 EMBEDDED_ALIAS = "ndsqla"
+DRAIN_SLICE = 0.25
+# How often an idle worker looks at the embedded broker when no sender rang its bell.
+IDLE_POLL = 5.0
+_SQLITE_RE = re.compile(r"^(?:[a-z]+\+)?sqlite:///(?P<path>.+)$")
+
+
+def bells(url: str) -> Path | None:
+    """The doorbell directory of an embedded (SQLite) broker, None for any other broker."""
+    match = _SQLITE_RE.match(url)
+    return Path(match["path"] + ".bells") if match else None
+
+
+def ring(url: str) -> None:
+    """Wake the workers consuming an embedded broker after a task was sent to it."""
+    directory = bells(url)
+    if directory is not None:
+        wakeup.ring(directory)
+
+
+def _wal(dbapi_connection: Any, connection_record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+class EmbeddedChannel(_SQLAlchemyChannel):
+    """kombu's channel on a broker file in WAL mode, as the platform's own SQLite database is (db.py).
+
+    In SQLite's default rollback journal every published task is a commit with several fsyncs: about
+    25 ms here, which was half of an InvokeEndpointAsync acknowledgement (docs/async.md).
+    """
+
+    def _engine_from_config(self) -> Any:
+        engine = super()._engine_from_config()
+        event.listen(engine, "connect", _wal)
+        return engine
+
+    def _get_or_create(self, queue: str) -> Any:
+        try:
+            return super()._get_or_create(queue)
+        except IntegrityError:
+            # Another process (the API's first send, a worker declaring its queue) inserted the queue
+            # row between kombu's look and its insert; kombu only expects that within one process.
+            self.session.rollback()
+            return super()._get_or_create(queue)
 
 
 class EmbeddedTransport(_SQLAlchemyTransport):
-    """kombu's SQLAlchemy transport, polled every 50 ms instead of every second.
+    """kombu's SQLAlchemy transport, looked at when a sender rings instead of polled every second.
 
-    Its ``polling_interval`` cannot be set through transport options (they are passed on to
-    ``create_engine``), and a one-second poll would dominate CreateEndpoint → InService.
+    kombu polls an SQL queue every ``polling_interval`` (1 s); 50 ms made CreateEndpoint → InService
+    fast but cost an idle worker ~4% of a core. A sender rings the broker's doorbell after it sends
+    (``dispatch.CeleryDispatcher``), so the worker looks at once, and polls only every ``IDLE_POLL``
+    when nobody rang (a task sent by a client that does not ring still runs, a little later).
     """
 
     polling_interval = 0.05
+    Channel = EmbeddedChannel
+    _bell: wakeup.Doorbell | None = None
+    _look_now = True
+    _next_poll = 0.0
+
+    def drain_events(self, connection: Any, timeout: Any = None) -> Any:  # type: ignore[override]  # kombu: two bases disagree
+        """Deliver one message, or return when the timeout passes or the process is shutting down.
+
+        Celery's blocking loop asks for 2 s and looks for a shutdown request only between calls. With a
+        doorbell the wait lasts the whole timeout and a shutdown signal ends it (``interrupt_drains``);
+        without one it is cut to ``DRAIN_SLICE``, which kept a SIGTERMed worker alive for seconds.
+        """
+        if self._bell is None:
+            directory = bells(str(connection.client.hostname or ""))
+            if directory is None:
+                return super().drain_events(connection, timeout=None if timeout is None else min(timeout, DRAIN_SLICE))
+            self._bell = wakeup.Doorbell(directory)
+            _draining.add(self._bell)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            if _shutting_down.is_set():
+                raise TimeoutError()  # Celery's loop sees its shutdown flag between calls
+            now = time.monotonic()
+            if self._look_now or now >= self._next_poll:
+                try:
+                    self.cycle.get(self._deliver, timeout=timeout)  # type: ignore[attr-defined]  # kombu: cycle is None until a channel opens
+                except Empty:
+                    self._look_now, self._next_poll = False, now + IDLE_POLL
+                else:
+                    self._look_now = True  # more may be queued behind it
+                    return None
+            wait = self._next_poll - time.monotonic()
+            if deadline is not None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError()
+                wait = min(wait, remaining)
+            if self._bell.wait(wait):
+                self._look_now = True
+
+
+_draining: set[wakeup.Doorbell] = set()
+_shutting_down = threading.Event()
+
+
+def interrupt_drains() -> None:
+    """End every embedded-broker wait of this process now; a worker's shutdown signal handler calls it."""
+    _shutting_down.set()
+    for bell in list(_draining):
+        bell.ring()
 
 
 def register() -> None:

@@ -1,9 +1,11 @@
-"""The instance catalog: what each ``ml.*`` type neurondock runs offers, and what it costs.
+"""The hardware neurondock emulates and compares against: Inferentia chips, instance types and their prices.
 
-Hardware figures come from ``shared/reference/inferentia.md`` §1 (AWS's inf1 table, Neuron SDK docs);
-prices from §1.4, each carrying its basis, source and as-of date. Where the reference has no sourced
-price the price is None rather than a guess. ``ALL_INSTANCE_TYPES`` is botocore's own
-``ProductionVariantInstanceType`` enum, so a valid-but-unsupported type can be told apart from a typo.
+One catalog for the whole code base, torch-free: the API validates instance types with it, the
+reconciler places chips and NeuronCores by it, the host agent checks device memory against it and
+the compiler projects latency and cost from it. Every figure, its source and its as-of date are in
+``docs/inferentia.md``; where no sourced price exists the price is None rather than a guess.
+``all_instance_types()`` is botocore's own ``ProductionVariantInstanceType`` enum, so a
+valid-but-unsupported type can be told apart from a typo.
 """
 
 from __future__ import annotations
@@ -13,16 +15,31 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+# --- one Inferentia (Inf1) chip and its NeuronCore-v1s ---------------------------------------------------
 NEURON_CORES_PER_CHIP = 4
 DEVICE_MEMORY_GIB_PER_CHIP = 8
+DEVICE_MEMORY_BYTES_PER_CHIP = DEVICE_MEMORY_GIB_PER_CHIP * 1024**3
 DEVICE_MEMORY_BANDWIDTH_GIB_S_PER_CHIP = 50
+# AWS's own batch-size rule computes with the same figure in decimal units: 50 GB/s.
+DRAM_BYTES_PER_S_PER_CHIP = 50e9
 FP16_TFLOPS_PER_CHIP = 64
+PEAK_FLOPS_PER_CHIP = FP16_TFLOPS_PER_CHIP * 1e12
 INT8_TOPS_PER_CHIP = 128
+TENSOR_FLOPS_PER_CORE = 16e12  # the TensorEngine's BF16/FP16 peak
+# Estimates, not published: derived from NeuronCore-v2's "10x" vector and "3x" scalar claims.
+VECTOR_FLOPS_PER_CORE = 0.23e12
+SCALAR_FLOPS_PER_CORE = 0.97e12
+# NeuronCore Pipeline shards one model over at most 16 chips' NeuronCores.
+MAX_PIPELINE_CORES = 16 * NEURON_CORES_PER_CHIP
 
-# aws-neuron-sdk snapshot 81ce03a is dated 2026-08-21; the third-party price tables were read when the
-# reference was compiled (2026-11-26).
-_NEURON_SDK_AS_OF = "2026-08-21"
-_REFERENCE_AS_OF = "2026-11-26"
+# --- the NVIDIA T4 of ml.g4dn, for comparison --------------------------------------------------------------
+T4_FP16_FLOPS = 65e12
+T4_MEM_BYTES_PER_S = 320e9
+
+# The aws-neuron-sdk snapshot the inf1 prices come from (81ce03a) is dated 2026-08-21; the third-party
+# price tables were read on 2026-11-26.
+NEURON_SDK_AS_OF = "2026-08-21"
+PRICE_TABLES_AS_OF = "2026-11-26"
 _EC2_BASIS = "EC2 on-demand list price, us-east-1, Linux (same hardware; SageMaker hosting costs more)"
 _SAGEMAKER_BASIS = "SageMaker real-time hosting on-demand list price, us-east-1"
 _RI_BASIS = "EC2 reserved-instance effective hourly rate, us-east-1 (AWS's basis for its cost per 1M)"
@@ -59,18 +76,21 @@ class InstanceType:
 
     @property
     def neuron_cores(self) -> int:
+        """NeuronCores on this type's chips (0 for CPU and GPU types)."""
         return self.chips * NEURON_CORES_PER_CHIP
 
     @property
     def device_memory_gib(self) -> int:
+        """Inferentia device memory across this type's chips."""
         return self.chips * DEVICE_MEMORY_GIB_PER_CHIP
 
     @property
     def has_neuron(self) -> bool:
+        """Whether this type has Inferentia chips."""
         return self.chips > 0
 
 
-def _ec2(price: float | None, source: str, as_of: str = _REFERENCE_AS_OF) -> Price | None:
+def _ec2(price: float | None, source: str, as_of: str = PRICE_TABLES_AS_OF) -> Price | None:
     return None if price is None else Price(price, _EC2_BASIS, source, as_of)
 
 
@@ -80,41 +100,25 @@ _TABLES = "third-party price tables that agree"
 _C5 = "AWS Auto Scaling user guide c5 rows + price tables"
 
 
-def _inf1(
-    size: str, chips: int, vcpus: int, mem: int, ec2: float, ri: float, sm: float | None
-) -> InstanceType:
-    return InstanceType(
-        name=f"ml.inf1.{size}",
-        family="inf1",
-        vcpus=vcpus,
-        memory_gib=mem,
-        chips=chips,
-        ec2_on_demand=_ec2(ec2, _NPF, _NEURON_SDK_AS_OF),
-        ri_effective=Price(ri, _RI_BASIS, _NPF_RI, _NEURON_SDK_AS_OF),
-        sagemaker_on_demand=None if sm is None else Price(sm, _SAGEMAKER_BASIS, _TABLES, _REFERENCE_AS_OF),
-    )
+def _sagemaker(price: float | None) -> Price | None:
+    return None if price is None else Price(price, _SAGEMAKER_BASIS, _TABLES, PRICE_TABLES_AS_OF)
+
+
+def _inf1(size: str, chips: int, vcpus: int, mem: int, ec2: float, ri: float, sm: float | None) -> InstanceType:
+    on_demand, reserved = _ec2(ec2, _NPF, NEURON_SDK_AS_OF), Price(ri, _RI_BASIS, _NPF_RI, NEURON_SDK_AS_OF)
+    return InstanceType(f"ml.inf1.{size}", "inf1", vcpus, mem, chips, 0, on_demand, _sagemaker(sm), reserved)
 
 
 def _g4dn(size: str, vcpus: int, mem: int, gpus: int, ec2: float, sm: float | None = None) -> InstanceType:
-    return InstanceType(
-        name=f"ml.g4dn.{size}",
-        family="g4dn",
-        vcpus=vcpus,
-        memory_gib=mem,
-        gpus=gpus,
-        ec2_on_demand=_ec2(ec2, _TABLES),
-        sagemaker_on_demand=None if sm is None else Price(sm, _SAGEMAKER_BASIS, _TABLES, _REFERENCE_AS_OF),
-    )
+    return InstanceType(f"ml.g4dn.{size}", "g4dn", vcpus, mem, 0, gpus, _ec2(ec2, _TABLES), _sagemaker(sm))
 
 
 def _c5(size: str, vcpus: int, mem: int, ec2: float | None) -> InstanceType:
-    return InstanceType(
-        name=f"ml.c5.{size}", family="c5", vcpus=vcpus, memory_gib=mem, ec2_on_demand=_ec2(ec2, _C5)
-    )
+    return InstanceType(name=f"ml.c5.{size}", family="c5", vcpus=vcpus, memory_gib=mem, ec2_on_demand=_ec2(ec2, _C5))
 
 
 _ENTRIES = (
-    # inferentia.md §1.1 (AWS's inf1 table) and §1.4 (prices).
+    # AWS's inf1 table and prices (docs/inferentia.md).
     _inf1("xlarge", 1, 4, 8, 0.228, 0.110, 0.297),
     _inf1("2xlarge", 1, 8, 16, 0.362, 0.174, None),
     _inf1("6xlarge", 4, 24, 48, 1.18, 0.567, None),
@@ -140,19 +144,32 @@ SUPPORTED_INSTANCE_TYPES: tuple[str, ...] = tuple(e.name for e in _ENTRIES if e.
 
 
 @functools.cache
-def sagemaker_service_model() -> Any:
-    """Return botocore's SageMaker service model (loaded once per process)."""
+def service_model(name: str) -> Any:
+    """Return botocore's model of an AWS service neurondock speaks (loaded once per process)."""
     from botocore.loaders import Loader
     from botocore.model import ServiceModel
 
-    return ServiceModel(Loader().load_service_model("sagemaker", "service-2"), "sagemaker")
+    return ServiceModel(Loader().load_service_model(name, "service-2"), name)
+
+
+def sagemaker_service_model() -> Any:
+    """Return botocore's SageMaker service model (loaded once per process)."""
+    return service_model("sagemaker")
 
 
 def _botocore_enum(shape_name: str) -> tuple[str, ...]:
     return tuple(sagemaker_service_model().shape_for(shape_name).enum)
 
 
-ALL_INSTANCE_TYPES: tuple[str, ...] = _botocore_enum("ProductionVariantInstanceType")
+@functools.cache
+def all_instance_types() -> tuple[str, ...]:
+    """Return every instance type SageMaker accepts (botocore's enum; loaded on first use, not at import)."""
+    return _botocore_enum("ProductionVariantInstanceType")
+
+
+def family(name: str) -> tuple[InstanceType, ...]:
+    """Return the catalog entries of one family (``inf1``, ``g4dn``, ``c5``) from smallest to largest."""
+    return tuple(e for e in _ENTRIES if e.family == name)
 
 
 def get(name: str) -> InstanceType | None:

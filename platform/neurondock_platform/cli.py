@@ -1,4 +1,4 @@
-"""The ``neurondock`` command: ``up`` runs everything; ``api``, ``worker``, ``agent`` run one piece."""
+"""The ``neurondock`` command: ``up`` runs everything; ``api``, ``host``, ``store`` (and more) run one piece."""
 
 from __future__ import annotations
 
@@ -29,11 +29,50 @@ def main() -> None:
 
 @main.command()
 @_common
-def up(host: str | None, port: int | None, data_dir: str | None) -> None:
+@click.option(
+    "--unsafe-unsandboxed-user-code",
+    "unsafe",
+    is_flag=True,
+    default=None,
+    help="Run every account's model code without the bubblewrap sandbox, as this platform's own user, able "
+    "to read its credentials and every account's data (NEURONDOCK_UNSAFE_UNSANDBOXED_USER_CODE=1).",
+)
+def up(host: str | None, port: int | None, data_dir: str | None, unsafe: bool | None) -> None:
     """Apply migrations and run the API server, a Celery worker and a host agent."""
     from neurondock_platform.supervisor import run_up
 
-    sys.exit(run_up(_settings(host, port, data_dir)))
+    settings = _settings(host, port, data_dir)
+    if unsafe:
+        settings = settings.with_overrides(unsafe_unsandboxed_user_code=True)
+    sys.exit(run_up(settings))
+
+
+@main.command()
+@_common
+def host(host: str | None, port: int | None, data_dir: str | None) -> None:
+    """Run a worker host: a Celery worker and this host's agent, supervised like ``up`` runs them."""
+    from neurondock_platform.supervisor import run_host
+
+    sys.exit(run_host(_settings(host, port, data_dir)))
+
+
+@main.command()
+@click.option("--data-dir", default=None, help="The data dir of the instance to stop (default ~/.neurondock).")
+@click.option("--timeout", type=float, default=15.0, show_default=True, help="Seconds before SIGKILL.")
+def down(data_dir: str | None, timeout: float) -> None:
+    """Stop the instance running on a data dir, or the stale processes of one that was killed."""
+    from neurondock_platform.supervisor import run_down
+
+    sys.exit(run_down(_settings(None, None, data_dir).data_dir, timeout))
+
+
+@main.command()
+@_common
+def store(host: str | None, port: int | None, data_dir: str | None) -> None:
+    """Run the embedded S3-compatible store on its own, for API processes and hosts to share."""
+    from neurondock_platform.store import serve_store
+
+    serve_store(_settings(host, port, data_dir))
 
 
 @main.command()
@@ -76,11 +115,15 @@ def db() -> None:
 @click.option("--data-dir", default=None)
 @click.option("--revision", default="head")
 def upgrade(data_dir: str | None, revision: str) -> None:
-    """Apply database migrations."""
+    """Apply database migrations (and, at head, make sure the root account exists)."""
     from neurondock_platform.migrate import upgrade as do_upgrade
+    from neurondock_platform.supervisor import prepare_database
 
     settings = _settings(None, None, data_dir)
-    do_upgrade(settings, revision)
+    if revision == "head":
+        prepare_database(settings)
+    else:
+        do_upgrade(settings, revision)
     click.echo(f"database at {settings.database_url} is at {revision}")
 
 

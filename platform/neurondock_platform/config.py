@@ -12,6 +12,18 @@ DEFAULT_PORT = 8780
 DEFAULT_REGION = "us-east-1"
 
 
+# How often a doorbell's listener looks unrung (wakeup.py): writers on other machines (a shared
+# PostgreSQL) ring nobody here, so every second; SQLite is one machine's, where every writer rings
+# and the slow look only covers a lost ring.
+SHARED_DB_IDLE_POLL = 1.0
+LOCAL_DB_IDLE_POLL = 10.0
+
+
+def idle_poll(database_url: str) -> float:
+    """Seconds between unrung looks of a listener on this database (the default, SQLite, is local)."""
+    return LOCAL_DB_IDLE_POLL if not database_url or database_url.startswith("sqlite") else SHARED_DB_IDLE_POLL
+
+
 def _flag(value: str | None, default: bool) -> bool:
     if value is None or value == "":
         return default
@@ -34,6 +46,10 @@ class Settings:
     s3_endpoint_url: str = ""
     s3_access_key_id: str = ""
     s3_secret_access_key: str = ""
+    # What the store at s3_endpoint_url is: "external" (any S3; accounts reach it with the store
+    # credentials an admin set, or the buckets mapped to them) or "neurondock" (a standalone
+    # ``neurondock store`` sharing this database, which verifies the accounts' own STS credentials).
+    s3_store_kind: str = "external"
     public_url: str = ""
     root_access_key_id: str = ""
     root_secret_access_key: str = ""
@@ -47,26 +63,58 @@ class Settings:
     api_workers: int = 1
     # Seconds between the host agent's looks at its desired replicas.
     agent_poll_interval: float = 0.1
+    # Between passes of an agent with nothing in flight; a doorbell wakes it sooner (wakeup.py).
+    # ``from_env`` defaults it by database (``idle_poll``).
+    agent_idle_poll_interval: float = 1.0
     heartbeat_timeout: float = 15.0
+    # Seconds a SIGTERMed supervisor (or agent) gives its children before SIGKILL: under Docker's
+    # default 10 s stop timeout, so a container stop never ends in the runtime's own SIGKILL.
+    stop_timeout: float = 8.0
     model_timeout: float = 60.0
     # Seconds between writes of each API process's metric periods and invocation errors to the database.
     metrics_flush_seconds: float = 10.0
+    # Operator knob for demos and tests: CloudWatch alarm periods and Application Auto Scaling cooldowns
+    # run this many times faster (1 = AWS's timing; docs/autoscaling.md, "The speed-up knob").
+    scaling_speedup: float = 1.0
     max_payload_bytes: int = 6 * 1024 * 1024
     clock_skew_seconds: int = 15 * 60
     # A replica whose RSS grows this much past its size when it became ready asks to be replaced (0: never).
     replica_max_memory_growth_mb: int = 1024
     # Replicas of one artifact on a host map its weights from one file instead of holding a copy each.
     share_weights: bool = True
-    # Warm interpreters (torch imported) kept for replica starts: 4 covers an ml.inf1.xlarge (0: none).
-    standby_pool_size: int = 4
-    # Sign-in attempts (console and POST /api/v1/tokens) per client address and per access key id, per
-    # period; each API process counts on its own. 0 turns a limit off. A wrong secret costs this many.
+    # Warm interpreters (torch imported) kept for replica starts (0: none). One keeps a one-endpoint
+    # platform near TorchServe's memory (docs/measured.md); 4 covers an ml.inf1.xlarge starting at once.
+    standby_pool_size: int = 1
+    # User code (replicas, compile children) runs in bubblewrap (docs/sandbox.md). True runs it as the
+    # platform's own user instead — able to read every account's data — for every account.
+    unsafe_unsandboxed_user_code: bool = False
+    # The bubblewrap executable (a name on PATH or a path).
+    sandbox_bwrap: str = "bwrap"
+    # A model.tar.gz may unpack to at most this much on a host.
+    max_model_extracted_mb: int = 10 * 1024
+    # Sign-in attempts (console and POST /api/v1/tokens) per client address and per (address, access
+    # key id), per period; each API process counts on its own. 0 turns a limit off. A wrong secret
+    # costs ``sign_in_failure_cost``.
     sign_in_limit_per_address: int = 30
-    sign_in_limit_per_key: int = 10
+    sign_in_limit_per_address_and_key: int = 10
     sign_in_limit_period_seconds: float = 60.0
     sign_in_failure_cost: int = 2
     # How stale a process's copy of the revoked-token list may get before it is re-read.
     token_revocation_refresh_seconds: float = 1.0
+    # Serve /metrics to anonymous scrapers (every account's endpoint names): only where the network
+    # keeps /metrics private. Otherwise it needs SigV4 or an admin API token.
+    metrics_public: bool = False
+    # The longest AssumeRole session (every role's MaxSessionDuration; AWS allows 3600 to 43200).
+    sts_max_session_seconds: int = 43200
+    # Data Capture (docs/data-capture.md): each API process writes its captured records every this many
+    # seconds, or sooner once this many are waiting; it holds at most this many records and megabytes
+    # (more are dropped and counted, never waited for).
+    capture_flush_seconds: float = 5.0
+    capture_batch_records: int = 1000
+    capture_queue_records: int = 10_000
+    capture_queue_mb: int = 64
+    # Seeds the per-request sampler (tests); empty draws a fresh seed.
+    capture_sampling_seed: int | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -88,6 +136,7 @@ class Settings:
             s3_endpoint_url=get("S3_ENDPOINT_URL"),
             s3_access_key_id=get("S3_ACCESS_KEY_ID"),
             s3_secret_access_key=get("S3_SECRET_ACCESS_KEY"),
+            s3_store_kind=get("S3_STORE_KIND", "external"),
             public_url=get("PUBLIC_URL"),
             root_access_key_id=get("ROOT_ACCESS_KEY_ID"),
             root_secret_access_key=get("ROOT_SECRET_ACCESS_KEY"),
@@ -97,15 +146,29 @@ class Settings:
             host_chips=int(get("HOST_CHIPS", "16")),
             api_workers=int(get("API_WORKERS", "1")),
             heartbeat_timeout=float(get("HEARTBEAT_TIMEOUT", "15")),
+            agent_idle_poll_interval=float(get("AGENT_IDLE_POLL_INTERVAL", str(idle_poll(get("DATABASE_URL"))))),
+            stop_timeout=float(get("STOP_TIMEOUT", "8")),
+            model_timeout=float(get("MODEL_TIMEOUT", "60")),
             metrics_flush_seconds=float(get("METRICS_FLUSH_SECONDS", "10")),
+            scaling_speedup=max(1.0, float(get("SCALING_SPEEDUP", "1"))),
             replica_max_memory_growth_mb=int(get("REPLICA_MAX_MEMORY_GROWTH_MB", "1024")),
             share_weights=_flag(get("SHARE_WEIGHTS") or None, True),
-            standby_pool_size=int(get("STANDBY_POOL_SIZE", "4")),
+            standby_pool_size=int(get("STANDBY_POOL_SIZE", "1")),
+            unsafe_unsandboxed_user_code=_flag(get("UNSAFE_UNSANDBOXED_USER_CODE") or None, False),
+            sandbox_bwrap=get("SANDBOX_BWRAP", "bwrap"),
+            max_model_extracted_mb=int(get("MAX_MODEL_EXTRACTED_MB", str(10 * 1024))),
             sign_in_limit_per_address=int(get("SIGN_IN_LIMIT_PER_ADDRESS", "30")),
-            sign_in_limit_per_key=int(get("SIGN_IN_LIMIT_PER_KEY", "10")),
+            sign_in_limit_per_address_and_key=int(get("SIGN_IN_LIMIT_PER_ADDRESS_AND_KEY", "10")),
             sign_in_limit_period_seconds=float(get("SIGN_IN_LIMIT_PERIOD_SECONDS", "60")),
             sign_in_failure_cost=int(get("SIGN_IN_FAILURE_COST", "2")),
             token_revocation_refresh_seconds=float(get("TOKEN_REVOCATION_REFRESH_SECONDS", "1")),
+            sts_max_session_seconds=int(get("STS_MAX_SESSION_SECONDS", "43200")),
+            metrics_public=_flag(get("METRICS_PUBLIC") or None, False),
+            capture_flush_seconds=float(get("CAPTURE_FLUSH_SECONDS", "5")),
+            capture_batch_records=int(get("CAPTURE_BATCH_RECORDS", "1000")),
+            capture_queue_records=int(get("CAPTURE_QUEUE_RECORDS", "10000")),
+            capture_queue_mb=int(get("CAPTURE_QUEUE_MB", "64")),
+            capture_sampling_seed=int(seed) if (seed := get("CAPTURE_SAMPLING_SEED")) else None,
         )
         return base.with_overrides(**overrides)
 
@@ -119,6 +182,8 @@ class Settings:
     def resolved(self) -> Settings:
         """Fill the defaults that depend on other fields (URLs under the data dir, host id)."""
         data_dir = self.data_dir.expanduser().absolute()
+        if self.s3_store_kind not in ("external", "neurondock"):
+            raise ValueError(f"NEURONDOCK_S3_STORE_KIND must be 'external' or 'neurondock', not {self.s3_store_kind!r}")
         return replace(
             self,
             data_dir=data_dir,
@@ -127,6 +192,11 @@ class Settings:
             public_url=self.public_url or f"http://{self.host}:{self.port}",
             host_id=self.host_id or f"host-{socket.gethostname()}",
         )
+
+    @property
+    def store_knows_accounts(self) -> bool:
+        """Whether the artifact store verifies the platform's accounts' keys (embedded or a neurondock store)."""
+        return not self.s3_endpoint_url or self.s3_store_kind == "neurondock"
 
     @property
     def artifact_store_url(self) -> str:

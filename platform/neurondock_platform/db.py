@@ -87,12 +87,8 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
-    """Return the session factory used by services and tasks; its sessions record endpoint status changes."""
-    from neurondock_platform import status_history  # imported late: it imports the models, which import this
-
-    factory = sessionmaker(engine, expire_on_commit=False)
-    status_history.install(factory)
-    return factory
+    """Return the session factory used by services and tasks (the API adds ``dispatch.install``'s hooks)."""
+    return sessionmaker(engine, expire_on_commit=False)
 
 
 @contextmanager

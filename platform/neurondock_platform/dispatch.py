@@ -1,17 +1,30 @@
-"""Task names and after-commit enqueueing; the platform sends tasks by name, never imports workers."""
+"""Task names and after-commit enqueueing; the platform sends tasks by name, never imports workers.
+
+A service queues a task on its session (``enqueue_after_commit``); ``install`` puts the hooks that
+send or drop the queue on the session factory the app builds, so only that factory's sessions send.
+"""
 
 from __future__ import annotations
 
+import logging
+import threading
+import time
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from sqlalchemy import event
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 RECONCILE_ENDPOINT = "neurondock.reconcile_endpoint"
 COMPILE_MODEL = "neurondock.compile_model"
+ASYNC_INFERENCE = "neurondock.async_inference"
 
 _PENDING = "neurondock_pending_tasks"
 DISPATCHER_KEY = "neurondock_dispatcher"
+# A send that fails after its change committed is tried again for about five minutes: 0.5 s, doubling to 30 s.
+RESEND_DELAYS = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0, *(30.0,) * 8)
+
+log = logging.getLogger(__name__)
 
 
 class Dispatcher(Protocol):
@@ -28,11 +41,15 @@ class CeleryDispatcher:
 
         from neurondock_platform.broker import celery_config
 
+        self.broker_url = broker_url
         self.app = Celery("neurondock", set_as_current=False)
         self.app.conf.update(celery_config(broker_url, queue))
 
     def send(self, task_name: str, *args: Any) -> None:
+        from neurondock_platform.broker import ring
+
         self.app.send_task(task_name, args=list(args))
+        ring(self.broker_url)  # an embedded broker's worker looks at once instead of polling
 
 
 class RecordingDispatcher:
@@ -50,21 +67,56 @@ def enqueue_after_commit(session: Session, task_name: str, *args: Any) -> None:
     session.info.setdefault(_PENDING, []).append((task_name, args))
 
 
-def install(session_factory: Any, dispatcher: Dispatcher) -> None:
-    """Wire after-commit sending into every session the factory makes."""
+def install(session_factory: sessionmaker[Session], dispatcher: Dispatcher) -> None:
+    """Send the tasks queued in the factory's sessions through ``dispatcher`` once their transaction commits."""
     session_factory.kw.setdefault("info", {})[DISPATCHER_KEY] = dispatcher
+    if not event.contains(session_factory, "after_commit", _after_commit):
+        event.listen(session_factory, "after_commit", _after_commit)
+        event.listen(session_factory, "after_soft_rollback", _after_rollback)
 
 
-@event.listens_for(Session, "after_commit")
 def _after_commit(session: Session) -> None:
     pending = session.info.pop(_PENDING, [])
     dispatcher: Dispatcher | None = session.info.get(DISPATCHER_KEY)
     if dispatcher is None:
         return
     for task_name, args in pending:
-        dispatcher.send(task_name, *args)
+        try:
+            dispatcher.send(task_name, *args)
+        except Exception:
+            # The change is committed. Failing the request now would make a retrying client (boto3
+            # retries a 500) meet "already exists" while the task was never queued; the request
+            # succeeds and the task goes out from a background thread instead.
+            log.exception("could not send %s%s after commit; trying again in the background", task_name, args)
+            resend_later(dispatcher, task_name, args)
 
 
-@event.listens_for(Session, "after_soft_rollback")
+def resend_later(
+    dispatcher: Dispatcher,
+    task_name: str,
+    args: tuple[Any, ...],
+    delays: tuple[float, ...] = RESEND_DELAYS,
+    sleep: Callable[[float], None] = time.sleep,
+) -> threading.Thread:
+    """Send a task from a daemon thread, waiting ``delays`` between attempts; log if every attempt fails."""
+
+    def attempt() -> None:
+        for delay in delays:
+            sleep(delay)
+            try:
+                dispatcher.send(task_name, *args)
+            except Exception as exc:
+                log.warning("sending %s%s failed again: %s", task_name, args, exc)
+            else:
+                log.warning("sent %s%s on a later attempt", task_name, args)
+                return
+        # A worker that starts re-sends the work of every unfinished resource (workers/tasks.py).
+        log.error("gave up sending %s%s; the next worker start picks it up", task_name, args)
+
+    thread = threading.Thread(target=attempt, name=f"neurondock-resend-{task_name}", daemon=True)
+    thread.start()
+    return thread
+
+
 def _after_rollback(session: Session, previous_transaction: Any) -> None:
     session.info.pop(_PENDING, None)

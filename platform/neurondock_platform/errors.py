@@ -14,6 +14,8 @@ Hierarchy::
     │   ├── MissingAuthenticationTokenException  403
     │   ├── IncompleteSignatureException          400
     │   ├── UnrecognizedClientException           403
+    │   ├── InvalidSecurityTokenException         403  (a session token that is not the key's)
+    │   ├── ExpiredTokenException                 403  (temporary credentials past their expiry)
     │   ├── InvalidSignatureException             403
     │   └── SignatureExpiredException             403  (clock skew over 15 minutes)
     └── RuntimeApiError                 (sagemaker-runtime)
@@ -24,7 +26,7 @@ Hierarchy::
         └── PayloadTooLarge             413  code "ValidationError"
 
 Errors that belong to one service live beside it and subclass PlatformError the same way:
-``services.rate_limits.ThrottlingException`` (429, sign-ins and tokens), ``services.objects.S3Error``
+``services.rate_limits.ThrottlingException`` (429, sign-ins and tokens), ``services.objects.errors.S3Error``
 and its S3 codes, ``services.external_artifacts.ExternalStoreError`` (502), and the not-found errors of
 ``services.fleet`` and friends.
 
@@ -94,6 +96,18 @@ class ResourceLimitExceeded(PlatformError):
     http_status = 400
 
 
+class SandboxUnavailable(PlatformError):
+    """Model code of an ordinary account may not run: a host cannot sandbox it (docs/sandbox.md)."""
+
+    code = "AccessDeniedException"
+    http_status = 400
+    fmt = (
+        "Account {account_id} cannot {action} now: the sandbox that isolates model code is unavailable "
+        "({detail}), and until it works only admin accounts may run model code. Ask the operator to install "
+        "bubblewrap, or to start neurondock with --unsafe-unsandboxed-user-code."
+    )
+
+
 class ConflictException(PlatformError):
     code = "ConflictException"
     http_status = 400
@@ -132,6 +146,18 @@ class UnrecognizedClientException(AuthError):
     code = "UnrecognizedClientException"
     fmt = "The security token included in the request is invalid."
     s3_code = "InvalidAccessKeyId"
+
+
+class InvalidSecurityTokenException(UnrecognizedClientException):
+    """An ``X-Amz-Security-Token`` that does not belong to the access key (or a long-term key with one)."""
+
+    s3_code = "InvalidToken"
+
+
+class ExpiredTokenException(AuthError):
+    code = "ExpiredTokenException"
+    fmt = "The security token included in the request is expired"
+    s3_code = "ExpiredToken"
 
 
 class InvalidSignatureException(AuthError):
@@ -204,6 +230,18 @@ class ModelError(RuntimeApiError):
 
 def _rebuild_model_error(message: str, status: int, original: str, log_arn: str) -> ModelError:
     return ModelError(message, original_status_code=status, original_message=original, log_stream_arn=log_arn)
+
+
+class ModelStreamError(RuntimeApiError):
+    """A response stream that broke after its first part: sent as an exception event (docs/streaming.md)."""
+
+    code = "ModelStreamError"
+    # Only a stream that has not started yet could carry a status; this one is past that point.
+    http_status = 424
+
+    def __init__(self, message: str | None = None, *, error_code: str, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.error_code = error_code
 
 
 class ModelNotReadyException(RuntimeApiError):

@@ -1,34 +1,219 @@
-"""The S3 client for the artifact store (embedded or external): the host agent, the compile runner and the admin API."""
+"""S3 clients that act as an account: the host agent's model downloads, the compile runner's input and output.
+
+Every read or write of an object on behalf of an account is signed with that account's own credentials,
+never the platform's root pair, so the store enforces ownership exactly as for the account's direct
+calls (docs/security.md):
+
+- **A store that knows the platform's accounts** (the embedded store at ``<url>/s3``, or a standalone
+  ``neurondock store`` sharing the database: ``NEURONDOCK_S3_STORE_KIND=neurondock``): short-lived
+  credentials from STS ``AssumeRole`` on the model's or job's execution role, always within the owner's
+  account (``services/sts.py``), refreshed by botocore before they expire.
+- **An external S3 store** (``NEURONDOCK_S3_ENDPOINT_URL``): the store credentials an admin set for the
+  account (``services/store_access.py``); an account without them gets the platform's external key
+  (``NEURONDOCK_S3_ACCESS_KEY_ID``) limited to the buckets the operator mapped to it, checked here
+  before any request leaves (the external store cannot tell tenants of one key apart).
+"""
 
 from __future__ import annotations
 
+import datetime as dt
+import functools
+import re
+import threading
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
 from typing import Any
 
 import boto3
+import botocore.session
 from botocore.config import Config
+from botocore.credentials import CredentialProvider, RefreshableCredentials
+from botocore.exceptions import ClientError
+from sqlalchemy.orm import Session, sessionmaker
 
 from neurondock_platform.config import Settings
+from neurondock_platform.db import session_scope
+from neurondock_platform.services import store_access, sts
+
+# How long each AssumeRole session the platform takes for a worker lasts; botocore refreshes it when
+# less than 15 minutes remain, so a long download or multipart upload never signs with expired keys.
+SESSION_SECONDS = 3600
+DEFAULT_ROLE_NAME = "neurondock-execution-role"
 
 
-def make_s3_client(settings: Settings) -> Any:
-    """Return a path-style boto3 S3 client for the artifact store, signed with the configured keys."""
-    # An external store has its own keys; the embedded one accepts the platform's root pair.
-    access_key = settings.s3_access_key_id or settings.root_access_key_id or None
-    secret_key = settings.s3_secret_access_key or settings.root_secret_access_key or None
-    config = Config(
+@dataclass(frozen=True)
+class StoreOwner:
+    """Whose object a worker reads or writes: the account, and the execution role it runs with."""
+
+    account_id: str
+    role_arn: str | None = None
+
+    @property
+    def role(self) -> str:
+        """The role to assume: the model's or job's execution role, else the account's default one."""
+        return self.role_arn or f"arn:aws:iam::{self.account_id}:role/{DEFAULT_ROLE_NAME}"
+
+
+# A factory of S3 clients acting as one owner (``OwnerClients``; tests pass their own).
+OwnerClientFactory = Callable[[StoreOwner], Any]
+
+
+def client_config() -> Config:
+    """Path-style SigV4 with bounded retries and timeouts."""
+    return Config(
         s3={"addressing_style": "path"},
         signature_version="s3v4",
         retries={"max_attempts": 3, "mode": "standard"},
         connect_timeout=5,
         read_timeout=60,
     )
-    # A session of its own: boto3's default session is not safe to build clients from in several threads.
-    session = boto3.session.Session()
-    return session.client(
+
+
+@functools.cache
+def _shared_loader() -> Any:
+    return botocore.session.Session().get_component("data_loader")
+
+
+_loader_lock = threading.Lock()
+
+
+def _session(core: botocore.session.Session | None = None) -> boto3.session.Session:
+    """A boto3 session of its own (the default one is not thread-safe) sharing the process's data loader.
+
+    Each botocore session parses S3's service model and endpoint rules again, 0.15-0.4 s here (0.9 s
+    under load), which a replica's first model download waited for; one loader parses them once per
+    process (docs/runtime.md, "Start-up").
+    """
+    core = core or botocore.session.Session()
+    loader = _shared_loader()
+    core.register_component("data_loader", loader)
+    with _loader_lock:
+        session = boto3.session.Session(botocore_session=core)
+        # boto3 appends its own data directory to the loader's search paths per session: keep one.
+        loader.search_paths[:] = list(dict.fromkeys(loader.search_paths))
+    return session
+
+
+def warm() -> None:
+    """Parse S3's service model now (a process's start, in the background), not at its first download."""
+    make_s3_client("http://127.0.0.1:9", "us-east-1", access_key_id="warm", secret_access_key="warm")
+
+
+def make_s3_client(
+    endpoint_url: str,
+    region: str,
+    *,
+    access_key_id: str | None,
+    secret_access_key: str | None,
+    session_token: str | None = None,
+) -> Any:
+    """Return a path-style boto3 S3 client for a store, signed with the keys given."""
+    return _session().client(
         "s3",
-        endpoint_url=settings.artifact_store_url,
-        region_name=settings.region,
-        aws_access_key_id=access_key,
-        aws_secret_access_key=secret_key,
-        config=config,
+        endpoint_url=endpoint_url,
+        region_name=region,
+        aws_access_key_id=access_key_id or None,
+        aws_secret_access_key=secret_access_key or None,
+        aws_session_token=session_token,
+        config=client_config(),
     )
+
+
+class _AssumedRole(CredentialProvider):
+    """Credentials of one (account, role), from the AssumeRole service verb, refreshed before they expire."""
+
+    METHOD = "neurondock-assume-role"
+
+    def __init__(self, session_factory: sessionmaker[Session], owner: StoreOwner, session_name: str) -> None:
+        self._factory = session_factory
+        self._owner = owner
+        self._session_name = session_name
+
+    def _fetch(self) -> dict[str, str]:
+        with session_scope(self._factory) as session:
+            issued = sts.assume_role(
+                session,
+                account_id=self._owner.account_id,
+                role_arn=self._owner.role,
+                role_session_name=self._session_name,
+                duration_seconds=SESSION_SECONDS,
+            )
+        return {
+            "access_key": issued.access_key_id,
+            "secret_key": issued.secret_access_key,
+            "token": issued.session_token,
+            "expiry_time": issued.expiration.astimezone(dt.UTC).isoformat(),
+        }
+
+    def load(self) -> RefreshableCredentials:
+        return RefreshableCredentials.create_from_metadata(self._fetch(), self._fetch, self.METHOD)
+
+
+def _refuse_unmapped(allowed: Collection[str], account_id: str) -> Callable[..., None]:
+    def check(params: dict[str, Any], model: Any, **_: Any) -> None:
+        bucket = params.get("Bucket")
+        if bucket is not None and bucket not in allowed:
+            message = (
+                f"Access Denied: bucket {bucket} is not mapped to account {account_id} and the account has no "
+                "store credentials of its own (an admin sets either: neurondock accounts store-access)"
+            )
+            raise ClientError(
+                {"Error": {"Code": "AccessDenied", "Message": message}, "ResponseMetadata": {"HTTPStatusCode": 403}},
+                model.name,
+            )
+
+    return check
+
+
+class OwnerClients:
+    """S3 clients acting as their owner (one per owner, kept: building a client costs tens of milliseconds)."""
+
+    def __init__(self, settings: Settings, session_factory: sessionmaker[Session], *, session_name: str) -> None:
+        self.settings = settings
+        self.session_factory = session_factory
+        # AssumeRole's RoleSessionName: 2-64 characters of [\w+=,.@-].
+        self.session_name = re.sub(r"[^\w+=,.@-]", "-", session_name, flags=re.ASCII)[:64].ljust(2, "-")
+        self._lock = threading.Lock()
+        self._clients: dict[tuple[Any, ...], Any] = {}
+
+    def __call__(self, owner: StoreOwner) -> Any:
+        if self.settings.store_knows_accounts:
+            return self._cached((owner.account_id, owner.role), lambda: self._assumed(owner))
+        with session_scope(self.session_factory) as session:
+            grant = store_access.grant(session, self.settings, owner.account_id)
+        # Keyed by the grant itself: new store credentials or a new mapping get a new client.
+        return self._cached(
+            (owner.account_id, grant.access_key_id, grant.secret_access_key, grant.buckets),
+            lambda: self._external(owner, grant),
+        )
+
+    def _cached(self, key: tuple[Any, ...], build: Callable[[], Any]) -> Any:
+        with self._lock:
+            client = self._clients.get(key)
+            if client is None:
+                client = self._clients[key] = build()
+            return client
+
+    def _assumed(self, owner: StoreOwner) -> Any:
+        core = botocore.session.Session()
+        resolver = core.get_component("credential_provider")
+        resolver.providers = [_AssumedRole(self.session_factory, owner, self.session_name)]
+        return _session(core).client(
+            "s3",
+            endpoint_url=self.settings.artifact_store_url,
+            region_name=self.settings.region,
+            config=client_config(),
+        )
+
+    def _external(self, owner: StoreOwner, grant: store_access.StoreGrant) -> Any:
+        client = make_s3_client(
+            self.settings.artifact_store_url,
+            self.settings.region,
+            access_key_id=grant.access_key_id,
+            secret_access_key=grant.secret_access_key,
+        )
+        if grant.buckets is not None:
+            client.meta.events.register(
+                "before-parameter-build.s3.*", _refuse_unmapped(grant.buckets, owner.account_id)
+            )
+        return client

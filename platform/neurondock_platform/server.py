@@ -9,9 +9,13 @@ from a2wsgi import WSGIMiddleware
 from sqlalchemy.orm import Session, sessionmaker
 
 from neurondock_platform import dispatch
+from neurondock_platform.api.admin._tokens import revocation_cache_of
+from neurondock_platform.api.auth import VERIFIER_EXTENSION
 from neurondock_platform.app import create_app
 from neurondock_platform.config import Settings
-from neurondock_platform.dataplane import oip, runtime
+from neurondock_platform.dataplane import async_invocations, oip, runtime
+from neurondock_platform.dataplane.async_invocations import AsyncInvocationsApp
+from neurondock_platform.dataplane.auth import default_authenticator, metrics_authenticator
 from neurondock_platform.dataplane.oip import OipApp
 from neurondock_platform.dataplane.runtime import Receive, RuntimeApp, Scope, Send
 from neurondock_platform.db import make_engine, make_sessionmaker
@@ -22,8 +26,9 @@ log = logging.getLogger(__name__)
 class NeurondockASGI:
     """Serve the data plane on the event loop and everything else through Flask.
 
-    ``/endpoints/*`` (sagemaker-runtime), ``/v2`` and ``/v2/*`` (Open Inference Protocol) and
-    ``/metrics`` (Prometheus, unauthenticated) run on the loop; the rest goes to the WSGI app.
+    ``/endpoints/*`` (sagemaker-runtime) and ``/v2`` and ``/v2/*`` (Open Inference Protocol; both SigV4
+    or an admin API token) and ``/metrics`` (Prometheus; likewise) run on the loop; the rest goes to
+    the WSGI app.
     """
 
     def __init__(
@@ -38,14 +43,26 @@ class NeurondockASGI:
         factory = session_factory or make_sessionmaker(make_engine(settings.database_url))
         self.flask_app = create_app(settings, session_factory=factory, dispatcher=dispatcher)
         self.wsgi = WSGIMiddleware(self.flask_app, workers=wsgi_threads)  # type: ignore[arg-type]
-        credentials = self.flask_app.extensions["neurondock_credentials"]
-        self.runtime = RuntimeApp(settings, factory, credentials, flush_interval=settings.metrics_flush_seconds)
+        # The data plane verifies with the control plane's verifier and credential cache (one per process).
+        verifier = self.flask_app.extensions[VERIFIER_EXTENSION]
+        revocations = revocation_cache_of(self.flask_app)
+        self.runtime = RuntimeApp(
+            settings,
+            factory,
+            verifier,
+            authenticator=default_authenticator(verifier, revocations),
+            metrics_authenticator=metrics_authenticator(verifier, revocations),
+            flush_interval=settings.metrics_flush_seconds,
+        )
         self.oip = OipApp(self.runtime)
+        self.async_invocations = AsyncInvocationsApp(self.runtime)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "lifespan":
             await self._lifespan(receive, send)
+        elif kind == "http" and async_invocations.matches(scope["path"]):
+            await self.async_invocations(scope, receive, send)
         elif kind == "http" and runtime.matches(scope["path"]):
             await self.runtime(scope, receive, send)
         elif kind == "http" and oip.matches(scope["path"]):
@@ -86,9 +103,16 @@ def uvicorn_config(app: Any, settings: Settings, **overrides: Any) -> Any:
     return uvicorn.Config(app, **options)
 
 
+def run_server(app: Any, settings: Settings, **overrides: Any) -> None:
+    """Serve ``app`` with neurondock's uvicorn choices until SIGINT/SIGTERM."""
+    from neurondock_platform.uvicorn_server import QuietServer
+
+    QuietServer(uvicorn_config(app, settings, **overrides)).run()
+
+
 def serve(settings: Settings) -> None:
     """Serve the platform on ``settings.host:settings.port`` until SIGINT/SIGTERM."""
-    import uvicorn
-
-    app = NeurondockASGI(settings)
-    uvicorn.Server(uvicorn_config(app, settings)).run()
+    # uvicorn configures only its own loggers; without this the platform's warnings and tracebacks
+    # reach stderr through logging's last-resort handler, with no time, level or logger name.
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    run_server(NeurondockASGI(settings), settings)

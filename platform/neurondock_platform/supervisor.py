@@ -1,9 +1,20 @@
-"""``neurondock up``: migrate, then run the API, a worker and a host agent as supervised children."""
+"""``neurondock up`` and ``neurondock host``: run the platform's processes as supervised children.
+
+``up`` runs the API, a Celery worker and a host agent; ``host`` runs a worker host's pair (worker and
+agent) without an API. Either holds its data dir's instance lock for as long as any child lives, its
+children die with it (``lifetime.spawn``), and a SIGTERM stops everything within
+``Settings.stop_timeout`` — under Docker's default 10 s. See docs/supervision.md.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
+import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -13,17 +24,32 @@ from pathlib import Path
 from types import FrameType
 
 from neurondock_platform.config import Settings
+from neurondock_platform.lifetime import pid_alive, spawn
 
-RESTART_LIMIT = 5  # restarts of one child within RESTART_WINDOW before `up` gives up
+RESTART_LIMIT = 5  # restarts of one child within RESTART_WINDOW before the supervisor gives up
 RESTART_WINDOW = 60.0
+LOCK_FILE = "instance.lock"
 
 
-def child_env(settings: Settings) -> dict[str, str]:
-    """The environment that hands this process's resolved settings to a child process."""
-    from neurondock_platform.services.accounts import root_identity
+# What a worker or host agent never gets: the platform's root key pair, and ambient AWS credentials
+# (the shell `up` runs in may export the root pair as AWS_*). They act for accounts with the accounts'
+# own short-lived credentials instead (s3_client.OwnerClients).
+_NOT_FOR_WORKERS = (
+    "NEURONDOCK_ROOT_ACCESS_KEY_ID",
+    "NEURONDOCK_ROOT_SECRET_ACCESS_KEY",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+)
 
-    identity = root_identity(settings)
-    env = dict(os.environ)
+
+def child_env(settings: Settings, *, root_keys: bool = False) -> dict[str, str]:
+    """The environment that hands this process's resolved settings to a child process.
+
+    Only the API process (``root_keys``) gets the root key pair: the platform's root keys never leave
+    the control plane.
+    """
+    env = {k: v for k, v in os.environ.items() if k not in _NOT_FOR_WORKERS}
     env.update(
         {
             "NEURONDOCK_DATA_DIR": str(settings.data_dir),
@@ -38,14 +64,142 @@ def child_env(settings: Settings) -> dict[str, str]:
             "NEURONDOCK_HOST_ADDRESS": settings.host_address,
             "NEURONDOCK_HOST_CHIPS": str(settings.host_chips),
             "NEURONDOCK_HEARTBEAT_TIMEOUT": str(settings.heartbeat_timeout),
-            "NEURONDOCK_ROOT_ACCESS_KEY_ID": identity.access_key_id,
-            "NEURONDOCK_ROOT_SECRET_ACCESS_KEY": identity.secret_access_key,
-            "NEURONDOCK_ACCOUNT_ID": identity.account_id,
+            "NEURONDOCK_STOP_TIMEOUT": str(settings.stop_timeout),
         }
     )
+    if root_keys:
+        from neurondock_platform.services.root_identity import root_identity
+
+        identity = root_identity(settings)
+        env.update(
+            {
+                "NEURONDOCK_ROOT_ACCESS_KEY_ID": identity.access_key_id,
+                "NEURONDOCK_ROOT_SECRET_ACCESS_KEY": identity.secret_access_key,
+                "NEURONDOCK_ACCOUNT_ID": identity.account_id,
+            }
+        )
     if settings.s3_endpoint_url:
         env["NEURONDOCK_S3_ENDPOINT_URL"] = settings.s3_endpoint_url
+    if settings.unsafe_unsandboxed_user_code:
+        env["NEURONDOCK_UNSAFE_UNSANDBOXED_USER_CODE"] = "1"
     return env
+
+
+# --- the instance lock --------------------------------------------------------------------------
+
+
+class InstanceLockedError(Exception):
+    """Another instance (live, or the stale children of a killed one) holds the data dir."""
+
+
+@dataclass(frozen=True)
+class Holder:
+    """A process that holds a data dir's instance lock."""
+
+    pid: int
+    command: str
+
+
+def _command_line(pid: int) -> str:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return "?"
+    return raw.replace(b"\0", b" ").decode("utf-8", "replace").strip()
+
+
+def lock_holders(path: Path) -> list[Holder]:
+    """Processes with the lock file open: the supervisor and every child that inherited it."""
+    target = str(path.resolve())
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        with contextlib.suppress(OSError):
+            for fd in (proc / "fd").iterdir():
+                with contextlib.suppress(OSError):
+                    if os.readlink(fd) == target:
+                        found.append(Holder(int(proc.name), _command_line(int(proc.name))))
+                        break
+    return sorted(found, key=lambda h: h.pid)
+
+
+def read_lock(data_dir: Path) -> dict[str, object]:
+    """What the last supervisor on this data dir wrote into its lock ({} when none)."""
+    try:
+        return dict(json.loads((data_dir / LOCK_FILE).read_text() or "{}"))
+    except (OSError, ValueError):
+        return {}
+
+
+def describe_lock(data_dir: Path) -> str:
+    """Explain who holds the data dir and how to stop them (empty when nobody does)."""
+    path = data_dir / LOCK_FILE
+    info = read_lock(data_dir)
+    holders = lock_holders(path) if path.exists() else []
+    owner = int(str(info.get("pid", 0)) or 0)
+    what = f"neurondock {info.get('role', 'up')}"
+    stop = f"stop it with: neurondock down --data-dir {data_dir}"
+    if owner and pid_alive(owner):
+        where = f", {info['url']}" if info.get("url") else ""
+        return f"{what} is already running on {data_dir} (pid {owner}{where}); {stop}"
+    if not holders:
+        return ""
+    listed = ", ".join(f"{h.pid} ({h.command})" for h in holders)
+    return (
+        f"a stale instance holds {data_dir}: its {what} (pid {owner or '?'}) is gone but its processes "
+        f"still run: {listed}; {stop}"
+    )
+
+
+class InstanceLock:
+    """An exclusive flock on ``<data dir>/instance.lock`` naming the supervisor's pid, role and URL.
+
+    Children inherit the locked descriptor, so the lock outlives a SIGKILLed supervisor for exactly
+    as long as one of its children does: a new supervisor then reports them instead of failing later
+    on a port they still hold.
+    """
+
+    def __init__(self, data_dir: Path) -> None:
+        self.path = data_dir / LOCK_FILE
+        self.fd: int | None = None
+
+    def acquire(self, role: str, url: str = "") -> None:
+        """Take the lock or raise InstanceLockedError saying who has it."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                raise
+            raise InstanceLockedError(
+                describe_lock(self.path.parent) or f"{self.path} is locked by another process"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, json.dumps({"pid": os.getpid(), "role": role, "url": url}).encode())
+        self.fd = fd
+
+    def release(self) -> None:
+        """Drop the lock (children that still hold the descriptor keep it locked)."""
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+def port_in_use(host: str, port: int) -> bool:
+    """Whether something already listens on ``host:port`` (an API of another instance, say)."""
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind((host, port))
+    except OSError as exc:
+        return exc.errno == errno.EADDRINUSE
+    return False
+
+
+# --- supervised children ------------------------------------------------------------------------
 
 
 @dataclass
@@ -57,23 +211,49 @@ class Child:
     log_path: Path
     process: subprocess.Popen[bytes] | None = None
     restarts: list[float] = field(default_factory=list)
+    # The API process alone gets the platform's root keys (child_env).
+    root_keys: bool = False
 
-    def start(self, env: dict[str, str]) -> None:
+    def start(self, env: dict[str, str], keep_fds: tuple[int, ...] = ()) -> None:
         log = self.log_path.open("ab")
-        self.process = subprocess.Popen(
-            self.argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-        log.close()
-
-    def stop(self, timeout: float = 15.0) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
         try:
-            self.process.wait(timeout)
+            # SIGTERM when the supervisor dies, however it dies; its own session so a terminal's Ctrl-C
+            # reaches only the supervisor, which then stops the children itself.
+            self.process = spawn(
+                self.argv,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                pass_fds=keep_fds,
+            )
+        finally:
+            log.close()
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def signal(self, sig: int) -> None:
+        if self.alive():
+            assert self.process is not None
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, sig)
+
+
+def stop_all(children: list[Child], timeout: float) -> None:
+    """SIGTERM every child at once; SIGKILL the process groups of those still running after ``timeout``."""
+    for child in children:
+        child.signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    for child in children:
+        if child.process is None:
+            continue
+        try:
+            child.process.wait(max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
+            print(f"neurondock: {child.name} did not stop within {timeout:.0f} s; killing it", file=sys.stderr)
+            child.signal(signal.SIGKILL)
+            child.process.wait()
 
 
 def _wait_ready(url: str, child: Child, timeout: float = 60.0) -> bool:
@@ -91,9 +271,59 @@ def _wait_ready(url: str, child: Child, timeout: float = 60.0) -> bool:
     return False
 
 
-def banner(settings: Settings) -> str:
-    """What `up` prints: where the platform is and how to point boto3 and the AWS CLI at it."""
-    from neurondock_platform.services.accounts import root_identity
+class Supervisor:
+    """Start children, restart the ones that exit, and stop them all on SIGINT/SIGTERM."""
+
+    def __init__(self, settings: Settings, children: list[Child], lock: InstanceLock) -> None:
+        self.settings = settings
+        self.children = children
+        self.lock = lock
+        self.envs = {flag: child_env(settings, root_keys=flag) for flag in (False, True)}
+        self.stopping = False
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self.stopping = True
+
+    def install_signals(self) -> None:
+        signal.signal(signal.SIGINT, self._on_signal)
+        signal.signal(signal.SIGTERM, self._on_signal)
+
+    def start(self, child: Child) -> None:
+        child.start(self.envs[child.root_keys], (self.lock.fd,) if self.lock.fd is not None else ())
+
+    def run(self) -> int:
+        """Watch the children until asked to stop (or one keeps exiting); returns the exit code."""
+        code = 0
+        while not self.stopping:
+            for child in self.children:
+                if child.alive():
+                    continue
+                now = time.monotonic()
+                child.restarts = [t for t in child.restarts if now - t < RESTART_WINDOW] + [now]
+                if len(child.restarts) > RESTART_LIMIT:
+                    print(f"neurondock: {child.name} keeps exiting; see {child.log_path}", file=sys.stderr)
+                    self.stopping, code = True, 1
+                    break
+                assert child.process is not None
+                print(
+                    f"neurondock: {child.name} exited ({child.process.returncode}); restarting",
+                    file=sys.stderr,
+                )
+                self.start(child)
+            time.sleep(0.2)
+        self.stop()
+        return code
+
+    def stop(self) -> None:
+        print("neurondock: stopping", file=sys.stderr, flush=True)
+        # One budget for all: the children stop in parallel, each bounding its own stop below it.
+        stop_all(self.children, max(1.0, self.settings.stop_timeout))
+        self.lock.release()
+
+
+def banner(settings: Settings, sandbox: dict[str, str] | None = None) -> str:
+    """What `up` prints: where the platform is, how model code runs, how to point boto3 and the AWS CLI at it."""
+    from neurondock_platform.services.root_identity import root_identity
 
     identity = root_identity(settings)
     url = settings.public_url
@@ -105,10 +335,13 @@ def banner(settings: Settings) -> str:
             f"  access key:  {identity.access_key_id}",
             f"  secret key:  {identity.secret_access_key}",
             f"  data dir:    {settings.data_dir}",
+            *_sandbox_lines(sandbox),
             "",
             "Point boto3 and the AWS CLI at it:",
             f"export AWS_ENDPOINT_URL_SAGEMAKER={url} AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME={url} "
-            f"AWS_ENDPOINT_URL_S3={url}/s3 AWS_ENDPOINT_URL_STS={url}/sts",
+            f"AWS_ENDPOINT_URL_S3={url}/s3 AWS_ENDPOINT_URL_STS={url}/sts "
+            # botocore names the variable after the service id: "Application Auto Scaling".
+            f"AWS_ENDPOINT_URL_CLOUDWATCH={url} AWS_ENDPOINT_URL_APPLICATION_AUTO_SCALING={url}",
             f"export AWS_ACCESS_KEY_ID={identity.access_key_id} AWS_SECRET_ACCESS_KEY={identity.secret_access_key} "
             f"AWS_DEFAULT_REGION={settings.region}",
             "",
@@ -117,8 +350,48 @@ def banner(settings: Settings) -> str:
     )
 
 
-def run_up(settings: Settings) -> int:
-    """Run the platform until SIGINT/SIGTERM; returns the exit code."""
+def probe_sandbox(settings: Settings) -> subprocess.Popen[bytes]:
+    """Start the workers' sandbox probe (runs while the API starts; docs/sandbox.md)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "neurondock_workers.sandbox"],
+        env=child_env(settings),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def sandbox_report(probe: subprocess.Popen[bytes], timeout: float = 30.0) -> dict[str, str]:
+    """The probe's answer: ``mode`` (bwrap, off, unavailable) and a one-line description."""
+    try:
+        out, _ = probe.communicate(timeout=timeout)
+        report = json.loads(out.decode() or "{}")
+    except (subprocess.TimeoutExpired, ValueError):
+        probe.kill()
+        probe.wait()
+        return {"mode": "unavailable", "describe": "unavailable (the sandbox probe did not answer)"}
+    return {"mode": str(report.get("mode", "unavailable")), "describe": str(report.get("describe", ""))}
+
+
+def _sandbox_lines(sandbox: dict[str, str] | None) -> list[str]:
+    if sandbox is None:
+        return []
+    lines = [f"  sandbox:     {sandbox['describe']}"]
+    if sandbox["mode"] == "unavailable":
+        lines.append(
+            "  WARNING: model code cannot be sandboxed here: accounts other than the admin cannot deploy or "
+            "compile until bubblewrap works (or neurondock runs with --unsafe-unsandboxed-user-code)."
+        )
+    elif sandbox["mode"] == "off":
+        lines.append(
+            "  WARNING: --unsafe-unsandboxed-user-code: every account's model code runs as this platform's user "
+            "and can read its credentials and every account's data."
+        )
+    return lines
+
+
+def prepare_database(settings: Settings) -> None:
+    """Apply migrations and make sure the root account and its key exist (safe on every start)."""
     from neurondock_platform.db import make_engine, make_sessionmaker, session_scope
     from neurondock_platform.migrate import upgrade
     from neurondock_platform.services.accounts import ensure_root_account, root_identity
@@ -130,51 +403,124 @@ def run_up(settings: Settings) -> int:
         ensure_root_account(session, root_identity(settings))
     engine.dispose()
 
-    logs = settings.data_dir / "logs"
-    logs.mkdir(exist_ok=True)
+
+def prepare_in_child(settings: Settings) -> str | None:
+    """Run ``prepare_database`` in a child process; return None when it worked, else its output.
+
+    The supervisor lives as long as the platform: migrations would leave SQLAlchemy and Alembic in
+    its memory for good (~40 MB RSS measured; docs/runtime.md, "Start-up").
+    """
+    done = subprocess.run(
+        [sys.executable, "-m", "neurondock_platform.cli", "db", "upgrade"],
+        env=child_env(settings, root_keys=True),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+    )
+    if done.returncode == 0:
+        return None
+    return (done.stderr or done.stdout).decode("utf-8", "replace").strip() or f"exit code {done.returncode}"
+
+
+def _locked(settings: Settings, role: str, url: str = "") -> InstanceLock | None:
+    lock = InstanceLock(settings.data_dir)
+    try:
+        lock.acquire(role, url)
+    except InstanceLockedError as exc:
+        print(f"neurondock: {exc}", file=sys.stderr)
+        return None
+    return lock
+
+
+def _worker_host_children(logs: Path) -> list[Child]:
     python = sys.executable
-    children = [
-        Child("api", [python, "-m", "neurondock_platform.cli", "api"], logs / "api.log"),
+    return [
         Child("worker", [python, "-m", "neurondock_workers", "worker"], logs / "worker.log"),
         Child("agent", [python, "-m", "neurondock_workers", "agent"], logs / "agent.log"),
     ]
-    env = child_env(settings)
-    stopping = False
 
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        nonlocal stopping
-        stopping = True
 
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
-    # The API (and its S3 store) first: the agent fetches model data from it as soon as it starts.
-    children[0].start(env)
-    ready = _wait_ready(settings.public_url, children[0])
-    for child in children[1:]:
-        child.start(env)
-    if not ready:
-        print(f"neurondock: the API server did not become ready; see {children[0].log_path}", file=sys.stderr)
-        for child in children:
-            child.stop()
+def run_up(settings: Settings) -> int:
+    """Run the platform until SIGINT/SIGTERM; returns the exit code."""
+    lock = _locked(settings, "up", settings.public_url)
+    if lock is None:
         return 1
-    print(banner(settings), flush=True)
+    if port_in_use(settings.host, settings.port):
+        lock.release()
+        print(
+            f"neurondock: cannot listen on {settings.host}:{settings.port}: another process uses that port "
+            "(choose another with --port)",
+            file=sys.stderr,
+        )
+        return 1
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    # The probe (a sandboxed interpreter) needs no database: it runs while the migrations do.
+    probe = probe_sandbox(settings)
+    failed = prepare_in_child(settings)
+    if failed is not None:
+        probe.kill()
+        probe.wait()
+        lock.release()
+        print(f"neurondock: could not prepare the database:\n{failed}", file=sys.stderr)
+        return 1
+    logs = settings.data_dir / "logs"
+    logs.mkdir(exist_ok=True)
+    api = Child("api", [sys.executable, "-m", "neurondock_platform.cli", "api"], logs / "api.log", root_keys=True)
+    supervisor = Supervisor(settings, [api, *_worker_host_children(logs)], lock)
+    supervisor.install_signals()
+    worker, agent = supervisor.children[1:]
+    # The API and the agent first: the agent's standby interpreter imports torch, the longest step
+    # before a first prediction, and needs nothing of the API (a model download rides out an API
+    # still starting: launcher.fetch). The worker starts once the API answers, while the client
+    # uploads its model; all three at once put the banner seconds later (docs/runtime.md, "Start-up").
+    supervisor.start(api)
+    supervisor.start(agent)
+    ready = _wait_ready(settings.public_url, api)
+    supervisor.start(worker)
+    if not ready:
+        print(f"neurondock: the API server did not become ready; see {api.log_path}", file=sys.stderr)
+        probe.kill()
+        probe.wait()
+        supervisor.stop()
+        return 1
+    print(banner(settings, sandbox_report(probe)), flush=True)
     print(f"Logs: {logs}", flush=True)
-    code = 0
-    while not stopping:
-        for child in children:
-            assert child.process is not None
-            if child.process.poll() is None:
-                continue
-            now = time.monotonic()
-            child.restarts = [t for t in child.restarts if now - t < RESTART_WINDOW] + [now]
-            if len(child.restarts) > RESTART_LIMIT:
-                print(f"neurondock: {child.name} keeps exiting; see {child.log_path}", file=sys.stderr)
-                stopping, code = True, 1
-                break
-            print(f"neurondock: {child.name} exited ({child.process.returncode}); restarting", file=sys.stderr)
-            child.start(env)
-        time.sleep(0.2)
-    print("neurondock: stopping", file=sys.stderr, flush=True)
-    for child in reversed(children):
-        child.stop()
-    return code
+    return supervisor.run()
+
+
+def run_host(settings: Settings) -> int:
+    """Run a worker host (Celery worker and host agent) until SIGINT/SIGTERM; returns the exit code."""
+    lock = _locked(settings, "host")
+    if lock is None:
+        return 1
+    logs = settings.data_dir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    supervisor = Supervisor(settings, _worker_host_children(logs), lock)
+    supervisor.install_signals()
+    for child in supervisor.children:
+        supervisor.start(child)
+    print(f"neurondock host {settings.host_id} is running; logs: {logs}", flush=True)
+    return supervisor.run()
+
+
+def run_down(data_dir: Path, timeout: float) -> int:
+    """Stop whatever holds ``data_dir``: its supervisor if alive, else the stale children; returns the exit code."""
+    path = data_dir / LOCK_FILE
+    owner = int(str(read_lock(data_dir).get("pid", 0)) or 0)
+    targets = [owner] if owner and pid_alive(owner) else [h.pid for h in lock_holders(path)]
+    if not targets:
+        print(f"neurondock: nothing is running on {data_dir}")
+        return 0
+    for pid in targets:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+            os.kill(pid, signal.SIGCONT)  # a stopped process acts on SIGTERM only once continued
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and (any(pid_alive(p) for p in targets) or lock_holders(path)):
+        time.sleep(0.1)
+    leftover = sorted({*(p for p in targets if pid_alive(p)), *(h.pid for h in lock_holders(path))})
+    for pid in leftover:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    how = f"; killed {', '.join(map(str, leftover))} after {timeout:.0f} s" if leftover else ""
+    print(f"neurondock: stopped {', '.join(map(str, targets))} on {data_dir}{how}")
+    return 0

@@ -213,7 +213,9 @@ def clean_up(model: Model, keep: bool) -> None:
     try:
         predictor.delete_model()
         predictor.delete_endpoint()
-        waiters.wait_for_endpoint_deleted(model.session, name, progress=False)
+        waiters.wait_for_endpoint_deleted(
+            model.session.sagemaker_client, name, policy=waiters.PollPolicy(progress=False)
+        )
         print(f"\ndeleted endpoint {name}, its endpoint config and its model")
     except (AwsError, SdkError) as exc:
         print(f"\ncould not delete endpoint {name}: {exc}")

@@ -115,8 +115,7 @@ class NumpyDeserializer(SimpleBaseDeserializer):
                     if "allow_pickle" not in str(exc):
                         raise
                     raise ValueError(
-                        "Please set the param allow_pickle=True to deserialize pickle objects in "
-                        "NumpyDeserializer"
+                        "Please set the param allow_pickle=True to deserialize pickle objects in NumpyDeserializer"
                     ) from exc
         finally:
             stream.close()

@@ -12,6 +12,7 @@ Every AWS error response is re-raised as a subclass of both ``SdkError`` and bot
     │   ├── ResourceLimitExceeded   quota reached
     │   ├── ThrottlingError         ThrottlingException after botocore's retries
     │   ├── ModelError              424 from the model: original_status_code, original_message, log_stream_arn
+    │   ├── ModelStreamError        a response stream broke after its first part (also InternalStreamFailure)
     │   └── ServiceError            InternalFailure, ServiceUnavailable, other 5xx
     └── WaitError                   .resource_name .status
         ├── UnexpectedStatusError   ended Failed/FAILED/STOPPED: .failure_reason .log_lines
@@ -118,16 +119,20 @@ class ModelError(AwsError):
         return str(value) if value is not None else None
 
 
+class ModelStreamError(AwsError):
+    """A response stream ended with an exception event after some of its parts had arrived."""
+
+    codes = frozenset({"ModelStreamError", "InternalStreamFailure"})
+
+
 class ServiceError(AwsError):
     """The service failed on its side (5xx)."""
 
-    codes = frozenset(
-        {"InternalFailure", "InternalServerError", "ServiceUnavailable", "InternalDependencyException"}
-    )
+    codes = frozenset({"InternalFailure", "InternalServerError", "ServiceUnavailable", "InternalDependencyException"})
 
 
 # Message prefixes SageMaker uses for not-found, which it reports as ValidationException
-# (sagemaker-api.md §1.1; the SageMaker SDK string-matches them the same way).
+# (docs/sagemaker-api.md; the SageMaker SDK string-matches them the same way).
 _NOT_FOUND_MARKERS = ("could not find", "not found")
 
 _BY_CODE: dict[str, type[AwsError]] = {
@@ -139,6 +144,7 @@ _BY_CODE: dict[str, type[AwsError]] = {
         ResourceLimitExceeded,
         ThrottlingError,
         ModelError,
+        ModelStreamError,
         ServiceError,
     )
     for code in cls.codes

@@ -215,7 +215,10 @@ class Model:
         if self.compilation_job_name is None:
             raise ConfigurationError("compile() has not been called")
         description = waiters.wait_for_compilation_job(
-            self.session, self.compilation_job_name, timeout=timeout or self._compile_timeout
+            self.session.sagemaker_client,
+            self.compilation_job_name,
+            policy=self.session.poll_policy,
+            timeout=timeout or self._compile_timeout,
         )
         self.model_data = description["ModelArtifacts"]["S3ModelArtifacts"]
         target = str(description.get("OutputConfig", {}).get("TargetDevice") or self._compile_target or "")
@@ -235,7 +238,11 @@ class Model:
             # A job may finish before the stop lands; any terminal status ends the wait.
             terminal = ("STOPPED", "COMPLETED", "FAILED")
             waiters.wait_for_compilation_job(
-                self.session, self.compilation_job_name, timeout=timeout, success=terminal
+                self.session.sagemaker_client,
+                self.compilation_job_name,
+                policy=self.session.poll_policy,
+                timeout=timeout,
+                success=terminal,
             )
 
     # -- deploy ----------------------------------------------------------------------------------
@@ -300,8 +307,7 @@ class Model:
                     client.describe_endpoint(EndpointName=endpoint_name)
             except ResourceNotFound as exc:
                 raise ConfigurationError(
-                    f"Endpoint with name {endpoint_name!r} does not exist; "
-                    "please use an existing endpoint name"
+                    f"Endpoint with name {endpoint_name!r} does not exist; please use an existing endpoint name"
                 ) from exc
             with translate_client_errors():
                 client.update_endpoint(EndpointName=endpoint_name, EndpointConfigName=config_name)
@@ -316,13 +322,17 @@ class Model:
                 config_request["Tags"] = tags
             with translate_client_errors():
                 client.create_endpoint_config(**config_request)
-                client.create_endpoint(
-                    EndpointName=endpoint_name, EndpointConfigName=config_name, Tags=tags or []
-                )
+                client.create_endpoint(EndpointName=endpoint_name, EndpointConfigName=config_name, Tags=tags or [])
         self.endpoint_name = endpoint_name
         if wait:
             expected = config_name if update_endpoint else None
-            waiters.wait_for_endpoint(self.session, endpoint_name, timeout=timeout, expected_config=expected)
+            waiters.wait_for_endpoint(
+                self.session.sagemaker_client,
+                endpoint_name,
+                policy=self.session.poll_policy,
+                timeout=timeout,
+                expected_config=expected,
+            )
         return Predictor(endpoint_name, self.session, serializer=serializer, deserializer=deserializer)
 
     def delete_model(self) -> None:

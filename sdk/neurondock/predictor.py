@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from neurondock.deserializers import BaseDeserializer, NumpyDeserializer
@@ -23,9 +24,7 @@ class Predictor:
         self.endpoint_name = endpoint_name
         self.session = session if session is not None else Session()
         self.serializer: BaseSerializer = serializer if serializer is not None else NumpySerializer()
-        self.deserializer: BaseDeserializer = (
-            deserializer if deserializer is not None else NumpyDeserializer()
-        )
+        self.deserializer: BaseDeserializer = deserializer if deserializer is not None else NumpyDeserializer()
         self._endpoint_config_name: str | None = None
         self._model_names: list[str] | None = None
         self.last_response: dict[str, Any] = {}
@@ -53,15 +52,33 @@ class Predictor:
         initial_args: dict[str, Any] | None = None,
     ) -> Any:
         """Serialize ``data``, call InvokeEndpoint once and return the deserialized response."""
-        request = self._request(
-            data, initial_args, target_model, target_variant, inference_id, custom_attributes
-        )
+        request = self._request(data, initial_args, target_model, target_variant, inference_id, custom_attributes)
         with translate_client_errors():
             response = self.session.sagemaker_runtime_client.invoke_endpoint(**request)
         # Keep the headers a caller may want (InvokedProductionVariant, CustomAttributes) without the body.
         self.last_response = {key: value for key, value in response.items() if key != "Body"}
         content_type = response.get("ContentType", "application/octet-stream")
         return self.deserializer.deserialize(response["Body"], content_type)
+
+    def predict_stream(
+        self,
+        data: Any,
+        target_variant: str | None = None,
+        custom_attributes: str | None = None,
+        inference_id: str | None = None,
+        initial_args: dict[str, Any] | None = None,
+    ) -> Iterator[bytes]:
+        """Serialize ``data``, call InvokeEndpointWithResponseStream and yield each part's bytes as it arrives.
+
+        An error before the first part raises at once (``ModelError``, ``ValidationError``, …); one after it
+        raises ``ModelStreamError`` from the iteration. Parts are byte slices of the answer: neurondock sends
+        one per item the model yields, SageMaker may split or merge them, so decode whole records only.
+        """
+        request = self._request(data, initial_args, None, target_variant, inference_id, custom_attributes)
+        with translate_client_errors():
+            response = self.session.sagemaker_runtime_client.invoke_endpoint_with_response_stream(**request)
+        self.last_response = {key: value for key, value in response.items() if key != "Body"}
+        return _payload_parts(response["Body"])
 
     def _request(
         self,
@@ -127,3 +144,11 @@ class Predictor:
         if failures:
             details = "; ".join(f"{name}: {exc.code}: {exc.message}" for name, exc in failures.items())
             raise SdkError(f"One or more models cannot be deleted, please retry. Failed models: {details}")
+
+
+def _payload_parts(events: Iterable[dict[str, Any]]) -> Iterator[bytes]:
+    with translate_client_errors():
+        for event in events:
+            part = event.get("PayloadPart")
+            if part is not None:
+                yield part.get("Bytes", b"")

@@ -22,7 +22,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_REGION = "us-east-1"
 # boto3's transfer manager default; named so tests and docs can refer to it.
 MULTIPART_THRESHOLD = 8 * 1024 * 1024
-# The model container must answer within 60 s (sagemaker-api.md §1.2); leave room for the 424 reply.
+# The model container must answer within 60 s (docs/sagemaker-api.md); leave room for the 424 reply.
 RUNTIME_READ_TIMEOUT = 70
 _USER_AGENT = "neurondock-sdk"
 
@@ -71,8 +71,7 @@ class Session:
                 "No AWS region configured: pass region_name=..., set AWS_DEFAULT_REGION, or pass endpoint_url"
             )
         self.region_name: str = region
-        self.poll_interval = poll_interval
-        self.progress = progress
+        self.poll_policy = waiters.PollPolicy(poll_interval, progress)
         self.sagemaker_client = sagemaker_client or self._client("sagemaker", self.endpoint_url)
         self.sagemaker_runtime_client = sagemaker_runtime_client or self._client(
             "sagemaker-runtime", self.endpoint_url, read_timeout=RUNTIME_READ_TIMEOUT
@@ -80,7 +79,7 @@ class Session:
         self.s3_client = s3_client or self._client(
             "s3",
             f"{self.endpoint_url}/s3" if self.endpoint_url else None,
-            # neurondock's store is path-style only (s3-wire.md); virtual hosts would need DNS tricks.
+            # neurondock's store is path-style only (docs/s3.md); virtual hosts would need DNS tricks.
             s3={"addressing_style": "path"} if self.endpoint_url else None,
         )
         waiters.install_log_tail_hook(self.sagemaker_client)
@@ -92,6 +91,16 @@ class Session:
     def __repr__(self) -> str:
         url = self.endpoint_url or self.sagemaker_client.meta.endpoint_url
         return f"Session(region_name={self.region_name!r}, endpoint_url={url!r})"
+
+    @property
+    def poll_interval(self) -> float:
+        """Seconds between the first describes of a wait (it backs off while the status stays)."""
+        return self.poll_policy.interval
+
+    @property
+    def progress(self) -> bool:
+        """Whether waits print status changes to stderr."""
+        return self.poll_policy.progress
 
     @property
     def boto_region_name(self) -> str:
@@ -208,17 +217,15 @@ class Session:
             self.s3_client.download_file(bucket, key, str(target))
         return target
 
-    def wait_for_endpoint(
-        self, endpoint_name: str, timeout: float = waiters.ENDPOINT_TIMEOUT
-    ) -> dict[str, Any]:
+    def wait_for_endpoint(self, endpoint_name: str, timeout: float = waiters.ENDPOINT_TIMEOUT) -> dict[str, Any]:
         """Wait until the endpoint is InService and return its description."""
-        return waiters.wait_for_endpoint(self, endpoint_name, timeout=timeout)
+        return waiters.wait_for_endpoint(self.sagemaker_client, endpoint_name, policy=self.poll_policy, timeout=timeout)
 
-    def wait_for_compilation_job(
-        self, job_name: str, timeout: float = waiters.COMPILATION_TIMEOUT
-    ) -> dict[str, Any]:
+    def wait_for_compilation_job(self, job_name: str, timeout: float = waiters.COMPILATION_TIMEOUT) -> dict[str, Any]:
         """Wait until the compilation job is COMPLETED and return its description."""
-        return waiters.wait_for_compilation_job(self, job_name, timeout=timeout)
+        return waiters.wait_for_compilation_job(
+            self.sagemaker_client, job_name, policy=self.poll_policy, timeout=timeout
+        )
 
 
 def _join(prefix: str, name: str) -> str:

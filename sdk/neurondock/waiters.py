@@ -11,7 +11,8 @@ import json
 import sys
 import time
 from collections.abc import Callable, Collection
-from typing import TYPE_CHECKING, Any, TextIO
+from dataclasses import dataclass
+from typing import Any, TextIO
 
 from neurondock.errors import (
     ResourceNotFound,
@@ -19,9 +20,6 @@ from neurondock.errors import (
     WaitTimeoutError,
     translate_client_errors,
 )
-
-if TYPE_CHECKING:
-    from neurondock.session import Session
 
 DEFAULT_POLL_INTERVAL = 0.5
 MAX_POLL_INTERVAL = 5.0
@@ -33,6 +31,15 @@ COMPILATION_TIMEOUT = 960.0
 
 ENDPOINT_PENDING = frozenset({"Creating", "Updating", "SystemUpdating", "RollingBack"})
 COMPILATION_PENDING = frozenset({"STARTING", "INPROGRESS", "STOPPING"})
+
+
+@dataclass(frozen=True)
+class PollPolicy:
+    """How a wait polls: its first interval (backing off while nothing changes) and whether it shows progress."""
+
+    interval: float = DEFAULT_POLL_INTERVAL
+    progress: bool = True
+
 
 # A neurondock server may add the failing replica's or compiler's last log lines to Describe*
 # responses under this key; botocore drops unmodelled keys, so a hook copies it from the raw body.
@@ -168,6 +175,40 @@ def poll(
         display.close()
 
 
+@dataclass(frozen=True)
+class _Kind:
+    """What is waited for: its name in messages and the status member of its Describe* response."""
+
+    name: str
+    status_key: str
+
+
+ENDPOINT = _Kind("endpoint", "EndpointStatus")
+COMPILATION_JOB = _Kind("compilation job", "CompilationJobStatus")
+
+
+def _wait(
+    kind: _Kind,
+    name: str,
+    describe: Callable[[], dict[str, Any] | None],
+    settled: Callable[[dict[str, Any] | None], bool],
+    policy: PollPolicy,
+    timeout: float,
+    stream: TextIO | None,
+) -> dict[str, Any] | None:
+    return poll(
+        describe,
+        kind=kind.name,
+        name=name,
+        status_key=kind.status_key,
+        settled=settled,
+        timeout=timeout,
+        poll_interval=policy.interval,
+        progress=policy.progress,
+        stream=stream,
+    )
+
+
 def _failure(name: str, description: dict[str, Any], status_key: str, headline: str) -> UnexpectedStatusError:
     status = description.get(status_key)
     reason = description.get("FailureReason") or None
@@ -175,26 +216,23 @@ def _failure(name: str, description: dict[str, Any], status_key: str, headline: 
     message = f"{headline}: {reason}" if reason else headline
     if lines:
         message += "\nLast log lines:\n" + "\n".join(f"  {line}" for line in lines)
-    return UnexpectedStatusError(
-        message, resource_name=name, status=status, failure_reason=reason, log_lines=lines
-    )
+    return UnexpectedStatusError(message, resource_name=name, status=status, failure_reason=reason, log_lines=lines)
 
 
 def wait_for_endpoint(
-    session: Session,
+    sagemaker_client: Any,
     endpoint_name: str,
     *,
+    policy: PollPolicy = PollPolicy(),
     timeout: float = ENDPOINT_TIMEOUT,
     expected_config: str | None = None,
-    poll_interval: float | None = None,
-    progress: bool | None = None,
     stream: TextIO | None = None,
 ) -> dict[str, Any]:
     """Wait until the endpoint is InService (on ``expected_config`` after an update); return it."""
 
     def describe() -> dict[str, Any]:
         with translate_client_errors():
-            return dict(session.sagemaker_client.describe_endpoint(EndpointName=endpoint_name))
+            return dict(sagemaker_client.describe_endpoint(EndpointName=endpoint_name))
 
     def settled(description: dict[str, Any] | None) -> bool:
         assert description is not None
@@ -209,17 +247,7 @@ def wait_for_endpoint(
             and not description.get("FailureReason")
         )
 
-    description = poll(
-        describe,
-        kind="endpoint",
-        name=endpoint_name,
-        status_key="EndpointStatus",
-        settled=settled,
-        timeout=timeout,
-        poll_interval=session.poll_interval if poll_interval is None else poll_interval,
-        progress=session.progress if progress is None else progress,
-        stream=stream,
-    )
+    description = _wait(ENDPOINT, endpoint_name, describe, settled, policy, timeout, stream)
     assert description is not None
     status = description.get("EndpointStatus")
     if status == "InService":
@@ -236,12 +264,11 @@ def wait_for_endpoint(
 
 
 def wait_for_endpoint_deleted(
-    session: Session,
+    sagemaker_client: Any,
     endpoint_name: str,
     *,
+    policy: PollPolicy = PollPolicy(),
     timeout: float = ENDPOINT_TIMEOUT,
-    poll_interval: float | None = None,
-    progress: bool | None = None,
     stream: TextIO | None = None,
 ) -> None:
     """Wait until DescribeEndpoint reports the endpoint gone (a Failed endpoint raises)."""
@@ -249,59 +276,38 @@ def wait_for_endpoint_deleted(
     def describe() -> dict[str, Any] | None:
         try:
             with translate_client_errors():
-                return dict(session.sagemaker_client.describe_endpoint(EndpointName=endpoint_name))
+                return dict(sagemaker_client.describe_endpoint(EndpointName=endpoint_name))
         except ResourceNotFound:
             return None
 
     def settled(description: dict[str, Any] | None) -> bool:
         return description is None or description.get("EndpointStatus") == "Failed"
 
-    description = poll(
-        describe,
-        kind="endpoint",
-        name=endpoint_name,
-        status_key="EndpointStatus",
-        settled=settled,
-        timeout=timeout,
-        poll_interval=session.poll_interval if poll_interval is None else poll_interval,
-        progress=session.progress if progress is None else progress,
-        stream=stream,
-    )
+    description = _wait(ENDPOINT, endpoint_name, describe, settled, policy, timeout, stream)
     if description is not None:
         raise _failure(endpoint_name, description, "EndpointStatus", f"Endpoint {endpoint_name!r} is Failed")
 
 
 def wait_for_compilation_job(
-    session: Session,
+    sagemaker_client: Any,
     job_name: str,
     *,
+    policy: PollPolicy = PollPolicy(),
     timeout: float = COMPILATION_TIMEOUT,
     success: Collection[str] = ("COMPLETED",),
-    poll_interval: float | None = None,
-    progress: bool | None = None,
     stream: TextIO | None = None,
 ) -> dict[str, Any]:
     """Wait until the compilation job leaves STARTING/INPROGRESS/STOPPING; return its description."""
 
     def describe() -> dict[str, Any]:
         with translate_client_errors():
-            return dict(session.sagemaker_client.describe_compilation_job(CompilationJobName=job_name))
+            return dict(sagemaker_client.describe_compilation_job(CompilationJobName=job_name))
 
     def settled(description: dict[str, Any] | None) -> bool:
         assert description is not None
         return description.get("CompilationJobStatus") not in COMPILATION_PENDING
 
-    description = poll(
-        describe,
-        kind="compilation job",
-        name=job_name,
-        status_key="CompilationJobStatus",
-        settled=settled,
-        timeout=timeout,
-        poll_interval=session.poll_interval if poll_interval is None else poll_interval,
-        progress=session.progress if progress is None else progress,
-        stream=stream,
-    )
+    description = _wait(COMPILATION_JOB, job_name, describe, settled, policy, timeout, stream)
     assert description is not None
     status = description.get("CompilationJobStatus")
     if status in success:

@@ -16,7 +16,7 @@ Prints, for the goals of issue 4:
 
 Never asserts absolute times. The full run: ``python -m pytest tests/benchmarks/test_bench_dataplane.py
 -m benchmark -s``; the default suite runs a quick smoke with a small CNN and short windows. The client
-shares this machine's cores with the server and the replica, as in measured-here.md.
+shares this machine's cores with the server and the replica, as in docs/measured.md.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.platform import ACCESS_KEY, REGION, SECRET_KEY, Platform
+from tests.support.platform import ACCESS_KEY, REGION, SECRET_KEY, Platform, running_platform
 from tests.support.torch_models import pack_model, resnet18, small_cnn, tiny_mlp
 
 IMAGE = "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-inference:2.1.0-cpu-py310"
@@ -266,10 +266,7 @@ def held_image(net: Any) -> Any:
 
 @pytest.fixture(scope="module")
 def platform(tmp_path_factory):
-    plat = Platform(tmp_path_factory.mktemp("nd-bench-dp"))
-    plat.start()
-    yield plat
-    plat.stop()
+    yield from running_platform(tmp_path_factory.mktemp("nd-bench-dp"))
 
 
 def _deploy(
@@ -278,6 +275,7 @@ def _deploy(
     scripted: Any,
     code: dict[str, str] | None = None,
     environment: dict[str, str] | None = None,
+    capture: dict[str, Any] | None = None,
 ) -> str:
     sm, s3 = platform.client("sagemaker"), platform.client("s3")
     name = f"bench-{uuid.uuid4().hex[:8]}"
@@ -287,7 +285,8 @@ def _deploy(
     container = {"Image": IMAGE, "ModelDataUrl": f"s3://{name}/m.tar.gz", "Environment": environment or {}}
     sm.create_model(ModelName=name, PrimaryContainer=container)
     variant = {"VariantName": "AllTraffic", "ModelName": name, "InitialInstanceCount": 1, "InstanceType": "ml.c5.large"}
-    sm.create_endpoint_config(EndpointConfigName=name, ProductionVariants=[variant])
+    extra = {"DataCaptureConfig": {**capture, "DestinationS3Uri": f"s3://{name}/capture"}} if capture else {}
+    sm.create_endpoint_config(EndpointConfigName=name, ProductionVariants=[variant], **extra)
     sm.create_endpoint(EndpointName=name, EndpointConfigName=name)
     sm.get_waiter("endpoint_in_service").wait(EndpointName=name, WaiterConfig=WAIT)
     return name
@@ -453,7 +452,7 @@ def test_dataplane_against_a_raw_torch_loop(platform, tmp_path, mode):
 
     # --- NPY decode of a 600 KB body -----------------------------------------------------------------
     big = npy(np.random.default_rng(2).standard_normal((1, 3, 224, 224)).astype(np.float32))
-    from neurondock_workers.hosting.handler import default_input_fn
+    from neurondock_workers.hosting.defaults import default_input_fn
 
     decode = []
     for _ in range(200 if full else 30):
@@ -467,9 +466,7 @@ def test_dataplane_against_a_raw_torch_loop(platform, tmp_path, mode):
 
 
 def _scrape(platform: Platform) -> dict[str, dict[str, float]]:
-    conn = http.client.HTTPConnection("127.0.0.1", platform.port, timeout=10)
-    conn.request("GET", "/metrics")
-    text = conn.getresponse().read().decode()
+    text = platform.metrics()[2]
     out: dict[str, dict[str, float]] = {}
     pattern = r'^BatchSize_(sum|count)\{[^}]*EndpointName="([^"]+)"[^}]*\} (\S+)$'
     for kind, endpoint, value in re.findall(pattern, text, re.M):
@@ -478,7 +475,7 @@ def _scrape(platform: Platform) -> dict[str, dict[str, float]]:
 
 
 def test_tensor_json_is_the_slow_path():
-    """Not a goal, a reminder: the same 600 KB image as JSON (serving-peers.md §2.3), one sample."""
+    """Not a goal, a reminder: the same 600 KB image as JSON (docs/measured.md), one sample."""
     import numpy as np
 
     image = np.random.default_rng(3).standard_normal((1, 3, 224, 224)).astype(np.float32)

@@ -15,7 +15,6 @@ default suite kills once as a smoke. Timings are printed, never asserted; the ze
 from __future__ import annotations
 
 import asyncio
-import http.client
 import os
 import re
 import signal
@@ -28,16 +27,14 @@ import uuid
 import pytest
 
 from tests.benchmarks.test_bench_dataplane import IMAGE, WAIT, npy, signed_headers
-from tests.support.platform import Platform
+from tests.support.platform import Platform, running_platform
 from tests.support.torch_models import pack_model, tiny_mlp
+from tests.support.waiting import wait_for
 
 
 @pytest.fixture(scope="module")
 def platform(tmp_path_factory):
-    plat = Platform(tmp_path_factory.mktemp("nd-bench-kill"))
-    plat.start()
-    yield plat
-    plat.stop()
+    yield from running_platform(tmp_path_factory.mktemp("nd-bench-kill"))
 
 
 def _deploy(platform: Platform, tmp, scripted) -> str:
@@ -71,10 +68,7 @@ def _replicas(platform: Platform, endpoint: str) -> dict[int, tuple[int | None, 
 
 
 def _executions(platform: Platform, endpoint: str) -> dict[int, float]:
-    conn = http.client.HTTPConnection("127.0.0.1", platform.port, timeout=10)
-    conn.request("GET", "/metrics")
-    text = conn.getresponse().read().decode()
-    conn.close()
+    text = platform.metrics()[2]
     name = re.escape(endpoint)
     pattern = r'^ReplicaExecutions\{[^}]*EndpointName="' + name + r'"[^}]*replica="(\d+)"\} (\S+)$'
     return {int(rid): float(value) for rid, value in re.findall(pattern, text, re.M)}
@@ -163,9 +157,7 @@ def test_sigkill_a_replica_under_load(platform, tmp_path, mode):
     kills = 3 if full else 1
     timings = []
     with Load(platform, path, body) as load:
-        deadline = time.monotonic() + 10
-        while load.ok < 200 and time.monotonic() < deadline:  # wait until every replica has answered
-            time.sleep(0.05)
+        wait_for(lambda: load.ok >= 200, 10, what="every replica to answer", interval=0.05)
         started = time.monotonic()
         killed: set[int] = set()
         for _ in range(kills):

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.support.platform import ACCESS_KEY, SECRET_KEY, Platform
+from tests.support.platform import ACCESS_KEY, SECRET_KEY, Platform, running_platform
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -53,12 +53,9 @@ def pytest_collection_modifyitems(config: Any, items: list[Any]) -> None:
 
 @pytest.fixture(scope="module")
 def platform(tmp_path_factory) -> Iterator[Platform]:
-    plat = Platform(tmp_path_factory.mktemp("nd-browser"))
-    plat.start()
-    try:
-        yield plat
-    finally:
-        plat.stop()
+    # A one-second metrics flush: the endpoint page's live charts then wait only for their own refresh.
+    env = {"NEURONDOCK_METRICS_FLUSH_SECONDS": "1"}
+    yield from running_platform(tmp_path_factory.mktemp("nd-browser"), extra_env=env)
 
 
 @pytest.fixture(scope="module")

@@ -7,11 +7,11 @@ from __future__ import annotations
 import io
 import json
 import tarfile
-import time
 import uuid
 
 import pytest
 from tests.support.platform import ACCESS_KEY, ACCOUNT_ID
+from tests.support.waiting import wait_for
 
 # Without Playwright the module is skipped, saying so (without chromium, conftest skips each test).
 expect = pytest.importorskip(
@@ -120,7 +120,7 @@ def test_create_an_endpoint_watch_it_reach_in_service_invoke_it_and_delete_it(co
     assert len(json.loads(page.inner_text("#invoke-output"))[0]) == 4
     console.shot("06-invoke")
 
-    # Live charts: the data plane flushes metrics every ~10 s and the page refreshes its charts every 15 s.
+    # Live charts: the data plane flushes metrics every second here and the page refreshes its charts every 15 s.
     expect(page.locator("figure.chart[data-metric=Invocations] canvas")).to_have_count(1, timeout=60_000)
     expect(page.locator("figure.chart[data-metric=ModelLatency] canvas")).to_have_count(1, timeout=20_000)
     page.check("#follow-logs")
@@ -182,10 +182,12 @@ def test_many_endpoints_page_and_search(console, platform):
     names = console.page.inner_text("#endpoint-table tbody")
     assert "bulk-10" in names and "bulk-19" in names and "bulk-20" not in names
     console.shot("12-endpoints-search")
-    deadline = time.monotonic() + 60
-    while "Creating" in console.page.inner_text("#endpoint-table tbody") and time.monotonic() < deadline:
-        console.page.wait_for_timeout(1000)
-        console.page.reload()
+    wait_for(
+        lambda: sm.describe_endpoint(EndpointName="bulk-00")["EndpointStatus"] == "Failed",
+        60,
+        what="bulk-00 to fail",
+        interval=0.5,
+    )
     console.goto("/console/endpoints/bulk-00")
     assert "not supported by neurondock" in console.page.inner_text("#failure-reason")
     console.assert_clean()
@@ -193,13 +195,15 @@ def test_many_endpoints_page_and_search(console, platform):
 
 def test_walk_every_page_without_console_errors(console, platform, compile_job):
     sm = platform.client("sagemaker")
-    deadline = time.monotonic() + 240
-    while sm.describe_compilation_job(CompilationJobName=compile_job)["CompilationJobStatus"] not in (
-        "COMPLETED",
-        "FAILED",
-    ):
-        assert time.monotonic() < deadline, "the compile job did not finish"
-        time.sleep(1)
+    wait_for(
+        lambda: (
+            sm.describe_compilation_job(CompilationJobName=compile_job)["CompilationJobStatus"]
+            in ("COMPLETED", "FAILED")
+        ),
+        240,
+        what="the compile job to finish",
+        interval=1,
+    )
     console.sign_in()
     pages = [
         ("13-endpoints", "/console/endpoints", "Endpoints"),
@@ -218,7 +222,7 @@ def test_walk_every_page_without_console_errors(console, platform, compile_job):
         response = console.goto(path)
         assert response is not None and response.status == 200, path
         assert text in console.page.inner_text("main"), path
-        console.page.wait_for_timeout(300)  # let the page's scripts run
+        console.page.wait_for_load_state("networkidle")  # the page's scripts have fetched what they show
         console.shot(name)
         console.assert_clean()
     console.goto("/console/accounts")
@@ -234,3 +238,120 @@ def test_walk_every_page_without_console_errors(console, platform, compile_job):
     assert "of operators supported on Neuron" in report and "measured" in report.lower()
     assert len(console.page.query_selector_all("#projections .tag.projected")) >= 10
     console.assert_clean()
+
+
+def test_the_fleet_page_fits_a_laptop_screen(console, platform, torchscript_file):
+    """At 1366 px the 16-chip NeuronCore grid, the vCPU/memory facts and the loaded models sit side by side."""
+    s3, sm = platform.client("s3"), platform.client("sagemaker")
+    s3.create_bucket(Bucket="nd-browser-fleet")
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        tar.add(str(torchscript_file), arcname="model.pt")
+    s3.put_object(Bucket="nd-browser-fleet", Key="fleet/model.tar.gz", Body=buf.getvalue())
+    # A realistic endpoint name (SageMaker allows 63 characters) on an inf1 instance: its cores show it.
+    name = f"browser-fleet-neuroncore-layout-{uuid.uuid4().hex[:6]}"
+    sm.create_model(
+        ModelName=name,
+        PrimaryContainer={"Image": IMAGE, "ModelDataUrl": "s3://nd-browser-fleet/fleet/model.tar.gz"},
+        ExecutionRoleArn=f"arn:aws:iam::{ACCOUNT_ID}:role/SageMakerRole",
+    )
+    sm.create_endpoint_config(
+        EndpointConfigName=name,
+        ProductionVariants=[
+            {
+                "VariantName": "AllTraffic",
+                "ModelName": name,
+                "InstanceType": "ml.inf1.xlarge",
+                "InitialInstanceCount": 1,
+            }
+        ],
+    )
+    sm.create_endpoint(EndpointName=name, EndpointConfigName=name)
+    sm.get_waiter("endpoint_in_service").wait(EndpointName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 120})
+
+    console.sign_in()
+    console.goto("/console/fleet")
+    page = console.page
+    assert page.viewport_size == {"width": 1366, "height": 768}
+    host = page.locator("section.host").first
+    cores = host.locator("table.cores")
+    assert cores.locator("tr").count() == 16  # one row per emulated Inferentia chip
+    expect(host.locator("table.tree")).to_contain_text(name)  # the loaded-models panel lists the endpoint
+    console.shot("24-fleet-at-1366px")
+
+    grid_box = host.locator(".host-grid").bounding_box()
+    left_box, right_box = (host.locator(".host-grid > div").nth(i).bounding_box() for i in (0, 1))
+    cores_box = cores.bounding_box()
+    side = [host.locator(sel).bounding_box() for sel in ("dl.facts", "table.tree")]
+    assert None not in (grid_box, left_box, right_box, cores_box, *side)
+
+    def overlaps(a, b) -> bool:
+        return not (
+            a["x"] + a["width"] <= b["x"]
+            or b["x"] + b["width"] <= a["x"]
+            or a["y"] + a["height"] <= b["y"]
+            or b["y"] + b["height"] <= a["y"]
+        )
+
+    # Side by side (not stacked) at this width, the grid inside its own column, nothing under anything.
+    assert right_box["x"] >= left_box["x"] + left_box["width"] - 0.5, (left_box, right_box)
+    assert cores_box["x"] + cores_box["width"] <= left_box["x"] + left_box["width"] + 0.5, (cores_box, left_box)
+    for box in side:
+        assert not overlaps(cores_box, box), (cores_box, box)
+        assert box["x"] + box["width"] <= grid_box["x"] + grid_box["width"] + 0.5, (box, grid_box)
+    # And nothing is cut off: the host panel does not scroll sideways.
+    assert host.evaluate("el => el.scrollWidth <= el.clientWidth"), "the host panel overflows sideways"
+    console.assert_clean()
+    sm.delete_endpoint(EndpointName=name)
+
+
+def test_an_ordinary_account_uploads_deploys_and_invokes_its_own_model(console, platform, torchscript_file):
+    # Not an admin: the upload goes to its own artifacts bucket and the host agent fetches the model with
+    # its own credentials (README, "Security model"); root's keys never stand in for it.
+    from tests.support.identity import new_account
+
+    from neurondock_platform.db import make_engine, make_sessionmaker
+
+    engine = make_engine(f"sqlite:///{platform.data_dir / 'neurondock.db'}")
+    try:
+        tenant = new_account(make_sessionmaker(engine), "browser-tenant")
+    finally:
+        engine.dispose()
+    page = console.page
+    console.sign_in(tenant.access_key_id, tenant.secret_access_key)
+    assert "browser-tenant" in page.inner_text("header .who")
+
+    model, endpoint = "tenant-mlp-model", "tenant-mlp"
+    console.goto("/console/new/model")
+    page.fill("#model-name", model)
+    page.set_input_files("#model-file", str(torchscript_file))
+    with page.expect_navigation():
+        page.click("#model-submit")
+    assert f"s3://nd-artifacts-{tenant.account_id}/models/{model}/model.tar.gz" in page.inner_text("main")
+
+    with page.expect_navigation():
+        page.click("#deploy-model")
+    page.fill("#endpoint-name", endpoint)
+    page.select_option("#instance-type", "ml.c5.large")
+    with page.expect_navigation():
+        page.click("#create-submit")
+    expect(page.locator("#ep-status")).to_have_text("InService", timeout=120_000)
+
+    page.reload()
+    page.wait_for_load_state("networkidle")
+    page.click("#invoke-submit")
+    expect(page.locator("#invoke-meta")).to_contain_text("HTTP")
+    assert page.inner_text("#invoke-meta").startswith("HTTP 200")
+    assert len(json.loads(page.inner_text("#invoke-output"))[0]) == 4
+    console.shot("11-ordinary-account-invoke")
+    console.assert_clean()
+
+    # The admin's keys see it under the tenant's account only; the tenant's is the owner.
+    sm = platform.client("sagemaker")
+    with pytest.raises(sm.exceptions.ClientError):
+        sm.describe_endpoint(EndpointName=endpoint)
+    console.goto(f"/console/endpoints/{endpoint}")
+    page.once("dialog", lambda dialog: dialog.accept())
+    with page.expect_navigation():
+        page.click("#delete-endpoint")
+    page.wait_for_selector("#gone", state="visible", timeout=90_000)

@@ -1,17 +1,17 @@
-"""Compile for ml_inf1 with unmodified boto3, deploy the artifact on ml.inf1.xlarge, invoke, delete."""
+"""Compile for ml_inf1 and ml_c5 with unmodified boto3, deploy the artifacts, invoke, delete."""
 
 from __future__ import annotations
 
 import io
 import json
 import tarfile
-import time
 import uuid
 
 import pytest
 
-from tests.e2e.conftest import BOTH_BACKENDS
-from tests.support.torch_models import pack_model, small_cnn
+from tests.e2e.conftest import BACKEND_NEUTRAL, BOTH_BACKENDS
+from tests.support.torch_models import pack_model, small_cnn, tiny_mlp
+from tests.support.waiting import wait_for
 
 ROLE = "arn:aws:iam::210987654321:role/SageMakerRole"
 WAIT = {"Delay": 0.2, "MaxAttempts": 600}
@@ -26,16 +26,28 @@ def _name(prefix: str) -> str:
 
 
 def _wait_for_job(platform, sm, name: str) -> dict:
-    deadline = time.monotonic() + COMPILE_DEADLINE_S
-    while True:
+    def finished() -> dict | None:
         desc = sm.describe_compilation_job(CompilationJobName=name)
-        if desc["CompilationJobStatus"] not in IN_PROGRESS:
-            return desc
-        if time.monotonic() > deadline:
-            pytest.fail(f"compilation job {name} still {desc['CompilationJobStatus']}:\n{platform.logs()}")
-        time.sleep(0.25)
+        return None if desc["CompilationJobStatus"] in IN_PROGRESS else desc
+
+    return wait_for(finished, COMPILE_DEADLINE_S, what=f"compilation job {name}", interval=0.25, state=platform.logs)
 
 
+def _compile(platform, sm, s3, bucket, tmp_path, model, name: str, shapes: str, target: str) -> dict:
+    """Upload ``model`` packed as a model.tar.gz, compile it under ``<name>/out`` and wait for the job to end."""
+    key = f"{name}/model.tar.gz"
+    s3.upload_file(str(pack_model(tmp_path / f"{name}.tar.gz", model)), bucket, key)
+    sm.create_compilation_job(
+        CompilationJobName=name,
+        RoleArn=ROLE,
+        InputConfig={"S3Uri": f"s3://{bucket}/{key}", "DataInputConfig": shapes, "Framework": "PYTORCH"},
+        OutputConfig={"S3OutputLocation": f"s3://{bucket}/{name}/out", "TargetDevice": target},
+        StoppingCondition={"MaxRuntimeInSeconds": 300},
+    )
+    return _wait_for_job(platform, sm, name)
+
+
+@BACKEND_NEUTRAL
 def test_compile_for_inf1_then_deploy_and_invoke_the_artifact(platform, sm, rt, s3, bucket, tmp_path):
     import numpy as np
     import torch
@@ -129,6 +141,39 @@ def test_compile_for_inf1_then_deploy_and_invoke_the_artifact(platform, sm, rt, 
     s3.head_object(Bucket=bucket, Key=f"{name}/compiled/model-ml_inf1.tar.gz")
 
 
+@BACKEND_NEUTRAL
+def test_compile_for_c5_then_deploy_and_invoke_the_artifact(platform, sm, rt, s3, bucket, tmp_path):
+    """ml_c5 compiles to optimised FP32 TorchScript for the CPU; it serves on ml.c5 with the model's answers."""
+    import numpy as np
+    import torch
+
+    model = tiny_mlp(seed=7)
+    name = _name("neo-c5")
+    desc = _compile(platform, sm, s3, bucket, tmp_path, model, name, "[[2, 16]]", "ml_c5")
+    assert desc["CompilationJobStatus"] == "COMPLETED", (desc["FailureReason"], platform.logs())
+    artifact = desc["ModelArtifacts"]["S3ModelArtifacts"]
+    assert artifact == f"s3://{bucket}/{name}/out/model-ml_c5.tar.gz"
+    assert desc["InferenceImage"].endswith("/pytorch-inference:2.1.0-cpu-py310")
+    report = json.loads(s3.get_object(Bucket=bucket, Key=f"{name}/out/model-ml_c5/report.json")["Body"].read())
+    assert report["summary"]["target"] == "ml_c5" and report["summary"]["neuron_subgraphs"] is None
+
+    container = {"Image": desc["InferenceImage"], "ModelDataUrl": artifact}
+    sm.create_model(ModelName=name, PrimaryContainer=container, ExecutionRoleArn=ROLE)
+    variant = {"VariantName": "AllTraffic", "ModelName": name, "InitialInstanceCount": 1, "InstanceType": "ml.c5.large"}
+    sm.create_endpoint_config(EndpointConfigName=name, ProductionVariants=[variant])
+    sm.create_endpoint(EndpointName=name, EndpointConfigName=name)
+    sm.get_waiter("endpoint_in_service").wait(EndpointName=name, WaiterConfig=WAIT)
+    x = np.random.default_rng(7).standard_normal((3, 16)).astype("float32")
+    resp = rt.invoke_endpoint(EndpointName=name, ContentType="application/json", Body=json.dumps(x.tolist()))
+    with torch.no_grad():
+        expected = model(torch.from_numpy(x)).numpy()
+    # No device shapes on the CPU: a batch of 3 is served although the job compiled [2, 16].
+    np.testing.assert_allclose(np.array(json.loads(resp["Body"].read())), expected, rtol=1e-5, atol=1e-5)
+    sm.delete_endpoint(EndpointName=name)
+    sm.get_waiter("endpoint_deleted").wait(EndpointName=name, WaiterConfig=WAIT)
+
+
+@BACKEND_NEUTRAL
 def test_a_bad_model_fails_and_unknown_compiler_flags_are_refused(platform, sm, s3, bucket, tmp_path):
     name = _name("neo-bad")
     key = f"{name}/model.tar.gz"
@@ -156,6 +201,7 @@ def test_a_bad_model_fails_and_unknown_compiler_flags_are_refused(platform, sm, 
     assert "unknown flag '--turbo'" in err.value.response["Error"]["Message"]
 
 
+@BACKEND_NEUTRAL
 def test_a_model_with_an_unsupported_operator_compiles_with_cpu_fallback_and_serves(
     platform, sm, rt, s3, bucket, tmp_path
 ):
@@ -180,16 +226,7 @@ def test_a_model_with_an_unsupported_operator_compiles_with_cpu_fallback_and_ser
     torch.manual_seed(3)
     model = torch.jit.trace(GatherNet().eval(), torch.randn(4, 16))
     name = _name("neo-gather")
-    key = f"{name}/model.tar.gz"
-    s3.upload_file(str(pack_model(tmp_path / "gather.tar.gz", model)), bucket, key)
-    sm.create_compilation_job(
-        CompilationJobName=name,
-        RoleArn=ROLE,
-        InputConfig={"S3Uri": f"s3://{bucket}/{key}", "DataInputConfig": "[[4,16]]", "Framework": "PYTORCH"},
-        OutputConfig={"S3OutputLocation": f"s3://{bucket}/{name}/out", "TargetDevice": "ml_inf1"},
-        StoppingCondition={"MaxRuntimeInSeconds": 300},
-    )
-    desc = _wait_for_job(platform, sm, name)
+    desc = _compile(platform, sm, s3, bucket, tmp_path, model, name, "[[4,16]]", "ml_inf1")
     assert desc["CompilationJobStatus"] == "COMPLETED", (desc["FailureReason"], platform.logs())
     manifest = json.loads(s3.get_object(Bucket=bucket, Key=f"{name}/out/model-ml_inf1/manifest.json")["Body"].read())
     assert "aten::gather" in json.dumps(manifest["analyze"]["unsupported_operators"])

@@ -6,7 +6,6 @@ import contextlib
 import json
 import os
 import signal
-import time
 from collections import Counter
 
 import pytest
@@ -16,6 +15,7 @@ from tests.e2e.test_update import Hammer
 from tests.e2e.test_walking_skeleton import WAIT, deploy
 from tests.support.platform import Platform
 from tests.support.torch_models import tiny_mlp
+from tests.support.waiting import wait_for
 
 HEARTBEAT_TIMEOUT = 3.0
 
@@ -48,17 +48,16 @@ def test_lost_host_instances_are_replaced_without_failed_invocations(two_hosts, 
     plat, second = two_hosts
     sm, rt, s3 = plat.client("sagemaker"), plat.client("sagemaker-runtime"), plat.client("s3")
     s3.create_bucket(Bucket="hosts")
+
     # Wait (with a deadline) until the second agent has registered, so placement can spread.
-    deadline = time.monotonic() + 60
-    while True:
+    def hosts() -> set[str]:
         engine = create_engine(f"sqlite:///{plat.data_dir / 'neurondock.db'}")
         with engine.connect() as conn:
-            hosts = {r[0] for r in conn.execute(text("select id from hosts"))}
+            found = {r[0] for r in conn.execute(text("select id from hosts"))}
         engine.dispose()
-        if {"host-e2e", "host-b"} <= hosts:
-            break
-        assert time.monotonic() < deadline, hosts
-        time.sleep(0.1)
+        return found
+
+    wait_for(lambda: {"host-e2e", "host-b"} <= hosts(), 60, what="both agents to register", interval=0.1, state=hosts)
 
     name = deploy(sm, s3, "hosts", tmp_path, tiny_mlp(seed=41), count=2)
     placed = _replica_hosts(plat)
@@ -75,22 +74,33 @@ def test_lost_host_instances_are_replaced_without_failed_invocations(two_hosts, 
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
         second.wait(10)
-        deadline = time.monotonic() + 90
-        while True:
+
+        lost_pids = {pid for h, pid, _ in placed.values() if h == "host-b"}
+
+        def moved() -> bool:
             status = sm.describe_endpoint(EndpointName=name)["EndpointStatus"]
             statuses.add(status)
-            moved = _replica_hosts(plat)
-            if (
+            now = _replica_hosts(plat).values()
+            return (
                 status == "InService"
-                and "SystemUpdating" in statuses
-                and all(h == "host-e2e" and state == "Ready" for h, _, state in moved.values())
-            ):
-                break
-            assert time.monotonic() < deadline, (statuses, moved, plat.logs())
-            time.sleep(0.1)
+                and all(h == "host-e2e" and state == "Ready" for h, _, state in now)
+                and not lost_pids & {pid for _, pid, _ in now}
+            )
+
+        wait_for(
+            moved,
+            90,
+            what="the replicas to move to host-e2e",
+            interval=0.1,
+            state=lambda: (statuses, _replica_hosts(plat), plat.logs()),
+        )
+    # SystemUpdating can last less than one poll (the move takes ~0.1 s on an idle machine), so the
+    # worker's record of the flip counts as seeing it.
+    flipped = "has replicas on a lost host: SystemUpdating" in (plat.data_dir / "logs" / "worker.log").read_text()
+    assert "SystemUpdating" in statuses or flipped, (statuses, plat.logs())
     assert hammer.errors == [], hammer.errors[:3]
     assert hammer.ok > 0
-    assert len(moved) == 2
+    assert len(_replica_hosts(plat)) == 2
     got = rt.invoke_endpoint(EndpointName=name, ContentType="application/json", Body=body)["Body"].read()
     assert json.loads(got) == json.loads(expected)
     sm.delete_endpoint(EndpointName=name)

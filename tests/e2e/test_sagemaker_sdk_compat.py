@@ -3,13 +3,14 @@
 Its ``Predictor`` is handed a ``sagemaker.Session`` whose clients point at neurondock and must
 predict, delete the model and delete the endpoint unmodified. Its ``Model.compile`` (Neo, ml_inf1)
 and ``Model.deploy`` run too; deploy uses ``wait=False`` because the SDK sleeps 30 s before each
-DescribeEndpoint (sagemaker-api.md §5), and boto3's waiter polls quickly instead.
+DescribeEndpoint (docs/sagemaker-api.md), and boto3's waiter polls quickly instead.
 """
 
 from __future__ import annotations
 
 import functools
 import importlib.util
+import threading
 import uuid
 from typing import Any
 
@@ -17,6 +18,7 @@ import boto3
 import pytest
 
 import neurondock
+from tests.support.oip import triton_client
 from tests.support.platform import ACCESS_KEY, ACCOUNT_ID, REGION, SECRET_KEY
 
 ROLE = f"arn:aws:iam::{ACCOUNT_ID}:role/SageMakerRole"
@@ -125,6 +127,13 @@ def test_real_predictor_predicts_and_deletes_a_neurondock_endpoint(sagemaker_sdk
     np.testing.assert_allclose(got, _expected(module, x), rtol=1e-5, atol=1e-5)
 
     sm = sm_session.sagemaker_client
+    # The endpoint's lineage context, found by its source URI (ListContexts) and loaded (DescribeContext).
+    context = predictor.endpoint_context()
+    endpoint_arn = sm.describe_endpoint(EndpointName=name)["EndpointArn"]
+    assert (context.context_name, context.context_type) == (f"{name}-aws-endpoint", "Endpoint")
+    assert context.source.source_uri == endpoint_arn and context.context_arn.endswith(f":context/{name}-aws-endpoint")
+    with pytest.raises(sm.exceptions.ClientError, match="NotImplemented"):
+        context.models()  # associations are not kept: a clear refusal, not an empty list
     predictor.delete_model()
     predictor.delete_endpoint()
     _gone(sm, name)
@@ -136,8 +145,12 @@ def test_real_predictor_predicts_and_deletes_a_neurondock_endpoint(sagemaker_sdk
             call(**kwargs)
 
 
-def test_real_model_compiles_for_inf1_and_deploys_on_neurondock(sagemaker_sdk, sm_session, nd_session, monkeypatch):
+def test_real_model_compiles_for_inf1_and_deploys_on_neurondock(
+    sagemaker_sdk, sm_session, nd_session, monkeypatch, platform
+):
     import numpy as np
+    import tritonclient.http
+    import tritonclient.utils
 
     module = _mlp(seed=12)
     package = neurondock.package_module(module, _example(), upload=True, session=nd_session)
@@ -176,6 +189,79 @@ def test_real_model_compiles_for_inf1_and_deploys_on_neurondock(sagemaker_sdk, s
     )
     x = np.random.default_rng(3).standard_normal((1, 16)).astype("float32")
     np.testing.assert_allclose(predictor.predict(x), _expected(module, x), atol=0.05, rtol=0)
+
+    # Triton's client sees the compiled signature, and the static shapes are enforced before the replica.
+    triton = triton_client(platform.port, platform.api_token())
+    metadata = triton.get_model_metadata(name)
+    assert metadata["platform"] == "neurondock_inf1_emulated"
+    assert metadata["inputs"] == [{"name": "input0", "datatype": "FP32", "shape": [1, 16]}]
+    assert metadata["outputs"] == [{"name": "output0", "datatype": "FP32", "shape": [1, 4]}]
+    for datatype, array in (("FP64", x.astype("float64")), ("INT64", x.astype("int64")), ("FP32", np.tile(x, (2, 1)))):
+        wrong = tritonclient.http.InferInput("input0", list(array.shape), datatype)
+        wrong.set_data_from_numpy(array)
+        with pytest.raises(tritonclient.utils.InferenceServerException) as refused:
+            triton.infer(name, [wrong])
+        assert refused.value.status() == "400", refused.value.message()
+        assert "the model expects input0 FP32 [1, 16]" in refused.value.message()
+    predictor.delete_model()
+    predictor.delete_endpoint()
+    _gone(sm, name)
+
+
+@pytest.mark.slow
+def test_real_async_predictor_on_a_neurondock_async_endpoint(sagemaker_sdk, platform, boto_session, nd_session):
+    """SageMaker SDK v2's async path unmodified: deploy(async_inference_config=…), predict_async, get_result."""
+    import numpy as np
+    from sagemaker.async_inference import AsyncInferenceConfig, WaiterConfig
+    from sagemaker.predictor_async import AsyncPredictor
+
+    session = sagemaker_sdk.Session(
+        boto_session=boto_session,
+        sagemaker_client=platform.client("sagemaker"),
+        sagemaker_runtime_client=platform.client("sagemaker-runtime"),
+        default_bucket=nd_session.default_bucket(),
+    )
+    # The SDK uploads inputs and polls for results with these (it builds AWS's own otherwise).
+    session.s3_client = platform.client("s3")
+    session.s3_resource = boto_session.resource("s3", endpoint_url=platform.url + "/s3", region_name=REGION)
+    module = _mlp(seed=13)
+    package = neurondock.package_module(module, _example(), upload=True, session=nd_session)
+    model = sagemaker_sdk.model.Model(
+        image_uri=IMAGE, model_data=package.model_data, role=ROLE, sagemaker_session=session
+    )
+    prefix = f"s3://{nd_session.default_bucket()}/sm-async-{uuid.uuid4().hex[:8]}"
+    config = AsyncInferenceConfig(
+        output_path=f"{prefix}/out", failure_path=f"{prefix}/failed", max_concurrent_invocations_per_instance=2
+    )
+    assert model.deploy(1, "ml.c5.large", async_inference_config=config, wait=False) is None
+    name = model.endpoint_name
+    sm = session.sagemaker_client
+    sm.get_waiter("endpoint_in_service").wait(EndpointName=name, WaiterConfig=WAIT)
+    described = sm.describe_endpoint_config(EndpointConfigName=name)["AsyncInferenceConfig"]
+    assert described == {
+        "OutputConfig": {"S3OutputPath": f"{prefix}/out", "S3FailurePath": f"{prefix}/failed"},
+        "ClientConfig": {"MaxConcurrentInvocationsPerInstance": 2},
+    }
+
+    predictor = AsyncPredictor(
+        sagemaker_sdk.predictor.Predictor(
+            name,
+            sagemaker_session=session,
+            serializer=sagemaker_sdk.serializers.JSONSerializer(),
+            deserializer=sagemaker_sdk.deserializers.JSONDeserializer(),
+        )
+    )
+    x = np.random.default_rng(4).standard_normal((2, 16)).astype("float32")
+    response = predictor.predict_async(data=x.tolist())
+    assert response.output_path.startswith(f"{prefix}/out/") and response.failure_path.startswith(f"{prefix}/failed/")
+    # The SDK uploaded the input with its serializer's content type and sent none: the object's is used.
+    got = np.array(response.get_result(WaiterConfig(max_attempts=20, delay=0.25)), dtype="float32")
+    np.testing.assert_allclose(got, _expected(module, x), rtol=1e-5, atol=1e-5)
+    # The SDK polls the output and the failure object on two threads and leaves the loser polling
+    # until its waiter gives up (5 s here): let it finish while the platform still answers.
+    for thread in threading.enumerate():
+        if thread.name.endswith(("(check_output_file)", "(check_failure_file)")):
+            thread.join(timeout=10)
     predictor.delete_model()
     predictor.delete_endpoint()
     _gone(sm, name)

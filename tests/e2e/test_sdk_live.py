@@ -8,7 +8,6 @@ ml_inf1, serve on ml.inf1.xlarge, fail a deploy, fail an update, and return a mo
 from __future__ import annotations
 
 import json
-import time
 import uuid
 
 import boto3
@@ -28,6 +27,7 @@ from neurondock import (
 )
 from neurondock.errors import translate_client_errors
 from tests.support.platform import ACCESS_KEY, ACCOUNT_ID, REGION, SECRET_KEY
+from tests.support.waiting import wait_for
 
 ROLE = f"arn:aws:iam::{ACCOUNT_ID}:role/SageMakerRole"
 NEURON_IMAGE = "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-inference-neuron:1.13.1-neuron-py310"
@@ -88,12 +88,13 @@ def _served_after_update(predictor: Predictor, x, expected, window: float = 2.0)
     """
     import numpy as np
 
-    deadline = time.monotonic() + window
-    while True:
+    def new_answer() -> tuple | None:
         answer = predictor.predict(x)
-        if np.allclose(answer, expected, rtol=1e-5, atol=1e-5) or time.monotonic() > deadline:
-            return answer
-        time.sleep(0.02)
+        # A tuple, not the array itself: an array has no truth value for wait_for to test.
+        return (answer,) if np.allclose(answer, expected, rtol=1e-5, atol=1e-5) else None
+
+    (answer,) = wait_for(new_answer, window, what="an answer from the new model")
+    return answer
 
 
 def test_package_deploy_predict_update_and_delete(session):
@@ -139,7 +140,7 @@ def test_package_deploy_predict_update_and_delete(session):
     assert updated.model_names() == [replacement.name]
     updated.delete_model()
     updated.delete_endpoint()
-    waiters.wait_for_endpoint_deleted(session, name, progress=False)
+    waiters.wait_for_endpoint_deleted(session.sagemaker_client, name, policy=session.poll_policy)
     with pytest.raises(ResourceNotFound):
         _sagemaker(session, "describe_endpoint", EndpointName=name)
     with pytest.raises(ResourceNotFound):
@@ -203,7 +204,7 @@ def test_compile_for_inf1_then_deploy_on_inf1(session):
 
     predictor.delete_model()
     predictor.delete_endpoint()
-    waiters.wait_for_endpoint_deleted(session, predictor.endpoint_name, progress=False)
+    waiters.wait_for_endpoint_deleted(session.sagemaker_client, predictor.endpoint_name, policy=session.poll_policy)
 
 
 def test_failed_compilation_raises_unexpected_status_error_with_reason_and_log(session):

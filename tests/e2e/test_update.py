@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 import uuid
 
 from tests.e2e.test_walking_skeleton import PYTORCH_IMAGE, WAIT, deploy
 from tests.support.torch_models import pack_model, tiny_mlp
+from tests.support.waiting import wait_for
 
 BODY = json.dumps([[1.0] * 16])
 
@@ -88,13 +88,17 @@ def test_failed_update_rolls_back_and_keeps_serving(platform, sm, rt, s3, bucket
     _model_and_config(sm, s3, bucket, tmp_path, cfg, None, code=broken)
     with Hammer(rt, name) as hammer:
         sm.update_endpoint(EndpointName=name, EndpointConfigName=cfg)
-        deadline = time.monotonic() + 120
-        while True:
-            desc = sm.describe_endpoint(EndpointName=name)
-            if desc["EndpointStatus"] == "InService" and desc.get("FailureReason"):
-                break
-            assert time.monotonic() < deadline, desc
-            time.sleep(0.1)
+        desc = wait_for(
+            lambda: (
+                (d := sm.describe_endpoint(EndpointName=name))["EndpointStatus"] == "InService"
+                and d.get("FailureReason")
+                and d
+            ),
+            120,
+            what="the failed update to roll back",
+            interval=0.1,
+            state=lambda: sm.describe_endpoint(EndpointName=name),
+        )
     assert "new weights are broken" in desc["FailureReason"]
     assert desc["EndpointConfigName"] != cfg
     assert _invoke(rt, name) == before

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import BOTH_BACKENDS
+from tests.e2e.conftest import BACKEND_NEUTRAL, BOTH_BACKENDS
+from tests.support.processes import live_processes
 from tests.support.torch_models import pack_model, small_cnn, tiny_mlp
 
 pytestmark = BOTH_BACKENDS
@@ -71,6 +72,8 @@ def deploy(
     return name
 
 
+# On PostgreSQL + Redis the restart test below deploys and invokes too; this one is in the slow run there.
+@BACKEND_NEUTRAL
 def test_deploy_invoke_json_and_npy_then_delete(platform, sm, rt, s3, bucket, tmp_path):
     import numpy as np
     import torch
@@ -115,6 +118,7 @@ def test_deploy_invoke_json_and_npy_then_delete(platform, sm, rt, s3, bucket, tm
     assert err.value.response["Error"]["Message"].startswith("Could not find endpoint")
 
 
+@BACKEND_NEUTRAL
 def test_cnn_with_custom_handler_and_multipart_upload(platform, sm, rt, s3, bucket, tmp_path):
     import numpy as np
     import torch
@@ -145,6 +149,7 @@ def test_cnn_with_custom_handler_and_multipart_upload(platform, sm, rt, s3, buck
     sm.delete_endpoint(EndpointName=name)
 
 
+@BACKEND_NEUTRAL
 def test_runtime_errors(platform, sm, rt, s3, bucket, tmp_path):
     with pytest.raises(rt.exceptions.ValidationError) as err:
         rt.invoke_endpoint(EndpointName="no-such-endpoint", Body=b"{}", ContentType="application/json")
@@ -175,6 +180,7 @@ def test_runtime_errors(platform, sm, rt, s3, bucket, tmp_path):
     sm.delete_endpoint(EndpointName=name)
 
 
+@BACKEND_NEUTRAL
 @pytest.mark.parametrize(
     ("case", "expected"),
     [
@@ -224,6 +230,7 @@ def test_failed_endpoints_say_why(platform, sm, s3, bucket, tmp_path, case, expe
     sm.get_waiter("endpoint_deleted").wait(EndpointName=name, WaiterConfig=WAIT)
 
 
+@BACKEND_NEUTRAL
 def test_aws_cli_session(platform, sm, s3, bucket, tmp_path):
     import numpy as np
 
@@ -269,12 +276,9 @@ def test_aws_cli_session(platform, sm, s3, bucket, tmp_path):
 def _platform_processes(platform):
     """Live processes started for this platform (their environment names its data dir)."""
     found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
+    data_dir = str(platform.data_dir)
+    for entry, environ, cmdline in live_processes():
         try:
-            environ = (entry / "environ").read_bytes()
-            cmdline = (entry / "cmdline").read_bytes()
             status = (entry / "stat").read_text()
         except OSError:
             continue
@@ -282,9 +286,9 @@ def _platform_processes(platform):
             stdout = os.readlink(entry / "fd" / "1")
         except OSError:
             stdout = ""
-        ours = f"NEURONDOCK_DATA_DIR={platform.data_dir}".encode() in environ
+        ours = f"NEURONDOCK_DATA_DIR={data_dir}".encode() in environ
         # Replicas (and warm standbys) get a clean environment; their log under the data dir gives them away.
-        ours = ours or str(platform.data_dir).encode() in cmdline or stdout.startswith(str(platform.data_dir))
+        ours = ours or data_dir in cmdline or stdout.startswith(data_dir)
         if ours and ") Z " not in status:
             found.append(type("Proc", (), {"pid": int(entry.name)}))
     return found
@@ -305,27 +309,18 @@ def test_restart_brings_endpoints_back(platform, sm, rt, s3, bucket, tmp_path):
     platform.start()
     assert sm.describe_endpoint(EndpointName=name)["EndpointStatus"] == "InService"
     # Replicas come back under the host agent; poll with a deadline instead of sleeping.
-    import time
-
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            after = rt.invoke_endpoint(EndpointName=name, ContentType="application/json", Body=body)["Body"].read()
-            break
-        except rt.exceptions.ClientError as exc:
-            if time.monotonic() > deadline:
-                raise AssertionError(platform.logs()) from exc
-            time.sleep(0.1)
-    assert json.loads(after) == json.loads(before)
+    assert json.loads(platform.invoke_when_served(name, body)) == json.loads(before)
     sm.delete_endpoint(EndpointName=name)
 
 
+@BACKEND_NEUTRAL
 def test_sts_get_caller_identity(platform):
     ident = platform.client("sts").get_caller_identity()
     assert ident["Account"] == "210987654321"
     assert ident["Arn"] == "arn:aws:iam::210987654321:root"
 
 
+@BACKEND_NEUTRAL
 @pytest.mark.parametrize("service", ["sagemaker", "sagemaker-runtime", "s3"])
 def test_wrong_credentials_are_rejected_everywhere(platform, service):
     from botocore.exceptions import ClientError
@@ -348,6 +343,7 @@ def test_wrong_credentials_are_rejected_everywhere(platform, service):
         assert err.value.response["Error"]["Code"] == code
 
 
+@BACKEND_NEUTRAL
 def test_unsigned_request_is_refused(platform):
     import urllib.error
     import urllib.request

@@ -5,39 +5,21 @@ from __future__ import annotations
 import json
 import os
 import signal
-import time
-from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, text
 
-from tests.support.platform import Platform
+from tests.support.platform import running_platform
+from tests.support.processes import platform_pids
 from tests.support.torch_models import pack_model, small_cnn
+from tests.support.waiting import wait_for
 
 ROLE = "arn:aws:iam::210987654321:role/SageMakerRole"
 
 
-def _pids(platform: Platform, needle: str) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            environ = (entry / "environ").read_bytes()
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if f"NEURONDOCK_DATA_DIR={platform.data_dir}".encode() in environ and needle in cmdline:
-            found.append(int(entry.name))
-    return found
-
-
 @pytest.fixture(scope="module")
 def platform(tmp_path_factory):
-    plat = Platform(tmp_path_factory.mktemp("nd-faults"))
-    plat.start()
-    yield plat
-    plat.stop()
+    yield from running_platform(tmp_path_factory.mktemp("nd-faults"))
 
 
 def test_compile_survives_a_killed_worker(platform, tmp_path):
@@ -56,26 +38,26 @@ def test_compile_survives_a_killed_worker(platform, tmp_path):
         OutputConfig={"S3OutputLocation": "s3://faults/out", "TargetDevice": "ml_inf1"},
         StoppingCondition={"MaxRuntimeInSeconds": 300},
     )
-    deadline = time.monotonic() + 120
-    while sm.describe_compilation_job(CompilationJobName=name)["CompilationJobStatus"] != "INPROGRESS":
-        assert time.monotonic() < deadline, platform.logs()
-        time.sleep(0.02)
-    workers = _pids(platform, "neurondock_workers worker")
+    wait_for(
+        lambda: sm.describe_compilation_job(CompilationJobName=name)["CompilationJobStatus"] == "INPROGRESS",
+        120,
+        what="the job to start compiling",
+        state=platform.logs,
+    )
+    workers = platform_pids(platform.data_dir, "neurondock_workers worker")
     assert workers, "no worker process found"
     for pid in workers:
         os.kill(pid, signal.SIGKILL)
 
-    deadline = time.monotonic() + 240
-    while True:
+    def finished() -> dict | None:
         desc = sm.describe_compilation_job(CompilationJobName=name)
-        if desc["CompilationJobStatus"] not in ("STARTING", "INPROGRESS", "STOPPING"):
-            break
-        assert time.monotonic() < deadline, platform.logs()
-        time.sleep(0.1)
+        return None if desc["CompilationJobStatus"] in ("STARTING", "INPROGRESS", "STOPPING") else desc
+
+    desc = wait_for(finished, 240, what="the job to finish", interval=0.1, state=platform.logs)
     assert desc["CompilationJobStatus"] == "COMPLETED", (desc["FailureReason"], platform.logs())
     s3.head_object(Bucket="faults", Key="out/model-ml_inf1.tar.gz")
     # The supervisor brought a new worker up, and the job was claimed twice but completed once.
-    assert set(_pids(platform, "neurondock_workers worker")).isdisjoint(workers)
+    assert set(platform_pids(platform.data_dir, "neurondock_workers worker")).isdisjoint(workers)
     engine = create_engine(f"sqlite:///{platform.data_dir / 'neurondock.db'}")
     with engine.connect() as conn:
         attempts = conn.execute(text("select attempts from compilation_jobs where name = :n"), {"n": name}).scalar()

@@ -8,11 +8,13 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from tests.support.waiting import wait_for
 
 ACCESS_KEY = "AKNDE2EROOT000000001"
 SECRET_KEY = "e2e-secret-key-neurondock-000000000001"
@@ -97,12 +99,16 @@ class Platform:
                     ready.set()
 
         threading.Thread(target=pump, args=(self.process.stdout,), daemon=True).start()
-        deadline = time.monotonic() + timeout
-        while not ready.wait(0.05):
-            if self.process.poll() is not None:
+        process = self.process
+
+        def up() -> bool:
+            if process.poll() is not None:
                 raise RuntimeError(f"neurondock up exited early:\n{''.join(lines)}\n{self.logs()}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"neurondock up did not become ready:\n{''.join(lines)}\n{self.logs()}")
+            return ready.is_set()
+
+        wait_for(
+            up, timeout, what="neurondock up to be ready", interval=0.05, state=lambda: "".join(lines) + self.logs()
+        )
 
     def stop(self, timeout: float = 30.0) -> int:
         """Send SIGTERM to `up` and wait for the whole tree to exit."""
@@ -126,12 +132,75 @@ class Platform:
             out.append(f"--- {path.name} ---\n{path.read_text(errors='replace')[-4000:]}")
         return "\n".join(out)
 
+    def errors(self, limit: int = 40) -> str:
+        """The last ``limit`` error lines and tracebacks of every child's log, for a failed test's report."""
+        picked: list[str] = []
+        for path in sorted((self.data_dir / "logs").glob("*.log")):
+            in_traceback = False
+            for line in path.read_text(errors="replace").splitlines():
+                starts = line.startswith("Traceback") or " ERROR " in line or " CRITICAL " in line
+                in_traceback = starts or (in_traceback and (line.startswith((" ", "\t")) or ":" in line[:60]))
+                if in_traceback:
+                    picked.append(f"{path.stem}: {line[:300]}")
+        return "\n".join(picked[-limit:])
+
     def ping(self) -> bool:
         try:
             with urllib.request.urlopen(self.url + "/ping", timeout=1) as resp:
                 return bool(resp.status == 200)
         except OSError:
             return False
+
+    def metrics(self, access_key: str = ACCESS_KEY, secret_key: str = SECRET_KEY) -> tuple[int, str, str]:
+        """``GET /metrics`` signed with SigV4 (root by default); returns status, content type and text."""
+        import http.client
+
+        from botocore.auth import SigV4Auth
+        from botocore.awsrequest import AWSRequest
+        from botocore.credentials import Credentials
+
+        request = AWSRequest(method="GET", url=self.url + "/metrics")
+        SigV4Auth(Credentials(access_key, secret_key), "sagemaker", REGION).add_auth(request)
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        try:
+            conn.request("GET", "/metrics", headers=dict(request.headers.items()))
+            response = conn.getresponse()
+            return response.status, response.getheader("content-type") or "", response.read().decode()
+        finally:
+            conn.close()
+
+    def api_token(self, access_key: str = ACCESS_KEY, secret_key: str = SECRET_KEY) -> str:
+        """An admin API bearer token (``POST /api/v1/tokens`` with the key pair), e.g. for the data plane."""
+        import http.client
+        import json
+
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        try:
+            body = json.dumps({"access_key_id": access_key, "secret_access_key": secret_key})
+            conn.request("POST", "/api/v1/tokens", body=body, headers={"Content-Type": "application/json"})
+            response = conn.getresponse()
+            issued = json.loads(response.read())
+            assert response.status == 201, issued
+            return str(issued["token"])
+        finally:
+            conn.close()
+
+    def invoke_when_served(self, endpoint: str, body: str, timeout: float = 60.0) -> bytes:
+        """Invoke until the endpoint answers (its replicas may still be coming back); return the body."""
+        rt = self.client("sagemaker-runtime")
+
+        def answer() -> bytes:
+            resp = rt.invoke_endpoint(EndpointName=endpoint, ContentType="application/json", Body=body)
+            return bytes(resp["Body"].read())
+
+        return wait_for(
+            answer,
+            timeout,
+            what=f"{endpoint} to answer",
+            interval=0.1,
+            ignoring=(rt.exceptions.ClientError,),
+            state=self.logs,
+        )
 
     def client(self, service: str, **kwargs: Any) -> Any:
         """A real boto3 client pointed at the platform."""
@@ -156,6 +225,8 @@ class Platform:
             AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME=self.url,
             AWS_ENDPOINT_URL_S3=self.url + "/s3",
             AWS_ENDPOINT_URL_STS=self.url + "/sts",
+            AWS_ENDPOINT_URL_CLOUDWATCH=self.url,
+            AWS_ENDPOINT_URL_APPLICATION_AUTO_SCALING=self.url,
             AWS_ACCESS_KEY_ID=ACCESS_KEY,
             AWS_SECRET_ACCESS_KEY=SECRET_KEY,
             AWS_DEFAULT_REGION=REGION,
@@ -163,3 +234,13 @@ class Platform:
             AWS_SHARED_CREDENTIALS_FILE="/dev/null",
         )
         return env
+
+
+def running_platform(data_dir: Path, **kwargs: Any) -> Iterator[Platform]:
+    """Start a platform and stop it afterwards, for a fixture to ``yield from``."""
+    plat = Platform(data_dir, **kwargs)
+    plat.start()
+    try:
+        yield plat
+    finally:
+        plat.stop()

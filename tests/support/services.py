@@ -6,6 +6,7 @@ import socket
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 REDIS_URL = "redis://127.0.0.1:6379"
@@ -39,21 +40,41 @@ def redis_available() -> bool:
     return port_open("127.0.0.1", 6379)
 
 
-@contextmanager
-def fresh_postgres_database() -> Iterator[str]:
-    """Create a throwaway database and yield its URL; drop it afterwards."""
+def postgres_url(name: str) -> str:
+    """The URL of database ``name`` on the test server."""
+    return PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+
+
+def drop_postgres_database(name: str) -> None:
+    """Drop database ``name`` (and end its sessions) if it exists."""
+    import sqlalchemy as sa
+
+    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def create_postgres_database() -> str:
+    """Create an empty database of a fresh name and return the name."""
     import sqlalchemy as sa
 
     name = f"nd_{uuid.uuid4().hex[:12]}"
     admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    return name
+
+
+@contextmanager
+def fresh_postgres_database() -> Iterator[str]:
+    """Create a throwaway database and yield its URL; drop it afterwards."""
+    name = create_postgres_database()
     try:
-        yield PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+        yield postgres_url(name)
     finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+        drop_postgres_database(name)
 
 
 def fresh_redis_url() -> str:
@@ -85,3 +106,21 @@ def moto_s3_server() -> Iterator[str]:
         yield f"http://{host}:{port}"
     finally:
         server.stop()
+
+
+@contextmanager
+def wsgi_server(app: Any) -> Iterator[str]:
+    """Serve a WSGI app with werkzeug on an ephemeral loopback port; yield its base URL."""
+    import threading
+
+    from werkzeug.serving import make_server
+
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    # serve_forever checks for shutdown every poll_interval (0.5 s by default); each test waited that out.
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        thread.join(timeout=5)

@@ -42,9 +42,12 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from neurondock_platform.config import Settings
 from neurondock_platform.db import session_scope
-from neurondock_platform.models import CompilationJob, CompilationJobStatus
+from neurondock_platform.models import Account, CompilationJob, CompilationJobStatus
+from neurondock_platform.s3_client import OwnerClientFactory, StoreOwner
 from neurondock_platform.services import compilation_jobs
 from neurondock_platform.services.compilation_jobs import OwnerState
+from neurondock_workers import sandbox as sandboxing
+from neurondock_workers.sandbox import Sandbox
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +76,8 @@ class RunnerConfig:
     torch_threads: int = 1
     measure_budget_s: float = 1.5
     poll_interval: float = 0.2
+    # How compile children run (docs/sandbox.md); None runs them unsandboxed (unit tests only).
+    sandbox: Sandbox | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: Any) -> RunnerConfig:
@@ -82,6 +87,7 @@ class RunnerConfig:
             "cache_dir": settings.data_dir / "cache" / "compile",
             "host_id": settings.host_id,
             "lease_timeout": settings.heartbeat_timeout,
+            "sandbox": sandboxing.for_settings(settings),
         }
         values.update(overrides)
         return cls(**values)
@@ -111,10 +117,15 @@ class _Job:
     compiler_options: str | None
     max_runtime_seconds: int
     model_artifacts: str
+    # Whose job it is: its input and output move with that account's own credentials.
+    owner: StoreOwner
+    # An admin account's compile may run unsandboxed where the sandbox cannot start.
+    trusted: bool = False
 
     @staticmethod
-    def of(job: CompilationJob) -> _Job:
+    def of(job: CompilationJob, trusted: bool = False) -> _Job:
         return _Job(
+            owner=StoreOwner(job.account_id, job.role_arn),
             id=job.id,
             name=job.name,
             arn=job.arn,
@@ -124,13 +135,14 @@ class _Job:
             compiler_options=job.output_config.get("CompilerOptions"),
             max_runtime_seconds=job.max_runtime_seconds,
             model_artifacts=job.model_artifacts,
+            trusted=trusted,
         )
 
 
 def run_compilation_job(
     factory: sessionmaker[Session],
     job_id: int,
-    s3_client: Any,
+    s3_clients: OwnerClientFactory,
     config: RunnerConfig,
     *,
     clock: Callable[[], float] = time.monotonic,
@@ -155,7 +167,8 @@ def run_compilation_job(
                 max_attempts=config.max_attempts,
             )
             row = session.get(CompilationJob, job_id) if claim.outcome == "run" else None
-            job = _Job.of(row) if row is not None else None
+            owner_account = session.get(Account, row.account_id) if row is not None else None
+            job = _Job.of(row, bool(owner_account and owner_account.is_admin)) if row is not None else None
         # A live owner on this host is known to be working; one elsewhere is waited out until its lease lapses.
         if claim.outcome != "busy" or claim.owner_state == "alive" or clock() > deadline:
             break
@@ -169,7 +182,7 @@ def run_compilation_job(
         log.info("compilation job %s: %s (%s)", job_id, claim.outcome, claim.status)
         return claim.status if claim.outcome in ("stopped", "failed") else "done"
     log.info("compilation job %s (%s): attempt %s as %s", job.name, job_id, claim.attempt, owner)
-    return _Attempt(factory, job, claim.attempt, owner, s3_client, config, clock).run()
+    return _Attempt(factory, job, claim.attempt, owner, s3_clients(job.owner), config, clock).run()
 
 
 def owner_state(owner: str, host_id: str) -> OwnerState:
@@ -366,6 +379,7 @@ class _Attempt:
         )
         if cached is not None:
             return self._complete(cached.artifact_path, cached.log_path, cached)
+        sandbox = self._sandbox()
         remaining = self.job.max_runtime_seconds - (self.clock() - self.started)
         if remaining <= 0:
             raise _JobFailure(CompileTimeoutError(seconds=self.job.max_runtime_seconds).failure_reason)
@@ -387,6 +401,7 @@ class _Attempt:
             max_runtime_s=remaining,
             memory_limit_bytes=self.config.memory_limit_bytes,
             cpu_limit_s=cpu_limit,
+            sandbox=sandbox,
         )
         process.start()
         lease.beat(child_pid=process.pid)
@@ -402,6 +417,17 @@ class _Attempt:
         if lease.lost:
             return "lost"
         return self._complete(result.artifact_path, result.log_path, result)
+
+    def _sandbox(self) -> Sandbox | None:
+        """The sandbox this compile runs in; None unsandboxed; or the job fails when it may not run."""
+        sandbox = self.config.sandbox
+        if sandbox is None or sandbox.enabled or sandbox.mode == sandboxing.MODE_OFF or self.job.trusted:
+            return sandbox
+        raise _JobFailure(
+            "ClientError: CompilationError: The sandbox for compile inputs cannot start on host "
+            f"{self.config.host_id} ({sandbox.reason}), and only admin accounts may compile outside it. Ask the "
+            "operator to install bubblewrap, or to start neurondock with --unsafe-unsandboxed-user-code."
+        )
 
     def _stopped(self, lease: _Lease) -> str:
         if lease.lost:
@@ -450,7 +476,7 @@ class _Attempt:
     def _complete(self, artifact: Path, log_path: Path, result: Any) -> str:
         from neurondock_workers.compiler import read_manifest
 
-        manifest = read_manifest(artifact)
+        manifest = dict(read_manifest(artifact).document)
         report = self._report(CompilationJobStatus.COMPLETED, "", result)
         bucket, key = compilation_jobs.split_s3_uri(self.job.model_artifacts)
         try:

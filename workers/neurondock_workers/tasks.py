@@ -3,24 +3,35 @@
 from __future__ import annotations
 
 import logging
+import os
+import signal
+import socket
 import threading
-from functools import cache
+import uuid
+from functools import cache, partial
+from pathlib import Path
 from typing import Any
 
-from celery.signals import worker_ready
+from celery.signals import after_task_publish, worker_ready, worker_shutdown
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from neurondock_platform import dispatch
+from neurondock_platform import broker, dispatch, wakeup
 from neurondock_platform.config import Settings
+from neurondock_platform.dataplane.background import BackgroundInvoker
+from neurondock_platform.dataplane.capture import writer_for
+from neurondock_platform.dataplane.metrics import MetricsCollector, MetricsFlusher
 from neurondock_platform.db import make_engine, make_sessionmaker, session_scope
+from neurondock_platform.s3_client import OwnerClients
+from neurondock_platform.sagemaker_metrics import aligned_interval
+from neurondock_platform.services import async_inference, host_health
 from neurondock_platform.services.compilation_jobs import jobs_needing_work
-from neurondock_platform.services.host_health import endpoints_on_lost_hosts
 from neurondock_platform.services.reconciler import (
     ReconcileOptions,
     endpoints_needing_reconcile,
     reconcile_endpoint,
 )
+from neurondock_workers import monitor
 from neurondock_workers.celery_app import app
 
 log = logging.getLogger(__name__)
@@ -35,13 +46,69 @@ def _settings() -> Settings:
 
 
 @cache
-def _session_factory(database_url: str) -> sessionmaker[Session]:
-    return make_sessionmaker(make_engine(database_url))
+def _session_factory(database_url: str, data_dir: str) -> sessionmaker[Session]:
+    factory = make_sessionmaker(make_engine(database_url))
+    # Replica rows the reconciler writes wake this host's agent and the API's routing table at once.
+    wakeup.install(factory, Path(data_dir))
+    return factory
 
 
 def session_factory() -> sessionmaker[Session]:
     """The worker process's session factory (one engine per process)."""
-    return _session_factory(_settings().database_url)
+    settings = _settings()
+    return _session_factory(settings.database_url, str(settings.data_dir))
+
+
+@cache
+def _owner_clients() -> OwnerClients:
+    # S3 clients acting as a job's owner (never the platform's keys), kept across tasks.
+    settings = _settings()
+    return OwnerClients(settings, session_factory(), session_name=f"neurondock-compile-{settings.host_id}")
+
+
+@cache
+def _async_factory() -> sessionmaker[Session]:
+    # Finishing a request sends the next parked one after commit: this factory's sessions dispatch.
+    settings = _settings()
+    factory = make_sessionmaker(make_engine(settings.database_url))
+    dispatch.install(factory, dispatch.CeleryDispatcher(settings.broker_url, settings.queue))
+    wakeup.install(factory, settings.data_dir)
+    return factory
+
+
+@cache
+def _async_clients() -> OwnerClients:
+    # S3 clients acting as the endpoint's owner: inputs read, results written with its credentials.
+    settings = _settings()
+    return OwnerClients(settings, session_factory(), session_name=f"neurondock-async-{settings.host_id}")
+
+
+@cache
+def _invoker() -> BackgroundInvoker:
+    # Async invocations are captured like real-time ones; the counts go to the metric store from here.
+    settings, factory = _settings(), session_factory()
+    metrics = MetricsCollector(resolution=settings.metrics_flush_seconds)
+    flusher = MetricsFlusher(metrics, factory, interval=settings.metrics_flush_seconds)
+    return BackgroundInvoker(factory, capture=writer_for(settings, factory, metrics), capture_metrics=flusher)
+
+
+@app.task(
+    name=dispatch.ASYNC_INFERENCE,
+    acks_late=True,
+    ignore_result=True,
+    autoretry_for=(OperationalError,),
+    retry_backoff=True,
+    max_retries=5,
+)
+def async_inference_task(row_id: int) -> str:
+    """Run (or expire, or leave to its live owner, or park) one async inference; safe to deliver twice."""
+    from neurondock_workers.async_job import AsyncConfig, run_async_inference
+
+    settings = _settings()
+    config = AsyncConfig(region=settings.region, metrics_period=aligned_interval(settings.metrics_flush_seconds))
+    outcome = run_async_inference(_async_factory(), row_id, _async_clients(), _invoker(), config)
+    log.info("async inference %s: %s", row_id, outcome.state)
+    return outcome.state
 
 
 @app.task(name=dispatch.RECONCILE_ENDPOINT, acks_late=True, ignore_result=True)
@@ -58,10 +125,11 @@ def reconcile_endpoint_task(endpoint_id: int) -> str:
 def watch_hosts(stop: threading.Event, interval: float = 1.0) -> None:
     """Every ``interval`` seconds, hand endpoints with replicas on lost hosts to the reconciler."""
     settings = _settings()
+    holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
     while not stop.wait(interval):
         try:
             with session_scope(session_factory()) as session:
-                flipped = endpoints_on_lost_hosts(session, settings.heartbeat_timeout)
+                flipped = host_health.watch(session, settings.heartbeat_timeout, holder) or []
             for endpoint_id in flipped:
                 log.warning("endpoint %s has replicas on a lost host: SystemUpdating", endpoint_id)
                 reconcile_endpoint_task.delay(endpoint_id)
@@ -84,14 +152,34 @@ def compile_model_task(job_id: int) -> str:
     """Run (or resume, or confirm finished) one compilation job; safe to deliver twice."""
     # Imported here: the compiler pulls in torch, which reconcile-only workers never need.
     from neurondock_workers.compile_job import RunnerConfig, run_compilation_job
-    from neurondock_workers.hosting.s3 import make_s3_client
 
     settings = _settings()
-    outcome = run_compilation_job(
-        session_factory(), job_id, make_s3_client(settings), RunnerConfig.from_settings(settings)
-    )
+    outcome = run_compilation_job(session_factory(), job_id, _owner_clients(), RunnerConfig.from_settings(settings))
     log.info("compilation job %s: %s", job_id, outcome)
     return outcome
+
+
+@after_task_publish.connect
+def _ring_broker(sender: Any = None, **kwargs: Any) -> None:
+    # A task this worker sends itself (a retry, a reconcile after a lost host) runs at once too.
+    broker.ring(_settings().broker_url)
+
+
+@worker_ready.connect
+def _wake_drains_on_shutdown(sender: Any = None, **kwargs: Any) -> None:
+    # The embedded broker's drain waits on its doorbell for all of Celery's 2 s, so a shutdown signal
+    # rings the doorbell first (broker.interrupt_drains); Celery's own handler then runs as before.
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
+        previous = signal.getsignal(signum)
+        if callable(previous):
+            signal.signal(signum, partial(_interrupt_drains_then, previous))
+
+
+def _interrupt_drains_then(previous: Any, signum: int, frame: Any) -> None:
+    broker.interrupt_drains()
+    previous(signum, frame)
 
 
 @worker_ready.connect
@@ -103,6 +191,7 @@ def _recover(sender: Any = None, **kwargs: Any) -> None:
     with session_scope(session_factory()) as session:
         ids = endpoints_needing_reconcile(session)
         job_ids = jobs_needing_work(session)
+        async_ids = async_inference.open_requests(session)
     for endpoint_id in ids:
         reconcile_endpoint_task.delay(endpoint_id)
     if ids:
@@ -111,4 +200,23 @@ def _recover(sender: Any = None, **kwargs: Any) -> None:
         compile_model_task.delay(job_id)
     if job_ids:
         log.info("re-enqueued compilation jobs %s", job_ids)
-    threading.Thread(target=watch_hosts, args=(_watch_stop,), name="neurondock-host-watch", daemon=True).start()
+    for row_id in async_ids:
+        async_inference_task.delay(row_id)
+    if async_ids:
+        log.info("re-enqueued async inferences %s", async_ids)
+    # A lost host is one silent for the heartbeat timeout: looking five times per timeout is enough.
+    every = max(1.0, min(5.0, _settings().heartbeat_timeout / 5))
+    threading.Thread(target=watch_hosts, args=(_watch_stop, every), name="neurondock-host-watch", daemon=True).start()
+    monitor.start(_settings(), _watch_stop)
+
+
+@worker_shutdown.connect
+def _stop_watchers(sender: Any = None, **kwargs: Any) -> None:
+    # The monitor gives its lease up, so another worker takes over without waiting for it to expire.
+    _watch_stop.set()
+    if _invoker.cache_info().currsize:
+        # The last captured async invocations are written, and counted, before the worker goes.
+        try:
+            _invoker().close()
+        except Exception:
+            log.exception("could not close the async invoker")

@@ -22,12 +22,15 @@ class PlatformState:
 
 @dataclass(frozen=True)
 class AuthContext:
-    """Who sent the request, as established by SigV4."""
+    """Who sent the request, as established by SigV4 (or a bearer token)."""
 
     account_id: str
     access_key_id: str
     region: str
     service: str
+    # Temporary (STS) credentials: the assumed-role ARN GetCallerIdentity answers.
+    arn: str | None = None
+    temporary: bool = False
 
 
 def state() -> PlatformState:

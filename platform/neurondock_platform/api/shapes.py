@@ -6,6 +6,7 @@ import datetime as dt
 from typing import Any
 
 from neurondock_platform.models import Endpoint, EndpointConfig, EndpointVariant, Model
+from neurondock_platform.services import data_capture
 
 # EndpointConfig members echoed by DescribeEndpointConfig when they were given (never Tags).
 CONFIG_ECHO = (
@@ -135,6 +136,9 @@ def describe_endpoint(endpoint: Endpoint) -> dict[str, Any]:
     extra = endpoint.extra
     if extra.get("DeploymentConfig"):
         out["LastDeploymentConfig"] = extra["DeploymentConfig"]
+    capture = data_capture.summary(extra.get("DataCaptureConfig"))
+    if capture is not None:
+        out["DataCaptureConfig"] = capture
     for key in ("AsyncInferenceConfig", "ExplainerConfig"):
         if extra.get(key):
             out[key] = extra[key]

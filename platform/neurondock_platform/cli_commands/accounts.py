@@ -10,7 +10,7 @@ from neurondock_platform.cli_commands._output import connection_options, emit_js
 
 @click.group()
 def accounts() -> None:
-    """Accounts and access keys (admin only): list, create, add keys, disable, enable, rotate."""
+    """Accounts and access keys (admin only): list, create, add keys, disable, enable, rotate, store access."""
 
 
 @accounts.command("list")
@@ -99,6 +99,58 @@ def _key_action(action: str, help_text: str) -> click.Command:
             click.echo(f"{result['access_key_id']}: {result['status']}")
 
     return command
+
+
+@accounts.command("store-access")
+@click.argument("account_id")
+@click.option("--access-key-id", default=None, help="The account's own key for the external S3 store.")
+@click.option(
+    "--secret-access-key",
+    default=None,
+    envvar="NEURONDOCK_STORE_SECRET_ACCESS_KEY",
+    help="Its secret (prompted for when only --access-key-id is given; or $NEURONDOCK_STORE_SECRET_ACCESS_KEY).",
+)
+@click.option("--bucket", "buckets", multiple=True, help="A bucket the operator maps to the account (repeatable).")
+@click.option("--clear", is_flag=True, help="Remove the account's store credentials and mapped buckets.")
+@connection_options
+def store_access(
+    conn: Connection,
+    output: str,
+    account_id: str,
+    access_key_id: str | None,
+    secret_access_key: str | None,
+    buckets: tuple[str, ...],
+    clear: bool,
+) -> None:
+    """Show or set what ACCOUNT_ID reaches in an external S3 store (NEURONDOCK_S3_ENDPOINT_URL).
+
+    Setting replaces both parts: the account's own store credentials (the platform then reads and writes
+    for it with those keys only) and the buckets mapped to it (reached with the platform's external key).
+    """
+    path = f"/accounts/{account_id}/store-access"
+    if clear:
+        result = conn.admin().request("DELETE", path)
+    elif access_key_id or buckets:
+        if access_key_id and not secret_access_key:
+            secret_access_key = click.prompt("Secret access key", hide_input=True)
+        body = {"access_key_id": access_key_id, "secret_access_key": secret_access_key, "buckets": list(buckets)}
+        result = conn.admin().request("PUT", path, json_body=body)
+    else:
+        result = conn.admin().get(path)
+    if output == "json":
+        emit_json(result)
+        return
+    click.echo(
+        facts(
+            [
+                ("Account", result["account_id"]),
+                ("Store", f"{result['store']}" + ("" if result["in_effect"] else " (store access is not used)")),
+                ("Store credentials", result["access_key_id"] or "none: the platform's key, mapped buckets only"),
+                ("Mapped buckets", ", ".join(result["buckets"]) or "none"),
+                ("Artifact bucket", result["artifact_bucket"]),
+            ]
+        )
+    )
 
 
 accounts.add_command(_key_action("disable", "Disable ACCESS_KEY_ID (its tokens and console sessions end too)."))

@@ -18,11 +18,11 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response as BaseResponse
 
 from neurondock_platform.api import context
-from neurondock_platform.api.auth import CredentialCache
 from neurondock_platform.console import _accounts, _endpoints, _pages, _session
 from neurondock_platform.console._format import FILTERS
 from neurondock_platform.errors import NotFoundError, PlatformError, ResourceNotFound
 from neurondock_platform.services import objects
+from neurondock_platform.services.credentials import CredentialCache
 
 log = logging.getLogger(__name__)
 

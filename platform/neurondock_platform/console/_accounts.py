@@ -10,7 +10,7 @@ from werkzeug.wrappers import Response as BaseResponse
 
 from neurondock_platform.api import context
 from neurondock_platform.api.admin import shapes
-from neurondock_platform.api.admin._auth import forget_credential
+from neurondock_platform.api.admin._auth import apply_key_change
 from neurondock_platform.console._common import form_str, render
 from neurondock_platform.console._session import current
 from neurondock_platform.errors import PlatformError
@@ -73,14 +73,14 @@ def register(bp: Blueprint) -> None:
         session = context.db()
         root_key = accounts.root_identity(context.settings()).access_key_id
         if action == "rotate":
-            new, _old = accounts.rotate_access_key(session, access_key_id, root_access_key_id=root_key)
+            new, change = accounts.rotate_access_key(session, access_key_id, root_access_key_id=root_key)
             session.commit()
-            forget_credential(access_key_id)
+            apply_key_change(change)
             return _page({"account": new.account_id, **shapes.access_key_json(new, with_secret=True)}, 201)
         if action not in ("disable", "enable"):
             raise NotFound()
         status = AccessKeyStatus.INACTIVE if action == "disable" else AccessKeyStatus.ACTIVE
-        accounts.set_access_key_status(session, access_key_id, status, root_access_key_id=root_key)
+        change = accounts.set_access_key_status(session, access_key_id, status, root_access_key_id=root_key)
         session.commit()
-        forget_credential(access_key_id)
+        apply_key_change(change)
         return redirect(url_for("console.accounts"))

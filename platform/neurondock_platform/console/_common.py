@@ -10,6 +10,7 @@ from neurondock_platform.api import context
 from neurondock_platform.console._session import CSRF_FIELD, current
 from neurondock_platform.errors import ValidationException
 from neurondock_platform.services import pagination
+from neurondock_platform.services.sandbox import sandbox_mode
 
 PAGE_SIZE = 20
 MAX_SEARCH = 63
@@ -49,6 +50,7 @@ def render(template: str, **values: Any) -> str:
         csrf_field=CSRF_FIELD,
         csrf_token=session.csrf_token,
         section=values.pop("section", ""),
+        sandbox=sandbox_mode(context.db()),
         **values,
     )
 

@@ -11,7 +11,6 @@ import urllib.request
 from typing import Any
 
 from flask import Blueprint, Response, redirect, request, url_for
-from sqlalchemy import select
 from werkzeug.wrappers import Response as BaseResponse
 
 from neurondock_platform import catalog
@@ -21,12 +20,31 @@ from neurondock_platform.console import _session
 from neurondock_platform.console._common import form_float, form_int, form_str, owner, page_request, render, search
 from neurondock_platform.db import utcnow
 from neurondock_platform.errors import NotFoundError, ValidationException
-from neurondock_platform.models import Endpoint, EndpointConfig, EndpointStatus, Model, Replica
-from neurondock_platform.services import admin, costs, endpoint_events, endpoints, fleet, invocation_errors, pagination
+from neurondock_platform.models import Endpoint, EndpointStatus
+from neurondock_platform.services import (
+    costs,
+    data_capture,
+    deploy,
+    endpoint_configs,
+    endpoint_events,
+    endpoints,
+    fleet,
+    invocation_errors,
+    metric_series,
+    models,
+    pagination,
+    replica_logs,
+    timelines,
+)
+from neurondock_platform.services.autoscaling import activities as scaling_activities
+from neurondock_platform.services.autoscaling import policies as scaling_policies
+from neurondock_platform.services.autoscaling import targets as scalable_targets
+from neurondock_platform.services.cloudwatch import alarms
 
 IN_PROGRESS = sorted(s.value for s in endpoints.IN_PROGRESS)
 CHARTS = [
     {"metric": "Invocations", "stats": ["Sum"], "title": "Invocations", "unit": "count"},
+    {"metric": "InstanceCount", "stats": ["Maximum"], "title": "Instances", "unit": "count"},
     {"metric": "ModelLatency", "stats": ["p50", "p99"], "title": "ModelLatency", "unit": "µs"},
     {"metric": "OverheadLatency", "stats": ["p50", "p99"], "title": "OverheadLatency", "unit": "µs"},
     {"metric": "Invocation4XXErrors", "stats": ["Sum"], "title": "4XX errors", "unit": "count"},
@@ -38,7 +56,12 @@ MAX_INVOKE_BODY = 1024 * 1024
 # The endpoint page shows the newest status changes and failed invocations; the admin API pages the rest.
 EVENTS_SHOWN = 20
 ERRORS_SHOWN = 20
+# ... and its newest scaling activities and alarm state changes (DescribeScalingActivities and
+# DescribeAlarmHistory have the rest).
+SCALING_SHOWN = 10
 MAX_SHOWN_BODY = 64 * 1024
+# The endpoint page's log panel shows (and follows) each replica's last lines.
+LOG_LINES = 100
 
 
 def load(name: str) -> Endpoint:
@@ -46,15 +69,7 @@ def load(name: str) -> Endpoint:
 
 
 def replicas_of(endpoint: Endpoint) -> list[fleet.ReplicaView]:
-    settings = context.settings()
-    return fleet.endpoint_replicas(
-        context.db(), endpoint, local_host_id=settings.host_id, heartbeat_timeout=settings.heartbeat_timeout
-    )
-
-
-def log_tails(endpoint: Endpoint) -> dict[int, str | None]:
-    rows = context.db().execute(select(Replica.id, Replica.log_tail).where(Replica.endpoint_id == endpoint.id))
-    return {int(rid): tail for rid, tail in rows}
+    return fleet.endpoint_replicas(context.db(), context.settings(), endpoint)
 
 
 def instance_choices() -> list[dict[str, Any]]:
@@ -145,12 +160,30 @@ def status_json(endpoint: Endpoint) -> dict[str, Any]:
     detail["in_progress"] = str(endpoint.status) in IN_PROGRESS
     detail["gone"] = False
     changes = endpoint_events.recent_events(context.db(), account_id=endpoint.account_id, name=endpoint.name)
-    detail["history"] = admin.endpoint_history(endpoint, replicas, changes)
+    detail["history"] = shapes.timeline_json(timelines.endpoint_timeline(endpoint, replicas, changes))
     return detail
 
 
 def json_response(payload: Any, status: int = 200) -> BaseResponse:
     return Response(json.dumps(payload, default=str), status=status, content_type="application/json")
+
+
+def _scaling(row: Endpoint) -> dict[str, Any]:
+    """The endpoint's autoscaling and alarms: targets with their policies, alarms, recent changes."""
+    session = context.db()
+    targets = scalable_targets.for_endpoint(session, account_id=row.account_id, endpoint_name=row.name)
+    policies = [(t, p, scaling_policies.alarms_of(session, p)) for t in targets for p in t.policies]
+    watching = alarms.endpoint_alarms(session, account_id=row.account_id, endpoint_name=row.name)
+    names = [a.name for a in watching]
+    return {
+        "targets": targets,
+        "policies": policies,
+        "alarms": watching,
+        "changes": alarms.recent_changes(session, account_id=row.account_id, alarm_names=names, limit=SCALING_SHOWN),
+        "activities": scaling_activities.for_resources(
+            session, row.account_id, [t.resource_id for t in targets], limit=SCALING_SHOWN
+        ),
+    }
 
 
 def register(bp: Blueprint) -> None:
@@ -181,11 +214,7 @@ def register(bp: Blueprint) -> None:
 
     @bp.get("/new/endpoint")
     def new_endpoint() -> str:
-        model_names = list(
-            context.db().scalars(
-                select(Model.name).where(Model.account_id == owner()["account_id"]).order_by(Model.name).limit(500)
-            )
-        )
+        model_names = models.model_names(context.db(), account_id=owner()["account_id"])
         return render(
             "endpoint_new.html",
             section="endpoints",
@@ -199,7 +228,7 @@ def register(bp: Blueprint) -> None:
     def create_endpoint() -> BaseResponse | tuple[str, int]:
         session = context.db()
         try:
-            endpoint = admin.deploy_model(
+            endpoint = deploy.deploy_model(
                 session,
                 **owner(),
                 name=form_str("name", max_length=63),
@@ -210,11 +239,7 @@ def register(bp: Blueprint) -> None:
             session.commit()
         except (ValidationException, NotFoundError) as exc:
             session.rollback()
-            model_names = list(
-                session.scalars(
-                    select(Model.name).where(Model.account_id == owner()["account_id"]).order_by(Model.name).limit(500)
-                )
-            )
+            model_names = models.model_names(session, account_id=owner()["account_id"])
             page = render(
                 "endpoint_new.html",
                 section="endpoints",
@@ -232,22 +257,10 @@ def register(bp: Blueprint) -> None:
         replicas = replicas_of(row)
         detail = shapes.endpoint_detail(row, replicas, context.settings().public_url)
         session = context.db()
-        per_hour, source = admin.invocations_last_hour(session, row)
-        projection, projection_source = admin.projection_for_endpoint(session, row)
-        cost = costs.endpoint_cost(
-            row,
-            traffic=costs.Traffic(per_hour, source),
-            projection=projection,
-            projection_source=projection_source,
-        )
-        chunks, _ = admin.read_replica_logs(context.settings(), replicas, log_tails(row), lines=100)
-        config_names = list(
-            session.scalars(
-                select(EndpointConfig.name)
-                .where(EndpointConfig.account_id == row.account_id, EndpointConfig.name != row.endpoint_config_name)
-                .order_by(EndpointConfig.created_at.desc())
-                .limit(200)
-            )
+        [cost] = costs.endpoint_costs(session, [row])
+        chunks, _ = replica_logs.endpoint_logs(session, context.settings(), row, replicas, lines=LOG_LINES)
+        config_names = endpoint_configs.config_names(
+            session, account_id=row.account_id, exclude=row.endpoint_config_name
         )
         return render(
             "endpoint.html",
@@ -266,6 +279,8 @@ def register(bp: Blueprint) -> None:
             content_types=INVOKE_CONTENT_TYPES,
             can_update=row.status == EndpointStatus.IN_SERVICE,
             config_names=config_names,
+            scaling=_scaling(row),
+            capture=shapes.data_capture_json(row, data_capture.capture_counts(session, row)),
         )
 
     @bp.get("/endpoints/<name>/status.json")
@@ -286,11 +301,11 @@ def register(bp: Blueprint) -> None:
             return json_response({"available": False, "reason": "The endpoint is gone.", "points": [], "gone": True})
         metric = request.args.get("metric", "Invocations")
         statistic = request.args.get("stat", "Sum")
-        admin.check_metric_query(metric, statistic)
+        metric_series.check_metric_query(metric, statistic)
         end = utcnow()
         raw_minutes = request.args.get("minutes", "60")
         minutes = min(max(int(raw_minutes), 5), 1440) if raw_minutes.isdigit() else 60
-        query = admin.MetricQuery(
+        query = metric_series.MetricQuery(
             endpoint_id=row.id,
             endpoint_name=row.name,
             account_id=row.account_id,
@@ -301,7 +316,7 @@ def register(bp: Blueprint) -> None:
             end=end,
             period_seconds=60,
         )
-        return json_response(admin.metric_series(context.db(), query, replicas_of(row)).to_json())
+        return json_response(shapes.series_json(metric_series.metric_series(context.db(), query, replicas_of(row))))
 
     @bp.get("/endpoints/<name>/logs.json")
     def endpoint_logs(name: str) -> BaseResponse:
@@ -309,14 +324,10 @@ def register(bp: Blueprint) -> None:
             row = load(name)
         except NotFoundError:
             return json_response({"replicas": [], "cursor": None, "gone": True})
-        cursor = request.args.get("cursor")
-        offsets = admin.decode_log_cursor(row.id, cursor) if cursor else None
-        chunks, positions = admin.read_replica_logs(
-            context.settings(), replicas_of(row), log_tails(row), lines=100, offsets=offsets
+        chunks, cursor = replica_logs.endpoint_logs(
+            context.db(), context.settings(), row, replicas_of(row), lines=LOG_LINES, cursor=request.args.get("cursor")
         )
-        return json_response(
-            {"replicas": [c.to_json() for c in chunks], "cursor": admin.encode_log_cursor(row.id, positions)}
-        )
+        return json_response({"replicas": [shapes.log_chunk_json(c) for c in chunks], "cursor": cursor})
 
     @bp.post("/endpoints/<name>/capacity")
     def update_capacity(name: str) -> BaseResponse:

@@ -74,11 +74,20 @@ def ago(value: Any) -> str:
 def status_class(status: Any) -> str:
     """Return the CSS class of a status badge."""
     text = str(status or "")
-    if text in ("InService", "COMPLETED", "Ready", "Active"):
+    if text in ("InService", "COMPLETED", "Ready", "Active", "OK", "Successful"):
         return "ok"
-    if text in ("Failed", "FAILED", "UpdateRollbackFailed", "OutOfService", "Inactive", "STOPPED"):
+    if text in (
+        "Failed",
+        "FAILED",
+        "UpdateRollbackFailed",
+        "OutOfService",
+        "Inactive",
+        "STOPPED",
+        "ALARM",
+        "Unfulfilled",
+    ):
         return "bad"
-    if text in ("Deleting", "STOPPING", "Stopped", "Stopping"):
+    if text in ("Deleting", "STOPPING", "Stopped", "Stopping", "INSUFFICIENT_DATA", "Overridden"):
         return "muted"
     return "busy"
 

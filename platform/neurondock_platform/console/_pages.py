@@ -8,7 +8,6 @@ import tarfile
 from typing import Any
 
 from flask import Blueprint, make_response, redirect, render_template, request, url_for
-from sqlalchemy import select
 from werkzeug.wrappers import Response as BaseResponse
 
 from neurondock_platform.api import context
@@ -16,8 +15,19 @@ from neurondock_platform.api.admin import _tokens, shapes
 from neurondock_platform.console import _session
 from neurondock_platform.console._common import form_str, owner, page_request, render, search
 from neurondock_platform.errors import ValidationException
-from neurondock_platform.models import CompilationJob, CompilationJobStatus, EndpointVariant
-from neurondock_platform.services import admin, compilation_jobs, costs, endpoints, fleet, models, sessions
+from neurondock_platform.models import CompilationJobStatus
+from neurondock_platform.services import (
+    artifacts,
+    compilation_jobs,
+    compile_reports,
+    costs,
+    deploy,
+    endpoints,
+    fleet,
+    models,
+    objects,
+    sessions,
+)
 from neurondock_platform.services.fleet import iso
 from neurondock_platform.services.rate_limits import ThrottlingException
 
@@ -119,12 +129,7 @@ def register(bp: Blueprint) -> None:
     def fleet_page() -> str:
         me = _session.current()
         settings = context.settings()
-        views = fleet.list_hosts(
-            context.db(),
-            account_id=None if me.is_admin else me.account_id,
-            local_host_id=settings.host_id,
-            heartbeat_timeout=settings.heartbeat_timeout,
-        )
+        views = fleet.list_hosts(context.db(), settings, account_id=None if me.is_admin else me.account_id)
         template = "fleet_hosts.html" if request.args.get("partial") == "1" else "fleet.html"
         colors: dict[int, int] = {}
         for view in views:
@@ -176,8 +181,8 @@ def register(bp: Blueprint) -> None:
         try:
             if upload is not None and upload.filename:
                 data = pack_model_file(upload.filename, upload.read())
-                bucket = admin.artifact_bucket_name(owner()["account_id"])
-                info = admin.put_artifact(
+                bucket = objects.artifact_bucket_name(owner()["account_id"])
+                info = artifacts.put_artifact(
                     session,
                     settings,
                     account_id=owner()["account_id"],
@@ -186,11 +191,11 @@ def register(bp: Blueprint) -> None:
                     body=data,
                     content_type="application/gzip",
                 )
-                url = admin.s3_uri(info.bucket, info.key)
+                url = artifacts.s3_uri(info.bucket, info.key)
             elif not url:
                 raise ValidationException("Upload a model file or give the S3 URL of a model.tar.gz.")
             who = owner()
-            admin.create_model(
+            deploy.create_model(
                 session, account_id=who["account_id"], region=who["region"], name=name, image=image, model_data_url=url
             )
             session.commit()
@@ -212,24 +217,11 @@ def register(bp: Blueprint) -> None:
         session = context.db()
         row = models.get_model(session, **owner(), name=name)
         detail = shapes.model_detail(row)
-        used_by = sorted(
-            {
-                v.endpoint.name
-                for v in session.scalars(select(EndpointVariant).where(EndpointVariant.model_name == row.name))
-                if v.endpoint.account_id == row.account_id
-            }
-        )
+        used_by = endpoints.endpoints_using_model(session, account_id=row.account_id, model_name=row.name)
         jobs = []
         if detail["model_data_url"]:
-            jobs = list(
-                session.scalars(
-                    select(CompilationJob)
-                    .where(
-                        CompilationJob.account_id == row.account_id,
-                        CompilationJob.model_artifacts == detail["model_data_url"],
-                    )
-                    .limit(5)
-                )
+            jobs = compilation_jobs.jobs_producing(
+                session, account_id=row.account_id, model_artifacts=detail["model_data_url"]
             )
         return render("model.html", section="models", model=detail, used_by=used_by, jobs=jobs)
 
@@ -261,14 +253,14 @@ def register(bp: Blueprint) -> None:
     @bp.get("/jobs/<name>")
     def job(name: str) -> str:
         row = compilation_jobs.get_compilation_job(context.db(), **owner(), name=name)
-        log_text, log_source = admin.compile_log(context.settings(), row)
+        log_text, log_source = compile_reports.compile_log(context.settings(), row)
         report = row.report if isinstance(row.report, dict) else {}
         return render(
             "job.html",
             section="jobs",
             job=row,
-            summary=admin.compile_report_view(row),
-            projections=admin.projections_view(row),
+            summary=shapes.compile_report_view(row),
+            projections=shapes.projections_view(row),
             segments=(report.get("partition") or {}).get("segments") or [],
             log_text=log_text,
             log_source=log_source,
@@ -281,18 +273,7 @@ def register(bp: Blueprint) -> None:
         page = endpoints.list_endpoints(
             session, account_id=owner()["account_id"], page=page_request(), name_contains=search()
         )
-        rows = []
-        for endpoint in page.items:
-            per_hour, source = admin.invocations_last_hour(session, endpoint)
-            projection, projection_source = admin.projection_for_endpoint(session, endpoint)
-            rows.append(
-                costs.endpoint_cost(
-                    endpoint,
-                    traffic=costs.Traffic(per_hour, source),
-                    projection=projection,
-                    projection_source=projection_source,
-                )
-            )
+        rows = costs.endpoint_costs(session, page.items)
         known = [r["usd_per_hour"] for r in rows if r["usd_per_hour"] is not None]
         return render(
             "costs.html",

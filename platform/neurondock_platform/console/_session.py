@@ -20,9 +20,9 @@ from werkzeug.wrappers import Response as BaseResponse
 
 from neurondock_platform.api import context
 from neurondock_platform.api.admin._tokens import revocations, revoke
-from neurondock_platform.api.auth import CredentialCache
 from neurondock_platform.models import Account
 from neurondock_platform.services import sessions
+from neurondock_platform.services.credentials import CredentialCache
 from neurondock_platform.sigv4 import Credential
 
 COOKIE = "nd_session"

@@ -1,41 +1,32 @@
-"""Who is calling the data plane: SigV4 today, any other scheme later, behind one small protocol.
+"""Who is calling the data plane: SigV4 or an admin API bearer token, behind one small protocol.
 
 Both front doors (the SageMaker runtime and OIP v2) call ``Authenticator.authenticate`` with the
 request line, headers and body and get a ``Principal`` (the account whose endpoints it may invoke).
-``SchemeAuthenticator`` picks the verifier by the ``Authorization`` scheme, so a bearer-token check
-plugs in as ``{"Bearer": TokenAuthenticator(...)}`` without touching either front door.
+``SchemeAuthenticator`` picks the verifier by the ``Authorization`` scheme.
 
-``SigV4Authenticator`` is the same check as ``neurondock_platform.sigv4.verify`` (unit tests hold
-them to the same answers) tuned for the hot path: the derived signing key is cached per
-(secret, date, region, service), ``X-Amz-Date`` is parsed without ``strptime``, and a credential
-comes from the cache without a thread hop unless it expired. It verified in ~49 µs; now ~15 µs
-plus the body's SHA-256.
+``SigV4Authenticator`` is the platform's one SigV4 verifier (``neurondock_platform.sigv4``), shared
+with the Flask fronts together with its credential cache and signing-key cache. ``TokenAuthenticator``
+checks ``Authorization: Bearer <token>`` with the admin API's own token verification
+(``services.sessions``) and its revocation cache, so a token revoked on the admin API is refused here
+by the same check: at once in the process that revoked it, within the cache's refresh elsewhere.
+Clients that cannot sign SigV4 (``tritonclient``'s header plugins, KServe's clients, ``curl -H``)
+use tokens (docs/oip.md, "Authentication").
 """
 
 from __future__ import annotations
 
 import asyncio
-import calendar
-import functools
-import hashlib
-import hmac
-import time
-from collections.abc import Mapping
+import logging
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Protocol
-from urllib.parse import parse_qsl, quote
 
 from neurondock_platform import sigv4
-from neurondock_platform.api.auth import CredentialCache
-from neurondock_platform.errors import (
-    IncompleteSignatureException,
-    InvalidSignatureException,
-    MissingAuthenticationTokenException,
-    SignatureExpiredException,
-    UnrecognizedClientException,
-)
+from neurondock_platform.errors import IncompleteSignatureException, MissingAuthenticationTokenException
+from neurondock_platform.services import sessions
 
 SERVICE = "sagemaker"
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -47,15 +38,8 @@ class Principal:
     scheme: str = "sigv4"
 
 
-@dataclass(frozen=True)
-class IncomingRequest:
-    """What an authenticator may look at (``headers`` have lower-case names)."""
-
-    method: str
-    path: str
-    query: str
-    headers: Mapping[str, str]
-    body: bytes
+# What an authenticator may look at (``headers`` have lower-case names): the verifier's own request.
+IncomingRequest = sigv4.Request
 
 
 class Authenticator(Protocol):
@@ -65,17 +49,18 @@ class Authenticator(Protocol):
 
 
 class SchemeAuthenticator:
-    """Dispatch on the ``Authorization`` scheme (``AWS4-HMAC-SHA256``, ``Bearer`` …)."""
+    """Dispatch on the ``Authorization`` scheme (``AWS4-HMAC-SHA256``, ``Bearer`` …; any case)."""
 
     def __init__(self, by_scheme: Mapping[str, Authenticator]) -> None:
         self.by_scheme = dict(by_scheme)
+        self._lower = {name.lower(): verifier for name, verifier in by_scheme.items()}
 
     async def authenticate(self, request: IncomingRequest) -> Principal:
         value = request.headers.get("authorization")
         if not value:
             raise MissingAuthenticationTokenException()
         scheme = value.split(None, 1)[0]
-        verifier = self.by_scheme.get(scheme)
+        verifier = self._lower.get(scheme.lower())
         if verifier is None:
             raise IncompleteSignatureException(
                 f"Unsupported authorization scheme {scheme[:32]!r}; use one of: {', '.join(self.by_scheme)}."
@@ -83,113 +68,97 @@ class SchemeAuthenticator:
         return await verifier.authenticate(request)
 
 
-@functools.lru_cache(maxsize=256)
-def _epoch(amz_date: str) -> int:
-    # 20260101T120000Z; strptime costs ~10 µs, slicing ~1 µs, and clients reuse one date per second.
-    if len(amz_date) != 16 or amz_date[8] != "T" or amz_date[15] != "Z" or not amz_date[:8].isdigit():
-        raise IncompleteSignatureException(f"Invalid X-Amz-Date {amz_date!r}")
-    try:
-        parts = (
-            int(amz_date[0:4]),
-            int(amz_date[4:6]),
-            int(amz_date[6:8]),
-            int(amz_date[9:11]),
-            int(amz_date[11:13]),
-            int(amz_date[13:15]),
-        )
-    except ValueError as exc:
-        raise IncompleteSignatureException(f"Invalid X-Amz-Date {amz_date!r}") from exc
-    if not (1 <= parts[1] <= 12 and 1 <= parts[2] <= 31 and parts[3] < 24 and parts[4] < 60 and parts[5] < 61):
-        raise IncompleteSignatureException(f"Invalid X-Amz-Date {amz_date!r}")
-    return calendar.timegm((*parts, 0, 0, 0))
-
-
-@functools.lru_cache(maxsize=1024)
-def _signing_key(secret: str, date: str, region: str, service: str) -> bytes:
-    return sigv4.signing_key(secret, date, region, service)
-
-
-@functools.lru_cache(maxsize=1024)
-def _canonical_path(path: str) -> str:
-    # Non-S3 services sign the path URI-encoded twice (botocore's auth.py).
-    return quote(quote(path or "/", safe="/~"), safe="/~")
-
-
-def _canonical_query(query: str) -> str:
-    if not query:
-        return ""
-    pairs = parse_qsl(query, keep_blank_values=True)
-    encoded = sorted((quote(k, safe="-_.~"), quote(v, safe="-_.~")) for k, v in pairs)
-    return "&".join(f"{k}={v}" for k, v in encoded)
-
-
 class SigV4Authenticator:
-    """AWS Signature Version 4 for service ``sagemaker``, against the account's access keys."""
+    """AWS Signature Version 4 for service ``sagemaker``: the platform's one verifier, on the event loop."""
 
-    def __init__(self, credentials: CredentialCache, skew_seconds: int = 15 * 60, service: str = SERVICE) -> None:
-        self.credentials = credentials
-        self.skew_seconds = skew_seconds
-        self.service = service
+    def __init__(self, verifier: sigv4.Verifier, services: Collection[str] = (SERVICE,)) -> None:
+        self.verifier = verifier
+        self.services = frozenset(services)
 
     async def authenticate(self, request: IncomingRequest) -> Principal:
-        h = request.headers
-        signed = sigv4.parse_authorization(h.get("authorization"))
-        amz_date = h.get("x-amz-date") or ""
-        if not amz_date:
-            raise IncompleteSignatureException(
-                "Authorization header requires existence of either a 'X-Amz-Date' or a 'Date' header."
-            )
-        when = _epoch(amz_date)
-        now = time.time()
-        if abs(now - when) > self.skew_seconds:
-            fmt = "%Y%m%dT%H%M%SZ"
-            raise SignatureExpiredException(
-                request_time=amz_date,
-                earliest=time.strftime(fmt, time.gmtime(now - self.skew_seconds)),
-                now=time.strftime(fmt, time.gmtime(now)),
-            )
-        if signed.service != self.service:
-            raise InvalidSignatureException(f"Credential should be scoped to correct service: '{self.service}'.")
-        credential = self.credentials.cached(signed.access_key_id)
-        if credential is None:
-            credential = await asyncio.to_thread(self.credentials.lookup, signed.access_key_id)
-        if credential is None:
-            raise UnrecognizedClientException()
-        names = signed.signed_headers
+        verified = await self.verifier.averify(request, services=self.services)
+        return Principal(verified.account_id, verified.access_key_id)
+
+
+class Revocations(Protocol):
+    """The revocation list a token check consults (``services.revocations.RevocationCache``)."""
+
+    def refuses(self, claims: sessions.Claims) -> bool: ...
+
+    def current(self) -> bool: ...
+
+    def due(self) -> bool: ...
+
+    def refresh_ahead(self) -> None: ...
+
+
+class _NotCached(Exception):
+    """The token's access key is not in the credential cache: check it where the database may be read."""
+
+
+class TokenAuthenticator:
+    """``Authorization: Bearer <token>`` with the admin API's revocable tokens (``services.sessions``).
+
+    The check is the admin API's own (``sessions.verify_token`` with the revocation cache). It runs on
+    the event loop when it would read no database, i.e. when the token's key is in the credential cache
+    and the revocation list was refreshed within its period; otherwise in a thread. Past half the
+    period a background thread refreshes the list ahead, so steady traffic never waits for it. A
+    thread hop for every token cost ~600 µs at p50 and ~16 ms at p99 of OverheadLatency here
+    (tests/benchmarks/test_bench_oip_auth.py).
+    """
+
+    def __init__(self, credentials: sigv4.CredentialSource, revocations: Revocations) -> None:
+        self.credentials = credentials
+        self.revocations = revocations
+        self._ahead: asyncio.Task[None] | None = None
+
+    def _refresh_ahead(self) -> None:
         try:
-            canon_headers = "".join([f"{n}:{' '.join(h[n].split())}\n" for n in names])
-        except KeyError:
-            raise InvalidSignatureException() from None
-        declared = h.get("x-amz-content-sha256")
-        if declared in sigv4.UNSIGNED_PAYLOADS:
-            payload_hash = declared
-        else:
-            payload_hash = hashlib.sha256(request.body).hexdigest()
-            if declared and declared.lower() != payload_hash:
-                # The header is signed, the body is not: without this check a captured request could
-                # be replayed with another body for as long as its signature is fresh.
-                raise InvalidSignatureException(
-                    "The provided 'x-amz-content-sha256' header does not match what was computed."
-                )
-        creq = "\n".join(
-            (
-                request.method.upper(),
-                _canonical_path(request.path),
-                _canonical_query(request.query),
-                canon_headers,
-                ";".join(names),
-                payload_hash,
-            )
-        )
-        scope = f"{signed.date}/{signed.region}/{signed.service}/aws4_request"
-        sts = f"{sigv4.ALGORITHM}\n{amz_date}\n{scope}\n{hashlib.sha256(creq.encode()).hexdigest()}"
-        key = _signing_key(credential.secret_access_key, signed.date, signed.region, signed.service)
-        expected = hmac.new(key, sts.encode(), hashlib.sha256).hexdigest()
-        if not hmac.compare_digest(expected, signed.signature):
-            raise InvalidSignatureException()
-        return Principal(credential.account_id, signed.access_key_id)
+            self.revocations.refresh_ahead()
+        except Exception:
+            # The next check that finds the list out of date refreshes it (or fails) in its own thread.
+            log.exception("refreshing the token revocation list ahead failed")
+
+    def _cached(self, access_key_id: str) -> sigv4.Credential | None:
+        credential = self.credentials.cached(access_key_id)
+        if credential is None:
+            raise _NotCached()
+        return credential
+
+    def _verify(self, token: str, lookup: sessions.Lookup) -> sessions.Claims:
+        return sessions.verify_token(token, lookup, purpose=sessions.PURPOSE_API, revoked=self.revocations.refuses)
+
+    async def authenticate(self, request: IncomingRequest) -> Principal:
+        token = request.headers.get("authorization", "").split(None, 1)[-1].strip()
+        revocations = self.revocations
+        try:
+            if not revocations.current():
+                raise _NotCached()
+            claims = self._verify(token, self._cached)
+        except _NotCached:
+            claims = await asyncio.to_thread(self._verify, token, self.credentials.lookup)
+        if revocations.due() and (self._ahead is None or self._ahead.done()):
+            self._ahead = asyncio.get_running_loop().create_task(asyncio.to_thread(self._refresh_ahead))
+        return Principal(claims.account_id, claims.access_key_id, scheme="bearer")
 
 
-def default_authenticator(credentials: CredentialCache, skew_seconds: int) -> SchemeAuthenticator:
-    """SigV4 only, for now; add ``"Bearer": <token verifier>`` here to accept tokens on both front doors."""
-    return SchemeAuthenticator({sigv4.ALGORITHM: SigV4Authenticator(credentials, skew_seconds)})
+def default_authenticator(verifier: sigv4.Verifier, revocations: Revocations | None = None) -> SchemeAuthenticator:
+    """Who may invoke endpoints: SigV4 (service ``sagemaker``), or an admin API token when ``revocations`` is given.
+
+    Tokens are accepted only together with the revocation check, so no front door can take a token
+    that the admin API would refuse.
+    """
+    schemes: dict[str, Authenticator] = {sigv4.ALGORITHM: SigV4Authenticator(verifier)}
+    if revocations is not None:
+        schemes["Bearer"] = TokenAuthenticator(verifier.credentials, revocations)
+    return SchemeAuthenticator(schemes)
+
+
+def metrics_authenticator(verifier: sigv4.Verifier, revocations: Revocations | None = None) -> SchemeAuthenticator:
+    """Who may read ``/metrics``: SigV4 (service ``sagemaker`` or ``neurondock``), or an admin API token."""
+    schemes: dict[str, Authenticator] = {
+        sigv4.ALGORITHM: SigV4Authenticator(verifier, services=(SERVICE, "neurondock"))
+    }
+    if revocations is not None:
+        schemes["Bearer"] = TokenAuthenticator(verifier.credentials, revocations)
+    return SchemeAuthenticator(schemes)

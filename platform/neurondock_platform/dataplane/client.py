@@ -1,13 +1,20 @@
-"""The one wrapper around every call into a replica process (tests swap it for a fake)."""
+"""The one wrapper around every call into a replica process (tests swap it for a fake).
+
+A streaming call hands each chunk frame to ``on_chunk`` as it arrives (``protocol.py``); the model
+timeout then bounds the wait for each part, not the whole stream.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections import defaultdict
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
-from neurondock_platform.dataplane.protocol import encode_frame, read_frame
+from neurondock_platform.dataplane.protocol import KIND_CHUNK, ProtocolError, encode_frame, open_channel, read_frame
+
+# Receives one streamed part: the chunk frame's meta and the part's bytes.
+OnChunk = Callable[[dict[str, Any], bytes], Awaitable[None]]
 
 
 class ReplicaUnavailable(Exception):
@@ -18,76 +25,141 @@ class ReplicaTimeout(Exception):
     """The replica took longer than the model timeout."""
 
 
+class StreamInterrupted(Exception):
+    """The replica was lost after parts of a stream went out: the request cannot be sent elsewhere."""
+
+
 class ReplicaCaller(Protocol):
     """What the router needs from a replica client."""
 
     async def call(
-        self, address: str, meta: dict[str, Any], body: bytes, timeout: float
+        self,
+        address: str,
+        meta: dict[str, Any],
+        body: bytes,
+        timeout: float,
+        *,
+        key: str,
+        on_chunk: OnChunk | None = None,
     ) -> tuple[dict[str, Any], bytes]: ...
+
+    def abandon(self, address: str, key: str) -> None: ...
 
     async def close(self) -> None: ...
 
 
 class _Connection:
-    __slots__ = ("reader", "writer")
+    __slots__ = ("abandoned", "parts", "reader", "writer")
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader = reader
         self.writer = writer
+        self.abandoned = False
+        # Streamed parts handed on for the request in flight.
+        self.parts = 0
 
     def close(self) -> None:
         self.writer.close()
 
 
+# Connections are pooled per replica process: the address and that process's key.
+_Target = tuple[str, str]
+
+
 class ReplicaClient:
-    """Keep-alive connections per replica address; one request per connection at a time."""
+    """Keep-alive, authenticated connections per replica process; one request per connection at a time.
+
+    Each new connection runs the protocol's handshake on the replica's key (one extra round trip);
+    requests then reuse it, so the steady state costs nothing more than before.
+    """
 
     def __init__(self, max_idle_per_replica: int = 16) -> None:
-        self._idle: dict[str, list[_Connection]] = defaultdict(list)
+        self._idle: dict[_Target, list[_Connection]] = defaultdict(list)
+        # Connections with a request in flight, so a hung replica's can all be given up at once.
+        self._busy: dict[_Target, set[_Connection]] = defaultdict(set)
         self._max_idle = max_idle_per_replica
 
-    async def _connect(self, address: str) -> _Connection:
-        host, _, port = address.rpartition(":")
+    async def _connect(self, address: str, key: str) -> _Connection:
         try:
-            reader, writer = await asyncio.open_connection(host, int(port), limit=1 << 20)
-        except OSError as exc:
-            raise ReplicaUnavailable(f"cannot connect to replica at {address}: {exc}") from exc
-        sock = writer.get_extra_info("socket")
-        if sock is not None:
-            # http.client-style split writes plus Nagle cost ~40 ms per call (measured-here.md).
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            reader, writer = await open_channel(address, key)
+        except (OSError, TimeoutError, asyncio.IncompleteReadError, ProtocolError, ValueError) as exc:
+            # A replica that is gone, or a process on its old port that cannot prove its key: both
+            # mean "not this replica any more"; the router drops it and tries another.
+            raise ReplicaUnavailable(f"cannot connect to replica at {address}: {exc!r}") from exc
         return _Connection(reader, writer)
 
     @staticmethod
     async def _exchange(
-        conn: _Connection, meta: dict[str, Any], body: bytes, timeout: float
+        conn: _Connection, meta: dict[str, Any], body: bytes, timeout: float, on_chunk: OnChunk | None = None
     ) -> tuple[dict[str, Any], bytes]:
         # asyncio.timeout, not wait_for: wait_for wraps the read in a new Task on every call.
-        async with asyncio.timeout(timeout):
-            conn.writer.write(encode_frame(meta, body))
-            if conn.writer.transport.get_write_buffer_size():
-                await conn.writer.drain()
-            return await read_frame(conn.reader)
+        conn.parts = 0
+        try:
+            async with asyncio.timeout(timeout) as deadline:
+                conn.writer.write(encode_frame(meta, body))
+                if conn.writer.transport.get_write_buffer_size():
+                    await conn.writer.drain()
+                answer, answer_body = await read_frame(conn.reader)
+                while on_chunk is not None and answer.get("kind") == KIND_CHUNK:
+                    conn.parts += 1
+                    await on_chunk(answer, answer_body)
+                    # A stream that keeps producing is not hung: each part gets the whole timeout.
+                    deadline.reschedule(asyncio.get_running_loop().time() + timeout)
+                    answer, answer_body = await read_frame(conn.reader)
+                return answer, answer_body
+        except TimeoutError as exc:
+            if exc.errno is not None:
+                # ETIMEDOUT from the kernel: the peer stopped answering (protocol.detect_dead_peer),
+                # which says the replica is gone, not that the model is slow.
+                raise ConnectionError(f"replica stopped answering: {exc}") from exc
+            raise
 
     async def call(
-        self, address: str, meta: dict[str, Any], body: bytes, timeout: float
+        self,
+        address: str,
+        meta: dict[str, Any],
+        body: bytes,
+        timeout: float,
+        *,
+        key: str,
+        on_chunk: OnChunk | None = None,
     ) -> tuple[dict[str, Any], bytes]:
-        """Send one request frame and wait for its answer."""
-        idle = self._idle[address]
+        """Send one request frame to the replica holding ``key`` and wait for its answer.
+
+        Raises:
+            ReplicaUnavailable: the replica is gone and nothing of the answer went out (retry elsewhere).
+            StreamInterrupted: the replica was lost after ``on_chunk`` had parts.
+            ReplicaTimeout: no answer, or no next part, within ``timeout``.
+        """
+        target = (address, key)
+        idle = self._idle[target]
         reused = bool(idle)
-        conn = idle.pop() if idle else await self._connect(address)
+        conn = idle.pop() if idle else await self._connect(address, key)
+        busy = self._busy[target]
+        busy.add(conn)
         try:
-            answer = await self._exchange(conn, meta, body, timeout)
+            answer = await self._exchange(conn, meta, body, timeout, on_chunk)
         except TimeoutError as exc:
             conn.close()
             raise ReplicaTimeout(f"replica at {address} did not answer within {timeout:.0f} s") from exc
         except (OSError, asyncio.IncompleteReadError, ConnectionError) as exc:
             conn.close()
+            if conn.parts:
+                raise StreamInterrupted(f"replica at {address} went away after {conn.parts} part(s)") from exc
+            if conn.abandoned:
+                raise ReplicaUnavailable(f"replica at {address} hung; the request goes to another replica") from exc
             if reused:
                 # An idle keep-alive connection may have been closed by a restarted replica:
                 # one fresh attempt tells a stale socket from a dead replica.
-                return await self._fresh_call(address, meta, body, timeout)
+                return await self._fresh_call(target, meta, body, timeout, on_chunk)
             raise ReplicaUnavailable(f"replica at {address} went away mid-request: {exc!r}") from exc
+        except BaseException:
+            # on_chunk failed (the caller went away) or the task was cancelled: the replica may still
+            # be writing this answer, so the connection cannot carry another request.
+            conn.close()
+            raise
+        finally:
+            busy.discard(conn)
         if len(idle) < self._max_idle:
             idle.append(conn)
         else:
@@ -95,21 +167,44 @@ class ReplicaClient:
         return answer
 
     async def _fresh_call(
-        self, address: str, meta: dict[str, Any], body: bytes, timeout: float
+        self, target: _Target, meta: dict[str, Any], body: bytes, timeout: float, on_chunk: OnChunk | None
     ) -> tuple[dict[str, Any], bytes]:
-        for conn in self._idle.pop(address, []):
+        address = target[0]
+        for conn in self._idle.pop(target, []):
             conn.close()
-        conn = await self._connect(address)
+        conn = await self._connect(*target)
+        busy = self._busy[target]
+        busy.add(conn)
         try:
-            answer = await self._exchange(conn, meta, body, timeout)
+            answer = await self._exchange(conn, meta, body, timeout, on_chunk)
         except TimeoutError as exc:
             conn.close()
             raise ReplicaTimeout(f"replica at {address} did not answer within {timeout:.0f} s") from exc
         except (OSError, asyncio.IncompleteReadError, ConnectionError) as exc:
             conn.close()
+            if conn.parts:
+                raise StreamInterrupted(f"replica at {address} went away after {conn.parts} part(s)") from exc
             raise ReplicaUnavailable(f"replica at {address} went away mid-request: {exc!r}") from exc
-        self._idle[address].append(conn)
+        except BaseException:
+            conn.close()
+            raise
+        finally:
+            busy.discard(conn)
+        self._idle[target].append(conn)
         return answer
+
+    def abandon(self, address: str, key: str) -> None:
+        """Give up every request in flight to one replica process (it hung): they fail as unavailable.
+
+        Requests queued behind a hung execution never ran; failing them as ``ReplicaUnavailable``
+        sends them to another replica now instead of letting each wait out its own timeout.
+        """
+        target = (address, key)
+        for conn in self._busy.pop(target, set()):
+            conn.abandoned = True
+            conn.close()
+        for conn in self._idle.pop(target, []):
+            conn.close()
 
     async def close(self) -> None:
         """Close every idle connection."""

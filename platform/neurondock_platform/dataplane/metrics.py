@@ -1,6 +1,6 @@
 """Endpoint metrics, collected in memory on the invocation path and exposed two ways.
 
-Names and units are SageMaker's (serving-peers.md §1.2): ``Invocations``, ``InvocationsPerInstance``
+Names and units are SageMaker's (docs/sagemaker-api.md, "Endpoint metrics"): ``Invocations``, ``InvocationsPerInstance``
 (each request adds 1/instance count), ``Invocation4XXErrors``, ``Invocation5XXErrors``,
 ``ModelLatency`` and ``OverheadLatency`` in microseconds, ``ModelSetupTime`` in microseconds (from
 ``Replica.setup_seconds``). As on SageMaker, ``ModelLatency`` is the time the model took *as viewed
@@ -10,33 +10,39 @@ Beside them: ``InvocationsThrottled`` (a full queue refused the request), ``Queu
 ahead in the replica on arrival), ``BatchSize`` (one observation per execution) and
 ``NeuronCoreUtilization`` per replica (projected device busy time over wall time for a compiled
 Inferentia model, else measured execution time; in percent) and ``ReplicaInferenceStats`` per replica
-(neuron-monitor's inference summary, ``dataplane/replica_stats.py``). Failed invocations
+(neuron-monitor's inference summary, ``dataplane/replica_stats.py``). A streamed answer's ModelLatency
+runs to its last part; ``ModelLatencyToFirstByte`` measures it to the first (docs/streaming.md). Failed invocations
 themselves (time, status, code, message, request id) go to ``errors`` (``dataplane/invocation_errors.py``).
 
 Recording costs a few dictionary updates and no I/O. ``GET /metrics`` renders the Prometheus text
-format from the running totals; a flusher writes each ~10 s period's summary (sum, count, min, max,
-p50, p99, and bucket counts for BatchSize) to ``metric_points`` through ``services/metrics.py``, and
-the failures kept since the last flush to ``invocation_errors`` in the same transaction.
+format from the running totals; a flusher writes each period's aggregate (sample count, sum,
+extremes, a percentile sketch, and bucket counts for BatchSize) to the metric store
+(``services/metrics.py``) in CloudWatch's namespaces and dimensions (``sagemaker_metrics.py``), and
+the failures kept since the last flush to ``invocation_errors`` in the same transaction. Periods are
+aligned to the wall clock (every 10 s at :00, :10, …) so a period never straddles the minute the
+CloudWatch API and the alarms read it in; SageMaker publishes nothing for a variant without traffic,
+and neither does this.
 """
 
 from __future__ import annotations
 
 import asyncio
 import bisect
-import contextlib
 import datetime as dt
 import logging
 import os
-import random
 import socket
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from neurondock_platform import sagemaker_metrics as sm
 from neurondock_platform.dataplane import replica_stats
 from neurondock_platform.dataplane.invocation_errors import FailedInvocation, InvocationErrorLog
-from neurondock_platform.dataplane.quantiles import percentile
+from neurondock_platform.dataplane.looptask import LoopTask
+from neurondock_platform.sagemaker_metrics import aligned_interval
+from neurondock_platform.sketch import Sketch
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session, sessionmaker
@@ -64,15 +70,13 @@ LATENCY_BUCKETS = (
 )  # fmt: skip
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
 QUEUE_BUCKETS = (0, 1, 2, 4, 8, 16, 32, 64, 128)
-# Samples kept per distribution per period for p50/p99 (reservoir sampling beyond that).
-RESERVOIR = 2048
 FLUSH_SECONDS = 10
 
 
 class Distribution:
-    """Running Prometheus histogram plus this period's sum, count, extremes and a sample reservoir."""
+    """Running Prometheus histogram plus this period's sum, count, extremes and percentile sketch."""
 
-    __slots__ = ("bounds", "count", "counts", "p_count", "p_max", "p_min", "p_samples", "p_sum", "sum")
+    __slots__ = ("bounds", "count", "counts", "p_count", "p_max", "p_min", "p_sketch", "p_sum", "sum")
 
     def __init__(self, bounds: tuple[float, ...]) -> None:
         self.bounds = bounds
@@ -83,7 +87,7 @@ class Distribution:
         self.p_count = 0
         self.p_min = float("inf")
         self.p_max = float("-inf")
-        self.p_samples: list[float] = []
+        self.p_sketch = Sketch()
 
     def observe(self, value: float) -> None:
         self.counts[bisect.bisect_left(self.bounds, value)] += 1
@@ -95,28 +99,20 @@ class Distribution:
             self.p_min = value
         if value > self.p_max:
             self.p_max = value
-        samples = self.p_samples
-        if len(samples) < RESERVOIR:
-            samples.append(value)
-        else:
-            slot = random.randrange(self.p_count)
-            if slot < RESERVOIR:
-                samples[slot] = value
+        self.p_sketch.add(value)
 
     def take_period(self) -> dict[str, Any] | None:
-        """Return this period's summary and start the next period; None when nothing was observed."""
+        """Return this period's aggregate and start the next period; None when nothing was observed."""
         if not self.p_count:
             return None
-        ordered = sorted(self.p_samples)
         summary = {
             "sum": self.p_sum,
-            "count": self.p_count,
+            "sample_count": self.p_count,
             "minimum": self.p_min,
             "maximum": self.p_max,
-            "p50": percentile(ordered, 0.50),
-            "p99": percentile(ordered, 0.99),
+            "sketch": self.p_sketch.to_json(),
         }
-        self.p_sum, self.p_count, self.p_samples = 0.0, 0, []
+        self.p_sum, self.p_count, self.p_sketch = 0.0, 0, Sketch()
         self.p_min, self.p_max = float("inf"), float("-inf")
         return summary
 
@@ -133,6 +129,28 @@ class Counter:
         self.period += value
 
 
+def _ones(count: int) -> dict[str, Any]:
+    # Invocations: one sample of 1 per request (Sum = SampleCount = requests).
+    return {
+        "sample_count": count,
+        "sum": float(count),
+        "minimum": 1.0,
+        "maximum": 1.0,
+        "sketch": Sketch.of([(1.0, count)]).to_json(),
+    }
+
+
+def _zero_ones(count: int, hits: int) -> dict[str, Any]:
+    # Error metrics: one sample per request, 1 when it failed that way and 0 otherwise (Average = rate).
+    return {
+        "sample_count": count,
+        "sum": float(hits),
+        "minimum": 0.0 if hits < count else 1.0,
+        "maximum": 1.0 if hits else 0.0,
+        "sketch": Sketch.of([(0.0, count - hits), (1.0, hits)]).to_json(),
+    }
+
+
 @dataclass
 class VariantMetrics:
     invocations: Counter = field(default_factory=Counter)
@@ -142,10 +160,16 @@ class VariantMetrics:
     throttled: Counter = field(default_factory=Counter)
     model_latency: Distribution = field(default_factory=lambda: Distribution(LATENCY_BUCKETS))
     overhead_latency: Distribution = field(default_factory=lambda: Distribution(LATENCY_BUCKETS))
+    first_part_latency: Distribution = field(default_factory=lambda: Distribution(LATENCY_BUCKETS))
     setup_time: Distribution = field(default_factory=lambda: Distribution(LATENCY_BUCKETS))
     queue_depth: Distribution = field(default_factory=lambda: Distribution(QUEUE_BUCKETS))
     batch_size: Distribution = field(default_factory=lambda: Distribution(BATCH_BUCKETS))
     batch_period: dict[int, int] = field(default_factory=dict)
+    # Requests per instance count this period: InvocationsPerInstance's samples are 1/count each.
+    instances_period: dict[int, int] = field(default_factory=dict)
+    # Data Capture records written, and lost by reason (dataplane/capture.py).
+    capture_written: Counter = field(default_factory=Counter)
+    capture_failed: dict[str, Counter] = field(default_factory=dict)
     last_seen: float = field(default_factory=time.monotonic)
 
 
@@ -161,7 +185,7 @@ class ReplicaMetrics:
     snap_time: float = field(default_factory=time.monotonic)
     utilization: float = 0.0
     # Projected device time (compiled Inferentia models) when the replica reports it; else None and
-    # utilization falls back to measured execution time (inferentia.md §7.3 prefers the former).
+    # utilization falls back to measured execution time (docs/neuron-tools.md: the real tool counts device time).
     device_busy_us: int | None = None
     snap_device_busy_us: int = 0
     period: replica_stats.ReplicaPeriod = field(default_factory=replica_stats.ReplicaPeriod)
@@ -189,12 +213,18 @@ def _num(value: float) -> str:
 class MetricsCollector:
     """In-memory metrics of one API process; every method runs on the event loop."""
 
-    def __init__(self, source: str | None = None) -> None:
+    def __init__(self, source: str | None = None, resolution: float = FLUSH_SECONDS) -> None:
         self.source = source or f"{socket.gethostname()}:{os.getpid()}"[:64]
+        # Seconds per stored period; the flusher sets it to its (aligned) interval.
+        self.resolution = aligned_interval(resolution)
         self.variants: dict[VariantKey, VariantMetrics] = {}
         self.replicas: dict[int, ReplicaMetrics] = {}
-        self._setup_seen: set[int] = set()
+        # (replica id, channel key) of the replica starts already observed: SQLite reuses the id of a
+        # deleted row, and a restarted process keeps its row but gets a new channel key.
+        self._setup_seen: set[tuple[int, str]] = set()
         self._live_replicas: set[int] | None = None
+        # Each routed variant's running instance count, as last seen (the InstanceCount series).
+        self._instances: dict[VariantKey, int] = {}
         self.period_started = time.time()
         self.errors = InvocationErrorLog()
 
@@ -214,12 +244,16 @@ class MetricsCollector:
         instances: int,
         total_us: float | None = None,
         model_us: float | None = None,
+        first_part_us: float | None = None,
     ) -> None:
-        """Count one request routed to a variant; latencies when the model answered."""
+        """Count one request routed to a variant; latencies when the model answered (and streamed)."""
         stats = self._variant(key)
         stats.last_seen = time.monotonic()
         stats.invocations.add()
-        stats.per_instance.add(1.0 / max(1, instances))
+        instances = max(1, instances)
+        stats.per_instance.add(1.0 / instances)
+        seen = stats.instances_period
+        seen[instances] = seen.get(instances, 0) + 1
         if outcome == CLIENT_ERROR:
             stats.errors_4xx.add()
         elif outcome == SERVER_ERROR:
@@ -229,6 +263,20 @@ class MetricsCollector:
         if model_us is not None and total_us is not None:
             stats.model_latency.observe(model_us)
             stats.overhead_latency.observe(max(0.0, total_us - model_us))
+        if first_part_us is not None:
+            stats.first_part_latency.observe(first_part_us)
+
+    def capture_written(self, key: VariantKey, count: int) -> None:
+        """Count captured records written to their destination."""
+        self._variant(key).capture_written.add(count)
+
+    def capture_failed(self, key: VariantKey, count: int, reason: str) -> None:
+        """Count captured records lost (queue full, write failed); the invocations themselves succeeded."""
+        failed = self._variant(key).capture_failed
+        counter = failed.get(reason)
+        if counter is None:
+            counter = failed[reason] = Counter()
+        counter.add(count)
 
     def replica_answer(
         self, key: VariantKey, replica_id: int, meta: Mapping[str, Any], rtt_us: float | None = None
@@ -274,78 +322,105 @@ class MetricsCollector:
         self._replica(key, replica_id, {}).period.timeout()
 
     def observe_routes(self, routes: Mapping[RouteKey, EndpointRoute]) -> None:
-        """Note each replica's ModelSetupTime once, and which replicas still exist."""
+        """Note each replica start's ModelSetupTime once, which replicas still exist, and instance counts."""
         live: set[int] = set()
+        started: set[tuple[int, str]] = set()
+        counts: dict[VariantKey, int] = {}
         for (account, name), route in routes.items():
             for variant in route.variants:
+                counts[(account, name, variant.name)] = variant.instances
                 for replica in variant.replicas:
                     live.add(replica.replica_id)
-                    if replica.replica_id in self._setup_seen:
+                    start = (replica.replica_id, replica.channel_key)
+                    started.add(start)
+                    if start in self._setup_seen:
                         continue
                     seconds = replica.setup_seconds
                     if seconds is not None:
-                        self._setup_seen.add(replica.replica_id)
+                        self._setup_seen.add(start)
                         self._variant((account, name, variant.name)).setup_time.observe(seconds * 1e6)
+        self._setup_seen &= started  # a start no longer routed cannot come back
         self._live_replicas = live
+        self._instances = counts
 
     # --- periods and the table ----------------------------------------------------------------------
 
     def take_period(self, now: float | None = None) -> list[dict[str, Any]]:
-        """Summarise the period since the last call as ``metric_points`` rows and start a new one."""
+        """Aggregate the period since the last call into metric store rows and start a new one.
+
+        The rows are stamped with the wall-clock period the last one began in (``resolution``
+        seconds, aligned), which is the period the flusher closes when it runs on the boundary.
+        """
         now = time.time() if now is None else now
         started = self.period_started
-        seconds = max(1, round(now - started))
         self.period_started = now
-        period_start = dt.datetime.fromtimestamp(started, dt.UTC).replace(microsecond=0)
+        seconds = self.resolution
+        period_start = dt.datetime.fromtimestamp(int(started) - int(started) % seconds, dt.UTC)
         rows: list[dict[str, Any]] = []
 
-        def row(key: VariantKey, metric: str, unit: str, replica_id: int | None = None, **values: Any) -> None:
-            account, endpoint, variant = key
+        def row(metric: str, dimensions: sm.Dimensions, account: str, **values: Any) -> None:
             rows.append(
                 {
                     "account_id": account,
-                    "endpoint_name": endpoint,
-                    "variant_name": variant,
-                    "replica_id": replica_id,
-                    "metric": metric,
+                    "namespace": sm.namespace(metric),
+                    "metric_name": metric,
+                    "dimensions": dimensions,
                     "period_start": period_start,
                     "period_seconds": seconds,
-                    "unit": unit,
+                    "unit": sm.unit(metric),
                     "source": self.source,
                     "minimum": None,
                     "maximum": None,
-                    "p50": None,
-                    "p99": None,
+                    "sketch": None,
                     "buckets": None,
                     **values,
                 }
             )
 
-        counters = (
-            ("Invocations", "invocations"),
-            ("InvocationsPerInstance", "per_instance"),
-            ("Invocation4XXErrors", "errors_4xx"),
-            ("Invocation5XXErrors", "errors_5xx"),
-            ("InvocationsThrottled", "throttled"),
-        )
         distributions = (
-            ("ModelLatency", "model_latency", MICROSECONDS),
-            ("OverheadLatency", "overhead_latency", MICROSECONDS),
-            ("ModelSetupTime", "setup_time", MICROSECONDS),
-            ("QueueDepth", "queue_depth", COUNT),
-            ("BatchSize", "batch_size", COUNT),
+            ("ModelLatency", "model_latency"),
+            ("OverheadLatency", "overhead_latency"),
+            ("ModelLatencyToFirstByte", "first_part_latency"),
+            ("ModelSetupTime", "setup_time"),
+            ("QueueDepth", "queue_depth"),
+            ("BatchSize", "batch_size"),
         )
         idle_before = time.monotonic() - 6 * FLUSH_SECONDS
         for key, stats in list(self.variants.items()):
+            account, endpoint, variant = key
+            dims = sm.variant_dimensions(endpoint, variant)
             requests = int(stats.invocations.period)
-            active = requests > 0
-            if active:
-                for metric, attr in counters:
-                    counter: Counter = getattr(stats, attr)
-                    unit = NONE if metric == "InvocationsPerInstance" else COUNT
-                    row(key, metric, unit, sum=counter.period, count=requests)
+            if requests:
+                row("Invocations", dims, account, **_ones(requests))
+                seen, stats.instances_period = stats.instances_period, {}
+                row(
+                    "InvocationsPerInstance",
+                    dims,
+                    account,
+                    sample_count=requests,
+                    sum=stats.per_instance.period,
+                    minimum=1.0 / max(seen),
+                    maximum=1.0 / min(seen),
+                    sketch=Sketch.of((1.0 / n, c) for n, c in seen.items()).to_json(),
+                )
+                for metric, counter in (
+                    ("Invocation4XXErrors", stats.errors_4xx),
+                    ("Invocation5XXErrors", stats.errors_5xx),
+                    ("InvocationsThrottled", stats.throttled),
+                ):
+                    row(metric, dims, account, **_zero_ones(requests, int(counter.period)))
+                counters = (stats.invocations, stats.per_instance, stats.errors_4xx, stats.errors_5xx, stats.throttled)
+                for counter in counters:
                     counter.period = 0.0
-            for metric, attr, unit in distributions:
+            written = int(stats.capture_written.period)
+            failed = int(sum(c.period for c in stats.capture_failed.values()))
+            for metric, count in (("DataCaptureWritten", written), ("DataCaptureFailed", failed)):
+                if count:
+                    row(metric, dims, account, **_ones(count))
+            stats.capture_written.period = 0.0
+            for counter in stats.capture_failed.values():
+                counter.period = 0.0
+            for metric, attr in distributions:
                 dist: Distribution = getattr(stats, attr)
                 summary = dist.take_period()
                 if summary is not None:
@@ -353,13 +428,27 @@ class MetricsCollector:
                     if metric == "BatchSize":
                         buckets = {str(k): v for k, v in sorted(stats.batch_period.items())}
                         stats.batch_period = {}
-                    row(key, metric, unit, buckets=buckets, **summary)
-            if not active and stats.last_seen < idle_before and not self._has_replicas(key):
+                    row(metric, dims, account, buckets=buckets, **summary)
+            if not requests and not written and stats.last_seen < idle_before and not self._has_replicas(key):
                 del self.variants[key]
+        for (account, endpoint, variant), count in self._instances.items():
+            value = float(count)
+            row(
+                "InstanceCount",
+                sm.variant_dimensions(endpoint, variant),
+                account,
+                sample_count=1,
+                sum=value,
+                minimum=value,
+                maximum=value,
+                sketch=Sketch.of([(value, 1)]).to_json(),
+            )
         for replica_id, replica in list(self.replicas.items()):
             if self._live_replicas is not None and replica_id not in self._live_replicas:
                 del self.replicas[replica_id]
                 continue
+            account, endpoint, variant = replica.key
+            dims = sm.replica_dimensions(endpoint, variant, replica_id)
             elapsed_us = max(1.0, (time.monotonic() - replica.snap_time) * 1e6)
             if replica.device_busy_us is not None:
                 busy = max(0, replica.device_busy_us - replica.snap_device_busy_us)
@@ -371,11 +460,12 @@ class MetricsCollector:
             replica.utilization = min(100.0, 100.0 * busy / elapsed_us)
             replica.snap_busy_us, replica.snap_time = replica.busy_us, time.monotonic()
             value = round(replica.utilization, 3)
-            row(replica.key, "NeuronCoreUtilization", PERCENT, replica_id, sum=value, count=1,
-                minimum=value, maximum=value, p50=value, p99=value, buckets={"source": source})  # fmt: skip
+            single = {"sample_count": 1, "sum": value, "minimum": value, "maximum": value}
+            sketch = Sketch.of([(value, 1)]).to_json()
+            row("NeuronCoreUtilization", dims, account, **single, sketch=sketch, buckets={"source": source})
             inference = replica.period.row_values()
             if inference is not None:
-                row(replica.key, replica_stats.METRIC, MICROSECONDS, replica_id, **inference)
+                row(replica_stats.METRIC, dims, account, **inference)
             replica.period = replica_stats.ReplicaPeriod()
         return rows
 
@@ -384,15 +474,15 @@ class MetricsCollector:
 
     # --- Prometheus ---------------------------------------------------------------------------------
 
-    def render(self, outstanding: Mapping[int, int] | None = None) -> bytes:
-        """Return every metric in the Prometheus text exposition format (version 0.0.4)."""
+    def render(self, outstanding: Mapping[int, int] | None = None, *, account_id: str | None = None) -> bytes:
+        """Return the metrics (of one account's endpoints, when given) in the Prometheus text format 0.0.4."""
         out: list[str] = []
 
         def family(name: str, kind: str, help_text: str) -> None:
             out.append(f"# HELP {name} {help_text}")
             out.append(f"# TYPE {name} {kind}")
 
-        variants = sorted(self.variants.items())
+        variants = sorted(kv for kv in self.variants.items() if account_id is None or kv[0][0] == account_id)
         for name, attr, help_text in (
             ("Invocations", "invocations", "Requests sent to the model (SageMaker Invocations)."),
             ("InvocationsPerInstance", "per_instance", "Invocations divided by the variant's instance count."),
@@ -403,9 +493,21 @@ class MetricsCollector:
             family(name, "counter", help_text)
             for key, stats in variants:
                 out.append(f"{name}{{{_labels(key)}}} {_num(getattr(stats, attr).total)}")
+        family("DataCaptureWritten", "counter", "Data Capture records written to the endpoint's DestinationS3Uri.")
+        for key, stats in variants:
+            out.append(f"DataCaptureWritten{{{_labels(key)}}} {_num(stats.capture_written.total)}")
+        family(
+            "DataCaptureFailed",
+            "counter",
+            "Data Capture records lost (reason: queue_full, write_failed); the invocations succeeded.",
+        )
+        for key, stats in variants:
+            for reason, counter in sorted(stats.capture_failed.items()):
+                out.append(f"DataCaptureFailed{{{_labels(key, reason=reason)}}} {_num(counter.total)}")
         for name, attr, help_text in (
             ("ModelLatency", "model_latency", "Microseconds the model took as viewed from the router."),
             ("OverheadLatency", "overhead_latency", "Microseconds the platform added beyond ModelLatency."),
+            ("ModelLatencyToFirstByte", "first_part_latency", "Microseconds to a streamed answer's first part."),
             ("ModelSetupTime", "setup_time", "Microseconds from a replica's start to serving."),
             ("QueueDepth", "queue_depth", "Requests ahead in the replica when a request arrived."),
             ("BatchSize", "batch_size", "Requests per model execution (one observation per execution)."),
@@ -421,12 +523,12 @@ class MetricsCollector:
                 out.append(f'{name}_bucket{{{labels},le="+Inf"}} {dist.count}')
                 out.append(f"{name}_sum{{{labels}}} {_num(dist.sum)}")
                 out.append(f"{name}_count{{{labels}}} {dist.count}")
-        replicas = sorted(self.replicas.items())
+        replicas = sorted(kv for kv in self.replicas.items() if account_id is None or kv[1].key[0] == account_id)
         outstanding = outstanding or {}
         gauges = (
             ("NeuronCoreUtilization", "Percent of wall time the replica's NeuronCore(s) executed, last period."),
             ("ReplicaQueueDepth", "Requests queued or executing in the replica at its last answer."),
-            ("ReplicaQueueLimit", "Requests the replica's queue holds before it refuses (NRT_QUEUE_FULL)."),
+            ("ReplicaQueueLimit", "Requests the replica's queue holds before it refuses (TS_JOB_QUEUE_SIZE)."),
             ("ReplicaOutstandingRequests", "Requests this router has in flight to the replica now."),
             ("ReplicaExecutions", "Model executions (batches) the replica has run since it started."),
             ("ReplicaFailedToQueue", "Requests the replica refused because its queue was full, since it started."),
@@ -448,67 +550,60 @@ class MetricsCollector:
 
 
 class MetricsFlusher:
-    """Write each period's summary to ``metric_points`` every ``interval`` seconds, off the event loop."""
+    """Write each period's aggregate to the metric store on the wall-clock boundary, off the event loop."""
 
     def __init__(
         self,
         collector: MetricsCollector,
         session_factory: sessionmaker[Session],
         interval: float = FLUSH_SECONDS,
-        retention: dt.timedelta = dt.timedelta(days=15),
     ) -> None:
         self.collector = collector
         self.factory = session_factory
-        self.interval = interval
-        self.retention = retention
-        self._task: asyncio.Task[None] | None = None
-        self._last_prune = 0.0
+        self.interval = aligned_interval(interval)
+        collector.resolution = self.interval
+        self._flusher = LoopTask(self._loop)
+        # Stream ids this process has resolved (streams are never deleted).
+        self._streams: dict[Any, int] = {}
 
-    def _write(self, rows: Iterable[dict[str, Any]], failures: list[FailedInvocation], prune: bool) -> None:
+    def _write(self, rows: Iterable[dict[str, Any]], failures: list[FailedInvocation]) -> None:
         from neurondock_platform.services import invocation_errors
         from neurondock_platform.services import metrics as metric_service
 
         with self.factory() as session:
-            metric_service.write_points(session, list(rows))
+            metric_service.write_points(session, list(rows), self._streams)
             invocation_errors.write_errors(session, [f.to_row(self.collector.source) for f in failures])
-            if prune:
-                metric_service.prune(session, dt.datetime.now(dt.UTC) - self.retention)
             session.commit()
 
-    async def flush(self) -> int:
+    async def flush(self, now: float | None = None) -> int:
         """Write the current period and the failures kept since the last flush; returns the metric rows written."""
-        rows = self.collector.take_period()
+        rows = self.collector.take_period(now)
         failures = self.collector.errors.take()
-        now = time.monotonic()
-        prune = now - self._last_prune > 3600
-        if not rows and not failures and not prune:
+        if not rows and not failures:
             return 0
-        if prune:
-            self._last_prune = now
         try:
-            await asyncio.to_thread(self._write, rows, failures, prune)
+            await asyncio.to_thread(self._write, rows, failures)
         except Exception:
             # Metrics must never take serving down; the in-memory totals and /metrics carry on, and
             # the failures go back into their (bounded) rings for the next flush.
             log.exception("could not write %d metric points and %d invocation errors", len(rows), len(failures))
             self.collector.errors.restore(failures)
+            self._streams.clear()
             return 0
         return len(rows)
 
     async def _loop(self) -> None:
         while True:
-            await asyncio.sleep(self.interval)
-            await self.flush()
+            now = time.time()
+            boundary = now - now % self.interval + self.interval
+            await asyncio.sleep(boundary - now)
+            await self.flush(boundary)
 
     def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._loop())
+        """Start flushing on the running loop."""
+        self._flusher.start()
 
     async def stop(self) -> None:
         """Stop the loop and write what the last period collected."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        if await self._flusher.stop():
             await self.flush()

@@ -1,21 +1,24 @@
 """The Open Inference Protocol (KServe v2 REST) as a second front door to the same endpoints.
 
-serving-peers.md §4. A "model" is an endpoint; a model *version* is one of its variants:
-``/v2/models/{endpoint}/infer`` follows the endpoint's variant weights like InvokeEndpoint does, and
-``/v2/models/{endpoint}/versions/{variant}/infer`` pins a variant like TargetVariant (OIP itself has
-no traffic split). Responses name the variant that answered in ``model_version``.
+The protocol facts this relies on are in docs/oip.md. A "model" is an endpoint; a model *version*
+is one of its variants: ``/v2/models/{endpoint}/infer`` follows the endpoint's variant weights like
+InvokeEndpoint does, and ``/v2/models/{endpoint}/versions/{variant}/infer`` pins a variant like
+TargetVariant (OIP itself has no traffic split). Responses name the variant that answered in
+``model_version``.
 
 Inference converts the one input tensor to an ``application/x-npy`` request for the replica (the
 SageMaker handler contract takes one body) and the replica's NPY answer back to one output tensor.
 Binary tensors (Triton's ``binary_tensor_data`` extension: ``Inference-Header-Content-Length`` and
 ``binary_data_size``) go straight from the request bytes into the NPY body and from the NPY answer
-into the response without JSON; JSON ``data`` is accepted and returned too (at JSON's cost).
+into the response without JSON; JSON ``data`` is accepted and returned too (at JSON's cost). Model
+metadata and the input checks it allows live in ``dataplane/oip_metadata.py``.
 
-Health and server metadata (``/v2``, ``/v2/health/live``, ``/v2/health/ready``) are open, like a
-readiness probe must be; every per-model call is authenticated like the runtime (SigV4, service
-``sagemaker``, through ``dataplane/auth.py``). Errors are ``{"error": message}`` with KServe's
-statuses: 400 bad input, 403 auth, 404 unknown model or version, 429 full queues, 503 not ready,
-500 model failure.
+Health, server metadata and model readiness without credentials (``/v2``, ``/v2/health/live|ready``,
+``/v2/models/{m}/ready``) are open, as readiness probes must be, and say ready or not and nothing
+more. Every other per-model call is authenticated like the runtime (SigV4 for service ``sagemaker``,
+or ``Authorization: Bearer`` with an admin API token, through ``dataplane/auth.py``) and sees the
+caller's account only. Errors are ``{"error": message}`` with KServe's statuses: 400 bad input, 401
+or 403 auth, 404 unknown model or version, 429 full queues, 503 not ready, 500 model failure.
 """
 
 from __future__ import annotations
@@ -33,7 +36,13 @@ from typing import TYPE_CHECKING, Any
 
 from neurondock_platform.dataplane.auth import Principal
 from neurondock_platform.dataplane.invocation_errors import FailedInvocation, InvocationTrace
-from neurondock_platform.dataplane.protocol import OP_INVOKE, OP_METADATA
+from neurondock_platform.dataplane.oip_metadata import (
+    NOT_DESCRIBED,
+    MetadataError,
+    Signature,
+    SignatureCache,
+)
+from neurondock_platform.dataplane.protocol import OP_INVOKE
 from neurondock_platform.dataplane.runtime import timing_headers
 from neurondock_platform.errors import (
     AuthError,
@@ -46,6 +55,7 @@ from neurondock_platform.errors import (
 )
 
 if TYPE_CHECKING:
+    from neurondock_platform.dataplane.routing import EndpointRoute, VariantRoute
     from neurondock_platform.dataplane.runtime import Receive, RuntimeApp, Scope, Send
 
 log = logging.getLogger(__name__)
@@ -53,7 +63,6 @@ log = logging.getLogger(__name__)
 NPY = "application/x-npy"
 HEADER_LENGTH = "inference-header-content-length"
 EXTENSIONS = ["binary_tensor_data"]
-METADATA_TTL = 30.0
 
 _MODEL_RE = re.compile(r"^/v2/models/(?P<name>[^/]+)(?:/versions/(?P<version>[^/]+))?(?P<op>/ready|/infer)?/?$")
 
@@ -271,7 +280,7 @@ class OipApp:
     def __init__(self, runtime: RuntimeApp, version: str = "0.1.0") -> None:
         self.runtime = runtime
         self.version = version
-        self._metadata: dict[tuple[str, str, str, int], tuple[float, dict[str, Any]]] = {}
+        self.signatures = SignatureCache(runtime.caller)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         trace = InvocationTrace()
@@ -327,6 +336,11 @@ class OipApp:
             raise OipError(404, f"No Open Inference Protocol route at {method} {path}.")
         name, version, op = m["name"], m["version"], m["op"] or ""
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        if op == "/ready" and "authorization" not in headers:
+            # A readiness probe (KServe's, Kubernetes') carries no credentials: see _anonymous_ready.
+            self._method(method, "GET")
+            await self._anonymous_ready(name, version, send)
+            return
         body = await self.runtime.read_body(receive, headers)
         principal = await self.runtime.authenticate(scope, headers, body)
         route = await self.runtime.table.get(principal.account_id, name)
@@ -340,46 +354,57 @@ class OipApp:
             )
         if op == "/ready":
             self._method(method, "GET")
-            variants = [route.variant(version)] if version else [v for v in route.variants if v.weight > 0]
-            ready = route.servable and any(v is not None and v.replicas for v in variants)
+            ready = _ready(route, version)
             await _send_json(send, 200 if ready else 400, {"name": name, "ready": ready})
             return
         if op == "":
             self._method(method, "GET")
-            await _send_json(send, 200, await self._model_metadata(principal.account_id, name, version))
+            await _send_json(send, 200, await self._model_metadata(principal, name, version))
             return
         self._method(method, "POST")
         trace.account_id, trace.endpoint_name = principal.account_id, name
         await self._infer(principal, name, version, headers, body, started, send, trace)
+
+    async def _anonymous_ready(self, name: str, version: str | None, send: Send) -> None:
+        """Model readiness for a caller without credentials: ready or not, and nothing more.
+
+        Endpoint names are per account, so the answer is whether any account has a ready endpoint
+        of that name (and variant); an unknown model and a model that is not ready answer the same.
+        It reads the cached routing table only, so anonymous callers cannot make it query the database.
+        """
+        ready = any(_ready(route, version) for route in self.runtime.table.routes_named(name))
+        await _send_json(send, 200 if ready else 400, {"name": name, "ready": ready})
 
     @staticmethod
     def _method(got: str, want: str) -> None:
         if got != want:
             raise OipError(405, f"Use {want} here, not {got}.")
 
-    async def _model_metadata(self, account_id: str, name: str, version: str | None) -> dict[str, Any]:
-        runtime = self.runtime
-        route = await runtime.route(Principal(account_id, ""), name)
-        variant = route.variant(version) if version else runtime.router.choose_variant(route, None)
-        if variant is None or not variant.replicas:
-            raise OipError(503, f"Model {name} has no ready replica to describe it; retry shortly.")
-        replica = variant.replicas[0]
-        key = (account_id, name, variant.name, replica.replica_id)
-        cached = self._metadata.get(key)
-        if cached is None or time.monotonic() - cached[0] > METADATA_TTL:
-            meta, _ = await runtime.caller.call(replica.address, {"op": OP_METADATA}, b"", 10.0)
-            if meta.get("status") != 200:
-                raise OipError(500, f"The replica could not describe the model: {meta.get('message', '')}")
-            cached = (time.monotonic(), meta)
-            self._metadata[key] = cached
-        meta = cached[1]
+    def _variant(self, route: EndpointRoute, version: str | None) -> VariantRoute:
+        """The pinned variant, or one chosen by weight the way InvokeEndpoint chooses it."""
+        variant = route.variant(version) if version else self.runtime.router.choose_variant(route, None)
+        if variant is None:
+            raise OipError(404, f"Version {version} of model {route.name} not found.")
+        return variant
+
+    async def _signature(self, variant: VariantRoute) -> Signature:
+        try:
+            return await self.signatures.of_variant(variant)
+        except MetadataError as exc:
+            raise OipError(exc.status, exc.message) from exc
+
+    async def _model_metadata(self, principal: Principal, name: str, version: str | None) -> dict[str, Any]:
+        route = await self.runtime.route(principal, name)
+        variant = self._variant(route, version)
+        signature = await self._signature(variant)
         return {
             "name": name,
             "versions": [v.name for v in route.variants],
-            "platform": meta.get("platform", "pytorch_torchscript"),
-            "inputs": meta.get("inputs", []),
-            "outputs": meta.get("outputs", []),
-            "parameters": {"max_batch_size": meta.get("max_batch_size", 1), "variant": variant.name},
+            "platform": signature.platform,
+            "inputs": [t.to_json() for t in signature.inputs],
+            "outputs": [t.to_json() for t in signature.outputs],
+            # Where the tensors come from (docs/oip.md, "Model metadata"), and which variant described them.
+            "parameters": {"variant": variant.name, "signature": signature.source},
         }
 
     async def _infer(
@@ -424,24 +449,40 @@ class OipApp:
                 raise OipError(400, f"binary_data_size {size!r} of input {spec.get('name')!r} exceeds the body.")
             piece = binary[:size]
         npy = input_to_npy(spec, piece)
+        requested = doc.get("outputs") or []
+        if not isinstance(requested, list) or not all(isinstance(r, dict) for r in requested):
+            raise OipError(400, "'outputs' must be a list of objects with a name.")
         runtime = self.runtime
         route = await runtime.route(principal, name)
+        variant = self._variant(route, version)
+        trace.variant_name = variant.name
+        signature = self.signatures.cached(variant)
+        if signature is None:
+            try:
+                signature = await self.signatures.of_variant(variant, ask=1)
+            except MetadataError:
+                # Describing the model is for checks only; the router has its own ways with a sick replica.
+                signature = NOT_DESCRIBED
+        datatype, shape = str(spec.get("datatype")), list(spec["shape"])
+        where = f"Input {spec.get('name')!r} of model {name} (version {variant.name})"
+        misfit = signature.misfit(datatype, shape)
+        if misfit is not None and signature.enforced:
+            # Shapes compiled for ml_inf1 are static: the runtime would refuse it (NRT_EXEC_BAD_INPUT); say so now.
+            raise OipError(400, f"{where}: {misfit}.")
+        out_name, out_params = self._output(requested, signature, name)
         meta = {"op": OP_INVOKE, "content_type": NPY, "accept": NPY, "custom_attributes": None, "inference_id": None}
-        answer = await runtime.invoke(principal, route, version, meta, npy, started, trace)
+        answer = await runtime.invoke(principal, route, variant.name, meta, npy, started, trace)
         status = int(answer.meta.get("status", 500))
         if status != 200:
             message = str(answer.meta.get("message") or "").splitlines()
-            raise OipError(
-                400 if 400 <= status < 500 else 500,
-                f"The model failed with status {status}: {message[0] if message else ''}",
-            )
+            first = message[0] if message else ""
+            if misfit is not None:
+                # The model failed on a tensor unlike the one it answered before: the request's fault.
+                raise OipError(400, f"{where}: {misfit}. The model failed with status {status}: {first}")
+            raise OipError(400 if 400 <= status < 500 else 500, f"The model failed with status {status}: {first}")
+        if not signature.known:
+            self.signatures.answered(answer.replica_id)
         tensor = parse_npy(answer.body)
-        requested = doc.get("outputs") or []
-        out_name = "output0"
-        out_params: dict[str, Any] = {}
-        if requested and isinstance(requested[0], dict):
-            out_name = str(requested[0].get("name") or out_name)
-            out_params = requested[0].get("parameters") or {}
         want_binary = bool(out_params.get("binary_data", (doc.get("parameters") or {}).get("binary_data_output")))
         output: dict[str, Any] = {"name": out_name, "datatype": tensor.datatype, "shape": list(tensor.shape)}
         response: dict[str, Any] = {"model_name": name, "model_version": answer.variant, "outputs": [output]}
@@ -456,6 +497,30 @@ class OipApp:
         else:
             output["data"] = output_json_data(tensor)
             await _send_json(send, 200, response, timing_headers(started, answer))
+
+    @staticmethod
+    def _output(requested: list[dict[str, Any]], signature: Signature, name: str) -> tuple[str, dict[str, Any]]:
+        """The one output's name and parameters; a requested output the model does not have is refused."""
+        known = signature.output_names
+        for item in requested:
+            if item.get("name") not in known:
+                raise OipError(
+                    400,
+                    f"Output {item.get('name')!r} is not an output of model {name}; its outputs: {', '.join(known)}.",
+                )
+        if len(requested) > 1:
+            raise OipError(
+                400, f"This front door answers with the model's one output tensor; {len(requested)} asked for."
+            )
+        if requested:
+            return str(requested[0]["name"]), dict(requested[0].get("parameters") or {})
+        return known[0], {}
+
+
+def _ready(route: EndpointRoute, version: str | None) -> bool:
+    """OIP model readiness: the endpoint serves and a variant that takes traffic (or the pinned one) has a replica."""
+    variants = [route.variant(version)] if version else [v for v in route.variants if v.weight > 0]
+    return route.servable and any(v is not None and v.replicas for v in variants)
 
 
 def _status_of(err: PlatformError) -> int:

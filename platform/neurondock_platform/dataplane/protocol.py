@@ -1,8 +1,8 @@
 """The length-prefixed frame protocol between the router and replica processes.
 
 A frame is ``>II`` (meta length, body length), then ``meta`` as UTF-8 JSON, then the raw body.
-Bodies never pass through JSON: NPY and raw bytes stay binary end to end (serving-peers.md §2.3,
-measured-here.md: a JSON tensor costs far more than the whole hop).
+Bodies never pass through JSON: NPY and raw bytes stay binary end to end (docs/measured.md,
+"Tensors as JSON": a JSON tensor costs far more than the whole hop).
 
 Requests carry ``{"op": "invoke"|"ping"|"metadata", "content_type", "accept", "custom_attributes",
 "inference_id", "target_variant", "outstanding"}`` (``outstanding``: how many requests the sending router
@@ -10,12 +10,36 @@ has in flight to that replica, this one included); responses carry ``{"status": 
 "custom_attributes", "message", "model_latency_us"}`` plus the batching and queue figures listed in
 ``neurondock_workers.hosting.replica``. Status 429 means the replica's queue was full and the request
 was never queued (safe to send elsewhere). A connection carries one request at a time.
+
+Streaming (``docs/streaming.md``): a request with ``"stream": true`` may be answered by several
+frames. Each part the model produces comes as soon as it exists in a chunk frame, meta
+``{"kind": "chunk", "content_type", "custom_attributes"}`` and the part as its body; the last frame is
+the ordinary answer frame (no ``kind``). After chunk frames its body is empty, and a status other than
+200 says the stream broke after its first part. With no chunk frame before it, it is an ordinary
+answer: the whole response as one part (a model that does not stream, or a failure before the first
+part). Every other request gets exactly one frame back.
+
+Every connection starts with a mutual handshake on the replica's own key (``new_key``: 32 random
+bytes the host agent makes for each replica process, hands to that process at spawn and records on
+its ``Replica`` row for the routers). The replica speaks first with ``{"op": "hello", "nonce": Ns}``;
+the caller answers ``{"op": "auth", "nonce": Nc, "proof": HMAC(key, client|Ns|Nc)}``; the replica
+checks it and answers ``{"status": 200, "proof": HMAC(key, replica|Ns|Nc)}``, which the caller checks
+in turn. A wrong or missing proof gets ``{"status": 403}`` and the connection closes, so a frame
+from anyone who does not hold that replica's key is never read as a request; and a process that
+took over a dead replica's port cannot pose as it, because it cannot prove the key either. Fresh
+nonces on both sides make a recorded handshake useless. The key lets its holder talk to one replica
+process only: the model code inside that process can read it, and it opens nothing else.
+(Authentication only, no encryption: across hosts, keep the replica network private — see
+``docs/sandbox.md``.)
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import json
+import secrets
 import socket
 import struct
 from typing import Any
@@ -28,10 +52,103 @@ MAX_BODY = 64 * 1024 * 1024
 OP_INVOKE = "invoke"
 OP_PING = "ping"
 OP_METADATA = "metadata"
+OP_HELLO = "hello"
+OP_AUTH = "auth"
+# The frame kind of one streamed part (the answer frame that ends a stream has no kind).
+KIND_CHUNK = "chunk"
+# A peer that has not proven the key by then is dropped (it holds a connection, nothing more).
+HANDSHAKE_SECONDS = 5.0
+_PROOF_CONTEXT = "neurondock-replica-channel/1"
 
 
 class ProtocolError(Exception):
     """The peer sent something that is not a frame."""
+
+
+class ChannelAuthError(ProtocolError):
+    """The peer could not prove it holds the replica's key."""
+
+
+def new_key() -> str:
+    """Return a fresh replica key (hex; one per replica process, never reused)."""
+    return secrets.token_hex(32)
+
+
+def _proof(key: str, role: str, server_nonce: str, client_nonce: str) -> str:
+    message = f"{_PROOF_CONTEXT}|{role}|{server_nonce}|{client_nonce}".encode()
+    return hmac.new(bytes.fromhex(key), message, hashlib.sha256).hexdigest()
+
+
+def _nonce(meta: dict[str, Any], field: str = "nonce") -> str:
+    value = meta.get(field)
+    if not isinstance(value, str) or not 16 <= len(value) <= 128:
+        raise ChannelAuthError(f"handshake frame without a valid {field}")
+    return value
+
+
+class ServerHandshake:
+    """The replica's side of the handshake: a hello to send, then the caller's auth frame to check."""
+
+    __slots__ = ("_key", "nonce")
+
+    def __init__(self, key: str) -> None:
+        self._key = key
+        self.nonce = secrets.token_hex(16)
+
+    def hello(self) -> bytes:
+        """The first frame on every connection."""
+        return encode_frame({"op": OP_HELLO, "nonce": self.nonce})
+
+    def answer(self, meta: dict[str, Any]) -> bytes:
+        """Check the caller's auth frame and return the frame proving the replica's side.
+
+        Raises:
+            ChannelAuthError: not an auth frame, or a proof made without this replica's key.
+        """
+        if meta.get("op") != OP_AUTH:
+            raise ChannelAuthError(
+                f"refused {str(meta.get('op'))[:32]!r} before authentication: this replica accepts frames "
+                "only from the neurondock platform"
+            )
+        client_nonce = _nonce(meta)
+        proof = meta.get("proof")
+        expected = _proof(self._key, "client", self.nonce, client_nonce)
+        if not isinstance(proof, str) or not hmac.compare_digest(proof, expected):
+            raise ChannelAuthError("authentication failed: the proof does not match this replica's key")
+        return encode_frame({"status": 200, "proof": _proof(self._key, "replica", self.nonce, client_nonce)})
+
+
+def refusal(exc: ChannelAuthError) -> bytes:
+    """The frame a replica sends before closing a connection that failed the handshake."""
+    return encode_frame({"status": 403, "message": str(exc)})
+
+
+class ClientHandshake:
+    """The caller's side: answer the replica's hello, then check the replica's own proof."""
+
+    __slots__ = ("_key", "_server_nonce", "nonce")
+
+    def __init__(self, key: str) -> None:
+        self._key = key
+        self.nonce = secrets.token_hex(16)
+        self._server_nonce = ""
+
+    def auth(self, hello: dict[str, Any]) -> bytes:
+        """Return the auth frame answering ``hello``."""
+        if hello.get("op") != OP_HELLO:
+            raise ChannelAuthError(f"expected the replica's hello, got {hello!r:.200}")
+        self._server_nonce = _nonce(hello)
+        proof = _proof(self._key, "client", self._server_nonce, self.nonce)
+        return encode_frame({"op": OP_AUTH, "nonce": self.nonce, "proof": proof})
+
+    def check(self, answer: dict[str, Any]) -> None:
+        """Raise ChannelAuthError unless the replica proved the same key."""
+        if answer.get("status") != 200:
+            raise ChannelAuthError(f"the replica refused the handshake: {answer.get('message', answer)!s:.300}")
+        expected = _proof(self._key, "replica", self._server_nonce, self.nonce)
+        proof = answer.get("proof")
+        if not isinstance(proof, str) or not hmac.compare_digest(proof, expected):
+            raise ChannelAuthError("the peer could not prove the replica's key (not the replica it claims to be)")
 
 
 _encode_meta = json.JSONEncoder(separators=(",", ":")).encode
@@ -82,11 +199,77 @@ def send_frame(sock: socket.socket, meta: dict[str, Any], body: bytes = b"") -> 
     sock.sendall(encode_frame(meta, body))
 
 
-def ping(address: str, timeout: float = 2.0) -> dict[str, Any]:
-    """Send one ping to a replica at ``host:port`` and return its answer's meta."""
+# A replica whose host vanished (link lost, power off) never sends a RST: a request waiting on it would
+# hang until the model timeout. Kernel keepalive probes (after 1 s idle, 1 s apart) and a bound on
+# unacknowledged sends drop such a connection within DEAD_PEER_SECONDS, so the router retries the
+# request on another replica (docs/scaling.md, "Losing a host"). A busy replica is unaffected: its
+# kernel answers the probes.
+DEAD_PEER_SECONDS = 4
+
+
+def detect_dead_peer(sock: socket.socket) -> None:
+    """Have the kernel drop a connection whose peer stopped answering for ``DEAD_PEER_SECONDS``."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, DEAD_PEER_SECONDS)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, DEAD_PEER_SECONDS * 1000)
+
+
+async def open_channel(
+    address: str, key: str, *, timeout: float = HANDSHAKE_SECONDS, limit: int = 1 << 20
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """Connect to a replica at ``host:port`` and run the handshake (asyncio).
+
+    Raises:
+        OSError: the connection failed.
+        ChannelAuthError: the peer is not the replica holding ``key``.
+    """
     host, _, port = address.rpartition(":")
-    with socket.create_connection((host, int(port)), timeout=timeout) as sock:
+    reader, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port), limit=limit), timeout)
+    sock = writer.get_extra_info("socket")
+    if sock is not None:
+        # http.client-style split writes plus Nagle cost ~40 ms per call (docs/measured.md).
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        detect_dead_peer(sock)
+    try:
+        async with asyncio.timeout(timeout):
+            shake = ClientHandshake(key)
+            hello, _ = await read_frame(reader)
+            writer.write(shake.auth(hello))
+            answer, _ = await read_frame(reader)
+            shake.check(answer)
+    except BaseException:
+        writer.close()
+        raise
+    return reader, writer
+
+
+def connect(address: str, key: str, timeout: float = HANDSHAKE_SECONDS) -> socket.socket:
+    """Connect to a replica at ``host:port`` and run the handshake (blocking).
+
+    Raises:
+        OSError: the connection failed or timed out.
+        ChannelAuthError: the peer is not the replica holding ``key``.
+    """
+    host, _, port = address.rpartition(":")
+    sock = socket.create_connection((host, int(port)), timeout=timeout)
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        shake = ClientHandshake(key)
+        hello, _ = recv_frame(sock)
+        sock.sendall(shake.auth(hello))
+        answer, _ = recv_frame(sock)
+        shake.check(answer)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def ping(address: str, key: str, timeout: float = 2.0) -> dict[str, Any]:
+    """Send one ping to the replica at ``host:port`` holding ``key`` and return its answer's meta."""
+    with connect(address, key, timeout) as sock:
         send_frame(sock, {"op": OP_PING})
         meta, _ = recv_frame(sock)
         return meta

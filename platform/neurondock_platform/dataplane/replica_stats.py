@@ -1,4 +1,4 @@
-"""Per-replica inference statistics, in neuron-monitor's terms (inferentia.md §4.3, §7.3).
+"""Per-replica inference statistics, in neuron-monitor's terms (docs/neuron-tools.md).
 
 Each replica process is one emulated Neuron runtime; neuron-monitor reports, per runtime and period,
 an ``inference_summary`` (completed, completed_with_err, completed_with_num_err, timed_out,
@@ -7,8 +7,8 @@ runtime-measured ``total_latency`` and the on-device ``device_latency``. Here ``
 the router's round trip to the replica and ``device_latency`` the compile report's projected device
 time the replica reports per execution (absent for models not compiled for Inferentia).
 
-Each period becomes one ``ReplicaInferenceStats`` metric point per replica: ``sum`` = completed,
-``count`` = requests, p50/p99 of total latency in µs, and the rest in ``buckets``.
+Each period becomes one ``ReplicaInferenceStats`` datapoint per replica: ``sum`` = completed,
+``sample_count`` = requests, the extremes of the total latency in µs, and the rest in ``buckets``.
 """
 
 from __future__ import annotations
@@ -83,11 +83,9 @@ class ReplicaPeriod:
         total = _percentiles(self.total_us)
         return {
             "sum": float(self.completed),
-            "count": self.requests,
+            "sample_count": self.requests,
             "minimum": total["p0"] if total else None,
             "maximum": total["p100"] if total else None,
-            "p50": total["p50"] if total else None,
-            "p99": total["p99"] if total else None,
             "buckets": {
                 "completed": self.completed,
                 "completed_with_err": self.completed_with_err,

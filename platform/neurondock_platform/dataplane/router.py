@@ -16,22 +16,35 @@ with ``ThrottlingException``. ``ModelNotReadyException`` keeps its own meaning (
 from __future__ import annotations
 
 import random
+import sys
 import time
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
 from neurondock_platform.dataplane import metrics as m
-from neurondock_platform.dataplane.client import ReplicaCaller, ReplicaTimeout, ReplicaUnavailable
+from neurondock_platform.dataplane.client import (
+    OnChunk,
+    ReplicaCaller,
+    ReplicaTimeout,
+    ReplicaUnavailable,
+    StreamInterrupted,
+)
 from neurondock_platform.dataplane.invocation_errors import InvocationTrace
-from neurondock_platform.dataplane.routing import EndpointRoute, ReplicaRoute, RoutingTable, VariantRoute
+from neurondock_platform.dataplane.routing import (
+    SUSPECT_SECONDS,
+    EndpointRoute,
+    ReplicaRoute,
+    RoutingTable,
+    VariantRoute,
+)
 from neurondock_platform.errors import RuntimeApiError, RuntimeValidationError, ServiceUnavailable
 
 QUEUE_FULL = 429
 
 
 class ThrottlingError(RuntimeApiError):
-    """Every replica of the variant refused the request because its queue was full."""
+    """Every replica of the variant refused the request because its job queue was full."""
 
     code = "ThrottlingException"
     http_status = 429
@@ -52,6 +65,8 @@ class RoutedAnswer:
     # ModelLatency as SageMaker defines it: the model's time as viewed from the router.
     model_latency_us: int = 0
     instances: int = 1
+    # A streamed answer: how many parts went to ``on_chunk`` before this final frame.
+    parts: int = 0
 
 
 class Router:
@@ -69,6 +84,15 @@ class Router:
         self.max_attempts = max_attempts
         self.metrics = metrics
         self.outstanding: dict[int, int] = defaultdict(int)
+        # Replica id → its job queue's size, from its answers (docs/runtime.md, "Queue bounds").
+        self.queue_limits: dict[int, int] = {}
+        # Replicas holding as many of this router's requests as their job queue takes.
+        self.full: set[int] = set()
+        # Replica id → (channel key of the process that timed out, until when it is avoided): no new
+        # request until a new process serves it (the replica ends itself, the agent restarts it), or
+        # for routing.SUSPECT_SECONDS at most, unlike the table's suspects, which a variant keeps when
+        # it has no other replica.
+        self._suspects: dict[int, tuple[str, float]] = {}
         self._rng = random.Random()
 
     def choose_variant(self, route: EndpointRoute, target_variant: str | None) -> VariantRoute:
@@ -98,13 +122,47 @@ class Router:
                 return v
         return candidates[-1]
 
+    def saturated(self, routes: list[EndpointRoute]) -> bool:
+        """Whether every replica of every one of these routes holds a full job queue of this router's requests.
+
+        Checked before a request's body is read, so that an overloaded endpoint refuses without reading,
+        hashing and forwarding a body it would refuse anyway. A replica whose limit this router has not
+        learned yet, or a route with no replica, is never saturated: the replica decides.
+        """
+        if not routes:
+            return False
+        limits, outstanding = self.queue_limits, self.outstanding
+        for route in routes:
+            if not route.servable or not route.variants:
+                return False
+            for variant in route.variants:
+                if not variant.replicas:
+                    return False
+                for replica in variant.replicas:
+                    limit = limits.get(replica.replica_id)
+                    if limit is None or outstanding[replica.replica_id] < limit:
+                        return False
+        return True
+
+    def _suspect(self, replica: ReplicaRoute) -> bool:
+        entry = self._suspects.get(replica.replica_id)
+        if entry is None:
+            return False
+        key, until = entry
+        if key == replica.channel_key and time.monotonic() < until:
+            return True
+        del self._suspects[replica.replica_id]
+        return False
+
     def choose_replica(self, variant: VariantRoute, exclude: set[int]) -> ReplicaRoute | None:
-        """Least outstanding requests, ties broken at random."""
+        """Least outstanding requests, ties broken at random; never one that just timed out."""
         replicas = variant.replicas
         if len(replicas) == 1:
             only = replicas[0]
-            return None if only.replica_id in exclude else only
-        options = [r for r in replicas if r.replica_id not in exclude]
+            if only.replica_id in exclude or (self._suspects and self._suspect(only)):
+                return None
+            return only
+        options = [r for r in replicas if r.replica_id not in exclude and not (self._suspects and self._suspect(r))]
         if not options:
             return None
         low = min(self.outstanding[r.replica_id] for r in options)
@@ -112,12 +170,20 @@ class Router:
         return best[0] if len(best) == 1 else self._rng.choice(best)
 
     def _record(
-        self, key: m.VariantKey, outcome: str, instances: int, started: float | None, model_us: float | None
+        self,
+        key: m.VariantKey,
+        outcome: str,
+        instances: int,
+        started: float | None,
+        model_us: float | None,
+        first_part_us: float | None = None,
     ) -> None:
         if self.metrics is None:
             return
         total = (time.perf_counter() - started) * 1e6 if started is not None and model_us is not None else None
-        self.metrics.invocation(key, outcome=outcome, instances=instances, total_us=total, model_us=model_us)
+        self.metrics.invocation(
+            key, outcome=outcome, instances=instances, total_us=total, model_us=model_us, first_part_us=first_part_us
+        )
 
     async def invoke(
         self,
@@ -129,12 +195,15 @@ class Router:
         *,
         started: float | None = None,
         trace: InvocationTrace | None = None,
+        on_chunk: OnChunk | None = None,
     ) -> RoutedAnswer:
         """Send the request; a replica lost mid-flight or with a full queue is tried on another one.
 
         ``started`` (a ``time.perf_counter()`` reading taken when the request arrived) lets the
         metrics split the request's time into ModelLatency and OverheadLatency; ``trace`` receives
-        the variant and the replica last tried, for the record of a failure.
+        the variant and the replica last tried, for the record of a failure. With ``on_chunk`` the
+        replica may stream: each part goes there as it arrives, and once one has gone out the request
+        is never retried elsewhere (``StreamInterrupted``).
         """
         tried: set[int] = set()
         lost = 0
@@ -144,11 +213,14 @@ class Router:
         key = (route.account_id, route.name, variant.name)
         if trace is not None:
             trace.variant_name = variant.name
+        failed_at = 0.0
         while lost < self.max_attempts:
             replica = self.choose_replica(variant, tried)
-            if replica is None and not full:
-                # Pick up replacements the host agent may have started meanwhile.
-                fresh = await self.table.get(route.account_id, route.name)
+            if replica is None and not full and failed_at:
+                # Every known replica failed: read a table loaded after that, which holds the
+                # replacements an update, a scale-out or the host agent started meanwhile (the cached
+                # one may be a refresh behind, longer on a loaded machine).
+                fresh = await self.table.get_fresh(route.account_id, route.name, newer_than=failed_at)
                 fresh_variant = fresh.variant(variant.name) if fresh else None
                 if fresh_variant is not None:
                     variant = fresh_variant
@@ -160,24 +232,43 @@ class Router:
             if trace is not None:
                 trace.replica_id = rid
             self.outstanding[rid] += 1
+            if self.outstanding[rid] >= self.queue_limits.get(rid, sys.maxsize):
+                self.full.add(rid)
             # The replica may skip its model-thread hand-off for a request with no company coming.
             meta["outstanding"] = self.outstanding[rid]
             sent = time.perf_counter()
+            part = _PartClock(sent, on_chunk, variant.name) if on_chunk is not None else None
             try:
-                answer_meta, answer_body = await self.caller.call(replica.address, meta, body, timeout)
+                answer_meta, answer_body = await self.caller.call(
+                    replica.address, meta, body, timeout, key=replica.channel_key, on_chunk=part
+                )
+            except StreamInterrupted:
+                self.table.invalidate_replica(rid)
+                self._record(key, m.SERVER_ERROR, variant.instance_count, None, None)
+                raise
             except ReplicaUnavailable as exc:
                 last_error = exc
                 lost += 1
+                failed_at = time.monotonic()
                 self.table.invalidate_replica(rid)
                 continue
             except ReplicaTimeout:
+                # This one timed out; the requests queued behind it go to other replicas right away.
+                self._suspects[rid] = (replica.channel_key, time.monotonic() + SUSPECT_SECONDS)
+                self.table.invalidate_replica(rid)
+                self.caller.abandon(replica.address, replica.channel_key)
                 self._record(key, m.SERVER_ERROR, variant.instance_count, None, None)
                 if self.metrics is not None:
                     self.metrics.replica_timeout(key, rid)
                 raise
             finally:
                 self.outstanding[rid] -= 1
+                if self.full and self.outstanding[rid] < self.queue_limits.get(rid, sys.maxsize):
+                    self.full.discard(rid)
             rtt_us = int((time.perf_counter() - sent) * 1e6)
+            limit = answer_meta.get("queue_limit")
+            if limit:
+                self.queue_limits[rid] = int(limit)
             if self.metrics is not None:
                 self.metrics.replica_answer(key, rid, answer_meta, rtt_us)
             status = answer_meta.get("status", 500)
@@ -188,11 +279,14 @@ class Router:
             if answer_meta.get("retry"):
                 # A draining replica (stopped by an update or scale-in) refused it unexecuted.
                 last_error = ReplicaUnavailable(str(answer_meta.get("message") or "replica is draining"))
+                failed_at = time.monotonic()
                 self.table.invalidate_replica(rid)
                 continue
             outcome = m.OK if status == 200 else m.CLIENT_ERROR if 400 <= status < 500 else m.SERVER_ERROR
-            self._record(key, outcome, variant.instance_count, started, rtt_us)
-            return RoutedAnswer(variant.name, rid, answer_meta, answer_body, rtt_us, variant.instance_count)
+            parts = part.parts if part is not None else 0
+            first_us = part.first_us if part is not None and part.parts else None
+            self._record(key, outcome, variant.instance_count, started, rtt_us, first_us)
+            return RoutedAnswer(variant.name, rid, answer_meta, answer_body, rtt_us, variant.instance_count, parts)
         if trace is not None:
             trace.replica_id = None  # no one replica failed it: all were full, lost or draining
         if full:
@@ -202,7 +296,7 @@ class Router:
             raise ThrottlingError(
                 variant=variant.name,
                 endpoint=route.name,
-                detail=f"NRT_QUEUE_FULL: {depth} of {limit} requests outstanding",
+                detail=f"job queue full: {depth} of {limit} requests outstanding",
             )
         self._record(key, m.SERVER_ERROR, variant.instance_count, None, None)
         raise ServiceUnavailable(
@@ -210,3 +304,23 @@ class Router:
             + (f" ({last_error})" if last_error else "")
             + "; retry shortly."
         )
+
+
+class _PartClock:
+    """Passes streamed parts on, noting how many and when the first came (ModelLatency to the first byte)."""
+
+    __slots__ = ("first_us", "on_chunk", "parts", "sent", "variant")
+
+    def __init__(self, sent: float, on_chunk: OnChunk, variant: str) -> None:
+        self.sent = sent
+        self.on_chunk = on_chunk
+        self.variant = variant
+        self.parts = 0
+        self.first_us = 0
+
+    async def __call__(self, meta: dict[str, Any], body: bytes) -> None:
+        if not self.parts:
+            self.first_us = int((time.perf_counter() - self.sent) * 1e6)
+            meta["variant"] = self.variant
+        self.parts += 1
+        await self.on_chunk(meta, body)

@@ -1,22 +1,22 @@
 """The sagemaker-runtime front door (restJson1) as a small ASGI app: the fast invocation path.
 
 It runs on the event loop, not in Flask: a WSGI handler blocking on a second process costs about
-1.5 ms more per call (measured-here.md), and bodies stay binary from socket to replica.
+1.5 ms more per call (docs/measured.md), and bodies stay binary from socket to replica.
 
 Every 4xx/5xx answer to an invocation of an existing endpoint of the caller's account is kept for
 the endpoint's error list (``metrics.errors``, written with the metrics flush), with the request id
-the caller got. A 413 is refused before the body is read, so before the signature can be checked:
-it is not recorded (anyone who knows a key id and an endpoint name could otherwise fill the list); it
-still counts in Invocation4XXErrors only when the request was authenticated, which it never is.
+the caller got. A 413, and a 429 when every job queue of every endpoint of that
+name is full, are refused before the body is read, so before the signature can be checked: they are
+not recorded (anyone who knows a key id and an endpoint name could otherwise fill the list), and
+count in Invocation4XXErrors only when the request was authenticated, which they never are.
 """
 
 from __future__ import annotations
 
-import binascii
+import asyncio
 import json
 import logging
 import re
-import struct
 import sys
 import time
 import uuid
@@ -25,22 +25,38 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from neurondock_platform.api.auth import CredentialCache
+from neurondock_platform import sigv4, wakeup
 from neurondock_platform.config import Settings
-from neurondock_platform.dataplane.auth import Authenticator, IncomingRequest, Principal, default_authenticator
-from neurondock_platform.dataplane.client import ReplicaCaller, ReplicaClient, ReplicaTimeout
+from neurondock_platform.dataplane import eventstream
+from neurondock_platform.dataplane.auth import (
+    Authenticator,
+    IncomingRequest,
+    Principal,
+    default_authenticator,
+)
+from neurondock_platform.dataplane.auth import metrics_authenticator as metrics_authenticator_for
+from neurondock_platform.dataplane.capture import CaptureWriter, writer_for
+from neurondock_platform.dataplane.client import (
+    OnChunk,
+    ReplicaCaller,
+    ReplicaClient,
+    ReplicaTimeout,
+    StreamInterrupted,
+)
 from neurondock_platform.dataplane.invocation_errors import FailedInvocation, InvocationTrace
 from neurondock_platform.dataplane.metrics import FLUSH_SECONDS, MetricsCollector, MetricsFlusher
 from neurondock_platform.dataplane.protocol import OP_INVOKE
-from neurondock_platform.dataplane.router import RoutedAnswer, Router
+from neurondock_platform.dataplane.router import RoutedAnswer, Router, ThrottlingError
 from neurondock_platform.dataplane.routing import EndpointRoute, RoutingTable
 from neurondock_platform.errors import (
     EndpointNotFoundError,
     ModelError,
+    ModelStreamError,
     PayloadTooLarge,
     PlatformError,
     RuntimeValidationError,
 )
+from neurondock_platform.models import Account
 
 log = logging.getLogger(__name__)
 
@@ -65,22 +81,87 @@ def matches(path: str) -> bool:
     return path.startswith("/endpoints/")
 
 
-def _event_header(name: str, value: str) -> bytes:
-    n, v = name.encode(), value.encode()
-    return struct.pack(">B", len(n)) + n + b"\x07" + struct.pack(">H", len(v)) + v
+# SageMaker's words when a stream outlives the model timeout.
+_STREAM_TIMEOUT = "Your model primary did not complete sending the inference response in the allotted time."
 
 
-def event_frame(event_type: str, payload: bytes, content_type: str = "application/octet-stream") -> bytes:
-    """Encode one AWS event-stream message (sagemaker-api.md §1.2)."""
-    headers = (
-        _event_header(":event-type", event_type)
-        + _event_header(":message-type", "event")
-        + _event_header(":content-type", content_type)
-    )
-    prelude = struct.pack(">II", 12 + len(headers) + len(payload) + 4, len(headers))
-    prelude += struct.pack(">I", binascii.crc32(prelude) & 0xFFFFFFFF)
-    message = prelude + headers + payload
-    return message + struct.pack(">I", binascii.crc32(message) & 0xFFFFFFFF)
+class CallerGone(Exception):
+    """The client of a response stream went away: the parts nobody will read stop being produced."""
+
+
+class StreamResponse:
+    """One ``invocations-response-stream`` answer: headers at the first part, then one event per part."""
+
+    __slots__ = ("_watcher", "gone", "request_id", "send", "started")
+
+    def __init__(self, send: Send, request_id: str) -> None:
+        self.send = send
+        self.request_id = request_id
+        self.started = False
+        self.gone = False
+        self._watcher: asyncio.Task[None] | None = None
+
+    def watch(self, receive: Receive) -> None:
+        """Notice the client disconnecting (the server then drops whatever is sent, without a word)."""
+
+        async def wait() -> None:
+            try:
+                while (await receive())["type"] != "http.disconnect":
+                    pass
+            except Exception:  # the server has nothing more to say: nothing to watch
+                return
+            self.gone = True
+
+        self._watcher = asyncio.get_running_loop().create_task(wait())
+
+    def close(self) -> None:
+        """Stop watching the client."""
+        if self._watcher is not None:
+            self._watcher.cancel()
+
+    async def _start(self, variant: str, content_type: str, custom_attributes: Any) -> None:
+        headers = [
+            (b"x-amzn-requestid", self.request_id.encode()),
+            (b"x-amzn-invoked-production-variant", variant.encode()),
+            (b"content-type", eventstream.CONTENT_TYPE.encode()),
+            (b"x-amzn-sagemaker-content-type", content_type.encode()),
+        ]
+        if custom_attributes:
+            headers.append((b"x-amzn-sagemaker-custom-attributes", str(custom_attributes).encode()))
+        # No content-length: the server sends chunked transfer encoding, one chunk per event.
+        await self.send({"type": "http.response.start", "status": 200, "headers": headers})
+        self.started = True
+
+    async def part(self, meta: dict[str, Any], body: bytes) -> None:
+        """Send one streamed part (the router's ``on_chunk``); the first one sends the headers.
+
+        Raises:
+            CallerGone: the client disconnected; the replica connection is then closed, which stops the model.
+        """
+        if self.gone:
+            raise CallerGone("the client closed the response stream")
+        if not self.started:
+            content_type = str(meta.get("content_type") or "application/octet-stream")
+            await self._start(str(meta.get("variant") or ""), content_type, meta.get("custom_attributes"))
+        await self.send({"type": "http.response.body", "body": eventstream.payload_part(body), "more_body": True})
+
+    async def whole(self, answer: RoutedAnswer) -> None:
+        """Send an answer that came in one piece as a stream of one part."""
+        await self.part({**answer.meta, "variant": answer.variant}, answer.body)
+        await self.end()
+
+    async def end(self, last: bytes = b"") -> None:
+        """End the stream (after ``last``, an exception event when it broke)."""
+        await self.send({"type": "http.response.body", "body": last})
+
+    async def fail(self, err: PlatformError | None) -> None:
+        """End a started stream with the exception event boto3 raises mid-iteration."""
+        if isinstance(err, ModelStreamError):
+            last = eventstream.exception(eventstream.MODEL_STREAM_ERROR, err.message, err.error_code)
+        else:
+            message = err.message if err is not None else "An internal error occurred."
+            last = eventstream.exception(eventstream.INTERNAL_STREAM_FAILURE, message)
+        await self.end(last)
 
 
 class RuntimeApp:
@@ -94,22 +175,27 @@ class RuntimeApp:
         self,
         settings: Settings,
         session_factory: sessionmaker[Session],
-        credentials: CredentialCache,
+        verifier: sigv4.Verifier,
         caller: ReplicaCaller | None = None,
         table: RoutingTable | None = None,
         *,
         metrics: MetricsCollector | None = None,
         authenticator: Authenticator | None = None,
+        metrics_authenticator: Authenticator | None = None,
         flush_interval: float | None = None,
+        capture: CaptureWriter | None = None,
     ) -> None:
         self.settings = settings
-        self.credentials = credentials
-        self.table = table or RoutingTable(session_factory)
+        self.session_factory = session_factory
+        self.verifier = verifier
+        self.table = table or RoutingTable(session_factory, bells=wakeup.bells_dir(settings.data_dir, wakeup.ROUTES))
         self.caller = caller or ReplicaClient()
         self.metrics = metrics or MetricsCollector()
-        self.authenticator = authenticator or default_authenticator(credentials, settings.clock_skew_seconds)
+        self.authenticator = authenticator or default_authenticator(verifier)
+        self.metrics_authenticator = metrics_authenticator or metrics_authenticator_for(verifier)
         self.router = Router(self.table, self.caller, metrics=self.metrics)
         self.flusher = MetricsFlusher(self.metrics, session_factory, interval=flush_interval or FLUSH_SECONDS)
+        self.capture = capture or writer_for(settings, session_factory, self.metrics)
         listeners = getattr(self.table, "listeners", None)
         if listeners is not None:
             listeners.append(self.metrics.observe_routes)
@@ -122,40 +208,73 @@ class RuntimeApp:
         sys.setswitchinterval(min(sys.getswitchinterval(), 0.0005))
         self.table.start()
         self.flusher.start()
+        self.capture.start()
 
     async def shutdown(self) -> None:
-        """Stop refreshing routes, write the last metrics and close replica connections."""
+        """Stop refreshing routes, write the last captures and metrics and close replica connections."""
         await self.table.stop()
+        await self.capture.stop()
         await self.flusher.stop()
         await self.caller.close()
 
     async def serve_metrics(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """``GET /metrics``: the Prometheus text format, unauthenticated like Triton's metrics port.
+        """``GET /metrics``: the Prometheus text format, for an authenticated caller.
 
-        It names endpoints and variants of every account (no payloads, no keys): bind the server to
-        a trusted interface, or keep /metrics from the outside at the proxy, as with Triton's :8002.
+        The series name endpoints and variants, so a caller sees only its own account's unless it is
+        an admin account (SigV4, or ``Authorization: Bearer`` with an admin API token, which a
+        Prometheus scrape config can send). ``NEURONDOCK_METRICS_PUBLIC=true`` opens every series to
+        anonymous scrapers, for an operator whose network keeps /metrics private (as Triton's :8002).
         """
+        request_id = str(uuid.uuid4())
         if scope["method"] not in ("GET", "HEAD"):
-            await _send_json(send, 405, {"message": "Use GET /metrics."}, str(uuid.uuid4()))
+            await _send_json(send, 405, {"message": "Use GET /metrics."}, request_id)
             return
-        body = self.metrics.render(self.router.outstanding)
-        headers = [
+        account_id: str | None = None
+        if not self.settings.metrics_public:
+            headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+            try:
+                principal = await self.metrics_authenticator.authenticate(
+                    IncomingRequest(scope["method"], scope["path"], scope.get("query_string", b"").decode("latin-1"),
+                                    headers, b"")
+                )  # fmt: skip
+            except PlatformError as err:
+                await _send_error(send, err, request_id)
+                return
+            if not await asyncio.to_thread(self._is_admin, principal.account_id):
+                account_id = principal.account_id
+        body = self.metrics.render(self.router.outstanding, account_id=account_id)
+        headers_out = [
             (b"content-type", b"text/plain; version=0.0.4; charset=utf-8"),
             (b"content-length", str(len(body)).encode()),
         ]
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.start", "status": 200, "headers": headers_out})
         await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body})
+
+    def _is_admin(self, account_id: str) -> bool:
+        with self.session_factory() as session:
+            account = session.get(Account, account_id)
+            return bool(account is not None and account.is_admin)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         request_id = str(uuid.uuid4())
         trace = InvocationTrace()
+        stream = StreamResponse(send, request_id)
         try:
-            await self._handle(scope, receive, send, request_id, trace)
+            await self._handle(scope, receive, send, request_id, trace, stream)
+        except CallerGone:
+            log.info("the client of a response stream from %s went away; the stream stopped", scope.get("path"))
         except PlatformError as err:
-            await _send_error(send, err, request_id)
+            if stream.started:
+                await stream.fail(err)
+            else:
+                await _send_error(send, err, request_id)
             await self.note_failure(scope, trace, err, request_id)
         except Exception:
             log.exception("unexpected error on %s", scope.get("path"))
+            if stream.started:
+                await stream.fail(None)
+                await self.note_failure(scope, trace, None, request_id)
+                return
             await _send_json(
                 send,
                 500,
@@ -164,6 +283,8 @@ class RuntimeApp:
                 error_type="InternalFailure",
             )
             await self.note_failure(scope, trace, None, request_id)
+        finally:
+            stream.close()
 
     async def note_failure(
         self, scope: Scope, trace: InvocationTrace, err: PlatformError | None, request_id: str
@@ -246,13 +367,29 @@ class RuntimeApp:
         body: bytes,
         started: float,
         trace: InvocationTrace | None = None,
+        on_chunk: OnChunk | None = None,
+        streaming: StreamResponse | None = None,
     ) -> RoutedAnswer:
-        """Route one invocation; a replica timeout becomes the runtime's ModelError."""
+        """Route one invocation; a replica timeout becomes the runtime's ModelError (ModelStreamError mid-stream)."""
         try:
             return await self.router.invoke(
-                route, target_variant, meta, body, self.settings.model_timeout, started=started, trace=trace
+                route,
+                target_variant,
+                meta,
+                body,
+                self.settings.model_timeout,
+                started=started,
+                trace=trace,
+                on_chunk=on_chunk,
             )
+        except StreamInterrupted as exc:
+            raise ModelStreamError(
+                f"The connection to the model was closed before it finished the response ({exc}).",
+                error_code=eventstream.STREAM_BROKEN,
+            ) from exc
         except ReplicaTimeout as exc:
+            if streaming is not None and streaming.started:
+                raise ModelStreamError(_STREAM_TIMEOUT, error_code=eventstream.TIME_EXCEEDED) from exc
             raise ModelError(
                 'Received server error (0) from model with message "Your invocation timed out while waiting for a '
                 f"response from container model. Review the latency metrics for each container in Amazon "
@@ -263,7 +400,13 @@ class RuntimeApp:
             ) from exc
 
     async def _handle(
-        self, scope: Scope, receive: Receive, send: Send, request_id: str, trace: InvocationTrace
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        request_id: str,
+        trace: InvocationTrace,
+        stream: StreamResponse,
     ) -> None:
         started = time.perf_counter()
         m = _PATH_RE.match(scope["path"])
@@ -272,6 +415,14 @@ class RuntimeApp:
         name, op = m["name"], m["op"]
         trace.endpoint_name = name
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        routes = self.table.routes_named(name) if self.router.full else None
+        if routes and self.router.saturated(routes):
+            # Refused before the body is read (a client sending Expect: 100-continue never sends it).
+            raise ThrottlingError(
+                variant=", ".join(v.name for route in routes for v in route.variants),
+                endpoint=name,
+                detail="job queue full on every replica; the request body was not read",
+            )
         body = await self.read_body(receive, headers)
         principal = await self.authenticate(scope, headers, body)
         trace.account_id = principal.account_id
@@ -293,12 +444,33 @@ class RuntimeApp:
             "custom_attributes": headers.get("x-amzn-sagemaker-custom-attributes"),
             "inference_id": headers.get("x-amzn-sagemaker-inference-id"),
         }
+        streaming = op != "invocations"
+        if streaming:
+            meta["stream"] = True
+            stream.watch(receive)
         answer = await self.invoke(
-            principal, route, headers.get("x-amzn-sagemaker-target-variant"), meta, body, started, trace
+            principal,
+            route,
+            headers.get("x-amzn-sagemaker-target-variant"),
+            meta,
+            body,
+            started,
+            trace,
+            on_chunk=stream.part if streaming else None,
+            streaming=stream if streaming else None,
         )
         status = int(answer.meta.get("status", 500))
         if status != 200:
-            raise self._model_error(principal.account_id, name, answer.variant, status, answer.meta)
+            error = self._model_error(principal.account_id, name, answer.variant, status, answer.meta)
+            if stream.started:
+                raise ModelStreamError(error.message, error_code=eventstream.STREAM_BROKEN)
+            raise error
+        if stream.started:
+            await stream.end()
+            return
+        if streaming:
+            await stream.whole(answer)
+            return
         out_headers = [
             (b"x-amzn-requestid", request_id.encode()),
             (b"x-amzn-invoked-production-variant", answer.variant.encode()),
@@ -307,16 +479,15 @@ class RuntimeApp:
         if answer.meta.get("custom_attributes"):
             out_headers.append((b"x-amzn-sagemaker-custom-attributes", str(answer.meta["custom_attributes"]).encode()))
         content_type = str(answer.meta.get("content_type") or "application/octet-stream")
-        if op == "invocations":
-            out_headers.append((b"content-type", content_type.encode()))
-            payload = answer.body
-        else:
-            out_headers.append((b"content-type", b"application/vnd.amazon.eventstream"))
-            out_headers.append((b"x-amzn-sagemaker-content-type", content_type.encode()))
-            payload = event_frame("PayloadPart", answer.body)
-        out_headers.append((b"content-length", str(len(payload)).encode()))
+        out_headers.append((b"content-type", content_type.encode()))
+        out_headers.append((b"content-length", str(len(answer.body)).encode()))
         await send({"type": "http.response.start", "status": 200, "headers": out_headers})
-        await send({"type": "http.response.body", "body": payload})
+        await send({"type": "http.response.body", "body": answer.body})
+        if route.capture is not None:
+            # After the answer went out: sampling and queueing only, never a failure of the invocation.
+            self.capture.observe(
+                principal.account_id, name, answer.variant, route.capture, meta, body, content_type, answer.body
+            )
 
     def _log_arn(self, account_id: str, name: str) -> str:
         return f"arn:aws:logs:{self.settings.region}:{account_id}:log-group:/aws/sagemaker/Endpoints/{name}"

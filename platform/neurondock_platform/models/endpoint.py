@@ -19,7 +19,7 @@ class Endpoint(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"), index=True)
     name: Mapped[Name63]
-    arn: Mapped[str] = mapped_column(String(256))
+    arn: Mapped[str] = mapped_column(String(256), index=True)
     endpoint_config_name: Mapped[Name63]
     status: Mapped[EndpointStatus] = mapped_column(String(32), default=EndpointStatus.CREATING)
     failure_reason: Mapped[str | None] = mapped_column(Text)

@@ -15,7 +15,7 @@ class EndpointConfig(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"), index=True)
     name: Mapped[Name63]
-    arn: Mapped[str] = mapped_column(String(256))
+    arn: Mapped[str] = mapped_column(String(256), index=True)
     # The ProductionVariants list exactly as accepted (validated), in wire shape.
     production_variants: Mapped[JsonList]
     # Other optional members echoed by DescribeEndpointConfig (DataCaptureConfig, KmsKeyId…).

@@ -20,6 +20,8 @@ class Host(Base):
     vcpus: Mapped[int] = mapped_column(default=0)
     memory_mb: Mapped[int] = mapped_column(default=0)
     agent_pid: Mapped[int | None]
+    # How the host runs user code: "bwrap", "off" (the operator opted out) or "unavailable: <why>".
+    sandbox: Mapped[str | None] = mapped_column(String(255))
     started_at: Mapped[Timestamp]
     last_heartbeat: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
@@ -39,6 +41,9 @@ class Replica(Base):
     desired_state: Mapped[str] = mapped_column(String(16), default="running")
     state: Mapped[ReplicaState] = mapped_column(String(16), default=ReplicaState.PENDING)
     address: Mapped[str | None] = mapped_column(String(255))
+    # The serving process's channel key (dataplane/protocol.py): routers must prove it to talk to it.
+    # Platform-internal: never shown by any API.
+    channel_key: Mapped[str | None] = mapped_column(String(64))
     pid: Mapped[int | None]
     failure_reason: Mapped[str | None] = mapped_column(Text)
     log_tail: Mapped[str | None] = mapped_column(Text)

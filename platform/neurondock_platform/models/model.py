@@ -17,7 +17,7 @@ class Model(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"), index=True)
     name: Mapped[Name63]
-    arn: Mapped[str] = mapped_column(String(256))
+    arn: Mapped[str] = mapped_column(String(256), index=True)
     execution_role_arn: Mapped[str | None] = mapped_column(String(2048))
     primary_container: Mapped[dict[str, Any] | None]
     containers: Mapped[JsonList]

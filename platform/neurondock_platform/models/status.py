@@ -47,3 +47,27 @@ class ReplicaState(StrEnum):
 class AccessKeyStatus(StrEnum):
     ACTIVE = "Active"
     INACTIVE = "Inactive"
+
+
+class AlarmState(StrEnum):
+    OK = "OK"
+    ALARM = "ALARM"
+    INSUFFICIENT_DATA = "INSUFFICIENT_DATA"
+
+
+class ScalingActivityStatus(StrEnum):
+    PENDING = "Pending"
+    IN_PROGRESS = "InProgress"
+    SUCCESSFUL = "Successful"
+    OVERRIDDEN = "Overridden"
+    UNFULFILLED = "Unfulfilled"
+    FAILED = "Failed"
+
+
+class AsyncInferenceStatus(StrEnum):
+    """Where one InvokeEndpointAsync request is; the SNS record's invocationStatus uses the last two."""
+
+    QUEUED = "Queued"
+    IN_PROGRESS = "InProgress"
+    COMPLETED = "Completed"
+    FAILED = "Failed"

@@ -2,68 +2,22 @@
 
 from __future__ import annotations
 
-import json
-import secrets
-import string
+import datetime as dt
 from dataclasses import dataclass
-from pathlib import Path
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from neurondock_platform.config import Settings
 from neurondock_platform.errors import ConflictException, NotFoundError
-from neurondock_platform.models import AccessKey, AccessKeyStatus, Account
+from neurondock_platform.models import AccessKey, AccessKeyStatus, Account, RevokedToken
+from neurondock_platform.services import revocations, sts
+from neurondock_platform.services.root_identity import RootIdentity, new_access_key_id, new_account_id, new_secret
+
+# Callers ask this module for the root identity; it lives apart so the supervisor imports no database code.
+from neurondock_platform.services.root_identity import root_identity as root_identity
 from neurondock_platform.sigv4 import Credential
 
 ROOT_ACCOUNT_NAME = "root"
-CREDENTIALS_FILE = "credentials.json"
-
-
-@dataclass(frozen=True)
-class RootIdentity:
-    """The root account and its key pair, as ``neurondock up`` prints them."""
-
-    account_id: str
-    access_key_id: str
-    secret_access_key: str
-
-
-def _new_access_key_id() -> str:
-    return "AKND" + "".join(secrets.choice(string.ascii_uppercase + string.digits) for _ in range(16))
-
-
-def _new_secret() -> str:
-    return secrets.token_urlsafe(30)[:40]
-
-
-def _new_account_id() -> str:
-    return "".join(secrets.choice(string.digits) for _ in range(12))
-
-
-def root_identity(settings: Settings) -> RootIdentity:
-    """Return the root identity from settings, else from the data dir, else a new one kept there."""
-    path: Path = settings.data_dir / CREDENTIALS_FILE
-    stored: dict[str, str] = {}
-    if path.exists():
-        stored = json.loads(path.read_text())
-    identity = RootIdentity(
-        account_id=settings.account_id or stored.get("account_id") or _new_account_id(),
-        access_key_id=settings.root_access_key_id or stored.get("access_key_id") or _new_access_key_id(),
-        secret_access_key=settings.root_secret_access_key or stored.get("secret_access_key") or _new_secret(),
-    )
-    wanted = {
-        "account_id": identity.account_id,
-        "access_key_id": identity.access_key_id,
-        "secret_access_key": identity.secret_access_key,
-    }
-    if stored != wanted:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(wanted, indent=2))
-        tmp.chmod(0o600)
-        tmp.replace(path)
-    return identity
 
 
 def ensure_root_account(session: Session, identity: RootIdentity) -> Account:
@@ -90,10 +44,10 @@ def ensure_root_account(session: Session, identity: RootIdentity) -> Account:
 
 def create_account(session: Session, name: str, *, is_admin: bool = False) -> tuple[Account, AccessKey]:
     """Create an account with one active access key."""
-    account = Account(id=_new_account_id(), name=name, is_admin=is_admin)
+    account = Account(id=new_account_id(), name=name, is_admin=is_admin)
     session.add(account)
     session.flush()
-    key = AccessKey(access_key_id=_new_access_key_id(), secret_access_key=_new_secret(), account_id=account.id)
+    key = AccessKey(access_key_id=new_access_key_id(), secret_access_key=new_secret(), account_id=account.id)
     session.add(key)
     session.flush()
     return account, key
@@ -158,32 +112,60 @@ def get_access_key(session: Session, access_key_id: str) -> AccessKey:
 def create_access_key(session: Session, account_id: str) -> AccessKey:
     """Add an active access key to an existing account."""
     get_account(session, account_id)
-    key = AccessKey(access_key_id=_new_access_key_id(), secret_access_key=_new_secret(), account_id=account_id)
+    key = AccessKey(access_key_id=new_access_key_id(), secret_access_key=new_secret(), account_id=account_id)
     session.add(key)
     session.flush()
     return key
 
 
+@dataclass(frozen=True)
+class KeyChange:
+    """An access key after a status change, and what was ended with it (for the caches to forget)."""
+
+    key: AccessKey
+    # Disabling a key revokes every token and console session issued for it so far, so enabling the
+    # key again does not bring them back; None when nothing was revoked.
+    revocation: RevokedToken | None = None
+    # Temporary (STS) keys the key had obtained, now deleted.
+    ended_temporary: tuple[str, ...] = ()
+
+
+def _end_issued(session: Session, key: AccessKey, now: dt.datetime | None) -> KeyChange:
+    revocation = revocations.revoke_key_tokens(session, key.access_key_id, key.account_id, now=now)
+    ended = tuple(sts.revoke_issued_by(session, key.access_key_id))
+    return KeyChange(key, revocation, ended)
+
+
 def set_access_key_status(
-    session: Session, access_key_id: str, status: AccessKeyStatus, *, root_access_key_id: str | None = None
-) -> AccessKey:
-    """Enable or disable an access key (the root key from settings cannot be disabled here)."""
+    session: Session,
+    access_key_id: str,
+    status: AccessKeyStatus,
+    *,
+    root_access_key_id: str | None = None,
+    now: dt.datetime | None = None,
+) -> KeyChange:
+    """Enable or disable an access key (the root key from settings cannot be disabled here).
+
+    Disabling ends what the key issued (tokens, console sessions, temporary credentials) for good.
+    """
     key = get_access_key(session, access_key_id)
     if status != AccessKeyStatus.ACTIVE and access_key_id == root_access_key_id:
         raise RootKeyManaged(access_key_id=access_key_id)
     key.status = status
+    change = _end_issued(session, key, now) if status != AccessKeyStatus.ACTIVE else KeyChange(key)
     session.flush()
-    return key
+    return change
 
 
 def rotate_access_key(
-    session: Session, access_key_id: str, *, root_access_key_id: str | None = None
-) -> tuple[AccessKey, AccessKey]:
-    """Issue a new active key for the same account and disable the old one; returns (new, old)."""
+    session: Session, access_key_id: str, *, root_access_key_id: str | None = None, now: dt.datetime | None = None
+) -> tuple[AccessKey, KeyChange]:
+    """Issue a new active key for the same account and disable the old one; returns (new, the old one's change)."""
     old = get_access_key(session, access_key_id)
     if access_key_id == root_access_key_id:
         raise RootKeyManaged(access_key_id=access_key_id)
     new = create_access_key(session, old.account_id)
     old.status = AccessKeyStatus.INACTIVE
+    change = _end_issued(session, old, now)
     session.flush()
-    return new, old
+    return new, change

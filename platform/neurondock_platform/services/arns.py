@@ -1,4 +1,4 @@
-"""ARNs for SageMaker resources (AWS lower-cases the name part, sagemaker-api.md §1.1)."""
+"""ARNs for SageMaker resources (AWS lower-cases the name part, docs/sagemaker-api.md)."""
 
 from __future__ import annotations
 

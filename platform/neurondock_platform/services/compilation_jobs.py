@@ -40,17 +40,17 @@ from neurondock_platform import dispatch
 from neurondock_platform.db import utcnow
 from neurondock_platform.errors import ResourceInUse, ResourceNotFound, ValidationException
 from neurondock_platform.models import CompilationJob, CompilationJobStatus
-from neurondock_platform.services import arns, pagination, tags, validation
+from neurondock_platform.services import arns, pagination, sandbox, tags, validation
 from neurondock_platform.services.compilation_inputs import (
+    SUPPORTED_TARGETS,
     NeoInputError,
-    check_compiler_options,
     derived_data_input_config,
+    parse_compiler_options,
     parse_data_input_config,
 )
 from neurondock_platform.services.validation import MISSING
 
 KIND = "compilation-job"
-SUPPORTED_TARGETS = ("ml_inf1", "ml_c5")
 FRAMEWORK = "PYTORCH"
 # CreateCompilationJob's documentation: "We recommend starting with 900 seconds".
 DEFAULT_MAX_RUNTIME_SECONDS = 900
@@ -142,6 +142,7 @@ def create_compilation_job(
     arn = compilation_job_arn(region, account_id, name)
     if find_compilation_job(session, account_id, arn) is not None:
         raise CompilationJobExists(name=name)
+    sandbox.require_sandbox_for(session, account_id, "compile a model")
     target = output_config["TargetDevice"]
     job = CompilationJob(
         account_id=account_id,
@@ -251,7 +252,7 @@ def _check_output_config(config: dict[str, Any], errors: validation.Errors) -> N
     options = config.get("CompilerOptions")
     if options is not None:
         try:
-            check_compiler_options(options)
+            parse_compiler_options(options)
         except NeoInputError as exc:
             errors.add(options, "outputConfig.compilerOptions", exc.reason)
 
@@ -508,3 +509,11 @@ def finish_stopped(session: Session, job_id: int, owner: str) -> str | None:
 def tail(text: str, lines: int = LOG_TAIL_LINES, max_chars: int = LOG_TAIL_MAX_CHARS) -> str:
     """Return the last ``lines`` lines of a log, at most ``max_chars`` characters of them."""
     return "\n".join(text.strip().splitlines()[-lines:])[-max_chars:]
+
+
+def jobs_producing(session: Session, *, account_id: str, model_artifacts: str, limit: int = 5) -> list[CompilationJob]:
+    """Return (some of) the account's compilation jobs that wrote the compiled artifact at ``model_artifacts``."""
+    query = select(CompilationJob).where(
+        CompilationJob.account_id == account_id, CompilationJob.model_artifacts == model_artifacts
+    )
+    return list(session.scalars(query.limit(limit)))

@@ -14,23 +14,18 @@ reference has one. Cost per million inferences is given two ways, each labelled:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
+
+from sqlalchemy.orm import Session
 
 from neurondock_platform import catalog
 from neurondock_platform.models import Endpoint, EndpointStatus
+from neurondock_platform.services import compile_reports, metric_series
+from neurondock_platform.services.metric_series import Traffic
 
 FAMILIES = ("inf1", "g4dn", "c5")
 PRIMARY_BASIS = "ec2_on_demand"
-
-
-@dataclass(frozen=True)
-class Traffic:
-    """Invocations an endpoint served over a window, and where the number comes from."""
-
-    invocations_per_hour: float | None
-    source: str
 
 
 def price_json(price: catalog.Price | None) -> dict[str, Any] | None:
@@ -46,11 +41,9 @@ def price_json(price: catalog.Price | None) -> dict[str, Any] | None:
     }
 
 
-def instance_type_json(entry: catalog.InstanceType) -> dict[str, Any]:
-    """Return one catalog entry with its hardware and prices."""
+def hardware_json(entry: catalog.InstanceType) -> dict[str, Any]:
+    """Return what one instance of a catalog type offers."""
     return {
-        "name": entry.name,
-        "family": entry.family,
         "vcpus": entry.vcpus,
         "memory_gib": entry.memory_gib,
         "inferentia_chips": entry.chips,
@@ -58,6 +51,15 @@ def instance_type_json(entry: catalog.InstanceType) -> dict[str, Any]:
         "device_memory_gib": entry.device_memory_gib,
         "gpus": entry.gpus,
         "emulated": entry.has_neuron,
+    }
+
+
+def instance_type_json(entry: catalog.InstanceType) -> dict[str, Any]:
+    """Return one catalog entry with its hardware and prices."""
+    return {
+        "name": entry.name,
+        "family": entry.family,
+        **hardware_json(entry),
         "prices": {
             "ec2_on_demand": price_json(entry.ec2_on_demand),
             "sagemaker_on_demand": price_json(entry.sagemaker_on_demand),
@@ -195,6 +197,24 @@ def endpoint_cost(
         "alternatives": alternatives,
         "projection_source": projection_source,
     }
+
+
+def endpoint_costs(session: Session, endpoints: Sequence[Endpoint]) -> list[dict[str, Any]]:
+    """Return ``endpoint_cost`` for each endpoint at its observed traffic, with the projection it serves."""
+    traffic = metric_series.invocations_last_hour(session, endpoints)
+    served = compile_reports.projections_for_endpoints(session, endpoints)
+    out = []
+    for endpoint in endpoints:
+        projection = served.get(endpoint.id)
+        out.append(
+            endpoint_cost(
+                endpoint,
+                traffic=traffic[endpoint.id],
+                projection=projection.projection if projection is not None else None,
+                projection_source=projection.source if projection is not None else None,
+            )
+        )
+    return out
 
 
 def catalog_json(families: Iterable[str] = FAMILIES) -> list[dict[str, Any]]:

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from neurondock_platform.errors import AlreadyExistsError, NotFoundError, ValidationException
 from neurondock_platform.models import EndpointConfig
-from neurondock_platform.services import arns, models, pagination, tags, validation
+from neurondock_platform.services import arns, async_inference, data_capture, models, pagination, tags, validation
 from neurondock_platform.services.validation import MISSING, invalid, item_path
 
 KIND = "endpoint-config"
@@ -39,6 +39,12 @@ def create_endpoint_config(
     shadow = (extra or {}).get("ShadowProductionVariants")
     if shadow:
         raise invalid(shadow, "shadowProductionVariants", "Shadow variants are not supported by neurondock")
+    capture = (extra or {}).get("DataCaptureConfig")
+    if capture is not None:
+        data_capture.check_config(capture)
+    async_config = (extra or {}).get(async_inference.CONFIG)
+    if async_config is not None:
+        async_inference.check_config(async_config)
     if tag_list:
         validation.check_tags(tag_list)
     arn = config_arn(region, account_id, name)
@@ -46,9 +52,7 @@ def create_endpoint_config(
         raise AlreadyExistsError(kind=NOT_FOUND_KIND, arn=arn)
     for variant in variants:
         models.get_model(session, account_id=account_id, region=region, name=variant["ModelName"])
-    config = EndpointConfig(
-        account_id=account_id, name=name, arn=arn, production_variants=variants, extra=extra or {}
-    )
+    config = EndpointConfig(account_id=account_id, name=name, arn=arn, production_variants=variants, extra=extra or {})
     session.add(config)
     try:
         session.flush()
@@ -83,9 +87,7 @@ def check_variants(production_variants: list[dict[str, Any]]) -> list[dict[str, 
         for member in ("ModelName", "InstanceType", "InitialInstanceCount"):
             if variant.get(member) is None:
                 errors.add(MISSING, validation.join_path(path, member), "Member must not be null")
-        result.append(
-            {**variant, "InitialVariantWeight": float(variant.get("InitialVariantWeight", DEFAULT_WEIGHT))}
-        )
+        result.append({**variant, "InitialVariantWeight": float(variant.get("InitialVariantWeight", DEFAULT_WEIGHT))})
     errors.raise_if_any()
     for index, variant in enumerate(result):
         validation.check_instance_type(
@@ -144,3 +146,11 @@ def list_endpoint_configs(
         created_before=created_before,
         created_after=created_after,
     )
+
+
+def config_names(session: Session, *, account_id: str, exclude: str | None = None, limit: int = 200) -> list[str]:
+    """Return the account's endpoint-config names, newest first (for pickers), leaving out ``exclude``."""
+    query = select(EndpointConfig.name).where(EndpointConfig.account_id == account_id)
+    if exclude is not None:
+        query = query.where(EndpointConfig.name != exclude)
+    return list(session.scalars(query.order_by(EndpointConfig.created_at.desc()).limit(limit)))

@@ -1,4 +1,4 @@
-"""Reading an endpoint's status history (written by ``neurondock_platform.status_history``)."""
+"""Reading an endpoint's status history (written by ``services.endpoint_status``)."""
 
 from __future__ import annotations
 

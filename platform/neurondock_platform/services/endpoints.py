@@ -27,7 +27,16 @@ from neurondock_platform.models import (
     EndpointVariant,
     VariantStatus,
 )
-from neurondock_platform.services import arns, endpoint_configs, models, pagination, tags, validation
+from neurondock_platform.services import (
+    arns,
+    endpoint_configs,
+    endpoint_status,
+    models,
+    pagination,
+    sandbox,
+    tags,
+    validation,
+)
 from neurondock_platform.services.validation import MISSING, invalid, item_path
 
 KIND = "endpoint"
@@ -35,7 +44,9 @@ SORT_COLUMNS = {"Name": Endpoint.name, "CreationTime": Endpoint.created_at, "Sta
 PENDING = "pending"
 PREVIOUS = "previous"
 # Config members an endpoint echoes in DescribeEndpoint, snapshotted when it (re)deploys a config.
-CONFIG_ECHO = ("AsyncInferenceConfig", "ExplainerConfig")
+# DataCaptureConfig is the endpoint's live capture config (docs/data-capture.md).
+CONFIG_ECHO = ("AsyncInferenceConfig", "ExplainerConfig", "DataCaptureConfig")
+CAPTURE = "DataCaptureConfig"
 IN_PROGRESS = frozenset(
     {
         EndpointStatus.CREATING,
@@ -45,7 +56,7 @@ IN_PROGRESS = frozenset(
         EndpointStatus.DELETING,
     }
 )
-RETAINABLE = ("DesiredInstanceCount", "DesiredWeight")
+RETAINABLE = ("DesiredInstanceCount", "DesiredWeight", CAPTURE)
 
 
 @dataclass(frozen=True)
@@ -101,9 +112,7 @@ def _enqueue(session: Session, endpoint: Endpoint) -> None:
     dispatch.enqueue_after_commit(session, dispatch.RECONCILE_ENDPOINT, endpoint.id)
 
 
-def resolve_variants(
-    session: Session, *, account_id: str, region: str, config: EndpointConfig
-) -> list[VariantSpec]:
+def resolve_variants(session: Session, *, account_id: str, region: str, config: EndpointConfig) -> list[VariantSpec]:
     """Resolve a config's variants against the caller's models (``Could not find model`` if one is gone)."""
     specs = []
     for variant in config.production_variants:
@@ -141,10 +150,9 @@ def create_endpoint(
     arn = endpoint_arn(region, account_id, name)
     if find_endpoint(session, account_id, arn) is not None:
         raise AlreadyExistsError(kind=KIND, arn=arn)
-    config = endpoint_configs.get_endpoint_config(
-        session, account_id=account_id, region=region, name=config_name
-    )
+    config = endpoint_configs.get_endpoint_config(session, account_id=account_id, region=region, name=config_name)
     specs = resolve_variants(session, account_id=account_id, region=region, config=config)
+    sandbox.require_sandbox_for(session, account_id, "deploy an endpoint")
     extra = _config_echo(config)
     if deployment_config:
         extra["DeploymentConfig"] = deployment_config
@@ -164,6 +172,7 @@ def create_endpoint(
     except IntegrityError as exc:  # a concurrent create of the same name won the race
         session.rollback()
         raise AlreadyExistsError(kind=KIND, arn=arn) from exc
+    endpoint_status.created(session, endpoint)
     tags.delete_all(session, account_id, arn)
     if tag_list:
         tags.set_tags(session, account_id, arn, tag_list)
@@ -188,6 +197,11 @@ def _apply_spec(variant: EndpointVariant, spec: VariantSpec, position: int) -> N
     variant.desired_weight = spec.weight
 
 
+def is_async(endpoint: Endpoint) -> bool:
+    """Whether the endpoint serves InvokeEndpointAsync (its variants may then scale to 0, docs/async.md)."""
+    return bool(endpoint.extra.get("AsyncInferenceConfig"))
+
+
 def find_endpoint(session: Session, account_id: str, arn: str) -> Endpoint | None:
     """Return the caller's endpoint with this ARN, or None."""
     return session.scalar(select(Endpoint).where(Endpoint.account_id == account_id, Endpoint.arn == arn))
@@ -210,10 +224,13 @@ def delete_endpoint(session: Session, *, account_id: str, region: str, name: str
     """
     endpoint = get_endpoint(session, account_id=account_id, region=region, name=name)
     if endpoint.status != EndpointStatus.DELETING:
-        endpoint.status = EndpointStatus.DELETING
         endpoint.generation += 1
         endpoint.extra = {k: v for k, v in endpoint.extra.items() if k != PENDING}
-        endpoint.touch()
+        endpoint_status.transition(session, endpoint, EndpointStatus.DELETING)
+        # As on SageMaker, the variants' scalable targets (and their policies) go with the endpoint.
+        from neurondock_platform.services.autoscaling import targets
+
+        targets.deregister_for_endpoint(session, account_id=account_id, endpoint_name=endpoint.name, now=utcnow())
     _enqueue(session, endpoint)
     return endpoint
 
@@ -224,12 +241,8 @@ def _require_updatable(endpoint: Endpoint) -> None:
     if endpoint.status in IN_PROGRESS:
         raise ValidationException(f'Cannot update in-progress endpoint "{endpoint.arn}".')
     if endpoint.status == EndpointStatus.FAILED:
-        raise ValidationException(
-            f'Cannot update failed endpoint "{endpoint.arn}". Delete it and create it again.'
-        )
-    raise ValidationException(
-        f'Cannot update endpoint "{endpoint.arn}" while its status is {endpoint.status}.'
-    )
+        raise ValidationException(f'Cannot update failed endpoint "{endpoint.arn}". Delete it and create it again.')
+    raise ValidationException(f'Cannot update endpoint "{endpoint.arn}" while its status is {endpoint.status}.')
 
 
 def update_endpoint(
@@ -246,27 +259,44 @@ def update_endpoint(
 ) -> Endpoint:
     """UpdateEndpoint: store the resolved target config as pending, mark ``Updating`` and reconcile."""
     endpoint = get_endpoint(session, account_id=account_id, region=region, name=name)
+    sandbox.require_sandbox_for(session, account_id, "update an endpoint")
     _require_updatable(endpoint)
-    config = endpoint_configs.get_endpoint_config(
-        session, account_id=account_id, region=region, name=config_name
-    )
+    config = endpoint_configs.get_endpoint_config(session, account_id=account_id, region=region, name=config_name)
+    if is_async(endpoint) and not config.extra.get("AsyncInferenceConfig"):
+        # An async endpoint stays async (SageMaker's wording, docs/async.md).
+        raise ValidationException(f"The AsyncInferenceConfig parameter cannot be removed from this endpoint {name}.")
     specs = resolve_variants(session, account_id=account_id, region=region, config=config)
+    # An autoscaled variant may change its model, not its instance type (docs/autoscaling.md).
+    from neurondock_platform.services.autoscaling import targets
+
+    targets.check_update(
+        session,
+        account_id=account_id,
+        endpoint_name=endpoint.name,
+        new_types={spec.name: spec.instance_type for spec in specs},
+        old_types={v.name: v.instance_type for v in endpoint.variants},
+    )
+    echo = _config_echo(config)
     if retain_all_variant_properties:
-        specs = _retain(endpoint, specs, set(exclude_retained_variant_properties))
+        excluded = set(exclude_retained_variant_properties)
+        specs = _retain(endpoint, specs, excluded)
+        if CAPTURE not in excluded:
+            # The live capture config stays, whatever the new config says (or lacks).
+            echo.pop(CAPTURE, None)
+            if endpoint.extra.get(CAPTURE):
+                echo[CAPTURE] = endpoint.extra[CAPTURE]
     if deployment_config is None and retain_deployment_config:
         deployment_config = endpoint.extra.get("DeploymentConfig")
     pending = {
         "EndpointConfigName": config.name,
         "StartTime": utcnow().timestamp(),
         "ProductionVariants": [spec.to_json() for spec in specs],
-        "ConfigEcho": _config_echo(config),
+        "ConfigEcho": echo,
         "DeploymentConfig": deployment_config,
     }
     endpoint.extra = {**endpoint.extra, PENDING: pending}
-    endpoint.status = EndpointStatus.UPDATING
-    endpoint.failure_reason = None
     endpoint.generation += 1
-    endpoint.touch()
+    endpoint_status.transition(session, endpoint, EndpointStatus.UPDATING, "UpdateEndpoint")
     _enqueue(session, endpoint)
     return endpoint
 
@@ -304,9 +334,7 @@ def update_weights_and_capacities(
     unknown = [d["VariantName"] for d in desired if d["VariantName"] not in current]
     if unknown:
         names = ", ".join(f'"{n}"' for n in unknown)
-        raise ValidationException(
-            f'The variant name(s) {names} is/are not present in endpoint "{endpoint.arn}".'
-        )
+        raise ValidationException(f'The variant name(s) {names} is/are not present in endpoint "{endpoint.arn}".')
     errors = validation.Errors()
     for index, item in enumerate(desired):
         item_at = item_path(path, index)
@@ -317,34 +345,32 @@ def update_weights_and_capacities(
                 "Serverless is not supported by neurondock",
             )
         if item.get("DesiredWeight") is None and item.get("DesiredInstanceCount") is None:
-            errors.add(
-                MISSING, f"{item_at}.desiredWeight", "Give DesiredWeight, DesiredInstanceCount or both"
-            )
-        if item.get("DesiredInstanceCount") == 0:
-            errors.add(
-                0, f"{item_at}.desiredInstanceCount", "Member must have value greater than or equal to 1"
-            )
+            errors.add(MISSING, f"{item_at}.desiredWeight", "Give DesiredWeight, DesiredInstanceCount or both")
+        if item.get("DesiredInstanceCount") == 0 and not is_async(endpoint):
+            errors.add(0, f"{item_at}.desiredInstanceCount", "Member must have value greater than or equal to 1")
     errors.raise_if_any()
     weights = {v.name: v.desired_weight for v in endpoint.variants}
-    weights.update(
-        {d["VariantName"]: float(d["DesiredWeight"]) for d in desired if d.get("DesiredWeight") is not None}
-    )
+    weights.update({d["VariantName"]: float(d["DesiredWeight"]) for d in desired if d.get("DesiredWeight") is not None})
     if sum(weights.values()) <= 0:
         raise invalid(
             [d.get("DesiredWeight") for d in desired],
             path,
             "The sum of the variants' weights must be greater than 0",
         )
+    now = utcnow()
     for item in desired:
         variant = current[item["VariantName"]]
         if item.get("DesiredWeight") is not None:
             variant.desired_weight = float(item["DesiredWeight"])
-        if item.get("DesiredInstanceCount") is not None:
-            variant.desired_instance_count = int(item["DesiredInstanceCount"])
-    endpoint.status = EndpointStatus.UPDATING
-    endpoint.failure_reason = None
+        count = item.get("DesiredInstanceCount")
+        if count is not None and int(count) != variant.desired_instance_count:
+            direction = "out" if int(count) > variant.desired_instance_count else "in"
+            variant.desired_instance_count = int(count)
+            variant.variant_status = VariantStatus.UPDATING
+            variant.status_message = f"Scaling {direction} desired instance count to {int(count)}."
+            variant.status_started_at = now
     endpoint.generation += 1
-    endpoint.touch()
+    endpoint_status.transition(session, endpoint, EndpointStatus.UPDATING, "UpdateEndpointWeightsAndCapacities")
     _enqueue(session, endpoint)
     return endpoint
 
@@ -423,9 +449,7 @@ def apply_pending_update(session: Session, endpoint: Endpoint) -> PendingUpdate 
 def discard_pending_update(session: Session, endpoint: Endpoint, reason: str) -> None:
     """Drop a pending update that could not be applied: back to InService with a FailureReason."""
     endpoint.extra = {k: v for k, v in endpoint.extra.items() if k != PENDING}
-    endpoint.status = EndpointStatus.IN_SERVICE
-    endpoint.failure_reason = reason[:1024]
-    endpoint.touch()
+    endpoint_status.transition(session, endpoint, EndpointStatus.IN_SERVICE, failure_reason=reason)
     session.flush()
 
 
@@ -454,3 +478,15 @@ def list_endpoints(
         created_after=created_after,
         lifecycle=pagination.Lifecycle(status, modified_before, modified_after),
     )
+
+
+def endpoints_using_model(session: Session, *, account_id: str, model_name: str) -> list[str]:
+    """Return the names of the account's endpoints with a variant that serves ``model_name``."""
+    query = (
+        select(Endpoint.name)
+        .join(EndpointVariant, EndpointVariant.endpoint_id == Endpoint.id)
+        .where(Endpoint.account_id == account_id, EndpointVariant.model_name == model_name)
+        .distinct()
+        .order_by(Endpoint.name)
+    )
+    return list(session.scalars(query))

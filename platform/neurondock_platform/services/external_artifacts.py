@@ -1,9 +1,10 @@
-"""Artifacts in an external S3 store, through the admin API: the account's own artifact bucket only.
+"""Artifacts in a store apart from the API process, through the admin API and the console, as the account.
 
-With ``NEURONDOCK_S3_ENDPOINT_URL`` set, models live in an S3 the platform reaches with its own keys
-(``NEURONDOCK_S3_ACCESS_KEY_ID``). Those keys may reach every tenant's buckets, so the admin API lets
-an account list, upload and download in exactly one bucket, ``nd-artifacts-<account id>``; any other
-name is ``NoSuchBucket``, as another account's bucket is in the embedded store.
+With ``NEURONDOCK_S3_ENDPOINT_URL`` set, the platform reads and writes for an account with a client
+acting as it (``s3_client.OwnerClients``): the account's own STS credentials on a ``neurondock store``,
+its own store credentials on an external S3, or the platform's external key limited to the buckets
+mapped to it. What the store (or that limit) refuses is ``AccessDenied``, which the admin API reports
+like a missing bucket, as for another account's bucket in the embedded store.
 """
 
 from __future__ import annotations
@@ -41,16 +42,14 @@ def _info(bucket: str, key: str, size: int, etag: str, modified: dt.datetime, co
 
 
 class ExternalArtifacts:
-    """One account's artifact bucket in an external S3 store."""
+    """What one account reaches in a store apart from this process."""
 
-    def __init__(self, client_factory: Callable[[], Any], bucket: str, endpoint: str) -> None:
+    def __init__(self, client_factory: Callable[[], Any], endpoint: str) -> None:
         self._client_factory = client_factory
-        self.bucket = bucket
         self.endpoint = endpoint
 
     def _check(self, bucket: str) -> Any:
-        if bucket != self.bucket:
-            raise objects.NoSuchBucket(bucket=bucket)
+        objects.validate_bucket_name(bucket)
         return self._client_factory()
 
     def _error(self, exc: Exception, bucket: str, key: str | None = None) -> PlatformError:
@@ -59,6 +58,9 @@ class ExternalArtifacts:
             if key is None or code == "NoSuchBucket":
                 return objects.NoSuchBucket(bucket=bucket)
             return objects.NoSuchKey(key=key)
+        if code in ("AccessDenied", "403"):
+            # The store refused the account's own keys: the account may not reach this.
+            return objects.AccessDenied()
         return ExternalStoreError(endpoint=self.endpoint, reason=code or type(exc).__name__)
 
     def list(

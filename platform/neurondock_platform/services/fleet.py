@@ -26,10 +26,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from neurondock_platform import catalog
+from neurondock_platform.config import Settings
 from neurondock_platform.db import utcnow
 from neurondock_platform.errors import NotFoundError
 from neurondock_platform.models import (
@@ -38,10 +39,10 @@ from neurondock_platform.models import (
     Endpoint,
     EndpointVariant,
     Host,
-    MetricPoint,
     Replica,
     ReplicaState,
 )
+from neurondock_platform.services import metrics
 
 CORES_PER_CHIP = catalog.NEURON_CORES_PER_CHIP
 DEVICE_MEMORY_BYTES_PER_CHIP = catalog.DEVICE_MEMORY_GIB_PER_CHIP * 1024**3
@@ -169,7 +170,7 @@ class ChipView:
         return f"0000:{slot // 0x20:02x}:{slot % 0x20:02x}.0"
 
     def connected(self, total: int) -> list[int]:
-        # Inf1 chips form a chain: 0↔1↔2↔3 … (neuron-ls sample in inferentia.md §4.1).
+        # Inf1 chips form a chain: 0↔1↔2↔3 … (docs/neuron-tools.md, "neuron-ls").
         return [i for i in (self.index + 1, self.index - 1) if 0 <= i < total]
 
 
@@ -316,18 +317,13 @@ def recent_utilization(
     session: Session, replica_ids: Sequence[int], now: dt.datetime, window_seconds: float = 60.0
 ) -> dict[int, float]:
     """Return each replica's mean NeuronCoreUtilization (percent) over the last ``window_seconds``."""
-    if not replica_ids:
-        return {}
-    rows = session.execute(
-        select(MetricPoint.replica_id, func.sum(MetricPoint.sum), func.sum(MetricPoint.count))
-        .where(
-            MetricPoint.metric == UTILIZATION_METRIC,
-            MetricPoint.replica_id.in_(list(replica_ids)),
-            MetricPoint.period_start >= now - dt.timedelta(seconds=window_seconds),
-        )
-        .group_by(MetricPoint.replica_id)
-    )
-    return {int(rid): round(float(total) / count, 1) for rid, total, count in rows if rid is not None and count}
+    since = now - dt.timedelta(seconds=window_seconds)
+    out = {}
+    for rid, points in metrics.replica_points(session, UTILIZATION_METRIC, replica_ids, since).items():
+        count = sum(p.sample_count for p in points)
+        if count:
+            out[rid] = round(sum(p.sum for p in points) / count, 1)
+    return out
 
 
 def _device_memory_estimates(
@@ -447,12 +443,7 @@ def _host_view(
 
 
 def list_hosts(
-    session: Session,
-    *,
-    account_id: str | None,
-    local_host_id: str | None = None,
-    heartbeat_timeout: float = 15.0,
-    now: dt.datetime | None = None,
+    session: Session, settings: Settings, *, account_id: str | None, now: dt.datetime | None = None
 ) -> list[HostView]:
     """Return every host with its chips, cores and replicas (``account_id=None``: unredacted, admin)."""
     hosts = list(session.scalars(select(Host).order_by(Host.id)))
@@ -467,8 +458,8 @@ def list_hosts(
             h,
             by_host.get(h.id, []),
             account_id=account_id,
-            local_host_id=local_host_id,
-            heartbeat_timeout=heartbeat_timeout,
+            local_host_id=settings.host_id,
+            heartbeat_timeout=settings.heartbeat_timeout,
             now=current,
         )
         for h in hosts
@@ -476,12 +467,7 @@ def list_hosts(
 
 
 def get_host(
-    session: Session,
-    host_id: str,
-    *,
-    account_id: str | None,
-    local_host_id: str | None = None,
-    heartbeat_timeout: float = 15.0,
+    session: Session, settings: Settings, host_id: str, *, account_id: str | None, now: dt.datetime | None = None
 ) -> HostView:
     """Return one host's view; raise HostNotFound."""
     host = session.get(Host, host_id) if len(host_id) <= 128 else None
@@ -493,30 +479,18 @@ def get_host(
         host,
         replicas,
         account_id=account_id,
-        local_host_id=local_host_id,
-        heartbeat_timeout=heartbeat_timeout,
-        now=utcnow(),
+        local_host_id=settings.host_id,
+        heartbeat_timeout=settings.heartbeat_timeout,
+        now=now or utcnow(),
     )
 
 
-def endpoint_replicas(
-    session: Session,
-    endpoint: Endpoint,
-    *,
-    local_host_id: str | None = None,
-    heartbeat_timeout: float = 15.0,
-) -> list[ReplicaView]:
+def endpoint_replicas(session: Session, settings: Settings, endpoint: Endpoint) -> list[ReplicaView]:
     """Return the replicas of one endpoint with the chips and cores they hold on their hosts."""
     host_ids = set(session.scalars(select(Replica.host_id).where(Replica.endpoint_id == endpoint.id)))
     out: list[ReplicaView] = []
     for host_id in sorted(host_ids):
-        view = get_host(
-            session,
-            host_id,
-            account_id=endpoint.account_id,
-            local_host_id=local_host_id,
-            heartbeat_timeout=heartbeat_timeout,
-        )
+        view = get_host(session, settings, host_id, account_id=endpoint.account_id)
         out.extend(r for r in view.replicas if r.endpoint_id == endpoint.id)
     return sorted(out, key=lambda r: r.id)
 

@@ -66,9 +66,7 @@ def create_model(
 
 def _check_containers(primary: dict[str, Any] | None, containers: list[dict[str, Any]]) -> None:
     if primary is None and not containers:
-        raise invalid(
-            MISSING, "primaryContainer", "Member must not be null (give PrimaryContainer or Containers)"
-        )
+        raise invalid(MISSING, "primaryContainer", "Member must not be null (give PrimaryContainer or Containers)")
     if primary is not None and containers:
         raise invalid(containers, "containers", "Member must be empty when PrimaryContainer is given")
     if len(containers) > 1:
@@ -80,9 +78,7 @@ def _check_containers(primary: dict[str, Any] | None, containers: list[dict[str,
     path = "primaryContainer" if primary is not None else validation.item_path("containers", 0)
     container = primary if primary is not None else containers[0]
     if container.get("Mode", "SingleModel") != "SingleModel":
-        raise invalid(
-            container["Mode"], f"{path}.mode", "Multi-model containers are not supported by neurondock"
-        )
+        raise invalid(container["Mode"], f"{path}.mode", "Multi-model containers are not supported by neurondock")
     if not container.get("Image"):
         raise invalid(MISSING, f"{path}.image", "Member must not be null")
     source = container.get("ModelDataSource")
@@ -92,8 +88,7 @@ def _check_containers(primary: dict[str, Any] | None, containers: list[dict[str,
             raise invalid(
                 s3,
                 f"{path}.modelDataSource.s3DataSource",
-                "neurondock loads one model.tar.gz: use S3DataType S3Object with CompressionType Gzip, "
-                "or ModelDataUrl",
+                "neurondock loads one model.tar.gz: use S3DataType S3Object with CompressionType Gzip, or ModelDataUrl",
             )
 
 
@@ -127,16 +122,25 @@ def primary(model: Model) -> dict[str, Any]:
 
 
 def container_snapshot(model: Model) -> dict[str, Any]:
-    """Return what an endpoint variant keeps of its model: Image, ModelDataUrl and Environment."""
+    """Return what an endpoint variant keeps of its model: Image, ModelDataUrl, Environment, ExecutionRoleArn.
+
+    The host agent downloads ModelDataUrl with credentials of the model's account for its execution role.
+    """
     container = primary(model)
     url = container.get("ModelDataUrl")
     if url is None:
         url = ((container.get("ModelDataSource") or {}).get("S3DataSource") or {}).get("S3Uri")
-    return {
+    snapshot: dict[str, Any] = {
         "Image": container.get("Image"),
         "ModelDataUrl": url,
         "Environment": dict(container.get("Environment") or {}),
     }
+    if model.enable_network_isolation:
+        # The host agent gives such a replica no network at all (docs/sandbox.md).
+        snapshot["EnableNetworkIsolation"] = True
+    if model.execution_role_arn:
+        snapshot["ExecutionRoleArn"] = model.execution_role_arn
+    return snapshot
 
 
 def list_models(
@@ -160,3 +164,9 @@ def list_models(
         created_before=created_before,
         created_after=created_after,
     )
+
+
+def model_names(session: Session, *, account_id: str, limit: int = 500) -> list[str]:
+    """Return the account's model names in order (for pickers)."""
+    query = select(Model.name).where(Model.account_id == account_id).order_by(Model.name).limit(limit)
+    return list(session.scalars(query))

@@ -1,4 +1,4 @@
-"""neuron-monitor's JSON report for one emulated host (inferentia.md §4.3), marked emulated.
+"""neuron-monitor's JSON report for one emulated host (docs/neuron-tools.md), marked emulated.
 
 One document per call, shaped like the Neuron SDK 1.16 report: ``neuron_runtime_data`` (one entry
 per replica process, which is one Neuron runtime owning its NeuronCores), ``system_data``,
@@ -28,10 +28,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from neurondock_platform.models import MetricPoint
+from neurondock_platform.models import MetricDatapoint
+from neurondock_platform.services import metrics
 from neurondock_platform.services.fleet import CORES_PER_CHIP, HostView, ReplicaView, iso
 
 INFERENCE_STATS_METRIC = "ReplicaInferenceStats"
@@ -149,26 +149,11 @@ SAMPLER = _CpuSampler()
 
 def _points(
     session: Session, replica_ids: Sequence[int], metric: str, since: dt.datetime
-) -> dict[int, list[MetricPoint]]:
-    if not replica_ids:
-        return {}
-    rows = session.scalars(
-        select(MetricPoint)
-        .where(
-            MetricPoint.metric == metric,
-            MetricPoint.replica_id.in_(list(replica_ids)),
-            MetricPoint.period_start >= since,
-        )
-        .order_by(MetricPoint.period_start)
-    )
-    out: dict[int, list[MetricPoint]] = {}
-    for point in rows:
-        if point.replica_id is not None:
-            out.setdefault(point.replica_id, []).append(point)
-    return out
+) -> dict[int, list[MetricDatapoint]]:
+    return metrics.replica_points(session, metric, replica_ids, since)
 
 
-def _latency(points: list[MetricPoint], key: str) -> dict[str, float | None] | None:
+def _latency(points: list[MetricDatapoint], key: str) -> dict[str, float | None] | None:
     """Combine per-period percentiles (µs) into the tool's seconds; the latest period's shape wins."""
     shaped = [p for p in points if isinstance(p.buckets, dict) and isinstance(p.buckets.get(key), dict)]
     if not shaped:
@@ -178,7 +163,7 @@ def _latency(points: list[MetricPoint], key: str) -> dict[str, float | None] | N
             for name in _PERCENTILES}  # fmt: skip
 
 
-def _inference_stats(points: list[MetricPoint], period: float) -> dict[str, Any]:
+def _inference_stats(points: list[MetricDatapoint], period: float) -> dict[str, Any]:
     summary = dict.fromkeys(_SUMMARY_KEYS, 0)
     errors = dict.fromkeys(_ERROR_KEYS, 0)
     for point in points:
@@ -202,12 +187,12 @@ def _inference_stats(points: list[MetricPoint], period: float) -> dict[str, Any]
 def _runtime_entry(
     replica: ReplicaView,
     view: HostView,
-    stats: list[MetricPoint],
-    utilization: list[MetricPoint],
+    stats: list[MetricDatapoint],
+    utilization: list[MetricDatapoint],
     period: float,
 ) -> dict[str, Any]:
     # Over the report's period (the host view's own figure is a fixed one-minute average).
-    count = sum(p.count for p in utilization)
+    count = sum(p.sample_count for p in utilization)
     busy = round(sum(p.sum for p in utilization) / count, 2) if count else 0.0
     cores = {str(index): {"neuroncore_utilization": busy} for index in replica.cores}
     source = next((p.buckets.get("source") for p in reversed(utilization) if isinstance(p.buckets, dict)), None)

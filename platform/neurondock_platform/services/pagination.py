@@ -11,7 +11,7 @@ import binascii
 import datetime as dt
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -76,9 +76,7 @@ def decode_token(token: str) -> dict[str, Any]:
 
 
 def invalid_token() -> ValidationException:
-    return ValidationException(
-        "Invalid pagination token: NextToken must be a value returned by the same request."
-    )
+    return ValidationException("Invalid pagination token: NextToken must be a value returned by the same request.")
 
 
 def _encode_value(value: Any) -> list[Any]:
@@ -152,6 +150,32 @@ def paginate(
         }
     )
     return Page(rows, token)
+
+
+def keyset_page(
+    session: Session,
+    stmt: Select[T],
+    *,
+    sort_column: InstrumentedAttribute[Any],
+    id_column: InstrumentedAttribute[int],
+    max_results: int,
+    next_token: str | None,
+    scope: str,
+    order: str = ASCENDING,
+    invalid_token: Callable[[], Exception] = invalid_token,
+) -> Page[T]:
+    """``paginate`` for services whose bad-token error is their own (CloudWatch, Application Auto Scaling)."""
+    try:
+        return paginate(
+            session,
+            stmt,
+            sort_column=sort_column,
+            id_column=id_column,
+            request=PageRequest(max_results, next_token, "", order),
+            scope=scope,
+        )
+    except ValidationException as exc:
+        raise invalid_token() from exc
 
 
 @dataclass(frozen=True)

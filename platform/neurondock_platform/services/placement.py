@@ -61,3 +61,13 @@ def capacities(
         if r.variant_id == variant_id:
             cap.replicas_of_variant += 1
     return list(table.values())
+
+
+def free_chips(session: Session, heartbeat_timeout: float, now: dt.datetime | None = None) -> dict[str, int]:
+    """Free emulated chips per live host (chips no running replica holds); adjacency is the reconciler's check."""
+    hosts = live_hosts(session, heartbeat_timeout, now)
+    used: dict[str, set[int]] = {h.id: set() for h in hosts}
+    for replica in session.scalars(select(Replica).where(Replica.desired_state == "running")):
+        if replica.host_id in used:
+            used[replica.host_id].update(replica.extra.get("chips") or [])
+    return {h.id: h.chips - len(used[h.id]) for h in hosts}

@@ -1,11 +1,15 @@
 """Token buckets for sign-in attempts: console sign-in and ``POST /api/v1/tokens`` share one limiter.
 
-Every attempt takes one token from the bucket of the client's address and one from the bucket of the
-access key id it names (known or not, so the limit tells nothing about which keys exist); a failed
-attempt takes ``failure_cost - 1`` more. Buckets refill continuously (``limit`` tokens per
-``period_seconds``) and never go below empty, so a correct key pair gets in again at most
-``period_seconds / limit`` after the failures stop: nothing is locked out for good. While someone keeps
-guessing at a key, its owner's attempts are refused too; that is the price of a per-key limit.
+Every attempt takes one token from the bucket of the client's address and one from the bucket of
+that address *and* the access key id it names (known or not, so the limit tells nothing about which
+keys exist); a failed attempt takes ``failure_cost - 1`` more. Buckets refill continuously (``limit``
+tokens per ``period_seconds``) and never go below empty, so a correct key pair gets in again at most
+``period_seconds / limit`` after the failures stop: nothing is locked out for good.
+
+The second bucket is per address and key rather than per key so that whoever guesses at a key throttles
+only themselves: a key's owner signing in from another address is never refused because of someone
+else's wrong secrets (a per-key bucket let five wrong tries lock the owner out, and one every 12 s keep
+them out). Guessing across many addresses stays hopeless: a secret is 40 random characters.
 
 The buckets live in the process: each API process limits on its own (N processes allow N times the
 limit), and a restart forgets them. Behind a reverse proxy every client has the proxy's address.
@@ -84,20 +88,20 @@ class TokenBuckets:
 
 
 class SignInLimiter:
-    """Per-address and per-access-key limits on attempts to prove a secret."""
+    """Per-address and per-(address, access key) limits on attempts to prove a secret."""
 
     def __init__(
         self,
         *,
         per_address: int,
-        per_key: int,
+        per_address_and_key: int,
         period_seconds: float = 60.0,
         failure_cost: int = 2,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._lock = threading.Lock()
         self._addresses = TokenBuckets(per_address, period_seconds, clock)
-        self._keys = TokenBuckets(per_key, period_seconds, clock)
+        self._keys = TokenBuckets(per_address_and_key, period_seconds, clock)
         self._failure_cost = max(1, failure_cost)
 
     @classmethod
@@ -105,7 +109,7 @@ class SignInLimiter:
         """Return the limiter the settings describe (a limit of 0 turns that dimension off)."""
         return cls(
             per_address=settings.sign_in_limit_per_address,
-            per_key=settings.sign_in_limit_per_key,
+            per_address_and_key=settings.sign_in_limit_per_address_and_key,
             period_seconds=settings.sign_in_limit_period_seconds,
             failure_cost=settings.sign_in_failure_cost,
             clock=clock,
@@ -114,7 +118,7 @@ class SignInLimiter:
     def _pairs(self, address: str, access_key_id: str | None) -> list[tuple[TokenBuckets, str]]:
         pairs = [(self._addresses, address)] if self._addresses.enabled else []
         if access_key_id and self._keys.enabled:
-            pairs.append((self._keys, access_key_id[:128]))
+            pairs.append((self._keys, f"{address}\n{access_key_id[:128]}"))
         return pairs
 
     def attempt(self, address: str, access_key_id: str | None) -> None:

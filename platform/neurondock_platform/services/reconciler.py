@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from neurondock_platform import catalog
@@ -30,7 +31,7 @@ from neurondock_platform.models import (
     ReplicaState,
     Tag,
 )
-from neurondock_platform.services import endpoints, placement
+from neurondock_platform.services import endpoint_status, endpoints, placement
 from neurondock_platform.services.images import UnsupportedImageError, resolve_image
 from neurondock_platform.services.instance_types import chips_for
 
@@ -139,6 +140,7 @@ def _delete(
         endpoint = _check_generation(session, endpoint_id, generation)
         session.execute(delete(Tag).where(Tag.resource_arn == endpoint.arn, Tag.account_id == endpoint.account_id))
         session.execute(delete(Replica).where(Replica.endpoint_id == endpoint_id))
+        endpoint_status.deleted(session, endpoint)
         session.delete(endpoint)
     return "deleted"
 
@@ -147,13 +149,11 @@ def _fail(factory: sessionmaker[Session], endpoint_id: int, generation: int, rea
     with session_scope(factory) as session:
         endpoint = _check_generation(session, endpoint_id, generation)
         if endpoint.status == EndpointStatus.CREATING:
-            endpoint.status = EndpointStatus.FAILED
             for replica in session.scalars(select(Replica).where(Replica.endpoint_id == endpoint_id)):
                 replica.desired_state = "stopped"
-            endpoint.failure_reason = reason[:FAILURE_REASON_MAX]
             for variant in endpoint.variants:
                 variant.variant_status = None
-            endpoint.touch()
+            endpoint_status.transition(session, endpoint, EndpointStatus.FAILED, failure_reason=reason)
             return "failed"
         previous = endpoint.extra.get(endpoints.PREVIOUS)
         if previous:
@@ -161,17 +161,18 @@ def _fail(factory: sessionmaker[Session], endpoint_id: int, generation: int, rea
             # restore the old desired state; the next pass brings it back and keeps the reason.
             specs = [endpoints.VariantSpec.from_json(v) for v in previous["ProductionVariants"]]
             endpoints.apply_specs(endpoint, previous["EndpointConfigName"], specs)
+            # The old config's echoed members (its live capture config among them) come back with it.
+            kept = {k: v for k, v in endpoint.extra.items() if k not in (endpoints.PREVIOUS, *endpoints.CONFIG_ECHO)}
             endpoint.extra = {
-                **{k: v for k, v in endpoint.extra.items() if k != endpoints.PREVIOUS},
+                **kept,
+                **(previous.get("ConfigEcho") or {}),
                 ROLLBACK_REASON: reason[:FAILURE_REASON_MAX],
             }
             endpoint.generation += 1
             return ROLLING_BACK
-        endpoint.status = EndpointStatus.IN_SERVICE
-        endpoint.failure_reason = reason[:FAILURE_REASON_MAX]
         for variant in endpoint.variants:
             variant.variant_status = None
-        endpoint.touch()
+        endpoint_status.transition(session, endpoint, EndpointStatus.IN_SERVICE, failure_reason=reason)
     return "failed"
 
 
@@ -243,7 +244,9 @@ def _place(session: Session, endpoint: Endpoint, opts: ReconcileOptions) -> None
     hosts = placement.live_hosts(session, opts.heartbeat_timeout)
     by_id = {h.id: h for h in hosts}
     all_replicas = list(session.scalars(select(Replica).where(Replica.desired_state == "running")))
-    variant_types = {v.id: v.instance_type for v in session.scalars(select(EndpointVariant))}
+    variant_types = {
+        vid: kind for vid, kind in session.execute(select(EndpointVariant.id, EndpointVariant.instance_type))
+    }
     # Chips count once per instance: charge them to the instance's first group only.
     chips = {
         r.id: chips_for(variant_types.get(r.variant_id, "")) if not r.extra.get("group") else 0 for r in all_replicas
@@ -252,14 +255,25 @@ def _place(session: Session, endpoint: Endpoint, opts: ReconcileOptions) -> None
     for r in all_replicas:
         used_chips.setdefault(r.host_id, set()).update(r.extra.get("chips") or [])
 
-    def allocate(variant: EndpointVariant) -> tuple[str, list[int]]:
+    # Each variant's view of the hosts, summed once and kept current as instances are placed: summing
+    # every running replica per instance made placing N instances cost N × (replicas in the fleet).
+    capacities: dict[int, list[placement.HostCapacity]] = {}
+
+    def allocate(variant: EndpointVariant, rows: int) -> tuple[str, list[int]]:
         need = chips_for(variant.instance_type)
-        candidates = placement.capacities(hosts, all_replicas, chips, variant.id)
+        if variant.id not in capacities:
+            capacities[variant.id] = placement.capacities(hosts, all_replicas, chips, variant.id)
+        candidates = capacities[variant.id]
         while candidates:
             choice = placement.choose_host(candidates, need)
             run = _free_chip_range(by_id[choice.host_id], used_chips.get(choice.host_id, set()), need) if need else []
             if run is not None:
                 used_chips.setdefault(choice.host_id, set()).update(run)
+                for caps in capacities.values():
+                    for cap in caps:
+                        if cap.host_id == choice.host_id:
+                            cap.used_chips += need
+                choice.replicas_of_variant += rows
                 return choice.host_id, run
             candidates = [c for c in candidates if c.host_id != choice.host_id]
         raise placement.InsufficientCapacity(
@@ -319,7 +333,7 @@ def _place(session: Session, endpoint: Endpoint, opts: ReconcileOptions) -> None
             host_id = members[0].host_id
             if host_id not in by_id:
                 # Its host stopped heartbeating: move the whole instance (SystemUpdating on SageMaker).
-                new_host, run = allocate(variant)
+                new_host, run = allocate(variant, len(members))
                 for r in members:
                     g = int(r.extra.get("group", 0))
                     r.host_id, r.state, r.pid, r.address = new_host, ReplicaState.PENDING, None, None
@@ -330,7 +344,7 @@ def _place(session: Session, endpoint: Endpoint, opts: ReconcileOptions) -> None
             if missing:
                 add_rows(index, host_id, list(members[0].extra.get("chips") or []), missing)
         for _ in range(variant.desired_instance_count - len(keep)):
-            host_id, run = allocate(variant)
+            host_id, run = allocate(variant, len(groups))
             add_rows(next_instance, host_id, run, list(range(len(groups))))
             next_instance += 1
 
@@ -418,6 +432,11 @@ def _converge(
             if clock() > capacity_deadline:
                 return _fail(factory, endpoint_id, generation, str(exc))
             sleep(opts.poll_interval * 4)
+        except IntegrityError:
+            # Another pass of this endpoint (a starting worker's re-send beside the API's own send)
+            # inserted the same replica first; placing again reads its rows and adds nothing twice.
+            if clock() > capacity_deadline:
+                raise
     # 3. Wait for every desired replica to report Ready (or one to fail).
     deadline = clock() + opts.startup_timeout
     while True:
@@ -487,10 +506,7 @@ def _mark_in_service(session: Session, endpoint: Endpoint) -> None:
     if extra != endpoint.extra:
         endpoint.extra = extra
     reason = str(rollback_reason) if rollback_reason else None
-    if endpoint.status != EndpointStatus.IN_SERVICE or endpoint.failure_reason != reason:
-        endpoint.status = EndpointStatus.IN_SERVICE
-        endpoint.failure_reason = reason
-        endpoint.touch()
+    endpoint_status.transition(session, endpoint, EndpointStatus.IN_SERVICE, failure_reason=reason)
 
 
 def _forget_stopped(session: Session, endpoint_id: int) -> None:

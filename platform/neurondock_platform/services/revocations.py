@@ -156,6 +156,20 @@ class RevocationCache:
         self._refresh_if_stale()
         return self._snapshot.refuses(claims)
 
+    def current(self) -> bool:
+        """Whether ``refuses`` would answer from memory now, without a refresh query (the event loop asks)."""
+        loaded = self._loaded_at
+        return loaded is not None and self._clock() - loaded < self._refresh_seconds
+
+    def due(self) -> bool:
+        """Whether half the refresh period has passed: time to refresh ahead of a caller that cannot wait."""
+        loaded = self._loaded_at
+        return loaded is None or self._clock() - loaded >= self._refresh_seconds / 2
+
+    def refresh_ahead(self) -> None:
+        """Refresh if ``due`` and no refresh is running (reads the database: call it off the event loop)."""
+        self._refresh_if_stale(self._refresh_seconds / 2)
+
     def note(self, rows: Iterable[RevokedToken]) -> None:
         """Apply revocations this process has just committed, without waiting for a refresh."""
         now = self._clock()
@@ -165,10 +179,11 @@ class RevocationCache:
                 self._noted.append((now, entry))
                 self._snapshot.add(entry)
 
-    def _refresh_if_stale(self) -> None:
+    def _refresh_if_stale(self, max_age: float | None = None) -> None:
         started = self._clock()
+        limit = self._refresh_seconds if max_age is None else max_age
         with self._lock:
-            if self._refreshing or (self._loaded_at is not None and started - self._loaded_at < self._refresh_seconds):
+            if self._refreshing or (self._loaded_at is not None and started - self._loaded_at < limit):
                 return
             self._refreshing = True
             full = self._full_at is None or started - self._full_at >= FULL_RELOAD_SECONDS

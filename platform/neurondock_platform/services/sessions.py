@@ -153,7 +153,8 @@ def signed_claims(value: str, lookup: Lookup) -> Claims:
     if not isinstance(body, dict) or not isinstance(body.get("k"), str) or not isinstance(body.get("exp"), int):
         raise InvalidTokenError(reason="its payload cannot be read")
     credential = lookup(body["k"]) if len(body["k"]) <= 128 else None
-    if credential is None:
+    # Tokens belong to long-term keys only: temporary (STS) keys end sooner than any token would.
+    if credential is None or credential.temporary:
         raise InvalidTokenError(reason="its access key is unknown or no longer active")
     if not hmac.compare_digest(_sign(credential.secret_access_key, payload), signature):
         raise InvalidTokenError(reason="its signature does not match")
@@ -194,6 +195,8 @@ def verify_token(
 def check_secret(access_key_id: str, secret_access_key: str, lookup: Lookup) -> Credential:
     """Return the credential when the key pair is right and active; raise InvalidCredentialsError."""
     credential = lookup(access_key_id) if 0 < len(access_key_id) <= 128 else None
+    if credential is not None and credential.temporary:
+        credential = None  # temporary keys sign requests with their session token; they do not sign in
     # Compare even when the key is unknown so timing does not tell which keys exist.
     expected = credential.secret_access_key if credential is not None else secrets.token_urlsafe(30)
     if not hmac.compare_digest(expected.encode(), secret_access_key.encode()) or credential is None:

@@ -31,9 +31,7 @@ def resolve_resource(session: Session, *, account_id: str, region: str, resource
         raise NotFoundError(kind=kind, arn=resource_arn)
     arn = arns.make_arn(region, account_id, parsed.kind, parsed.name)
     found = session.scalar(
-        select(func.count())
-        .select_from(model_cls)
-        .where(model_cls.account_id == account_id, model_cls.arn == arn)
+        select(func.count()).select_from(model_cls).where(model_cls.account_id == account_id, model_cls.arn == arn)
     )
     if not found:
         raise NotFoundError(kind=kind, arn=resource_arn)
@@ -44,8 +42,7 @@ def set_tags(session: Session, account_id: str, arn: str, tags: list[dict[str, A
     """Add or overwrite tags on a resource the caller owns (validated shapes), keeping the 50-tag limit."""
     validation.check_tags(tags)
     existing = {
-        t.key: t
-        for t in session.scalars(select(Tag).where(Tag.account_id == account_id, Tag.resource_arn == arn))
+        t.key: t for t in session.scalars(select(Tag).where(Tag.account_id == account_id, Tag.resource_arn == arn))
     }
     new_keys = {t["Key"] for t in tags} - existing.keys()
     if len(existing) + len(new_keys) > validation.MAX_TAGS_PER_RESOURCE:
@@ -90,14 +87,10 @@ def list_tags(
     )
 
 
-def delete_tags(
-    session: Session, *, account_id: str, region: str, resource_arn: str, keys: list[str]
-) -> None:
+def delete_tags(session: Session, *, account_id: str, region: str, resource_arn: str, keys: list[str]) -> None:
     """DeleteTags: remove the named keys; keys the resource does not have are ignored."""
     arn = resolve_resource(session, account_id=account_id, region=region, resource_arn=resource_arn)
-    session.execute(
-        delete(Tag).where(Tag.account_id == account_id, Tag.resource_arn == arn, Tag.key.in_(keys))
-    )
+    session.execute(delete(Tag).where(Tag.account_id == account_id, Tag.resource_arn == arn, Tag.key.in_(keys)))
 
 
 def delete_all(session: Session, account_id: str, arn: str) -> None:

@@ -1,6 +1,6 @@
 """Server-side validation of SageMaker requests, with AWS's messages.
 
-botocore checks only ``required``, types and ``min`` on the client (sagemaker-api.md §1.4), so the server
+botocore checks only ``required``, types and ``min`` on the client (docs/sagemaker-api.md), so the server
 walks the request against botocore's own input shape (lengths, patterns, enums, ranges, list and map
 sizes, required members, JSON types) and reports every violation the way AWS does::
 
@@ -101,6 +101,9 @@ class Errors:
 
 _UNICODE_CLASS_RE = re.compile(r"^\(?\[(?P<body>.*)\]\*\)?$")
 _CATEGORY_RE = re.compile(r"\\p\{(?P<cat>[A-Z])\}")
+# Java spells "any supplementary character" as a UTF-16 surrogate-pair range (Application Auto
+# Scaling's XML-character patterns); Python's re needs the code point range instead.
+_SURROGATE_PAIR_RANGE = "\\uD800\\uDC00-\\uDBFF\\uDFFF"
 
 
 @functools.cache
@@ -108,7 +111,7 @@ def compile_pattern(pattern: str) -> Callable[[str], bool]:
     """Return a full-match test for one of botocore's (Java-flavoured) patterns."""
     if "\\p{" in pattern:
         return _unicode_class_matcher(pattern)
-    regex = re.compile(pattern, re.ASCII | re.DOTALL)
+    regex = re.compile(pattern.replace(_SURROGATE_PAIR_RANGE, "\\U00010000-\\U0010FFFF"), re.ASCII | re.DOTALL)
     return lambda value: regex.fullmatch(value) is not None
 
 
@@ -135,13 +138,23 @@ def display_pattern(pattern: str) -> str:
 # --- shape walking -------------------------------------------------------------------------------------
 
 
-def validate_input(operation: str, params: Mapping[str, Any]) -> None:
-    """Check a request against the operation's input shape; raise ValidationException listing violations."""
-    shape = catalog.sagemaker_service_model().operation_model(operation).input_shape
+def validate_input(
+    operation: str,
+    params: Mapping[str, Any],
+    *,
+    service: str = "sagemaker",
+    error: Callable[[str], Exception] = ValidationException,
+) -> None:
+    """Check a request against the operation's input shape in botocore's model of ``service``.
+
+    Raises ``error`` (SageMaker's ValidationException by default) listing every violation.
+    """
+    shape = catalog.service_model(service).operation_model(operation).input_shape
     errors = Errors()
     if shape is not None:
         check_shape(shape, params, "", errors)
-    errors.raise_if_any()
+    if errors.messages:
+        raise error(format_errors(errors.messages))
 
 
 def check_shape(shape: Any, value: Any, path: str, errors: Errors) -> None:
@@ -194,9 +207,7 @@ def _check_map(shape: Any, value: Any, path: str, errors: Errors) -> None:
             if shape.value.type_name in ("structure", "list", "map"):
                 errors.messages.extend(value_errors.messages)
             else:
-                errors.add(
-                    item, path, "Map value must satisfy constraint: [" + _constraints(value_errors) + "]"
-                )
+                errors.add(item, path, "Map value must satisfy constraint: [" + _constraints(value_errors) + "]")
 
 
 def _constraints(errors: Errors) -> str:
@@ -314,9 +325,7 @@ def check_tags(tags: list[dict[str, Any]], path: str = "tags") -> None:
                 "Member must not start with the reserved prefix 'aws:'",
             )
         if key in seen:
-            errors.add(
-                key, join_path(item_path(path, index), "Key"), "Tag keys must be unique within a request"
-            )
+            errors.add(key, join_path(item_path(path, index), "Key"), "Tag keys must be unique within a request")
         seen.add(key)
     errors.raise_if_any()
 
@@ -338,10 +347,8 @@ def check_instance_type(instance_type: str, path: str) -> None:
     if catalog.is_supported(instance_type):
         return
     supported = ", ".join(catalog.SUPPORTED_INSTANCE_TYPES)
-    if instance_type in catalog.ALL_INSTANCE_TYPES:
-        raise invalid(
-            instance_type, path, f"Instance type is not supported by neurondock; supported: [{supported}]"
-        )
+    if instance_type in catalog.all_instance_types():
+        raise invalid(instance_type, path, f"Instance type is not supported by neurondock; supported: [{supported}]")
     raise invalid(
-        instance_type, path, f"Member must satisfy enum value set: [{', '.join(catalog.ALL_INSTANCE_TYPES)}]"
+        instance_type, path, f"Member must satisfy enum value set: [{', '.join(catalog.all_instance_types())}]"
     )

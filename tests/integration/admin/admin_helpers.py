@@ -13,7 +13,6 @@ from jsonschema import Draft202012Validator
 from tests.conftest import ACCESS_KEY, SECRET_KEY, sign
 
 DATA = Path(__file__).parent / "data"
-IMAGE = "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-inference:2.1.0-cpu-py310"
 PREFIX = "/api/v1"
 
 

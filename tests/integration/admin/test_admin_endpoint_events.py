@@ -10,7 +10,7 @@ import datetime as dt
 
 import pytest
 from tests.conftest import ACCOUNT_ID
-from tests.integration.admin.admin_helpers import IMAGE
+from tests.support.world import IMAGE
 
 NAME = "e1"
 MODEL = "e1-model"
@@ -31,11 +31,11 @@ def _endpoint(session, name=NAME, account_id=ACCOUNT_ID):
 
 
 def _create(session_factory, settings, name=NAME, account_id=ACCOUNT_ID, *, with_model=True, config="e1-config"):
-    from neurondock_platform.services import admin
+    from neurondock_platform.services import deploy
 
     with _session(session_factory) as session:
         if with_model:
-            admin.create_model(
+            deploy.create_model(
                 session,
                 account_id=account_id,
                 region=settings.region,
@@ -43,7 +43,7 @@ def _create(session_factory, settings, name=NAME, account_id=ACCOUNT_ID, *, with
                 image=IMAGE,
                 model_data_url="s3://models/m/model.tar.gz",
             )
-        admin.deploy_model(
+        deploy.deploy_model(
             session,
             account_id=account_id,
             region=settings.region,
@@ -56,11 +56,10 @@ def _create(session_factory, settings, name=NAME, account_id=ACCOUNT_ID, *, with
 
 def _set_status(session_factory, status, failure_reason=None, name=NAME):
     """Change the status the way the reconciler does: on the ORM object, in its own transaction."""
+    from neurondock_platform.services import endpoint_status
+
     with _session(session_factory) as session:
-        endpoint = _endpoint(session, name)
-        endpoint.status = status
-        endpoint.failure_reason = failure_reason
-        endpoint.touch()
+        endpoint_status.transition(session, _endpoint(session, name), status, failure_reason=failure_reason)
 
 
 def _transitions(api, name=NAME):
@@ -178,14 +177,12 @@ def test_the_reconcilers_transitions_are_recorded(api, session_factory, settings
 
 def test_unchanged_status_and_rolled_back_changes_leave_no_event(api, session_factory, settings):
     from neurondock_platform.models import EndpointStatus
+    from neurondock_platform.services import endpoint_status
 
     _create(session_factory, settings)
-    with _session(session_factory) as session:
-        endpoint = _endpoint(session)
-        endpoint.status = EndpointStatus.CREATING  # the same value: no change
-        endpoint.touch()
+    _set_status(session_factory, EndpointStatus.CREATING)  # the same value: no change
     with pytest.raises(RuntimeError), _session(session_factory) as session:
-        _endpoint(session).status = EndpointStatus.IN_SERVICE
+        endpoint_status.transition(session, _endpoint(session), EndpointStatus.IN_SERVICE)
         session.flush()
         raise RuntimeError("the transaction rolls back")
     assert _transitions(api) == [(None, "Creating", "CreateEndpoint")]
@@ -219,7 +216,7 @@ def test_scaling_a_failed_update_and_a_lost_host_name_their_cause(api, world, se
 
 def test_a_deleted_endpoint_keeps_its_history_until_the_name_is_reused(api, session_factory, settings):
     from neurondock_platform.models import EndpointStatus
-    from neurondock_platform.services import endpoints, invocation_errors
+    from neurondock_platform.services import endpoint_status, endpoints, invocation_errors
 
     _create(session_factory, settings)
     _set_status(session_factory, EndpointStatus.IN_SERVICE)
@@ -228,7 +225,9 @@ def test_a_deleted_endpoint_keeps_its_history_until_the_name_is_reused(api, sess
     with _session(session_factory) as session:
         endpoints.delete_endpoint(session, account_id=ACCOUNT_ID, region=settings.region, name=NAME)
     with _session(session_factory) as session:
-        session.delete(_endpoint(session))  # what the reconciler does once the replicas stopped
+        endpoint = _endpoint(session)  # what the reconciler does once the replicas stopped
+        endpoint_status.deleted(session, endpoint)
+        session.delete(endpoint)
 
     assert api.get(f"/endpoints/{NAME}").status_code == 404
     got = api.ok("GET", f"/endpoints/{NAME}/events")
@@ -364,13 +363,6 @@ def test_a_failed_flush_keeps_the_errors_for_the_next_one():
     assert collector.errors.take() == [failure]
 
 
-def test_the_update_key_the_history_reads_is_the_one_updates_write():
-    from neurondock_platform import status_history
-    from neurondock_platform.services import endpoints
-
-    assert status_history.PENDING_UPDATE_KEY == endpoints.PENDING
-
-
 def test_the_console_endpoint_page_shows_the_history_and_the_errors(client, world, session_factory):
     from tests.integration.admin.test_console_pages import sign_in
 
@@ -394,6 +386,7 @@ def test_the_console_endpoint_page_shows_the_history_and_the_errors(client, worl
 def test_two_writers_making_the_same_change_record_it_once(api, session_factory, settings):
     """A CreateEndpoint reconcile and a start-up recovery reconcile both flip Creating → InService."""
     from neurondock_platform.models import EndpointStatus
+    from neurondock_platform.services import endpoint_status
 
     _create(session_factory, settings)
     first, second = session_factory(), session_factory()
@@ -401,8 +394,7 @@ def test_two_writers_making_the_same_change_record_it_once(api, session_factory,
         seen = [_endpoint(session) for session in (first, second)]
         assert [e.status for e in seen] == [EndpointStatus.CREATING] * 2  # both loaded it as Creating
         for session, endpoint in zip((first, second), seen, strict=True):
-            endpoint.status = EndpointStatus.IN_SERVICE
-            endpoint.touch()
+            endpoint_status.transition(session, endpoint, EndpointStatus.IN_SERVICE)
             session.commit()
     finally:
         first.close()

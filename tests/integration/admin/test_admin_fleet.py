@@ -101,23 +101,33 @@ def _write_points(session_factory, rows):
         metrics.write_points(session, rows)
 
 
-def _point(metric, value, *, minutes_ago, count=1, replica_id=None, p50=None, p99=None, unit="Count"):
-    start = dt.datetime.now(dt.UTC).replace(second=0, microsecond=0) - dt.timedelta(minutes=minutes_ago)
+def _point(metric, value, *, minutes_ago, count=1, replica_id=None, samples=None):
+    from neurondock_platform import sagemaker_metrics as sm
+    from neurondock_platform.sketch import Sketch
+
+    now = dt.datetime.now(dt.UTC)
+    if minutes_ago:
+        start = now.replace(second=0, microsecond=0) - dt.timedelta(minutes=minutes_ago)
+    else:
+        # The current 10 s period, as a flusher stamps it: a minute's start could be over a minute old
+        # by the time the API reads "the last 60 s" (it failed so on a slow run near a minute's end).
+        start = now.replace(second=now.second - now.second % 10, microsecond=0)
+    dims = sm.variant_dimensions("e1", "AllTraffic")
+    if replica_id is not None:
+        dims = sm.replica_dimensions("e1", "AllTraffic", replica_id)
     return {
         "account_id": "123456789012",
-        "endpoint_name": "e1",
-        "variant_name": "AllTraffic",
-        "replica_id": replica_id,
-        "metric": metric,
+        "namespace": sm.namespace(metric),
+        "metric_name": metric,
+        "dimensions": dims,
         "period_start": start,
         "period_seconds": 10,
         "sum": value,
-        "count": count,
-        "minimum": value / count,
-        "maximum": value / count,
-        "p50": p50,
-        "p99": p99,
-        "unit": unit,
+        "sample_count": count,
+        "minimum": min(samples) if samples else value / count,
+        "maximum": max(samples) if samples else value / count,
+        "sketch": Sketch.of((v, 1) for v in samples).to_json() if samples else None,
+        "unit": sm.unit(metric),
         "buckets": None,
         "source": "test",
     }
@@ -135,14 +145,14 @@ def test_metrics_come_from_the_store_the_data_plane_writes(api, world, session_f
         [
             _point("Invocations", 30.0, minutes_ago=3, count=30),
             _point("Invocations", 60.0, minutes_ago=2, count=60),
-            _point("ModelLatency", 900.0, minutes_ago=2, count=3, p50=250.0, p99=400.0, unit="Microseconds"),
-            _point("NeuronCoreUtilization", 42.0, minutes_ago=0, replica_id=rid, unit="Percent"),
+            _point("ModelLatency", 900.0, minutes_ago=2, count=3, samples=[250.0, 250.0, 400.0]),
+            _point("NeuronCoreUtilization", 42.0, minutes_ago=0, replica_id=rid),
         ],
     )
     got = api.ok("GET", "/endpoints/e1/metrics", query={"metric": "Invocations", "statistic": "Sum"})
     assert [p["value"] for p in got["points"]] == [30.0, 60.0] and "metrics store" in got["source"]
     latency = api.ok("GET", "/endpoints/e1/metrics", query={"metric": "ModelLatency", "statistic": "p50"})
-    assert [p["value"] for p in latency["points"]] == [250.0]
+    assert [p["value"] for p in latency["points"]] == [pytest.approx(250.0, rel=0.01)]  # the sketch's 1 %
     count = api.ok("GET", "/endpoints/e1/metrics", query={"metric": "ModelLatency", "statistic": "SampleCount"})
     assert [p["value"] for p in count["points"]] == [3.0]
 
@@ -159,23 +169,6 @@ def test_metrics_come_from_the_store_the_data_plane_writes(api, world, session_f
     assert bad.status_code == 400
     assert api.get("/endpoints/e1/metrics", query={"period": 15}).status_code == 400
     assert api.get("/endpoints/e1/metrics", query={"period": 10, "start": "2020-01-01T00:00:00Z"}).status_code == 400
-
-
-def test_an_extra_metrics_source_is_asked_first(api, world):
-    from neurondock_platform.services import admin
-
-    world("e1", instance_type="ml.c5.large")
-    now = dt.datetime.now(dt.UTC)
-
-    def fake_source(session, query):
-        return [(now, 7.0)] if query.metric == "OverheadLatency" else None
-
-    admin.register_metrics_source(fake_source)
-    try:
-        got = api.ok("GET", "/endpoints/e1/metrics", query={"metric": "OverheadLatency", "statistic": "p50"})
-        assert [p["value"] for p in got["points"]] == [7.0]
-    finally:
-        admin._SOURCES.remove(fake_source)
 
 
 def test_history_puts_recorded_status_changes_beside_replica_records(api, world):

@@ -1,4 +1,4 @@
-"""neuron-monitor's JSON per host: built from what the data plane recorded, shaped as inferentia.md §4.3."""
+"""neuron-monitor's JSON per host: built from what the data plane recorded, shaped as docs/neuron-tools.md says."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import os
 
 def _record(session_factory, replica_id: int, endpoint: str, *, device: bool) -> None:
     """Feed answers through the real collector, then flush its period the way the flusher does."""
-    from tests.integration.admin.conftest import ACCOUNT_ID
+    from tests.conftest import ACCOUNT_ID
 
     from neurondock_platform.dataplane.metrics import MetricsCollector
     from neurondock_platform.services import metrics as metric_service

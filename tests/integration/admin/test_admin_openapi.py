@@ -64,7 +64,7 @@ def fuzz_app(tmp_path):
     from neurondock_platform.db import Base, make_engine, make_sessionmaker, session_scope
     from neurondock_platform.dispatch import RecordingDispatcher
     from neurondock_platform.models import Host
-    from neurondock_platform.services import admin
+    from neurondock_platform.services import artifacts, deploy
     from neurondock_platform.services.accounts import create_account, ensure_root_account, root_identity
 
     settings = Settings.from_env(
@@ -84,7 +84,7 @@ def fuzz_app(tmp_path):
         ensure_root_account(session, root_identity(settings))
         create_account(session, "tenant")
         session.add(Host(id="host-1", address="127.0.0.1", chips=4, vcpus=2, memory_mb=4096))
-        admin.create_model(
+        deploy.create_model(
             session,
             account_id=ACCOUNT_ID,
             region="us-east-1",
@@ -92,7 +92,7 @@ def fuzz_app(tmp_path):
             image="neurondock/pytorch-inference:latest",
             model_data_url="s3://nd-artifacts-123456789012/models/model.tar.gz",
         )
-        admin.deploy_model(
+        deploy.deploy_model(
             session,
             account_id=ACCOUNT_ID,
             region="us-east-1",
@@ -101,7 +101,7 @@ def fuzz_app(tmp_path):
             instance_type="ml.inf1.xlarge",
             config_name="my-endpoint-config",
         )
-        admin.put_artifact(
+        artifacts.put_artifact(
             session,
             settings,
             account_id=ACCOUNT_ID,

@@ -5,7 +5,8 @@ from __future__ import annotations
 import datetime as dt
 
 from tests.conftest import ACCOUNT_ID
-from tests.integration.admin.admin_helpers import IMAGE, compile_log, compile_report
+from tests.integration.admin.admin_helpers import compile_log, compile_report
+from tests.support.world import IMAGE
 
 
 def test_list_pages_with_limit_and_next_token_and_filters(api):

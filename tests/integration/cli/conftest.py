@@ -7,18 +7,13 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
-from tests.support.platform import Platform
+from tests.support.platform import Platform, running_platform
 
 
 @pytest.fixture(scope="module")
 def platform(tmp_path_factory) -> Iterator[Platform]:
     # A one-second metrics flush: `endpoints errors` reads what the data plane has written.
-    plat = Platform(tmp_path_factory.mktemp("nd-cli"), extra_env={"NEURONDOCK_METRICS_FLUSH_SECONDS": "1"})
-    plat.start()
-    try:
-        yield plat
-    finally:
-        plat.stop()
+    yield from running_platform(tmp_path_factory.mktemp("nd-cli"), extra_env={"NEURONDOCK_METRICS_FLUSH_SECONDS": "1"})
 
 
 @pytest.fixture(scope="module")

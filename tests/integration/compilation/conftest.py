@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import socket
 import threading
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 from tests.conftest import ACCESS_KEY, SECRET_KEY
 from tests.integration.compilation.compilation_helpers import BUCKET
+from tests.support.waiting import wait_for
 
 # TorchScript is deprecated upstream but is the artifact format under test.
 JIT_DEPRECATION = "ignore:`torch.jit.:DeprecationWarning"
@@ -65,11 +65,12 @@ def live_url(app) -> Iterator[str]:
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.01)
+
+    def started() -> bool:
+        assert thread.is_alive(), "uvicorn exited"
+        return bool(server.started)
+
+    wait_for(started, 10, what="uvicorn to start", interval=0.01)
     yield f"http://127.0.0.1:{port}"
     server.should_exit = True
     thread.join(timeout=10)
@@ -118,9 +119,12 @@ def job_id_of(session_factory) -> Callable[[str], int]:
 
 
 @pytest.fixture
-def run_job(session_factory, s3, runner_config) -> Callable[..., str]:
-    """Call the compile runner directly (not through Celery), as the task does."""
+def run_job(session_factory, settings, live_url, s3, runner_config) -> Callable[..., str]:
+    """Call the compile runner directly (not through Celery), as the task does: acting as the job's owner."""
+    from neurondock_platform.s3_client import OwnerClients
     from neurondock_workers.compile_job import run_compilation_job
+
+    clients = OwnerClients(settings.with_overrides(public_url=live_url), session_factory, session_name="compile-tests")
 
     def run(job_id: int, **overrides: Any) -> str:
         config = runner_config
@@ -128,6 +132,6 @@ def run_job(session_factory, s3, runner_config) -> Callable[..., str]:
             from dataclasses import replace
 
             config = replace(runner_config, **overrides)
-        return run_compilation_job(session_factory, job_id, s3, config)
+        return run_compilation_job(session_factory, job_id, clients, config)
 
     return run

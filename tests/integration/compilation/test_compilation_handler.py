@@ -12,8 +12,11 @@ import torch
 from tests.integration.compilation.compilation_helpers import script_bytes, tarball
 from tests.support.torch_models import small_cnn
 
+from neurondock_platform import compiled_manifest
 from neurondock_workers.compiler import compile_model, load_compiled
-from neurondock_workers.hosting.handler import CompiledModel, Handler, default_model_fn
+from neurondock_workers.hosting.compiled import CompiledModel
+from neurondock_workers.hosting.defaults import default_model_fn
+from neurondock_workers.hosting.handler import Handler
 
 NPY = "application/x-npy"
 
@@ -116,10 +119,10 @@ def test_a_model_dir_without_the_compiler_manifest_loads_as_before(tmp_path, cnn
 
 
 def test_each_execution_counts_the_compile_reports_projected_device_time(compiled_dir):
-    from neurondock_workers.hosting.handler import projected_device_seconds
-
     model_dir = compiled_dir(options="--dynamic-batch-size")
-    per_batch = projected_device_seconds(json.loads((model_dir / "manifest.json").read_text()))
+    manifest = compiled_manifest.load(model_dir)
+    assert manifest is not None and manifest.dynamic_batch
+    per_batch = manifest.projected_device_seconds()
     assert per_batch is not None and per_batch > 0
     handler = Handler(model_dir, environ={})
     model = handler.load_model()

@@ -30,6 +30,7 @@ from tests.integration.compilation.compilation_helpers import (
     with_output,
 )
 from tests.support.torch_models import small_cnn
+from tests.support.waiting import wait_for
 
 SQLITE_ONLY = pytest.mark.parametrize("engine", ["sqlite"], indirect=True)
 ARTIFACT_KEY = "compiled/model-ml_inf1.tar.gz"
@@ -229,10 +230,13 @@ def test_a_model_with_nothing_neuron_can_run_fails_like_torch_neuron(ok, put, cr
     )
     assert run_job(create("gather", request)) == "FAILED"
     desc = ok("DescribeCompilationJob", {"CompilationJobName": "gather"})
-    assert desc["FailureReason"] == (
+    # torch-neuron's own words first, then which rule refused the model and what to change.
+    assert desc["FailureReason"].startswith(
         "ClientError: CompilationError: Unable to compile model for ml_inf1: No operations were successfully "
-        "partitioned and compiled to neuron for this model - aborting trace!"
+        "partitioned and compiled to neuron for this model - aborting trace! "
     )
+    assert "not supported: aten::gather" in desc["FailureReason"]
+    assert "TargetDevice ml_c5" in desc["FailureReason"]
     assert "aborting trace!" in desc["LogTail"]
 
 
@@ -257,10 +261,12 @@ def test_stop_kills_the_compile_child_and_ends_stopped(ok, s3, put, create, run_
     # A long measurement budget keeps the child busy long enough to be stopped mid-compile.
     worker = threading.Thread(target=lambda: outcome.append(run_job(job_id, measure_budget_s=30.0)))
     worker.start()
-    deadline = time.monotonic() + 30
-    while (pid := _job(session_factory, job_id).child_pid) is None:
-        assert time.monotonic() < deadline and worker.is_alive(), "the compile child never started"
-        time.sleep(0.05)
+
+    def child_pid() -> int | None:
+        assert worker.is_alive(), "the job runner ended before its compile child started"
+        return _job(session_factory, job_id).child_pid
+
+    pid = wait_for(child_pid, 30, what="the compile child to start", interval=0.05)
     assert _alive(pid)
     ok("StopCompilationJob", {"CompilationJobName": "stoppable"})
     worker.join(timeout=30)

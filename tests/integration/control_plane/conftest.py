@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -156,3 +156,22 @@ def other_account(db) -> dict[str, str]:
 def as_other(other_account) -> dict[str, str]:
     """Signing kwargs for the second account."""
     return {"access_key": other_account["access_key"], "secret_key": other_account["secret_key"]}
+
+
+@pytest.fixture
+def sm(app) -> Iterator[Any]:
+    """Unmodified boto3's SageMaker client, talking to the app served on a loopback port."""
+    import boto3
+    from botocore.config import Config
+    from tests.conftest import ACCESS_KEY, SECRET_KEY
+    from tests.support.services import wsgi_server
+
+    with wsgi_server(app) as url:
+        yield boto3.client(
+            "sagemaker",
+            endpoint_url=url,
+            region_name="us-east-1",
+            aws_access_key_id=ACCESS_KEY,
+            aws_secret_access_key=SECRET_KEY,
+            config=Config(retries={"max_attempts": 1}),
+        )

@@ -3,35 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
-import threading
 
-import boto3
 import pytest
-from botocore.config import Config
 from botocore.exceptions import ClientError, WaiterError
-from tests.conftest import ACCESS_KEY, SECRET_KEY
 from tests.integration.control_plane.cp_helpers import IMAGE, MODEL_DATA, ROLE, arn
-from werkzeug.serving import make_server
 
 FAST = {"Delay": 0.05, "MaxAttempts": 20}
-
-
-@pytest.fixture
-def sm(app):
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    client = boto3.client(
-        "sagemaker",
-        endpoint_url=f"http://127.0.0.1:{server.server_port}",
-        region_name="us-east-1",
-        aws_access_key_id=ACCESS_KEY,
-        aws_secret_access_key=SECRET_KEY,
-        config=Config(retries={"max_attempts": 1}),
-    )
-    yield client
-    server.shutdown()
-    thread.join(timeout=5)
 
 
 def test_deploy_flow_with_boto3(sm, in_service, db):
@@ -65,9 +42,7 @@ def test_deploy_flow_with_boto3(sm, in_service, db):
     assert sm.list_tags(ResourceArn=endpoint_arn)["Tags"] == []
     sm.delete_endpoint(EndpointName="resnet")
     with pytest.raises(WaiterError):  # still Deleting: the waiter keeps polling
-        sm.get_waiter("endpoint_deleted").wait(
-            EndpointName="resnet", WaiterConfig={"Delay": 0.01, "MaxAttempts": 2}
-        )
+        sm.get_waiter("endpoint_deleted").wait(EndpointName="resnet", WaiterConfig={"Delay": 0.01, "MaxAttempts": 2})
 
     from sqlalchemy import delete
 
@@ -103,9 +78,7 @@ def test_paginators_walk_every_page(sm):
     for i in range(12):
         sm.create_model(ModelName=f"m{i:02d}", PrimaryContainer={"Image": IMAGE})
     pages = list(
-        sm.get_paginator("list_models").paginate(
-            SortBy="Name", SortOrder="Ascending", PaginationConfig={"PageSize": 5}
-        )
+        sm.get_paginator("list_models").paginate(SortBy="Name", SortOrder="Ascending", PaginationConfig={"PageSize": 5})
     )
     assert [len(p["Models"]) for p in pages] == [5, 5, 2]
     assert [m["ModelName"] for p in pages for m in p["Models"]] == [f"m{i:02d}" for i in range(12)]

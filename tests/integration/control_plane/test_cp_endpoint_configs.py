@@ -80,9 +80,7 @@ def test_weights_are_echoed_as_given(ok, make_model):
 
 
 def test_variant_naming_a_missing_model_is_rejected_verbatim(fails):
-    message = fails(
-        "CreateEndpointConfig", {"EndpointConfigName": "c", "ProductionVariants": [variant(model="ghost")]}
-    )
+    message = fails("CreateEndpointConfig", {"EndpointConfigName": "c", "ProductionVariants": [variant(model="ghost")]})
     assert message == f'Could not find model "{arn("model", "ghost")}".'
 
 
@@ -141,7 +139,7 @@ def test_invalid_instance_type_gets_aws_enum_message(fails):
     )
     assert message == (
         f"1 validation error detected: Value 'ml.bogus.xlarge' at '{PV}.instanceType' failed to satisfy "
-        "constraint: Member must satisfy enum value set: [" + ", ".join(catalog.ALL_INSTANCE_TYPES) + "]"
+        "constraint: Member must satisfy enum value set: [" + ", ".join(catalog.all_instance_types()) + "]"
     )
 
 
@@ -169,8 +167,7 @@ INVALID_CONFIGS = [
     ),
     (
         {"EndpointConfigName": "c", "ProductionVariants": [variant(name=f"v{i}") for i in range(11)]},
-        "at 'productionVariants' failed to satisfy constraint: "
-        "Member must have length less than or equal to 10",
+        "at 'productionVariants' failed to satisfy constraint: Member must have length less than or equal to 10",
     ),
     (
         {"EndpointConfigName": "c", "ProductionVariants": [variant(InitialInstanceCount=0)]},
@@ -209,13 +206,11 @@ INVALID_CONFIGS = [
     ),
     (
         {"EndpointConfigName": "c", "ProductionVariants": [variant(InitialInstanceCount="1")]},
-        f"Value '1' at '{PV}.initialInstanceCount' failed to satisfy constraint: "
-        "Member must be of type integer",
+        f"Value '1' at '{PV}.initialInstanceCount' failed to satisfy constraint: Member must be of type integer",
     ),
     (
         {"EndpointConfigName": "c", "ProductionVariants": [variant(InitialVariantWeight=True)]},
-        f"Value 'true' at '{PV}.initialVariantWeight' failed to satisfy constraint: "
-        "Member must be of type number",
+        f"Value 'true' at '{PV}.initialVariantWeight' failed to satisfy constraint: Member must be of type number",
     ),
     (
         {"EndpointConfigName": "c", "ProductionVariants": [variant(), variant()]},
@@ -268,8 +263,7 @@ INVALID_CONFIGS = [
             "ProductionVariants": [variant()],
             "DataCaptureConfig": {"InitialSamplingPercentage": 101, "DestinationS3Uri": "s3://b/x"},
         },
-        "Value null at 'dataCaptureConfig.captureOptions' failed to satisfy constraint: "
-        "Member must not be null",
+        "Value null at 'dataCaptureConfig.captureOptions' failed to satisfy constraint: Member must not be null",
     ),
 ]
 

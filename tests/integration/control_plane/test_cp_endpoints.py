@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from sqlalchemy import select
-from tests.integration.control_plane.cp_helpers import ACCOUNT, ENV, IMAGE, MODEL_DATA, REGION, arn, variant
+from tests.integration.control_plane.cp_helpers import ACCOUNT, ENV, IMAGE, MODEL_DATA, REGION, ROLE, arn, variant
 
 from neurondock_platform.dispatch import RECONCILE_ENDPOINT
 from neurondock_platform.models import Endpoint, EndpointStatus
@@ -53,7 +53,7 @@ def test_create_endpoint_commits_creating_and_enqueues_reconcile(deployed, ok, d
             "name": "AllTraffic",
             "position": 0,
             "model": "m1",
-            "container": {"Image": IMAGE, "ModelDataUrl": MODEL_DATA, "Environment": ENV},
+            "container": {"Image": IMAGE, "ModelDataUrl": MODEL_DATA, "Environment": ENV, "ExecutionRoleArn": ROLE},
             "instance_type": "ml.inf1.xlarge",
             "count": 1,
             "weight": 1.0,
@@ -88,9 +88,7 @@ def test_create_endpoint_commits_creating_and_enqueues_reconcile(deployed, ok, d
 
 def test_variants_snapshot_each_model_and_weights(make_model, make_config, ok, db):
     make_model("m1")
-    make_model(
-        "m2", PrimaryContainer=None, Containers=[{"Image": "img:2", "ModelDataUrl": "s3://b/two.tar.gz"}]
-    )
+    make_model("m2", PrimaryContainer=None, Containers=[{"Image": "img:2", "ModelDataUrl": "s3://b/two.tar.gz"}])
     make_config(
         "two",
         variants=[
@@ -108,6 +106,7 @@ def test_variants_snapshot_each_model_and_weights(make_model, make_config, ok, d
         "Image": "img:2",
         "ModelDataUrl": "s3://b/two.tar.gz",
         "Environment": {},
+        "ExecutionRoleArn": ROLE,
     }
     # Deleting the model later does not touch the running endpoint's snapshot.
     ok("DeleteModel", {"ModelName": "m2"})
@@ -116,9 +115,7 @@ def test_variants_snapshot_each_model_and_weights(make_model, make_config, ok, d
     assert described["EndpointArn"].endswith(":endpoint/two-variants")
 
 
-def test_create_endpoint_errors_are_verbatim_and_enqueue_nothing(
-    deployed, make_config, ok, fails, dispatcher
-):
+def test_create_endpoint_errors_are_verbatim_and_enqueue_nothing(deployed, make_config, ok, fails, dispatcher):
     deployed("e1")
     dispatcher.sent.clear()
     assert fails("CreateEndpoint", {"EndpointName": "e1", "EndpointConfigName": "c1"}) == (
@@ -143,9 +140,7 @@ def test_reconcile_is_sent_only_after_commit(app, deployed, session_factory, dis
     dispatcher.sent.clear()
     session = session_factory()
     try:
-        endpoint = endpoints.create_endpoint(
-            session, account_id=ACCOUNT, region=REGION, name="e2", config_name="c1"
-        )
+        endpoint = endpoints.create_endpoint(session, account_id=ACCOUNT, region=REGION, name="e2", config_name="c1")
         assert dispatcher.sent == []
         session.commit()
         assert dispatcher.sent == [(RECONCILE_ENDPOINT, (endpoint.id,))]
@@ -180,9 +175,7 @@ def test_delete_endpoint_marks_deleting_bumps_generation_and_enqueues(deployed, 
     assert ok("CreateEndpoint", {"EndpointName": "e2", "EndpointConfigName": "c1"})
 
 
-def test_describe_running_endpoint_shows_deployed_images_and_failure_reason(
-    deployed, in_service, endpoint_row, ok
-):
+def test_describe_running_endpoint_shows_deployed_images_and_failure_reason(deployed, in_service, endpoint_row, ok):
     deployed("e1")
     in_service("e1")
     endpoint_row("e1", failure_reason="last update failed: boom")
@@ -242,7 +235,12 @@ def test_update_endpoint_stores_pending_and_describes_it(
             "InstanceType": "ml.inf1.2xlarge",
             "DesiredInstanceCount": 2,
             "DesiredWeight": 1.0,
-            "Container": {"Image": "img:new", "ModelDataUrl": "s3://b/new.tar.gz", "Environment": {}},
+            "Container": {
+                "Image": "img:new",
+                "ModelDataUrl": "s3://b/new.tar.gz",
+                "Environment": {},
+                "ExecutionRoleArn": ROLE,
+            },
         }
     ]
     described = ok("DescribeEndpoint", {"EndpointName": "e1"})
@@ -314,9 +312,7 @@ def test_apply_and_discard_pending_update(deployed, make_model, make_config, in_
     deployed("e1")
     in_service("e1")
     make_model("m2", PrimaryContainer={"Image": "img:new"})
-    make_config(
-        "c2", variants=[variant(model="m2", name="AllTraffic", InitialInstanceCount=3), variant(name="b")]
-    )
+    make_config("c2", variants=[variant(model="m2", name="AllTraffic", InitialInstanceCount=3), variant(name="b")])
     ok("UpdateEndpoint", {"EndpointName": "e1", "EndpointConfigName": "c2"})
     before = _endpoint(db)
 
@@ -379,9 +375,7 @@ def test_update_weights_and_capacities(make_model, make_config, in_service, ok, 
         "EndpointName": "e1",
         "DesiredWeightsAndCapacities": [{"VariantName": "a", "DesiredInstanceCount": 0}],
     }
-    assert "Member must have value greater than or equal to 1" in fails(
-        "UpdateEndpointWeightsAndCapacities", zero
-    )
+    assert "Member must have value greater than or equal to 1" in fails("UpdateEndpointWeightsAndCapacities", zero)
     no_traffic = {
         "EndpointName": "e1",
         "DesiredWeightsAndCapacities": [
@@ -437,9 +431,7 @@ INVALID_CREATE_ENDPOINT = [
         {
             "EndpointName": "e1",
             "EndpointConfigName": "c1",
-            "DeploymentConfig": {
-                "BlueGreenUpdatePolicy": {"TrafficRoutingConfiguration": {"Type": "SOMETIMES"}}
-            },
+            "DeploymentConfig": {"BlueGreenUpdatePolicy": {"TrafficRoutingConfiguration": {"Type": "SOMETIMES"}}},
         },
         "at 'deploymentConfig.blueGreenUpdatePolicy.trafficRoutingConfiguration.type' failed to satisfy "
         "constraint: Member must satisfy enum value set: [ALL_AT_ONCE, CANARY, LINEAR]",

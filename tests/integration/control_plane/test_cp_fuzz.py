@@ -123,16 +123,11 @@ def test_nan_and_infinity_are_rejected_as_numbers(make_model, raw):
     for literal in (b"NaN", b"Infinity", b"-Infinity", b"1e999"):
         body = (
             b'{"EndpointConfigName": "c", "ProductionVariants": [{"VariantName": "v", "ModelName": "m1", '
-            b'"InstanceType": "ml.c5.large", "InitialInstanceCount": 1, "InitialVariantWeight": '
-            + literal
-            + b"}]}"
+            b'"InstanceType": "ml.c5.large", "InitialInstanceCount": 1, "InitialVariantWeight": ' + literal + b"}]}"
         )
         status, out = raw("CreateEndpointConfig", body)
         assert status == 400, out
-        assert (
-            "initialVariantWeight' failed to satisfy constraint: Member must be of type number"
-            in out["message"]
-        )
+        assert "initialVariantWeight' failed to satisfy constraint: Member must be of type number" in out["message"]
 
 
 def test_empty_body_means_no_parameters(raw):
@@ -153,9 +148,7 @@ def test_unknown_members_are_ignored(ok):
 def test_huge_values_are_cut_in_the_message(fails):
     message = fails("DescribeEndpoint", {"EndpointName": "e" * 1_000_000})
     assert message.startswith("1 validation error detected: Value 'eeee")
-    expected = (
-        "...' at 'endpointName' failed to satisfy constraint: Member must have length less than or equal"
-    )
+    expected = "...' at 'endpointName' failed to satisfy constraint: Member must have length less than or equal"
     assert expected in message
     assert len(message) < 1_000
 

@@ -17,9 +17,7 @@ def test_other_account_sees_nothing_of_root(deployed, ok, fails, as_other, other
     assert fails("DescribeModel", {"ModelName": "m1"}, **as_other) == (
         f'Could not find model "{arn("model", "m1", other)}".'
     )
-    assert fails("DescribeEndpointConfig", {"EndpointConfigName": "c1"}, **as_other).startswith(
-        "Could not find"
-    )
+    assert fails("DescribeEndpointConfig", {"EndpointConfigName": "c1"}, **as_other).startswith("Could not find")
     assert fails("DescribeEndpoint", {"EndpointName": "e1"}, **as_other) == (
         f'Could not find endpoint "{arn("endpoint", "e1", other)}".'
     )
@@ -42,9 +40,7 @@ def test_other_account_sees_nothing_of_root(deployed, ok, fails, as_other, other
 
 def test_a_config_cannot_use_another_accounts_model(make_model, fails, as_other, other_account):
     make_model("m1")
-    message = fails(
-        "CreateEndpointConfig", {"EndpointConfigName": "c1", "ProductionVariants": [variant()]}, **as_other
-    )
+    message = fails("CreateEndpointConfig", {"EndpointConfigName": "c1", "ProductionVariants": [variant()]}, **as_other)
     assert message == f'Could not find model "{arn("model", "m1", other_account["account_id"])}".'
 
 
@@ -53,9 +49,7 @@ def test_same_names_live_side_by_side_in_two_accounts(deployed, ok, as_other, ot
     other = other_account["account_id"]
     ok("CreateModel", {"ModelName": "m1", "PrimaryContainer": {"Image": "other:1"}}, **as_other)
     ok("CreateEndpointConfig", {"EndpointConfigName": "c1", "ProductionVariants": [variant()]}, **as_other)
-    other_arn = ok("CreateEndpoint", {"EndpointName": "e1", "EndpointConfigName": "c1"}, **as_other)[
-        "EndpointArn"
-    ]
+    other_arn = ok("CreateEndpoint", {"EndpointName": "e1", "EndpointConfigName": "c1"}, **as_other)["EndpointArn"]
     assert other_arn == arn("endpoint", "e1", other) != root_arn
     assert ok("DescribeModel", {"ModelName": "m1"}, **as_other)["PrimaryContainer"]["Image"] == "other:1"
     assert ok("DescribeModel", {"ModelName": "m1"})["PrimaryContainer"]["Image"] == IMAGE

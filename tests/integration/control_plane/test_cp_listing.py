@@ -146,14 +146,12 @@ INVALID_LIST_PARAMS = [
     (
         "ListModels",
         {"MaxResults": 0},
-        "Value '0' at 'maxResults' failed to satisfy constraint: "
-        "Member must have value greater than or equal to 1",
+        "Value '0' at 'maxResults' failed to satisfy constraint: Member must have value greater than or equal to 1",
     ),
     (
         "ListEndpoints",
         {"MaxResults": 101},
-        "Value '101' at 'maxResults' failed to satisfy constraint: "
-        "Member must have value less than or equal to 100",
+        "Value '101' at 'maxResults' failed to satisfy constraint: Member must have value less than or equal to 100",
     ),
     (
         "ListEndpoints",
@@ -196,7 +194,5 @@ def test_list_parameter_validation(fails):
 
 def test_a_token_only_works_for_its_own_query(ok, fails, many):
     token = ok("ListModels", {"MaxResults": 2})["NextToken"]
-    assert "Invalid pagination token" in fails(
-        "ListModels", {"MaxResults": 2, "SortBy": "Name", "NextToken": token}
-    )
+    assert "Invalid pagination token" in fails("ListModels", {"MaxResults": 2, "SortBy": "Name", "NextToken": token})
     assert "Invalid pagination token" in fails("ListEndpoints", {"NextToken": token})

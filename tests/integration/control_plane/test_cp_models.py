@@ -100,8 +100,7 @@ def test_tags_given_at_create_are_listed_and_deleted_with_the_model(make_model, 
 INVALID_MODELS = [
     (
         {"PrimaryContainer": {"Image": IMAGE}},
-        "1 validation error detected: Value null at 'modelName' failed to satisfy constraint: "
-        "Member must not be null",
+        "1 validation error detected: Value null at 'modelName' failed to satisfy constraint: Member must not be null",
     ),
     (
         {"ModelName": "bad_name!", "PrimaryContainer": {"Image": IMAGE}},
@@ -163,12 +162,8 @@ def test_create_model_validation_messages(fails):
 
 def test_environment_limits(fails, ok):
     too_many = {f"K{i}": "v" for i in range(101)}
-    message = fails(
-        "CreateModel", {"ModelName": "m", "PrimaryContainer": {"Image": IMAGE, "Environment": too_many}}
-    )
-    assert (
-        "at 'primaryContainer.environment' failed to satisfy constraint: Member must have length" in message
-    )
+    message = fails("CreateModel", {"ModelName": "m", "PrimaryContainer": {"Image": IMAGE, "Environment": too_many}})
+    assert "at 'primaryContainer.environment' failed to satisfy constraint: Member must have length" in message
     assert message.endswith("equal to 100")
     bad_key = fails(
         "CreateModel", {"ModelName": "m", "PrimaryContainer": {"Image": IMAGE, "Environment": {"1BAD": "v"}}}
@@ -243,8 +238,6 @@ def test_model_data_source_gzip_object_is_accepted_and_snapshotted(ok, db):
     source = {"S3DataSource": {"S3Uri": MODEL_DATA, "S3DataType": "S3Object", "CompressionType": "Gzip"}}
     ok("CreateModel", {"ModelName": "m", "PrimaryContainer": {"Image": IMAGE, "ModelDataSource": source}})
     snapshot = db(
-        lambda s: models.container_snapshot(
-            models.get_model(s, account_id=ACCOUNT, region="us-east-1", name="m")
-        )
+        lambda s: models.container_snapshot(models.get_model(s, account_id=ACCOUNT, region="us-east-1", name="m"))
     )
     assert snapshot == {"Image": IMAGE, "ModelDataUrl": MODEL_DATA, "Environment": {}}

@@ -93,8 +93,7 @@ INVALID_ADD_TAGS = [
     ),
     (
         {"Tags": [{"Key": "k" * 129, "Value": "v"}]},
-        "at 'tags.1.member.key' failed to satisfy constraint: "
-        "Member must have length less than or equal to 128",
+        "at 'tags.1.member.key' failed to satisfy constraint: Member must have length less than or equal to 128",
     ),
     (
         {"Tags": [{"Key": "", "Value": "v"}]},
@@ -103,8 +102,7 @@ INVALID_ADD_TAGS = [
     ),
     (
         {"Tags": [{"Key": "k", "Value": "v" * 257}]},
-        "at 'tags.1.member.value' failed to satisfy constraint: "
-        "Member must have length less than or equal to 256",
+        "at 'tags.1.member.value' failed to satisfy constraint: Member must have length less than or equal to 256",
     ),
     (
         {"Tags": [{"Key": "ok", "Value": "v"}, {"Key": "a*b", "Value": "v"}]},
@@ -127,8 +125,7 @@ INVALID_ADD_TAGS = [
     ),
     (
         {"Tags": [{"Key": "k", "Value": "1"}, {"Key": "k", "Value": "2"}]},
-        "Value 'k' at 'tags.2.member.key' failed to satisfy constraint: "
-        "Tag keys must be unique within a request",
+        "Value 'k' at 'tags.2.member.key' failed to satisfy constraint: Tag keys must be unique within a request",
     ),
     ({"Tags": "k=v"}, "Value 'k=v' at 'tags' failed to satisfy constraint: Member must be of type list"),
 ]
@@ -141,8 +138,7 @@ def test_add_tags_validation(model_arn, fails):
 
 def test_add_tags_without_resource_arn(fails):
     assert fails("AddTags", {"Tags": []}) == (
-        "1 validation error detected: Value null at 'resourceArn' failed to satisfy constraint: "
-        "Member must not be null"
+        "1 validation error detected: Value null at 'resourceArn' failed to satisfy constraint: Member must not be null"
     )
 
 

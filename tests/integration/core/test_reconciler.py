@@ -270,3 +270,28 @@ def test_instances_get_adjacent_chips_and_global_core_ids(session_factory):
         rows = s.scalars(select(Replica).where(Replica.endpoint_id == eid)).all()
         assert sorted(tuple(r.extra["chips"]) for r in rows) == [(0, 1, 2, 3), (4, 5, 6, 7)]
         assert sorted(r.extra["cores"][0] for r in rows) == [0, 16]
+
+
+def test_two_passes_placing_the_same_endpoint_at_once_start_each_replica_once(session_factory, monkeypatch):
+    from neurondock_platform.services import reconciler
+
+    add_hosts(session_factory)
+    clock = FakeClock()
+    agent = FakeAgent(session_factory, clock)
+    agent(0)
+    eid = add_endpoint(session_factory, count=2)
+    real_extra, raced = reconciler._group_extra, []
+
+    def other_pass_commits_first(*args, **kwargs):
+        # This pass has read the variant's rows and is about to insert: the other pass places and commits now.
+        if not raced:
+            raced.append(True)
+            with session_scope(session_factory) as other:
+                reconciler._place(other, other.get(Endpoint, eid), ReconcileOptions())
+        return real_extra(*args, **kwargs)
+
+    monkeypatch.setattr(reconciler, "_group_extra", other_pass_commits_first)
+    assert run(session_factory, eid, agent, clock) == "InService"
+    with session_scope(session_factory) as s:
+        ordinals = sorted(r.ordinal for r in s.scalars(select(Replica).where(Replica.endpoint_id == eid)))
+    assert raced and ordinals == [0, 1]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import tarfile
 import textwrap
-import time
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,10 +16,12 @@ import torch
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 from tests.support.services import moto_s3_server
+from tests.support.waiting import wait_for
 
 import neurondock_platform.models as m
 from neurondock_platform.config import Settings
 from neurondock_platform.db import Base, make_engine, make_sessionmaker, session_scope
+from neurondock_platform.s3_client import OwnerClients
 from neurondock_workers.hosting.agent import HostAgent
 
 BUCKET = "neurondock-models"
@@ -38,9 +39,7 @@ def moto_url() -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def s3(moto_url: str) -> Any:
-    client = boto3.session.Session().client(
-        "s3", endpoint_url=moto_url, region_name="us-east-1", **CREDENTIALS
-    )
+    client = boto3.session.Session().client("s3", endpoint_url=moto_url, region_name="us-east-1", **CREDENTIALS)
     client.create_bucket(Bucket=BUCKET)
     return client
 
@@ -102,8 +101,8 @@ def settings(tmp_path: Path, moto_url: str) -> Settings:
         host_id=HOST_ID,
         host_chips=4,
         s3_endpoint_url=moto_url,
-        root_access_key_id="testing",
-        root_secret_access_key="testing",
+        s3_access_key_id="testing",
+        s3_secret_access_key="testing",
         agent_poll_interval=0.05,
     ).resolved()
 
@@ -114,6 +113,8 @@ def engine(tmp_path: Path) -> Iterator[Engine]:
     Base.metadata.create_all(engine)
     with session_scope(make_sessionmaker(engine)) as session:
         session.add(m.Account(id=ACCOUNT_ID, name="test"))
+        # moto stands in for an external store: the operator maps the test bucket to the account.
+        session.add(m.StoreAccess(account_id=ACCOUNT_ID, buckets=[BUCKET]))
     yield engine
     engine.dispose()
 
@@ -124,15 +125,14 @@ def sessions(engine: Engine) -> sessionmaker[Session]:
 
 
 @pytest.fixture
-def s3_factory(moto_url: str) -> Callable[[], Any]:
-    return lambda: boto3.session.Session().client(
-        "s3", endpoint_url=moto_url, region_name="us-east-1", **CREDENTIALS
-    )
+def s3_factory(settings: Settings, sessions: sessionmaker[Session]) -> OwnerClients:
+    """S3 clients acting as a model's owner, as the agent makes them (the external store's mapping)."""
+    return OwnerClients(settings, sessions, session_name="hosting-tests")
 
 
 @pytest.fixture
 def make_agent(
-    settings: Settings, sessions: sessionmaker[Session], s3_factory: Callable[[], Any]
+    settings: Settings, sessions: sessionmaker[Session], s3_factory: OwnerClients
 ) -> Iterator[Callable[..., HostAgent]]:
     """Build host agents (registered, so replicas can name the host); all are shut down afterwards."""
     agents: list[HostAgent] = []
@@ -203,15 +203,15 @@ def step_until(load_replica: Callable[[int], m.Replica | None]) -> Callable[...,
     def run(
         agent: HostAgent, replica_id: int, predicate: Callable[[m.Replica], bool], timeout: float = 60
     ) -> m.Replica:
-        deadline = time.monotonic() + timeout
-        while True:
+        def stepped() -> m.Replica | None:
             agent.step()
             replica = load_replica(replica_id)
-            if replica is not None and predicate(replica):
-                return replica
-            if time.monotonic() > deadline:
-                state = None if replica is None else (replica.state, replica.failure_reason, replica.log_tail)
-                raise AssertionError(f"replica {replica_id} did not get there within {timeout} s: {state}")
-            time.sleep(0.02)
+            return replica if replica is not None and predicate(replica) else None
+
+        def state() -> tuple | None:
+            replica = load_replica(replica_id)
+            return None if replica is None else (replica.state, replica.failure_reason, replica.log_tail)
+
+        return wait_for(stepped, timeout, what=f"replica {replica_id}", state=state)
 
     return run

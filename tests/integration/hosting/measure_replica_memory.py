@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tests.support.waiting import wait_for
 
 from neurondock_platform.config import Settings
 from neurondock_platform.dataplane import protocol
@@ -42,13 +43,10 @@ def build_model(path: Path, layers: int) -> None:
         torch.jit.trace(model, torch.zeros(1, 1024)).save(str(path))
 
 
-def invoke(address: str) -> np.ndarray:
+def invoke(address: str, key: str) -> np.ndarray:
     buffer = io.BytesIO()
     np.save(buffer, np.ones((2, 1024), dtype=np.float32))
-    host, _, port = address.rpartition(":")
-    import socket
-
-    with socket.create_connection((host, int(port)), timeout=30) as sock:
+    with protocol.connect(address, key, timeout=30) as sock:
         meta = {"op": "invoke", "content_type": "application/x-npy", "accept": "application/x-npy"}
         protocol.send_frame(sock, meta, buffer.getvalue())
         answer, body = protocol.recv_frame(sock)
@@ -73,7 +71,7 @@ def run(root: Path, model_file: Path, replicas: int, share: bool) -> tuple[list[
         for proc in procs:
             address = proc.wait_ready(300)
             assert address is not None
-            outputs.append(invoke(address))
+            outputs.append(invoke(address, proc.channel_key))
         time.sleep(0.5)
         return [smaps_rollup(proc.pid or 0) for proc in procs], outputs
     finally:
@@ -96,10 +94,7 @@ def measure_standby(root: Path) -> dict[str, int]:
     pool = StandbyPool(env, root / "standby", size=1)
     pool.fill()
     try:
-        deadline = time.monotonic() + 120
-        while pool.warm_count() < 1:
-            assert time.monotonic() < deadline, "the standby never became warm"
-            time.sleep(0.05)
+        wait_for(lambda: pool.warm_count() >= 1, 120, what="a warm standby")
         time.sleep(0.5)
         proc = pool.take(env)
         assert proc is not None

@@ -6,34 +6,32 @@ import io
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
-import time
 
 import numpy as np
 import pytest
 import torch
 from sqlalchemy import delete, update
+from tests.integration.hosting.conftest import ACCOUNT_ID
 from tests.support.processes import pid_gone
+from tests.support.waiting import wait_for
 
 import neurondock_platform.models as m
 from neurondock_platform.dataplane import protocol
 from neurondock_platform.db import session_scope
 from neurondock_platform.models import ReplicaState
 from neurondock_workers.hosting.agent import ReplicaProcess, replica_dir
-from neurondock_workers.hosting.s3 import make_s3_client
+from neurondock_workers.hosting.s3 import OwnerClients, StoreOwner
 
 X = np.array([[0.5, -1.0, 2.0, 0.25], [1.0, 2.0, 3.0, 4.0]], dtype=np.float32)
 
 
-def invoke_npy(address: str, array: np.ndarray) -> tuple[dict, np.ndarray | bytes]:
+def invoke_npy(replica: m.Replica, array: np.ndarray) -> tuple[dict, np.ndarray | bytes]:
     buffer = io.BytesIO()
     np.save(buffer, array)
-    host, _, port = address.rpartition(":")
-    with socket.create_connection((host, int(port)), timeout=10) as sock:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    with protocol.connect(replica.address, replica.channel_key, timeout=10) as sock:
         protocol.send_frame(
             sock,
             {"op": "invoke", "content_type": "application/x-npy", "accept": "application/x-npy"},
@@ -44,10 +42,7 @@ def invoke_npy(address: str, array: np.ndarray) -> tuple[dict, np.ndarray | byte
 
 
 def wait_gone(pid: int, timeout: float = 15) -> None:
-    deadline = time.monotonic() + timeout
-    while not pid_gone(pid):
-        assert time.monotonic() < deadline, f"pid {pid} still alive"
-        time.sleep(0.02)
+    wait_for(lambda: pid_gone(pid), timeout, what=f"pid {pid} to exit")
 
 
 @pytest.fixture
@@ -65,7 +60,7 @@ def test_replica_lifecycle_ready_crash_restart_stop_and_delete(
     ready = step_until(agent, replica_id, lambda r: r.state == ReplicaState.READY)
 
     assert ready.address and ready.pid and ready.setup_seconds is not None and ready.failure_reason is None
-    meta, out = invoke_npy(ready.address, X)
+    meta, out = invoke_npy(ready, X)
     assert meta["status"] == 200
     np.testing.assert_allclose(out, expected, rtol=1e-6)
     assert (replica_dir(settings, replica_id) / "replica.log").exists()
@@ -78,7 +73,7 @@ def test_replica_lifecycle_ready_crash_restart_stop_and_delete(
     os.kill(ready.pid, signal.SIGKILL)
     restarted = step_until(agent, replica_id, lambda r: r.state == ReplicaState.READY and r.pid != ready.pid)
     assert restarted.restarts == 1
-    assert invoke_npy(restarted.address, X)[0]["status"] == 200
+    assert invoke_npy(restarted, X)[0]["status"] == 200
 
     # desired stopped → the process gets SIGTERM and the row says Stopped.
     with session_scope(sessions) as session:
@@ -96,11 +91,7 @@ def test_replica_lifecycle_ready_crash_restart_stop_and_delete(
     # ... and when its endpoint is deleted, the row goes and the agent ends the process.
     with session_scope(sessions) as session:
         session.execute(delete(m.Endpoint))
-    deadline = time.monotonic() + 15
-    while not pid_gone(again.pid):
-        assert time.monotonic() < deadline, "the orphaned replica was not killed"
-        agent.step()
-        time.sleep(0.02)
+    wait_for(lambda: agent.step() or pid_gone(again.pid), 15, what="the orphaned replica to be killed")
     assert load_replica(replica_id) is None
 
 
@@ -112,9 +103,7 @@ def test_replica_lifecycle_ready_crash_restart_stop_and_delete(
         (None, "Could not download model data from s3://neurondock-models/missing/model.tar.gz: NoSuchKey"),
     ],
 )
-def test_bad_model_data_fails_with_an_actionable_reason(
-    make_agent, upload, add_replica, step_until, content, reason
-):
+def test_bad_model_data_fails_with_an_actionable_reason(make_agent, upload, add_replica, step_until, content, reason):
     agent = make_agent()
     url = upload(content) if content is not None else "s3://neurondock-models/missing/model.tar.gz"
     replica_id = add_replica(url)
@@ -143,10 +132,7 @@ def test_model_fn_raising_fails_with_its_last_exception_line_and_log_tail(
 
     failed = step_until(agent, replica_id, lambda r: r.state == ReplicaState.FAILED)
 
-    assert (
-        failed.failure_reason
-        == "model_fn raised: FileNotFoundError: tokenizer.json is missing from model.tar.gz"
-    )
+    assert failed.failure_reason == "model_fn raised: FileNotFoundError: tokenizer.json is missing from model.tar.gz"
     assert "loading the tokenizer" in failed.log_tail
     assert "Traceback (most recent call last)" in failed.log_tail
     assert failed.pid is None and failed.address is None
@@ -157,12 +143,8 @@ def test_model_fn_raising_fails_with_its_last_exception_line_and_log_tail(
 
     # The reconciler asks again by setting the replica Pending; then the agent tries once more.
     with session_scope(sessions) as session:
-        session.execute(
-            update(m.Replica).where(m.Replica.id == replica_id).values(state=ReplicaState.PENDING)
-        )
-    again = step_until(
-        agent, replica_id, lambda r: r.state == ReplicaState.FAILED and r.pid is None, timeout=60
-    )
+        session.execute(update(m.Replica).where(m.Replica.id == replica_id).values(state=ReplicaState.PENDING))
+    again = step_until(agent, replica_id, lambda r: r.state == ReplicaState.FAILED and r.pid is None, timeout=60)
     assert again.failure_reason.startswith("model_fn raised")
 
 
@@ -196,8 +178,7 @@ def test_container_environment_reaches_the_model_but_platform_secrets_do_not(
     )
 
     ready = step_until(agent, replica_id, lambda r: r.state == ReplicaState.READY)
-    host, _, port = ready.address.rpartition(":")
-    with socket.create_connection((host, int(port)), timeout=10) as sock:
+    with protocol.connect(ready.address, ready.channel_key, timeout=10) as sock:
         protocol.send_frame(sock, {"op": "invoke", "content_type": "application/json"}, b"{}")
         meta, body = protocol.recv_frame(sock)
 
@@ -205,7 +186,8 @@ def test_container_environment_reaches_the_model_but_platform_secrets_do_not(
     assert meta["status"] == 200
     assert seen["GREETING"] == "hello"
     assert seen["SAGEMAKER_PROGRAM"] == "serve.py"
-    assert seen["SAGEMAKER_SUBMIT_DIRECTORY"].endswith(f"/replicas/{replica_id}/model/code")
+    # In the sandbox the model is where SageMaker puts it.
+    assert seen["SAGEMAKER_SUBMIT_DIRECTORY"] == "/opt/ml/model/code"
     assert (seen["SAGEMAKER_REGION"], seen["OMP_NUM_THREADS"]) == ("us-east-1", "1")
     assert seen["NEURONDOCK_ROOT_SECRET_ACCESS_KEY"] is None and seen["AWS_SECRET_ACCESS_KEY"] is None
 
@@ -216,9 +198,9 @@ def test_a_new_agent_kills_stale_replicas_and_restarts_them(
     first = make_agent()
     replica_id = add_replica(upload({"model.pth": tiny_model_bytes}))
     old = step_until(first, replica_id, lambda r: r.state == ReplicaState.READY)
-    model_dir = replica_dir(settings, replica_id) / "model"
-    assert ReplicaProcess.kill_stale(os.getpid(), model_dir) is False, "only replica processes are touched"
-    assert ReplicaProcess.kill_stale(old.pid, model_dir.parent / "other") is False, "only this replica's"
+    rdir = replica_dir(settings, replica_id)
+    assert ReplicaProcess.kill_stale(os.getpid(), rdir) is False, "only replica processes are touched"
+    assert ReplicaProcess.kill_stale(old.pid, rdir.parent / "other") is False, "only this replica's"
 
     # The first agent "crashes": it never shuts down, its replica keeps running.
     second = make_agent()
@@ -226,16 +208,16 @@ def test_a_new_agent_kills_stale_replicas_and_restarts_them(
     runner = threading.Thread(target=second.run, args=(stop,), daemon=True)
     runner.start()
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            row = load_replica(replica_id)
-            if row.state == ReplicaState.READY and row.pid != old.pid:
-                break
-            assert time.monotonic() < deadline, f"not restarted: {row.state} {row.failure_reason}"
-            time.sleep(0.05)
+        row = wait_for(
+            lambda: (r := load_replica(replica_id)).state == ReplicaState.READY and r.pid != old.pid and r,
+            60,
+            what="the replica to be restarted",
+            interval=0.05,
+            state=lambda: (load_replica(replica_id).state, load_replica(replica_id).failure_reason),
+        )
         wait_gone(old.pid)
         assert row.restarts == 1
-        _, out = invoke_npy(row.address, X)
+        _, out = invoke_npy(row, X)
         np.testing.assert_allclose(out, expected, rtol=1e-6)
     finally:
         stop.set()
@@ -248,13 +230,21 @@ def test_a_new_agent_kills_stale_replicas_and_restarts_them(
     assert (after.state, after.address, after.pid) == (ReplicaState.PENDING, None, None)
 
 
-def test_default_s3_client_factory_reaches_the_store(settings, s3):
-    client = make_s3_client(settings)
+def test_owner_clients_reach_only_the_buckets_mapped_to_the_account_in_an_external_store(settings, sessions, s3):
+    from botocore.exceptions import ClientError
+
+    s3.create_bucket(Bucket="someone-elses")
+    s3.put_object(Bucket="someone-elses", Key="model.tar.gz", Body=b"not yours")
+    client = OwnerClients(settings, sessions, session_name="t")(StoreOwner(ACCOUNT_ID, None))
 
     client.put_object(Bucket="neurondock-models", Key="factory/probe", Body=b"ok")
-
     assert client.get_object(Bucket="neurondock-models", Key="factory/probe")["Body"].read() == b"ok"
     assert client.meta.config.s3["addressing_style"] == "path"
+    # The platform's external key could read it; the platform refuses before the request leaves.
+    with pytest.raises(ClientError) as caught:
+        client.get_object(Bucket="someone-elses", Key="model.tar.gz")
+    assert caught.value.response["Error"]["Code"] == "AccessDenied"
+    assert "not mapped to account" in caught.value.response["Error"]["Message"]
 
 
 def test_run_agent_serves_until_sigterm_then_stops_its_replicas(
@@ -271,8 +261,8 @@ def test_run_agent_serves_until_sigterm_then_stops_its_replicas(
         NEURONDOCK_DATABASE_URL=str(engine.url),
         NEURONDOCK_HOST_ID="host-it",
         NEURONDOCK_S3_ENDPOINT_URL=moto_url,
-        NEURONDOCK_ROOT_ACCESS_KEY_ID="testing",
-        NEURONDOCK_ROOT_SECRET_ACCESS_KEY="testing",
+        NEURONDOCK_S3_ACCESS_KEY_ID="testing",
+        NEURONDOCK_S3_SECRET_ACCESS_KEY="testing",
     )
     log = (tmp_path / "agent.log").open("wb")
     agent = subprocess.Popen(
@@ -282,11 +272,13 @@ def test_run_agent_serves_until_sigterm_then_stops_its_replicas(
         stderr=subprocess.STDOUT,
     )
     try:
-        deadline = time.monotonic() + 60
-        while (row := load_replica(replica_id)).state != ReplicaState.READY:
+
+        def ready() -> m.Replica | None:
             assert agent.poll() is None, (tmp_path / "agent.log").read_text()
-            assert time.monotonic() < deadline, f"{row.state} {row.failure_reason}"
-            time.sleep(0.05)
+            row = load_replica(replica_id)
+            return row if row.state == ReplicaState.READY else None
+
+        row = wait_for(ready, 60, what="the replica to be Ready", interval=0.05, state=lambda: load_replica(replica_id))
         with sessions() as session:
             host = session.get(m.Host, "host-it")
             assert host is not None and host.agent_pid == agent.pid

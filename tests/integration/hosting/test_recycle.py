@@ -9,6 +9,7 @@ import time
 
 from sqlalchemy import update
 from tests.support.processes import pid_gone
+from tests.support.waiting import wait_for
 
 import neurondock_platform.models as m
 from neurondock_platform.dataplane.client import ReplicaClient
@@ -83,10 +84,12 @@ def test_a_leaking_replica_is_recycled_with_no_failed_invocation(
     outcomes: list[object] = []
     replaced_by: list[int] = []
     try:
-        deadline = time.monotonic() + 60
-        while (first := load_replica(replica_id)).state != ReplicaState.READY:
-            assert time.monotonic() < deadline, f"not ready: {first.state} {first.failure_reason}"
-            time.sleep(0.05)
+        first = wait_for(
+            lambda: (row := load_replica(replica_id)).state == ReplicaState.READY and row,
+            60,
+            what="the replica to be Ready",
+            state=lambda: (load_replica(replica_id).state, load_replica(replica_id).failure_reason),
+        )
 
         def watch() -> None:
             # Keep hammering until the old process is gone and the replacement has served a while.

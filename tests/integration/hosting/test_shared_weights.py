@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import shutil
-import socket
 import textwrap
 import warnings
 from pathlib import Path
@@ -18,6 +17,7 @@ from neurondock_platform.dataplane import protocol
 from neurondock_workers.hosting.environment import replica_environment
 from neurondock_workers.hosting.process import ReplicaProcess
 from neurondock_workers.hosting.weights_cache import weights_key
+from neurondock_workers.sandbox import WEIGHTS_DIR, for_settings
 
 LAYERS = 4  # 1024x1024 float32 Linear layers: 16 MiB of weights
 WEIGHT_BYTES = LAYERS * (1024 * 1024 + 1024) * 4
@@ -53,11 +53,10 @@ def _write_model(model_dir: Path, kind: str) -> None:
         (model_dir / "code" / "inference.py").write_text(textwrap.dedent(EAGER.format(layers=LAYERS)))
 
 
-def _invoke(address: str) -> np.ndarray:
+def _invoke(address: str, key: str) -> np.ndarray:
     buffer = io.BytesIO()
     np.save(buffer, X)
-    host, _, port = address.rpartition(":")
-    with socket.create_connection((host, int(port)), timeout=30) as sock:
+    with protocol.connect(address, key, timeout=30) as sock:
         meta = {"op": "invoke", "content_type": "application/x-npy", "accept": "application/x-npy"}
         protocol.send_frame(sock, meta, buffer.getvalue())
         answer, body = protocol.recv_frame(sock)
@@ -73,24 +72,37 @@ def _mapped_from(pid: int, directory: Path) -> dict[str, int]:
         for line in f:
             parts = line.split()
             if parts and "-" in parts[0] and not parts[0].endswith(":"):
-                inside = len(parts) >= 6 and parts[5].startswith(str(directory))
+                # A sandboxed replica's mapping shows by its path inside the sandbox.
+                inside = len(parts) >= 6 and parts[5].startswith((str(directory), WEIGHTS_DIR))
             elif inside and len(parts) == 3 and parts[2] == "kB":
                 totals[parts[0].rstrip(":")] = totals.get(parts[0].rstrip(":"), 0) + int(parts[1]) * 1024
     return totals
 
 
-@pytest.fixture
-def replicas(tmp_path: Path):
+@pytest.fixture(params=[True, False], ids=["sandboxed", "unsandboxed"])
+def replicas(tmp_path: Path, request: pytest.FixtureRequest):
     """Start replica processes the way the host agent does; all are stopped after the test."""
     started: list[ReplicaProcess] = []
+    sandbox = for_settings(Settings(data_dir=tmp_path / "data").resolved()) if request.param else None
+    if sandbox is not None and not sandbox.enabled:
+        pytest.skip(f"no sandbox here: {sandbox.describe()}")
 
     def start(template: Path, ordinal: int, settings: Settings) -> ReplicaProcess:
         model_dir = tmp_path / f"replica-{ordinal}" / "model"
-        shutil.copytree(template, model_dir)  # every replica unpacks its own copy of the artifact
+        shutil.copytree(template, model_dir)
         weights_dir = settings.data_dir / "cache" / "weights"
         key = weights_key("artifact-digest", {})
-        env = replica_environment(settings, {}, model_dir, ordinal, None, key, weights_dir)
-        proc = ReplicaProcess(ordinal, model_dir, model_dir.parent / "replica.log", env)
+        seen = Path(WEIGHTS_DIR) if sandbox is not None else weights_dir
+        env = replica_environment(settings, {}, ReplicaProcess.view_of(model_dir, sandbox), ordinal, None, key, seen)
+        proc = ReplicaProcess(
+            ordinal,
+            model_dir,
+            model_dir.parent / "replica.log",
+            env,
+            sandbox=sandbox,
+            weights=(weights_dir, key),
+            slots_dir=tmp_path / "slots",
+        )
         proc.start()
         started.append(proc)
         return proc
@@ -113,7 +125,7 @@ def test_two_replicas_share_one_mapping_of_the_weights_and_answer_identically(tm
     for proc in procs:
         address = proc.wait_ready(120)
         assert address is not None
-        outputs.append(_invoke(address))
+        outputs.append(_invoke(address, proc.channel_key))
 
     # Bit for bit: sharing must never change an answer.
     assert all(np.array_equal(out, outputs[2]) for out in outputs[:2])

@@ -57,10 +57,18 @@ def test_malformed_bucket_configuration(s3_request):
 
 
 def test_create_existing_bucket_you_own(s3_request, bucket):
+    """S3's legacy us-east-1 behaviour: re-creating your own bucket there succeeds; elsewhere it is a 409."""
     resp = s3_request("PUT", f"/{bucket}")
-    assert resp.status_code == 409
-    assert error_code(resp) == "BucketAlreadyOwnedByYou"
-    assert parse_xml(resp.data).findtext("BucketName") == bucket
+    assert resp.status_code == 200, resp.data
+    config = (
+        b"<CreateBucketConfiguration><LocationConstraint>eu-west-1</LocationConstraint></CreateBucketConfiguration>"
+    )
+    assert s3_request("PUT", "/eu-bucket", body=config).status_code == 200
+    for name, body in (("eu-bucket", config), ("eu-bucket", b""), (bucket, config)):
+        resp = s3_request("PUT", f"/{name}", body=body)
+        assert resp.status_code == 409, (name, body)
+        assert error_code(resp) == "BucketAlreadyOwnedByYou"
+        assert parse_xml(resp.data).findtext("BucketName") == name
 
 
 INVALID_NAMES = [
@@ -172,6 +180,12 @@ def test_unsupported_subresource_and_method(s3_request, bucket, client):
     resp = s3_request("POST", "/")
     assert resp.status_code == 405
     assert resp.headers["Content-Type"] == "application/xml"
+    # PostObject (a browser form upload, signed by a policy in the form) is not implemented, so says so.
+    form = b'--b\r\nContent-Disposition: form-data; name="key"\r\n\r\nk\r\n--b--\r\n'
+    resp = client.post(f"/s3/{bucket}", data=form, content_type="multipart/form-data; boundary=b")
+    assert resp.status_code == 501
+    assert error_code(resp) == "NotImplemented"
+    assert s3_request("HEAD", f"/{bucket}/k").status_code == 404
 
 
 def test_get_bucket_versioning(s3_request, bucket):

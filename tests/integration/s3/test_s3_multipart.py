@@ -46,23 +46,17 @@ def _part(s3_request, bucket, key, upload_id, number, data, **headers):
 
 
 def _complete_body(parts):
-    inner = "".join(
-        f"<Part><PartNumber>{n}</PartNumber><ETag>{etag}</ETag>{extra}</Part>" for n, etag, extra in parts
-    )
+    inner = "".join(f"<Part><PartNumber>{n}</PartNumber><ETag>{etag}</ETag>{extra}</Part>" for n, etag, extra in parts)
     return f'<CompleteMultipartUpload xmlns="http://s3.amazonaws.com/doc/2006-03-01/">{inner}</CompleteMultipartUpload>'.encode()
 
 
 def _complete(s3_request, bucket, key, upload_id, parts):
-    return s3_request(
-        "POST", key_path(bucket, key) + f"?uploadId={quote(upload_id)}", body=_complete_body(parts)
-    )
+    return s3_request("POST", key_path(bucket, key) + f"?uploadId={quote(upload_id)}", body=_complete_body(parts))
 
 
 def test_multipart_upload_round_trip(s3_request, bucket, settings):
     key = "models/big model.bin"
-    upload_id = _create(
-        s3_request, bucket, key, **{"Content-Type": "application/x-tar", "x-amz-meta-job": "7"}
-    )
+    upload_id = _create(s3_request, bucket, key, **{"Content-Type": "application/x-tar", "x-amz-meta-job": "7"})
     # Parts arrive out of order and in parallel, as boto3's transfer manager sends them.
     with ThreadPoolExecutor(3) as pool:
         futures = {
@@ -143,15 +137,11 @@ def test_invalid_part_and_order(s3_request, bucket):
 def test_bad_part_numbers_and_upload_ids(s3_request, bucket):
     upload_id = _create(s3_request, bucket, "k")
     for number in ["0", "10001", "x"]:
-        resp = s3_request(
-            "PUT", key_path(bucket, "k") + f"?partNumber={number}&uploadId={upload_id}", body=b"x"
-        )
+        resp = s3_request("PUT", key_path(bucket, "k") + f"?partNumber={number}&uploadId={upload_id}", body=b"x")
         assert resp.status_code == 400
         assert error_code(resp) == "InvalidArgument"
     for bad in ["nope", "../../etc", upload_id + "x"]:
-        resp = s3_request(
-            "PUT", key_path(bucket, "k") + f"?partNumber=1&uploadId={quote(bad, safe='')}", body=b"x"
-        )
+        resp = s3_request("PUT", key_path(bucket, "k") + f"?partNumber=1&uploadId={quote(bad, safe='')}", body=b"x")
         assert resp.status_code == 404
         assert error_code(resp) == "NoSuchUpload"
     # An upload id belongs to its key.
@@ -183,9 +173,7 @@ def test_abort_and_list_uploads(s3_request, bucket):
     assert error_code(resp) == "NoSuchUpload"
     resp = s3_request("PUT", key_path(bucket, "dir/a") + f"?partNumber=2&uploadId={first}", body=b"x")
     assert error_code(resp) == "NoSuchUpload"
-    keys = [
-        u.findtext("Key") for u in parse_xml(s3_request("GET", f"/{bucket}?uploads").data).findall("Upload")
-    ]
+    keys = [u.findtext("Key") for u in parse_xml(s3_request("GET", f"/{bucket}?uploads").data).findall("Upload")]
     assert keys == ["dir/b", "other"]
 
 
@@ -233,9 +221,7 @@ def test_checksummed_multipart_upload(s3_request, bucket):
     # A mismatching part checksum in the completion list is an InvalidPart.
     upload_id = _create(s3_request, bucket, "d", **{"x-amz-checksum-algorithm": "CRC32"})
     e1 = _part(s3_request, bucket, "d", upload_id, 1, PART3, **{"x-amz-checksum-crc32": _crc32(PART3)})
-    resp = _complete(
-        s3_request, bucket, "d", upload_id, [(1, e1, f"<ChecksumCRC32>{_crc32(b'x')}</ChecksumCRC32>")]
-    )
+    resp = _complete(s3_request, bucket, "d", upload_id, [(1, e1, f"<ChecksumCRC32>{_crc32(b'x')}</ChecksumCRC32>")])
     assert error_code(resp) == "InvalidPart"
 
 
@@ -262,6 +248,12 @@ def test_upload_part_copy(s3_request, bucket):
             "x-amz-copy-source": f"{bucket}/src",
             "x-amz-copy-source-range": f"bytes={len(PART1)}-{len(source)}",
         },
+    )
+    assert (resp.status_code, error_code(resp)) == (416, "InvalidRange")  # past the source's end
+    resp = s3_request(
+        "PUT",
+        path + f"?partNumber=2&uploadId={upload_id}",
+        headers={"x-amz-copy-source": f"{bucket}/src", "x-amz-copy-source-range": "bytes=9-3"},
     )
     assert error_code(resp) == "InvalidArgument"
     resp = s3_request(

@@ -61,9 +61,7 @@ def test_put_get_round_trip(s3_request, bucket):
     assert got.headers["Accept-Ranges"] == "bytes"
     assert "x-amz-checksum-crc32" not in got.headers
 
-    checked = s3_request(
-        "GET", key_path(bucket, "docs/readme.txt"), headers={"x-amz-checksum-mode": "ENABLED"}
-    )
+    checked = s3_request("GET", key_path(bucket, "docs/readme.txt"), headers={"x-amz-checksum-mode": "ENABLED"})
     assert checked.headers["x-amz-checksum-crc32"] == _crc32(BODY)
 
 
@@ -275,9 +273,7 @@ def test_list_pagination_over_common_prefixes(s3_request, bucket):
         _put(s3_request, bucket, key)
     entries, token = [], None
     while True:
-        query = "list-type=2&delimiter=%2F&max-keys=1" + (
-            f"&continuation-token={quote(token)}" if token else ""
-        )
+        query = "list-type=2&delimiter=%2F&max-keys=1" + (f"&continuation-token={quote(token)}" if token else "")
         root = parse_xml(s3_request("GET", f"/{bucket}?{query}").data)
         entries += _keys(root) + [p.findtext("Prefix") for p in root.findall("CommonPrefixes")]
         token = root.findtext("NextContinuationToken")
@@ -298,9 +294,7 @@ def test_list_url_encoding(s3_request, bucket):
 def test_list_bad_arguments(s3_request, bucket):
     assert error_code(s3_request("GET", f"/{bucket}?list-type=2&max-keys=lots")) == "InvalidArgument"
     assert error_code(s3_request("GET", f"/{bucket}?list-type=2&max-keys=-1")) == "InvalidArgument"
-    assert (
-        error_code(s3_request("GET", f"/{bucket}?list-type=2&continuation-token=%21%21")) == "InvalidArgument"
-    )
+    assert error_code(s3_request("GET", f"/{bucket}?list-type=2&continuation-token=%21%21")) == "InvalidArgument"
     root = parse_xml(s3_request("GET", f"/{bucket}?list-type=2&max-keys=5000").data)
     assert root.findtext("MaxKeys") == "1000"
 
@@ -320,9 +314,7 @@ def test_list_objects_v1(s3_request, bucket):
 
 def test_copy_object(s3_request, bucket):
     _put(s3_request, bucket, "src/a b", BODY, **{"x-amz-meta-k": "v", "Content-Type": "text/plain"})
-    resp = s3_request(
-        "PUT", key_path(bucket, "dst/copy"), headers={"x-amz-copy-source": quote(f"{bucket}/src/a b")}
-    )
+    resp = s3_request("PUT", key_path(bucket, "dst/copy"), headers={"x-amz-copy-source": quote(f"{bucket}/src/a b")})
     assert resp.status_code == 200, resp.data
     result = parse_xml(resp.data)
     assert result.tag == "CopyObjectResult"
@@ -393,9 +385,7 @@ def test_delete_objects(s3_request, bucket):
     root = parse_xml(resp.data)
     assert root.tag == "DeleteResult"
     assert [d.findtext("Key") for d in root.findall("Deleted")] == ["a", "b", "never-there"]
-    assert [(e.findtext("Key")[:3], e.findtext("Code")) for e in root.findall("Error")] == [
-        ("yyy", "KeyTooLongError")
-    ]
+    assert [(e.findtext("Key")[:3], e.findtext("Code")) for e in root.findall("Error")] == [("yyy", "KeyTooLongError")]
     assert _keys(parse_xml(s3_request("GET", f"/{bucket}?list-type=2").data)) == ["c"]
 
     body = _delete_body(["c"], quiet=True)

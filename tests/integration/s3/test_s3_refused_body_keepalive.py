@@ -10,6 +10,7 @@ import pytest
 from a2wsgi import WSGIMiddleware
 from tests.conftest import ACCESS_KEY, SECRET_KEY
 from tests.support.platform import free_port
+from tests.support.waiting import wait_for
 
 
 @pytest.fixture
@@ -22,10 +23,7 @@ def live_url(app):
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
+    wait_for(lambda: server.started, 30, what="uvicorn to start", interval=0.01)
     yield f"http://127.0.0.1:{port}/s3"
     server.should_exit = True
     thread.join(10)

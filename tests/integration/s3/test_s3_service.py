@@ -15,9 +15,7 @@ def test_bucket_lifecycle_and_ownership(session_factory, settings, other_account
     other_id, _, _ = other_account
     store = svc.ObjectStore(settings.objects_dir)
     with session_scope(session_factory) as session:
-        bucket = svc.create_bucket(
-            session, store, name="artifacts", account_id=ACCOUNT_ID, region="us-east-1"
-        )
+        bucket = svc.create_bucket(session, store, name="artifacts", account_id=ACCOUNT_ID, region="us-east-1")
         assert bucket.created_at is not None
     with session_scope(session_factory) as session:
         assert [b.name for b in svc.list_buckets(session, ACCOUNT_ID)] == ["artifacts"]

@@ -113,9 +113,7 @@ class AcousticModel(nn.Module):
         self.norms = nn.ModuleList([nn.BatchNorm1d(hidden) for _ in range(3)])
         self.lstm = nn.LSTM(hidden, hidden // 2, batch_first=True, bidirectional=True)
         self.proj = nn.Linear(hidden, mels)
-        self.post = nn.Sequential(
-            nn.Conv1d(mels, 32, 5, padding=2), nn.Tanh(), nn.Conv1d(32, mels, 5, padding=2)
-        )
+        self.post = nn.Sequential(nn.Conv1d(mels, 32, 5, padding=2), nn.Tanh(), nn.Conv1d(32, mels, 5, padding=2))
 
     def forward(self, phonemes: torch.Tensor) -> torch.Tensor:
         x = self.emb(phonemes).transpose(1, 2)
@@ -263,9 +261,7 @@ def save_model(tmp_path: Path) -> Any:
     """Return save(name, model, examples) -> path of a model.tar.gz holding the traced model."""
 
     def save(name: str, model: nn.Module, examples: tuple[torch.Tensor, ...]) -> Path:
-        return write_tarball(
-            tmp_path / f"{name}.tar.gz", {"model.pth": script_bytes(trace(model, *examples))}
-        )
+        return write_tarball(tmp_path / f"{name}.tar.gz", {"model.pth": script_bytes(trace(model, *examples))})
 
     return save
 

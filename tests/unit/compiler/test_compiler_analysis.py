@@ -66,9 +66,7 @@ def test_graph_profile_of_the_cnn_matches_the_formula(compiled_cnn):
 def test_reference_profiles_match_published_model_sizes():
     bert = reference_profile("bert-base", 1)
     assert bert.total_flops == pytest.approx(22.4e9, rel=0.01)  # 2*85M*128 + attention
-    assert bert.weight_count == pytest.approx(
-        85.6e6, rel=0.01
-    )  # encoder + pooler; embeddings stay on the CPU
+    assert bert.weight_count == pytest.approx(85.6e6, rel=0.01)  # encoder + pooler; embeddings stay on the CPU
     resnet = reference_profile("resnet-50", 1)
     assert resnet.total_flops == pytest.approx(8.2e9, rel=0.01)  # 4.1 GMACs
     assert resnet.weight_count == pytest.approx(25.6e6, rel=0.02)
@@ -94,9 +92,7 @@ def test_control_flow_stays_on_the_cpu(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.jit.script(Branchy().eval()).save(str(tmp_path / "branchy.pt"))
-    result = compile_model(
-        tmp_path / "branchy.pt", [[2, 8]], "ml_inf1", None, tmp_path / "w", measure_budget_s=0.1
-    )
+    result = compile_model(tmp_path / "branchy.pt", [[2, 8]], "ml_inf1", None, tmp_path / "w", measure_budget_s=0.1)
     analysis = result.report["analyze"]
     assert "prim::If" in analysis["unsupported_operators"]
     assert analysis["operator_count"]["aten::mul"] == 1  # counted inside the branch

@@ -55,15 +55,9 @@ def test_cache_key_covers_shapes_target_and_version():
     from neurondock_workers.compiler import CompilerOptions, parse_data_input_config
 
     base = CompileCache.key("abc", CompilerOptions(), parse_data_input_config([[1, 3]]), "ml_inf1", "0.1.0")
-    assert base != CompileCache.key(
-        "abc", CompilerOptions(), parse_data_input_config([[2, 3]]), "ml_inf1", "0.1.0"
-    )
-    assert base != CompileCache.key(
-        "abc", CompilerOptions(), parse_data_input_config([[1, 3]]), "ml_c5", "0.1.0"
-    )
-    assert base != CompileCache.key(
-        "abc", CompilerOptions(), parse_data_input_config([[1, 3]]), "ml_inf1", "0.2.0"
-    )
+    assert base != CompileCache.key("abc", CompilerOptions(), parse_data_input_config([[2, 3]]), "ml_inf1", "0.1.0")
+    assert base != CompileCache.key("abc", CompilerOptions(), parse_data_input_config([[1, 3]]), "ml_c5", "0.1.0")
+    assert base != CompileCache.key("abc", CompilerOptions(), parse_data_input_config([[1, 3]]), "ml_inf1", "0.2.0")
 
 
 def test_sandboxed_compile_returns_the_result(zoo, tmp_path):
@@ -84,9 +78,7 @@ def test_sandboxed_errors_keep_their_type(zoo, tmp_path):
 
 def test_max_runtime_kills_the_child(zoo, tmp_path):
     path, config = zoo.cnn()
-    process = CompileProcess(
-        CompileRequest(str(path), config, str(tmp_path / "w")), max_runtime_s=0.5
-    ).start()
+    process = CompileProcess(CompileRequest(str(path), config, str(tmp_path / "w")), max_runtime_s=0.5).start()
     with pytest.raises(CompileTimeoutError) as info:
         process.wait()
     assert "MaxRuntimeInSeconds (0.5 s)" in info.value.failure_reason

@@ -12,43 +12,13 @@ import torch
 
 from neurondock_workers.compiler import (
     InputConfigurationError,
-    InputSpec,
     ModelLoadError,
     ShapeMismatchError,
     compile_model,
-    parse_data_input_config,
 )
 from neurondock_workers.compiler._inputs import stage_input
 
 EXACTLY_ONE = "ClientError: InputConfiguration: Exactly one .pt or .pth file is allowed for PyTorch model."
-
-
-def test_both_pytorch_data_input_config_forms():
-    as_dict = parse_data_input_config('{"input0":[1,3,224,224],"input1":[1,10]}')
-    as_list = parse_data_input_config("[[1,3,224,224],[1,10]]")
-    assert [s.shape for s in as_dict] == [s.shape for s in as_list] == [(1, 3, 224, 224), (1, 10)]
-    assert [s.name for s in as_dict] == ["input0", "input1"]
-    assert parse_data_input_config([1, 3, 8, 8]) == [InputSpec("input0", (1, 3, 8, 8))]
-    typed = parse_data_input_config([{"shape": [1, 128], "dtype": "int64"}])
-    assert typed[0].dtype == "int64"
-
-
-@pytest.mark.parametrize(
-    "raw",
-    [
-        "not json",
-        "[]",
-        "{}",
-        '{"input0": [1, 0]}',
-        '{"input0": [1, -3]}',
-        '[["a"]]',
-        '{"x": {"shape": [1], "dtype": "complex"}}',
-    ],
-)
-def test_bad_data_input_config(raw):
-    with pytest.raises(InputConfigurationError) as info:
-        parse_data_input_config(raw)
-    assert info.value.failure_reason.startswith("ClientError: InputConfiguration: ")
 
 
 def _tar(path, add):
@@ -67,9 +37,7 @@ def test_two_model_files_use_neos_wording(zoo, tmp_path):
     cnn, config = zoo.cnn()
     with tarfile.open(cnn) as src:
         model = src.extractfile("model.pth").read()
-    path = _tar(
-        tmp_path / "two.tar.gz", lambda t: (_file(t, "model.pth", model), _file(t, "other.pt", model))
-    )
+    path = _tar(tmp_path / "two.tar.gz", lambda t: (_file(t, "model.pth", model), _file(t, "other.pt", model)))
     with pytest.raises(InputConfigurationError) as info:
         compile_model(path, config, workdir=tmp_path / "w")
     assert info.value.failure_reason == EXACTLY_ONE
@@ -122,9 +90,7 @@ def test_torch_save_pickle_is_not_torchscript(tmp_path):
         compile_model(path, [[1, 4]], workdir=tmp_path / "w")
     assert "torch.save() pickle" in info.value.message
     assert "torch.jit.trace" in info.value.message
-    assert info.value.failure_reason.startswith(
-        "ClientError: InputConfiguration: Unable to load the PyTorch model"
-    )
+    assert info.value.failure_reason.startswith("ClientError: InputConfiguration: Unable to load the PyTorch model")
 
 
 def test_plain_pickle_is_not_torchscript(tmp_path):
@@ -145,9 +111,7 @@ def test_shape_that_does_not_fit_the_model(zoo, tmp_path):
 
 def test_wrong_number_of_inputs(zoo, tmp_path):
     path, _ = zoo.cnn()
-    with pytest.raises(
-        ShapeMismatchError, match=r"forward takes 1 input\(s\) \(x\) but DataInputConfig declares 2"
-    ):
+    with pytest.raises(ShapeMismatchError, match=r"forward takes 1 input\(s\) \(x\) but DataInputConfig declares 2"):
         compile_model(path, [[1, 3, 64, 64], [1, 3, 64, 64]], workdir=tmp_path / "w")
 
 
@@ -161,9 +125,7 @@ def test_unpacked_directory_and_dot_slash_names_are_accepted(zoo, tmp_path):
     with tarfile.open(path) as src:
         model = src.extractfile("model.pth").read()
     # `tar czf model.tar.gz .` stores members as ./model.pth
-    dotted = _tar(
-        tmp_path / "dotted.tar.gz", lambda t: (_file(t, "./model.pth", model), _file(t, "./code/x.py"))
-    )
+    dotted = _tar(tmp_path / "dotted.tar.gz", lambda t: (_file(t, "./model.pth", model), _file(t, "./code/x.py")))
     staged = stage_input(dotted, tmp_path / "w1")
     assert staged.model_file.name == "model.pth" and staged.code_dir is not None
     root = tmp_path / "dir"

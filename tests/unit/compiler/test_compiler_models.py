@@ -72,7 +72,7 @@ def test_cnn_compile_time_and_artifact(compiled_cnn):
     assert set(manifest["files"]) == names - {"manifest.json"}
     assert manifest["input"]["sha256"] and manifest["input"]["files"]["model.pth"]
     assert manifest["options"]["cast_mode"] == "fp32-cast-all"
-    assert read_manifest(compiled_cnn.artifact_path)["cache_key"] == compiled_cnn.cache_key
+    assert read_manifest(compiled_cnn.artifact_path).document["cache_key"] == compiled_cnn.cache_key
 
 
 def test_cnn_log_uses_torch_neuron_line_formats(compiled_cnn):
@@ -88,8 +88,7 @@ def test_cnn_log_uses_torch_neuron_line_formats(compiled_cnn):
     )
     assert "INFO:Neuron:The neuron partitioner created 1 sub-graphs" in log
     assert any(
-        line.startswith("INFO:Neuron:Compiling function _NeuronGraph$")
-        and "with neuron-cc; log file is at" in line
+        line.startswith("INFO:Neuron:Compiling function _NeuronGraph$") and "with neuron-cc; log file is at" in line
         for line in log
     )
     status = re.compile(r"^\d\d/\d\d/\d{4} \d\d:\d\d:\d\d [AP]M INFO \d+ \[root\]: Compiler status PASS$")
@@ -152,9 +151,7 @@ def test_bert_embeddings_fall_back_to_cpu(zoo, tmp_path):
     (neuron,) = segments(result, "neuron")
     assert neuron["operators"]["aten::linear"] == 10 and neuron["operators"]["aten::layer_norm"] == 5
     embedding = [
-        seg["why_cpu"]["aten::embedding"]
-        for seg in segments(result, "cpu")
-        if "aten::embedding" in seg["why_cpu"]
+        seg["why_cpu"]["aten::embedding"] for seg in segments(result, "cpu") if "aten::embedding" in seg["why_cpu"]
     ]
     assert sum(e["count"] for e in embedding) == 3
     assert all("not supported on Inf1" in e["reason"] for e in embedding)
@@ -221,7 +218,9 @@ def test_nothing_on_neuron_fails_like_torch_neuron(zoo, tmp_path):
         compile_(zoo.gather_only(), tmp_path)
     assert info.value.failure_reason == (
         "ClientError: CompilationError: Unable to compile model for ml_inf1: No operations were successfully "
-        "partitioned and compiled to neuron for this model - aborting trace!"
+        "partitioned and compiled to neuron for this model - aborting trace! No operator of this model is on "
+        "Neuron's supported list (not supported: aten::gather). Replace them with supported operators, or compile "
+        "for TargetDevice ml_c5, which runs the whole model on the CPU."
     )
     log = (tmp_path / "compile.log").read_text()
     assert (
@@ -230,13 +229,25 @@ def test_nothing_on_neuron_fails_like_torch_neuron(zoo, tmp_path):
     ) in log
 
 
+def test_a_lone_linear_is_refused_naming_the_rule_and_what_to_change(save_model, tmp_path):
+    # The README's first model was one Linear: one operator, below torch-neuron's minimum segment of two.
+    path = save_model("linear", torch.nn.Linear(16, 4).eval(), (torch.randn(1, 16),))
+    with pytest.raises(NothingOnNeuronError) as info:
+        compile_((path, "[[1, 16]]"), tmp_path / "w")
+    reason = info.value.failure_reason
+    assert "aborting trace! Rule minimum_segment_size=2: a Neuron subgraph needs at least 2 supported" in reason
+    assert "the longest such run in this model has 1 (aten::linear)" in reason
+    assert 'compile with CompilerOptions "--minimum-segment-size 1"' in reason and "TargetDevice ml_c5" in reason
+    # Each change it names works.
+    assert compile_((path, "[[1, 16]]"), tmp_path / "a", "--minimum-segment-size 1").report["partition"]
+    assert compile_((path, "[[1, 16]]"), tmp_path / "b", target="ml_c5").summary()["target"] == "ml_c5"
+
+
 def test_c5_target_is_fp32_and_never_slower(zoo, tmp_path):
     result = compile_(zoo.cnn(), tmp_path, target="ml_c5")
     report = result.report
     assert report["emulated"] is True and report["device"] == "cpu" and report["partition"] is None
-    assert (
-        report["numerics"]["drift"]["max_abs_error"] < 1e-4 * report["numerics"]["drift"]["reference_max_abs"]
-    )
+    assert report["numerics"]["drift"]["max_abs_error"] < 1e-4 * report["numerics"]["drift"]["reference_max_abs"]
     # The uncompiled model is a candidate, so the choice can only be faster (within timing noise).
     assert report["execution"]["speedup_vs_uncompiled"] >= 0.97
     assert "inf1" not in report["projection"]

@@ -107,9 +107,7 @@ def test_compare_outputs_walks_nested_outputs_and_checks_integers():
     report = compare_outputs(a, b)
     assert report["max_abs_error"] == pytest.approx(0.5)
     assert {"shape": [2], "exact": False} in report["outputs"]
-    assert not within_tolerance(
-        compare_outputs(a, b), {"max_abs_error": 1.0, "reference_max_abs": 2.5}, envelope=True
-    )
+    assert not within_tolerance(compare_outputs(a, b), {"max_abs_error": 1.0, "reference_max_abs": 2.5}, envelope=True)
     same = compare_outputs((a["logits"],), (a["logits"],))
     assert same["cosine_similarity"] == pytest.approx(1.0) and same["max_abs_error"] == 0.0
     assert compare_outputs(torch.zeros(2), torch.zeros(3))["comparable"] is False

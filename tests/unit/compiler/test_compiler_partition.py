@@ -64,8 +64,10 @@ def test_segments_below_the_minimum_stay_on_cpu_with_a_reason():
     cpu = plan.cpu_segments[0]
     assert "fewer than minimum_segment_size=2" in cpu.cpu_reasons["a"]
     assert cpu.cpu_reasons["g"] == "aten::gather unsupported"
-    with pytest.raises(NothingOnNeuronError):
+    with pytest.raises(NothingOnNeuronError) as info:
         partition(nodes, ["x"], ["c"], minimum_segment_size=3)
+    assert "Rule minimum_segment_size=3" in info.value.message
+    assert "the longest such run in this model has 2 (aten::linear, aten::relu)" in info.value.message
 
 
 def test_single_fusion_ratio_keeps_only_the_dominant_subgraph():
@@ -89,9 +91,14 @@ def test_nothing_on_neuron_aborts_with_torch_neurons_message():
     nodes = graph(("g", "aten::gather!", ["x"]), ("r", "aten::relu", ["g"]))
     with pytest.raises(NothingOnNeuronError) as info:
         partition(nodes, ["x"], ["r"])
-    assert info.value.failure_reason.endswith(
-        "No operations were successfully partitioned and compiled to neuron for this model - aborting trace!"
-    )
+    assert (
+        "No operations were successfully partitioned and compiled to neuron for this model - aborting trace! "
+        "Rule minimum_segment_size=2"
+    ) in info.value.failure_reason
+    # With nothing supported at all, the reason names the unsupported operators instead.
+    with pytest.raises(NothingOnNeuronError) as info:
+        partition(graph(("g", "aten::gather!", ["x"])), ["x"], ["g"])
+    assert "No operator of this model is on Neuron's supported list (not supported: aten::gather)" in str(info.value)
 
 
 def test_fallback_off_names_the_unsupported_operators():
@@ -113,9 +120,7 @@ def test_low_coverage_warns_like_torch_neuron():
     )
     plan = partition(nodes, ["x"], ["g3"])
     assert plan.percent_fused == 40.0
-    assert plan.warnings == [
-        "torch.neuron.trace was unable to compile > 50% of the operators in the compiled model!"
-    ]
+    assert plan.warnings == ["torch.neuron.trace was unable to compile > 50% of the operators in the compiled model!"]
 
 
 def test_independent_branches_fuse_into_one_subgraph():

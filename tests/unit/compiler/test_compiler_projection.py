@@ -73,10 +73,7 @@ def test_batching_raises_throughput_and_latency():
 def test_pipeline_that_does_not_fit_is_reported():
     rows = project_inf1([reference_profile("bert-base", 1)], 0.0, batch=1, pipeline_cores=16)
     by_name = {r["instance_type"]: r for r in rows}
-    assert (
-        by_name["ml.inf1.xlarge"]["fits"] is False
-        and "needs 16 NeuronCores" in by_name["ml.inf1.xlarge"]["reason"]
-    )
+    assert by_name["ml.inf1.xlarge"]["fits"] is False and "needs 16 NeuronCores" in by_name["ml.inf1.xlarge"]["reason"]
     assert by_name["ml.inf1.6xlarge"]["fits"] is True and by_name["ml.inf1.6xlarge"]["replicas"] == 1
 
 

@@ -50,9 +50,7 @@ def walk(session, request: pagination.PageRequest, column, scope="q") -> tuple[l
         sizes.append(len(page.items))
         if page.next_token is None:
             return names, sizes
-        request = pagination.PageRequest(
-            request.max_results, page.next_token, request.sort_by, request.sort_order
-        )
+        request = pagination.PageRequest(request.max_results, page.next_token, request.sort_by, request.sort_order)
     raise AssertionError(f"pagination did not end: {names[:30]}")
 
 

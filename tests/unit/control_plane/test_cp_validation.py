@@ -111,23 +111,14 @@ def test_nested_list_map_and_structure_paths():
         "at 'containers.2.member.environment' failed to satisfy constraint: "
         "Map value must satisfy constraint: [Member must have length less than or equal to 1024]"
     ) in msg
-    assert (
-        "Value null at 'vpcConfig.securityGroupIds' failed to satisfy constraint: Member must not be null"
-        in msg
-    )
-    assert (
-        "Value '[]' at 'vpcConfig.subnets' failed to satisfy constraint: Member must have length greater than"
-        in msg
-    )
+    assert "Value null at 'vpcConfig.securityGroupIds' failed to satisfy constraint: Member must not be null" in msg
+    assert "Value '[]' at 'vpcConfig.subnets' failed to satisfy constraint: Member must have length greater than" in msg
 
 
 def test_null_list_elements_are_violations():
-    assert (
-        "Value null at 'tagKeys.1.member' failed to satisfy constraint: Member must not be null"
-        in message(
-            "DeleteTags",
-            {"ResourceArn": "arn:aws:sagemaker:us-east-1:123456789012:model/m", "TagKeys": [None]},
-        )
+    assert "Value null at 'tagKeys.1.member' failed to satisfy constraint: Member must not be null" in message(
+        "DeleteTags",
+        {"ResourceArn": "arn:aws:sagemaker:us-east-1:123456789012:model/m", "TagKeys": [None]},
     )
 
 
@@ -215,13 +206,11 @@ def test_check_unique_names():
 
 def test_check_instance_type_tells_unsupported_from_invalid():
     validation.check_instance_type("ml.inf1.6xlarge", "it")
-    with pytest.raises(
-        ValidationException, match=r"not supported by neurondock; supported: \[ml\.inf1\.xlarge, "
-    ):
+    with pytest.raises(ValidationException, match=r"not supported by neurondock; supported: \[ml\.inf1\.xlarge, "):
         validation.check_instance_type("ml.p4d.24xlarge", "it")
     with pytest.raises(ValidationException) as info:
         validation.check_instance_type("ml.nope", "it")
     assert info.value.message.startswith(
         "1 validation error detected: Value 'ml.nope' at 'it' failed to satisfy constraint: "
-        f"Member must satisfy enum value set: [{catalog.ALL_INSTANCE_TYPES[0]}, "
+        f"Member must satisfy enum value set: [{catalog.all_instance_types()[0]}, "
     )

@@ -1,4 +1,4 @@
-"""The import rules of DESIGN.md, checked in fresh interpreters and by import-linter."""
+"""The import rules of docs/architecture.md, checked in fresh interpreters and by import-linter."""
 
 from __future__ import annotations
 

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from neurondock_platform.config import Settings
 from neurondock_platform.dataplane.routing import EndpointRoute
+from neurondock_platform.services.credentials import CredentialCache
+from neurondock_platform.sigv4 import Verifier
+
+
+def verifier(settings: Settings, session_factory: Any) -> Verifier:
+    """The verifier the app factory builds: the settings' region, over a credential cache."""
+    return Verifier(CredentialCache(session_factory), region=settings.region, skew_seconds=settings.clock_skew_seconds)
 
 
 class StaticTable:
@@ -13,11 +21,21 @@ class StaticTable:
     def __init__(self, routes: dict[tuple[str, str], EndpointRoute]) -> None:
         self.routes = routes
         self.invalidated: list[int] = []
+        self.fresh_reads: list[float] = []
         self.listeners: list[Any] = []
         self.loaded = True
 
     async def get(self, account_id: str, name: str) -> EndpointRoute | None:
         return self.routes.get((account_id, name))
+
+    async def refresh(self, *, newer_than: float | None = None) -> None: ...
+
+    async def get_fresh(self, account_id: str, name: str, *, newer_than: float) -> EndpointRoute | None:
+        self.fresh_reads.append(newer_than)
+        return self.routes.get((account_id, name))
+
+    def routes_named(self, name: str) -> list[EndpointRoute]:
+        return [route for (_, route_name), route in self.routes.items() if route_name == name]
 
     def invalidate_replica(self, replica_id: int) -> None:
         self.invalidated.append(replica_id)

@@ -7,9 +7,8 @@ import json
 
 import pytest
 from tests.conftest import ACCOUNT_ID, sign
-from tests.unit.dataplane.fakes import StaticTable, asgi_call
+from tests.unit.dataplane.fakes import StaticTable, asgi_call, verifier
 
-from neurondock_platform.api.auth import CredentialCache
 from neurondock_platform.dataplane.client import ReplicaTimeout
 from neurondock_platform.dataplane.invocation_errors import FailedInvocation, InvocationErrorLog
 from neurondock_platform.dataplane.routing import EndpointRoute, ReplicaRoute, VariantRoute
@@ -23,7 +22,7 @@ class Replicas:
     def __init__(self, behaviour: dict[str, str]) -> None:
         self.behaviour = behaviour
 
-    async def call(self, address, meta, body, timeout):
+    async def call(self, address, meta, body, timeout, *, key="", on_chunk=None):
         action = self.behaviour.get(address, "ok")
         if action == "slow":
             raise ReplicaTimeout("slow")
@@ -32,6 +31,8 @@ class Replicas:
         if action == "full":
             return {"status": 429, "message": "NRT_QUEUE_FULL", "queue_depth": 4, "queue_limit": 4}, b""
         return {"status": 200, "content_type": "application/json", "model_latency_us": 10}, body
+
+    def abandon(self, address, key) -> None: ...
 
     async def close(self) -> None: ...
 
@@ -47,7 +48,7 @@ def runtime(settings, session_factory):
         return RuntimeApp(
             settings,
             session_factory,
-            CredentialCache(session_factory),
+            verifier(settings, session_factory),
             caller=Replicas(behaviour or {}),
             table=StaticTable({(ACCOUNT_ID, "ep"): route}),  # type: ignore[arg-type]
         )

@@ -1,10 +1,9 @@
-"""OIP v2, throttling, metrics and the hot-path SigV4 check, with replicas played by fakes."""
+"""OIP v2, throttling and metrics, with replicas played by fakes."""
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import hashlib
 import io
 import json
 import struct
@@ -12,34 +11,35 @@ from typing import Any
 
 import numpy as np
 import pytest
-from tests.conftest import ACCESS_KEY, ACCOUNT_ID, SECRET_KEY, sign
-from tests.unit.dataplane.fakes import StaticTable, asgi_call
+from tests.conftest import ACCOUNT_ID, sign
+from tests.unit.dataplane.fakes import StaticTable, asgi_call, verifier
 
-from neurondock_platform import sigv4
-from neurondock_platform.api.auth import CredentialCache
 from neurondock_platform.dataplane import oip
-from neurondock_platform.dataplane.auth import IncomingRequest, SigV4Authenticator
 from neurondock_platform.dataplane.metrics import MetricsCollector, MetricsFlusher
 from neurondock_platform.dataplane.oip import OipApp
 from neurondock_platform.dataplane.routing import EndpointRoute, ReplicaRoute, VariantRoute
 from neurondock_platform.dataplane.runtime import RuntimeApp
-from neurondock_platform.errors import AuthError
 from neurondock_platform.models import EndpointStatus
 
 
 class DoublingReplica:
     """Decodes the NPY request like the default handler and answers 2·x as NPY; or plays a full queue."""
 
-    def __init__(self, full: set[str] | None = None, status: int = 200) -> None:
+    def __init__(self, full: set[str] | None = None, status: int = 200, signature: str = "observed") -> None:
         self.full = full or set()
         self.status = status
+        self.signature = signature
         self.calls: list[tuple[str, dict[str, Any]]] = []
 
-    async def call(self, address, meta, body, timeout):
+    async def call(self, address, meta, body, timeout, *, key="", on_chunk=None):
         self.calls.append((address, meta))
         if meta["op"] == "metadata":
-            inputs = [{"name": "x", "datatype": "FP32", "shape": [-1, 4]}]
-            return {"status": 200, "platform": "pytorch_torchscript", "inputs": inputs, "outputs": []}, b""
+            if self.signature == "unknown":
+                return {"status": 200, "platform": "pytorch_torchscript", "signature": "unknown", "inputs": []}, b""
+            inputs = [{"name": "x", "dtype": "float32", "shape": [-1, 4]}]
+            outputs = [{"name": "output0", "dtype": "float32", "shape": [-1, 4]}]
+            answer = {"platform": "pytorch_torchscript", "signature": self.signature, "inputs": inputs}
+            return {"status": 200, **answer, "outputs": outputs}, b""
         if address in self.full:
             return {"status": 429, "message": "NRT_QUEUE_FULL", "queue_depth": 4, "queue_limit": 4}, b""
         if self.status != 200:
@@ -59,6 +59,8 @@ class DoublingReplica:
             "queue_limit": 32,
         }
         return meta_out, out.getvalue()
+
+    def abandon(self, address, key) -> None: ...
 
     async def close(self) -> None: ...
 
@@ -80,7 +82,7 @@ def endpoint(*variants: tuple[str, float, list[str]], status=EndpointStatus.IN_S
 def plane(settings, session_factory):
     def make(routes, caller):
         runtime = RuntimeApp(
-            settings, session_factory, CredentialCache(session_factory), caller=caller, table=StaticTable(routes)
+            settings, session_factory, verifier(settings, session_factory), caller=caller, table=StaticTable(routes)
         )
         return runtime, OipApp(runtime)
 
@@ -120,7 +122,7 @@ def test_oip_json_infer_round_trips_through_npy(plane):
     (out,) = doc["outputs"]
     assert (out["name"], out["datatype"], out["shape"]) == ("output0", "FP32", [2, 4])
     np.testing.assert_allclose(np.array(out["data"], dtype=np.float32).reshape(2, 4), X * 2, rtol=1e-6)
-    sent = replica.calls[0][1]
+    sent = next(meta for _, meta in replica.calls if meta["op"] == "invoke")
     assert (sent["content_type"], sent["accept"]) == ("application/x-npy", "application/x-npy")
     assert "overhead;dur=" in headers["server-timing"]
 
@@ -134,7 +136,7 @@ def test_oip_binary_tensors_skip_json_both_ways(plane):
             "inputs": [
                 {"name": "x", "shape": [2, 4], "datatype": "FP32", "parameters": {"binary_data_size": len(raw)}}
             ],
-            "outputs": [{"name": "y", "parameters": {"binary_data": True}}],
+            "outputs": [{"name": "output0", "parameters": {"binary_data": True}}],
         }
     ).encode()
     headers = {"Content-Type": "application/octet-stream", "Inference-Header-Content-Length": str(len(header))}
@@ -146,7 +148,7 @@ def test_oip_binary_tensors_skip_json_both_ways(plane):
     split = int(out_headers["inference-header-content-length"])
     doc = json.loads(body[:split])
     (out,) = doc["outputs"]
-    assert out["name"] == "y" and out["parameters"]["binary_data_size"] == len(body) - split
+    assert out["name"] == "output0" and out["parameters"]["binary_data_size"] == len(body) - split
     assert "data" not in out
     np.testing.assert_array_equal(np.frombuffer(body[split:], dtype="<f4").reshape(2, 4), X * 2)
 
@@ -221,12 +223,18 @@ def test_oip_health_metadata_and_readiness(plane):
     assert (status, json.loads(body)) == (200, {"name": "ep", "ready": True})
     status, _, body = call(app, "GET", "/v2/models/new/ready")
     assert (status, json.loads(body)["ready"]) == (400, False)
-    assert call(app, "GET", "/v2/models/ep/ready", signed=False)[0] == 403
+    status, _, body = call(app, "GET", "/v2/models/missing/ready")
+    assert status == 404 and "not found" in json.loads(body)["error"]
+    # Credentials that are there are checked, even on a probe (this app takes SigV4 only).
+    status, _, body = call(app, "GET", "/v2/models/ep/ready", signed=False, headers={"Authorization": "Bearer x"})
+    assert status == 400 and "Unsupported authorization scheme" in json.loads(body)["error"]
 
     status, _, body = call(app, "GET", "/v2/models/ep")
     doc = json.loads(body)
     assert status == 200 and doc["name"] == "ep" and doc["versions"] == ["AllTraffic"]
-    assert doc["platform"] == "pytorch_torchscript" and doc["inputs"][0]["shape"] == [-1, 4]
+    assert doc["platform"] == "pytorch_torchscript" and doc["parameters"]["signature"] == "observed"
+    assert doc["inputs"] == [{"name": "x", "datatype": "FP32", "shape": [-1, 4]}]
+    assert doc["outputs"] == [{"name": "output0", "datatype": "FP32", "shape": [-1, 4]}]
     status, _, body = call(app, "POST", "/v2/models/new/infer", b'{"inputs": []}')
     assert status == 400
     assert call(app, "GET", "/v2/nothing/here", signed=False)[0] == 404
@@ -266,14 +274,14 @@ def test_a_full_replica_sends_the_request_to_another_then_throttles(plane):
     status, headers, body = invoke(runtime, npy(X))
     assert status == 429
     assert headers["x-amzn-errortype"] == "ThrottlingException"
-    assert "NRT_QUEUE_FULL: 4 of 4" in json.loads(body)["message"]
+    assert "job queue full: 4 of 4" in json.loads(body)["message"]
     text = runtime.metrics.render(runtime.router.outstanding).decode()
     assert 'InvocationsThrottled{account_id="123456789012",EndpointName="ep",VariantName="AllTraffic"} 1' in text
 
 
 def test_a_draining_replica_hands_the_request_to_another(plane):
     class Draining(DoublingReplica):
-        async def call(self, address, meta, body, timeout):
+        async def call(self, address, meta, body, timeout, *, key="", on_chunk=None):
             if address == "r:1" and meta["op"] == "invoke":
                 self.calls.append((address, meta))
                 return {"status": 503, "message": "replica is shutting down", "retry": True}, b""
@@ -308,7 +316,9 @@ def test_metrics_count_invocations_latency_errors_and_render_prometheus(plane):
     replica.status = 400
     assert invoke(runtime, npy(X))[0] == 424
 
-    status, headers, body = asyncio.run(asgi_call(runtime.serve_metrics, "GET", "/metrics"))
+    signed = sign("GET", "http://localhost/metrics")
+    signed["Host"] = "localhost"
+    status, headers, body = asyncio.run(asgi_call(runtime.serve_metrics, "GET", "/metrics", headers=signed))
     assert status == 200 and headers["content-type"].startswith("text/plain; version=0.0.4")
     text = body.decode()
     labels = 'account_id="123456789012",EndpointName="ep",VariantName="AllTraffic"'
@@ -322,17 +332,20 @@ def test_metrics_count_invocations_latency_errors_and_render_prometheus(plane):
     assert "# TYPE ModelLatency histogram" in text
     # Least-outstanding routing picks either replica; only the ones that answered 200 reported a limit.
     answered = {address.split(":")[1] for address, meta in replica.calls[:-1] if meta["op"] != "metadata"}
+    assert answered
     for replica_id in ("1", "2"):
-        limit = 32 if replica_id in answered else 0
-        assert f'ReplicaQueueLimit{{{labels},replica="{replica_id}"}} {limit}' in text
+        # A replica routing never picked may have no series at all; it must not show a limit.
+        line = f'ReplicaQueueLimit{{{labels},replica="{replica_id}"}} 32'
+        assert (line in text) == (replica_id in answered)
 
 
-def test_period_rows_flush_to_metric_points_and_read_back_as_series(plane, session_factory):
+def test_period_rows_flush_to_the_metric_store_and_read_back_as_series(plane, session_factory):
     from neurondock_platform.services import metrics as metric_service
 
     runtime, _ = plane({(ACCOUNT_ID, "ep"): endpoint(("AllTraffic", 1.0, ["r:1"]))}, DoublingReplica())
-    start = dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(seconds=5)
-    runtime.metrics.period_started = start.timestamp()
+    now = dt.datetime.now(dt.UTC)
+    start = now.replace(second=0, microsecond=0)
+    runtime.metrics.period_started = now.timestamp()
     for _ in range(4):
         assert invoke(runtime, npy(X))[0] == 200
 
@@ -349,7 +362,7 @@ def test_period_rows_flush_to_metric_points_and_read_back_as_series(plane, sessi
         names = metric_service.list_metrics(session, ACCOUNT_ID, "ep")
         with pytest.raises(Exception, match="multiple of 10"):
             metric_service.series(session, ACCOUNT_ID, "ep", "Invocations", start, end, 15)
-    assert (invocations.sum, invocations.timestamp, invocations.unit) == (4, start, "Count")
+    assert (invocations.sum, invocations.timestamp, invocations.unit) == (4, start, "None")
     assert latency.sample_count == 4 and latency.unit == "Microseconds"
     assert latency.minimum is not None and latency.minimum <= latency.p50 <= latency.p99 <= latency.maximum
     assert batch.buckets == {"1": 4} and batch.to_dict()["Buckets"] == {"1": 4}
@@ -357,75 +370,56 @@ def test_period_rows_flush_to_metric_points_and_read_back_as_series(plane, sessi
     assert ("OverheadLatency", "AllTraffic") in names
 
 
-def test_collector_reservoir_percentiles():
-    collector = MetricsCollector()
+def test_collector_rows_carry_cloudwatch_streams_and_sketched_percentiles():
+    from neurondock_platform.services import statistics
+    from neurondock_platform.sketch import Sketch
+
+    collector = MetricsCollector(resolution=10)
+    collector.period_started = 1_767_225_607.5  # 7.5 s into a 10 s period
     key = (ACCOUNT_ID, "ep", "v")
     for value in range(1, 10001):
-        collector.invocation(key, outcome="ok", instances=1, total_us=value + 100.0, model_us=float(value))
-    rows = {r["metric"]: r for r in collector.take_period()}
+        outcome = "5xx" if value % 10 == 0 else "ok"
+        collector.invocation(key, outcome=outcome, instances=2, total_us=value + 100.0, model_us=float(value))
+    rows = {r["metric_name"]: r for r in collector.take_period()}
     latency = rows["ModelLatency"]
-    assert latency["count"] == 10000 and latency["minimum"] == 1 and latency["maximum"] == 10000
-    assert 4000 < latency["p50"] < 6000 and latency["p99"] > 9000
-    assert rows["OverheadLatency"]["p50"] == 100
+    assert latency["namespace"] == "AWS/SageMaker"
+    assert latency["dimensions"] == (("EndpointName", "ep"), ("VariantName", "v"))
+    assert latency["period_start"] == dt.datetime.fromtimestamp(1_767_225_600, dt.UTC)
+    assert latency["period_seconds"] == 10
+    assert latency["sample_count"] == 10000 and latency["minimum"] == 1 and latency["maximum"] == 10000
+
+    def stat(row, name):
+        sketch = Sketch.from_json(row["sketch"])
+        aggregate = statistics.Aggregate(row["sample_count"], row["sum"], row["minimum"], row["maximum"], sketch)
+        return statistics.value(aggregate, name)
+
+    assert stat(latency, "p50") == pytest.approx(5000, rel=0.011)
+    assert stat(latency, "p99") == pytest.approx(9900, rel=0.011)
+    assert stat(rows["OverheadLatency"], "p50") == pytest.approx(100, rel=0.011)
+    errors = rows["Invocation5XXErrors"]
+    assert (errors["sample_count"], errors["sum"], errors["minimum"], errors["maximum"]) == (10000, 1000, 0.0, 1.0)
+    assert stat(errors, "Average") == 0.1 and errors["unit"] == "None"
+    per_instance = rows["InvocationsPerInstance"]
+    assert per_instance["sum"] == 5000 and per_instance["minimum"] == per_instance["maximum"] == 0.5
+    assert rows["InvocationsThrottled"]["namespace"] == "neurondock/Endpoints"
 
 
-# --- SigV4 on the hot path -----------------------------------------------------------------------
+def test_model_setup_time_counts_every_replica_start_even_when_sqlite_reuses_a_deleted_replicas_id():
+    collector = MetricsCollector()
 
+    def routes(*replicas: ReplicaRoute) -> dict[tuple[str, str], EndpointRoute]:
+        variant = VariantRoute("AllTraffic", 1.0, replicas, instances=len(replicas))
+        return {(ACCOUNT_ID, "ep"): EndpointRoute(ACCOUNT_ID, "ep", EndpointStatus.IN_SERVICE, (variant,))}
 
-@pytest.mark.parametrize(
-    "case",
-    ["good", "bad-secret", "other-service", "missing-header", "query", "unknown-key", "skewed", "swapped-body"],
-)
-def test_fast_sigv4_agrees_with_the_reference_verifier(case, session_factory):
-    body = b"\x93NUMPY payload"
-    url = "http://localhost/endpoints/ep/invocations" + ("?a=b&c=d%20e" if case == "query" else "")
-    kw: dict[str, Any] = {}
-    if case == "bad-secret":
-        kw["secret_key"] = "wrong"
-    if case == "other-service":
-        kw["service"] = "execute-api"
-    if case == "unknown-key":
-        kw["access_key"] = "AKNDNOTAKEY000000000"
-    signed_headers = {"Content-Type": "application/x-npy"}
-    if case == "swapped-body":
-        # The declared payload hash is signed; the body that arrives is another one.
-        signed_headers["X-Amz-Content-SHA256"] = hashlib.sha256(body).hexdigest()
-    headers = sign("POST", url, body=body, headers=signed_headers, **kw)
-    headers["Host"] = "localhost"
-    if case == "swapped-body":
-        body = b"\x93NUMPY another payload"
-    lower = {k.lower(): v for k, v in headers.items()}
-    if case == "missing-header":
-        del lower["content-type"]
-    if case == "skewed":
-        lower["x-amz-date"] = "20200101T000000Z"
-    query = url.partition("?")[2]
-    cache = CredentialCache(session_factory)
-    fast = SigV4Authenticator(cache)
+    def observed() -> int:
+        return collector.variants[(ACCOUNT_ID, "ep", "AllTraffic")].setup_time.count
 
-    def reference() -> str:
-        sigv4.verify(
-            method="POST", path="/endpoints/ep/invocations", query=query, headers=lower, body=body, lookup=cache.lookup
-        )
-        return "ok"
-
-    def ours() -> str:
-        principal = asyncio.run(
-            fast.authenticate(IncomingRequest("POST", "/endpoints/ep/invocations", query, lower, body))
-        )
-        assert (principal.account_id, principal.access_key_id) == (ACCOUNT_ID, ACCESS_KEY)
-        return "ok"
-
-    outcomes = []
-    for check in (reference, ours):
-        try:
-            outcomes.append(check())
-        except AuthError as err:
-            outcomes.append(err.code)
-    if case == "other-service":
-        # The reference accepts any scope; the data plane insists on sagemaker, as AWS does.
-        assert outcomes == ["ok", "InvalidSignatureException"]
-    else:
-        assert outcomes[0] == outcomes[1], outcomes
-        assert (outcomes[0] == "ok") == (case in ("good", "query"))
-    assert SECRET_KEY  # the fixture account's key signs the good cases
+    first = ReplicaRoute(7, "r:1", setup_seconds=1.5, channel_key="a")
+    collector.observe_routes(routes(first))
+    collector.observe_routes(routes(first))  # the same start, seen on every reload, counts once
+    assert observed() == 1
+    collector.observe_routes(routes(ReplicaRoute(7, "r:1", setup_seconds=2.0, channel_key="b")))  # restarted
+    assert observed() == 2
+    collector.observe_routes({})  # the endpoint was deleted ...
+    collector.observe_routes(routes(ReplicaRoute(7, "r:9", setup_seconds=1.0, channel_key="a")))  # ... and id 7 reused
+    assert observed() == 3

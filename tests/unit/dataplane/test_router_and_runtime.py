@@ -9,9 +9,8 @@ from typing import Any
 
 import pytest
 from tests.conftest import ACCOUNT_ID, sign
-from tests.unit.dataplane.fakes import StaticTable, asgi_call
+from tests.unit.dataplane.fakes import StaticTable, asgi_call, verifier
 
-from neurondock_platform.api.auth import CredentialCache
 from neurondock_platform.dataplane.client import ReplicaTimeout, ReplicaUnavailable
 from neurondock_platform.dataplane.router import Router
 from neurondock_platform.dataplane.routing import EndpointRoute, ReplicaRoute, VariantRoute
@@ -24,7 +23,7 @@ class FakeCaller:
         self.behaviour = behaviour or {}
         self.calls: list[tuple[str, dict[str, Any], bytes]] = []
 
-    async def call(self, address, meta, body, timeout):
+    async def call(self, address, meta, body, timeout, *, key="", on_chunk=None):
         self.calls.append((address, meta, body))
         action = self.behaviour.get(address, "echo")
         if action == "dead":
@@ -34,6 +33,8 @@ class FakeCaller:
         if action == "error":
             return {"status": 400, "message": "bad input"}, b""
         return {"status": 200, "content_type": "application/json", "model_latency_us": 10}, body
+
+    def abandon(self, address, key) -> None: ...
 
     async def close(self) -> None: ...
 
@@ -74,7 +75,7 @@ def test_least_outstanding_replica():
 
 def test_the_replica_is_told_how_many_requests_the_router_has_in_flight_to_it():
     class Gated(FakeCaller):
-        async def call(self, address, meta, body, timeout):
+        async def call(self, address, meta, body, timeout, *, key="", on_chunk=None):
             self.calls.append((address, dict(meta), body))
             await gate.wait()
             return {"status": 200, "model_latency_us": 10}, body
@@ -102,10 +103,52 @@ def test_a_dead_replica_is_retried_on_another():
     caller = FakeCaller({"x:1": "dead"})
     r = Router(table, caller)
     rt = route(("a", 1.0, ["x:1", "x:2"]))
-    for _ in range(5):
+    # Either replica may be picked first; enough requests that the dead one is tried (p = 2^-64 not).
+    for _ in range(64):
         answer = asyncio.run(r.invoke(rt, None, {"op": "invoke"}, b"1", 5))
-        assert answer.meta["status"] == 200
+        assert answer.meta["status"] == 200 and answer.replica_id == 2
     assert 1 in table.invalidated
+
+
+def test_when_every_cached_replica_is_gone_a_table_read_after_the_failure_finds_the_new_ones():
+    # An update moved traffic to new replicas and stopped the old one, but this API process's cached
+    # table still lists only the old one: the request must reach a new replica, not fail.
+    stale = route(("a", 1.0, ["x:old"]))
+    current = EndpointRoute(ACCOUNT_ID, "ep", stale.status, (VariantRoute("a", 1.0, (ReplicaRoute(7, "x:new"),)),))
+    table = StaticTable({(ACCOUNT_ID, "ep"): current})
+    caller = FakeCaller({"x:old": "dead"})
+    answer = asyncio.run(Router(table, caller).invoke(stale, None, {"op": "invoke"}, b"1", 5))
+    assert answer.meta["status"] == 200 and answer.replica_id == 7
+    assert [c[0] for c in caller.calls] == ["x:old", "x:new"]
+    assert len(table.fresh_reads) == 1
+
+
+def test_a_replica_that_timed_out_gets_no_new_request_until_a_new_process_serves_it():
+    from neurondock_platform.dataplane.routing import ReplicaRoute
+
+    caller = FakeCaller({"x:1": "slow"})
+    r = Router(StaticTable({}), caller)
+    rt = route(("a", 1.0, ["x:1"]))
+    with pytest.raises(ReplicaTimeout):
+        asyncio.run(r.invoke(rt, None, {"op": "invoke"}, b"1", 5))
+    calls = len(caller.calls)
+
+    # The hung process is avoided: no request queues behind it for another whole timeout.
+    from neurondock_platform.errors import ServiceUnavailable
+
+    with pytest.raises(ServiceUnavailable):
+        asyncio.run(r.invoke(rt, None, {"op": "invoke"}, b"2", 5))
+    assert len(caller.calls) == calls
+    # With a second replica the endpoint keeps serving from it ...
+    two = route(("a", 1.0, ["x:1", "x:2"]))
+    assert asyncio.run(r.invoke(two, None, {"op": "invoke"}, b"3", 5)).meta["status"] == 200
+    assert caller.calls[-1][0] == "x:2"
+    # ... and the replaced process (same replica id, new channel key) is used again at once.
+    caller.behaviour.clear()
+    fresh = EndpointRoute(
+        rt.account_id, rt.name, rt.status, (VariantRoute("a", 1.0, (ReplicaRoute(1, "x:1", None, "k2"),)),)
+    )
+    assert asyncio.run(r.invoke(fresh, None, {"op": "invoke"}, b"4", 5)).meta["status"] == 200
 
 
 @pytest.fixture
@@ -114,7 +157,7 @@ def runtime_app(settings, session_factory):
         return RuntimeApp(
             settings,
             session_factory,
-            CredentialCache(session_factory),
+            verifier(settings, session_factory),
             caller=caller,
             table=StaticTable(routes),
         )

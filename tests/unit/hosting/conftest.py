@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import io
 import os
-import socket
 import subprocess
 import sys
 import tarfile
 import textwrap
-import time
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -18,6 +16,7 @@ from typing import Any
 
 import pytest
 import torch
+from tests.support.waiting import wait_for
 
 from neurondock_platform.dataplane import protocol
 
@@ -97,13 +96,15 @@ def make_tarball(tmp_path: Path) -> Callable[..., Path]:
     return make
 
 
+# Every replica these tests spawn holds this channel key (a real agent makes one per process).
+TEST_KEY = "5e" * 32
+
+
 class ReplicaClient:
-    """A blocking frame-protocol client on one TCP connection."""
+    """A blocking frame-protocol client on one authenticated TCP connection."""
 
     def __init__(self, address: str, timeout: float = 10.0) -> None:
-        host, _, port = address.rpartition(":")
-        self.sock = socket.create_connection((host, int(port)), timeout=timeout)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.sock = protocol.connect(address, TEST_KEY, timeout)
 
     def send(self, meta: dict[str, Any], body: bytes = b"") -> None:
         protocol.send_frame(self.sock, meta, body)
@@ -134,18 +135,6 @@ class SpawnedReplica:
         return self.log.read_text(errors="replace")
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
-    """Poll ``predicate`` until it returns something truthy, failing after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.02)
-
-
 def _listening_address(log: Path) -> str | None:
     for line in log.read_text(errors="replace").splitlines():
         if line.startswith("NEURONDOCK_REPLICA_LISTENING "):
@@ -165,6 +154,9 @@ def spawn_replica(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable
         log = tmp_path_factory.mktemp("replica") / "replica.log"
         env = {k: v for k, v in os.environ.items() if not k.startswith("SAGEMAKER_")}
         env["PYTHONUNBUFFERED"] = "1"
+        key_read, key_write = os.pipe()
+        os.write(key_write, TEST_KEY.encode())
+        os.close(key_write)
         with log.open("wb") as out:
             process = subprocess.Popen(
                 [
@@ -177,16 +169,20 @@ def spawn_replica(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable
                     "127.0.0.1",
                     "--port",
                     "0",
+                    "--key-fd",
+                    str(key_read),
                     *extra_args,
                 ],
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 env=env,
+                pass_fds=(key_read,),
             )
+        os.close(key_read)
         started.append(process)
         if not expect_listening:
-            wait_for(lambda: process.poll() is not None, 60, "the replica to exit")
+            wait_for(lambda: process.poll() is not None, 60, what="the replica to exit")
             return SpawnedReplica(process, log, None)
 
         def listening() -> str | None:
@@ -194,7 +190,7 @@ def spawn_replica(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable
                 raise AssertionError(f"replica exited with {process.returncode}:\n{log.read_text()}")
             return _listening_address(log)
 
-        return SpawnedReplica(process, log, wait_for(listening, 60, "the LISTENING line"))
+        return SpawnedReplica(process, log, wait_for(listening, 60, what="the LISTENING line"))
 
     yield spawn
     for process in started:
@@ -216,9 +212,3 @@ def connect() -> Iterator[Callable[[str], ReplicaClient]]:
     yield open_client
     for client in clients:
         client.close()
-
-
-@pytest.fixture(scope="session")
-def poll_until() -> Callable[..., Any]:
-    """``wait_for(predicate, timeout, what)``: poll with a deadline instead of sleeping."""
-    return wait_for

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import io
 import json
 import threading
 import time
+from typing import Any
 
 import numpy as np
 import pytest
+from tests.support.manifests import write_manifest
 
 from neurondock_workers.hosting.batcher import Answer, BatchConfig, Batcher, QueueFull, Request
 from neurondock_workers.hosting.handler import Handler
@@ -86,9 +89,18 @@ def predict_fn(data, model):
 """
 
 
+def gated_handler(model_dir, write_code) -> Handler:
+    """A loaded handler whose predict_fn notes batch sizes and threads (GATED_PREDICT), its gate open."""
+    write_code(GATED_PREDICT)
+    handler = Handler(model_dir, {})
+    handler.load_model()
+    handler.module.GATE.set()
+    return handler
+
+
 def test_opportunistic_batching_takes_what_is_queued_and_never_waits(model_dir, write_code, make_batcher):
     write_code(GATED_PREDICT)
-    batcher = make_batcher(model_dir, max_batch_size=8, max_delay=0.0)
+    batcher = make_batcher(model_dir, max_batch_size=8, max_delay=0.0, batch_user_predict=True)
     module = batcher.handler.module
     got = Collector()
 
@@ -112,7 +124,7 @@ def test_opportunistic_batching_takes_what_is_queued_and_never_waits(model_dir, 
 @pytest.mark.parametrize("delay, sizes", [(0.0, [1, 1]), (2.0, [2])])
 def test_max_delay_holds_a_lone_request_for_company(model_dir, write_code, make_batcher, delay, sizes):
     write_code(GATED_PREDICT)
-    batcher = make_batcher(model_dir, max_batch_size=2, max_delay=delay)
+    batcher = make_batcher(model_dir, max_batch_size=2, max_delay=delay, batch_user_predict=True)
     module = batcher.handler.module
     module.GATE.set()
     got = Collector()
@@ -207,7 +219,7 @@ def test_non_tensor_inputs_and_bad_requests_fall_back_with_their_own_answers(mod
                 return model(data)
         """
     )
-    batcher = make_batcher(model_dir, max_batch_size=8)
+    batcher = make_batcher(model_dir, max_batch_size=8, batch_user_predict=True)
     handler = batcher.handler
     got = Collector()
     good = [rows(1, 1), rows(2, 2)]
@@ -228,33 +240,145 @@ def test_non_tensor_inputs_and_bad_requests_fall_back_with_their_own_answers(mod
     assert broken.result.status == 500 and broken.batch_size == 1
 
 
-def test_a_model_that_refuses_batches_is_answered_one_by_one_and_not_batched_again(
-    model_dir, write_code, make_batcher
-):
-    write_code(
-        """
-        import torch
+COUNTING = """
+import collections
+import json
 
-        SIZES = []
+import torch
 
-        def predict_fn(data, model):
-            SIZES.append(int(data.shape[0]))
-            if data.shape[0] != 1:
-                raise ValueError("this model hard-codes batch 1")
-            with torch.inference_mode():
-                return model(data)
-        """
-    )
+# What each hook saw, by request id (the first number of every row).
+SEEN = collections.defaultdict(list)
+BATCHES = []
+
+def _ids(tensor):
+    return [int(v) for v in tensor[:, 0].tolist()]
+
+def input_fn(data, content_type):
+    doc = json.loads(data)
+    SEEN["input_fn"].append(int(doc[0][0]))
+    return torch.tensor(doc, dtype=torch.float32)
+
+def predict_fn(data, model):
+    ids = _ids(data)
+    SEEN["predict_fn"] += ids
+    BATCHES.append(ids)
+    if any(i >= 900 for i in ids):
+        raise ValueError(f"poisoned input among {ids}")
+    with torch.inference_mode():
+        return model(data)
+
+def output_fn(prediction, accept):
+    SEEN["output_fn"].append(prediction.shape[0])
+    if prediction.shape[0] == 3:
+        raise RuntimeError("this output_fn refuses three rows")
+    return json.dumps(prediction.tolist()), "application/json"
+"""
+
+
+def _rows(request_id: int, n: int = 1) -> bytes:
+    return json.dumps([[float(request_id), 0.5, -0.5, 1.0]] * n).encode()
+
+
+def _counts(module, hook: str) -> dict[int, int]:
+    return dict(collections.Counter(module.SEEN[hook]))
+
+
+def _counting_batch(model_dir, write_code, make_batcher, bodies: dict[str, bytes]) -> tuple[Any, dict[str, Answer]]:
+    """Queue JSON requests for the counting inference.py as one batch; return its module and the answers."""
+    write_code(COUNTING)
+    batcher = make_batcher(model_dir, max_batch_size=8, batch_user_predict=True)
+    got = Collector()
+    with batcher.hold():
+        for tag, body in bodies.items():
+            batcher.submit(got.request(tag, body, JSON, JSON))
+    return batcher.handler.module, dict(zip(bodies, got.wait(*bodies), strict=True))
+
+
+def test_a_failed_batch_never_runs_a_users_hook_twice_for_one_request(model_dir, write_code, make_batcher):
+    bodies = {"ok-1": _rows(1), "bad-json": b"{not json", "poison": _rows(901), "ok-2": _rows(2)}
+    module, answers = _counting_batch(model_dir, write_code, make_batcher, bodies)
+
+    # input_fn failed for one request: that alone is its answer, and it is never decoded again.
+    assert answers["bad-json"].result.status == 500 and answers["bad-json"].batch_size == 1
+    assert answers["bad-json"].result.failure.error_type == "JSONDecodeError"
+    # The user's predict_fn failed on the batch: every request in it gets that failure, none runs again.
+    assert module.BATCHES == [[1, 901, 2]]
+    for tag in ("ok-1", "poison", "ok-2"):
+        result = answers[tag].result
+        assert (result.status, answers[tag].batch_size) == (500, 3)
+        assert result.failure.error_type == "ValueError"
+        assert result.failure.message == "ValueError: poisoned input among [1, 901, 2]"
+        assert "predict_fn" in result.failure.traceback and result.message == result.failure.message
+    assert _counts(module, "input_fn") == {1: 1, 901: 1, 2: 1}
+    assert _counts(module, "predict_fn") == {1: 1, 901: 1, 2: 1}
+    assert module.SEEN["output_fn"] == []
+
+
+def test_an_output_fn_failure_is_that_requests_answer_alone(model_dir, write_code, make_batcher):
+    module, answers = _counting_batch(model_dir, write_code, make_batcher, {"one": _rows(1), "three": _rows(3, n=3)})
+    one, three = answers["one"], answers["three"]
+    assert module.BATCHES == [[1, 3, 3, 3]]
+    assert one.result.status == 200 and one.batch_size == 2 and len(json.loads(one.result.body)) == 1
+    assert three.result.status == 500 and "this output_fn refuses three rows" in three.result.message
+    assert _counts(module, "input_fn") == {1: 1, 3: 1}
+    assert module.SEEN["output_fn"] == [1, 3]
+
+
+def test_a_users_predict_fn_is_not_batched_unless_the_model_asks(model_dir, write_code, make_batcher):
+    write_code(COUNTING)
     batcher = make_batcher(model_dir, max_batch_size=8)
+    assert not batcher.batching
+    module = batcher.handler.module
+    got = Collector()
+    with batcher.hold():
+        for i in range(3):
+            batcher.submit(got.request(f"r{i}", _rows(i), JSON, JSON))
+    assert [a.batch_size for a in got.wait("r0", "r1", "r2")] == [1, 1, 1]
+    assert module.BATCHES == [[0], [1], [2]]
+    # The model asks by setting NEURONDOCK_MAX_BATCH_SIZE in its environment.
+    assert BatchConfig.from_env({"NEURONDOCK_MAX_BATCH_SIZE": "4"}).batch_user_predict
+    assert not BatchConfig.from_env({}).batch_user_predict
+    assert not BatchConfig.from_env({"NEURONDOCK_MAX_BATCH_SIZE": "1"}).batch_user_predict
+
+
+BATCH_ONE_MODEL = """
+import json
+
+import torch
+
+DECODED = []
+
+class BatchOne(torch.nn.Module):
+    def forward(self, x):
+        return x.view(1, 4) * 2.0  # hard-codes batch 1
+
+def model_fn(model_dir):
+    return torch.jit.trace(BatchOne(), torch.zeros(1, 4))
+
+def input_fn(data, content_type):
+    DECODED.append(data)
+    return torch.tensor(json.loads(data), dtype=torch.float32)
+"""
+
+
+def test_a_model_that_refuses_batches_is_answered_one_by_one_from_decoded_inputs(model_dir, write_code, make_batcher):
+    # The default predict_fn is the model alone: after a failed batch it runs again per request from the
+    # input already decoded; the user's input_fn is not run again.
+    write_code(BATCH_ONE_MODEL)
+    batcher = make_batcher(model_dir, max_batch_size=8)
+    assert batcher.batching
+    module = batcher.handler.module
     got = Collector()
     for round_ in range(2):
         with batcher.hold():
             for i in range(3):
-                batcher.submit(got.request(f"{round_}-{i}", npy(rows(1, i))))
+                batcher.submit(got.request(f"{round_}-{i}", json.dumps([[i, i, i, i]]).encode(), JSON, JSON))
         answers = got.wait(*(f"{round_}-{i}" for i in range(3)))
         assert all(a.result.status == 200 and a.batch_size == 1 for a in answers)
-    # One failed batch of 3, then singles only.
-    assert batcher.handler.module.SIZES == [3, 1, 1, 1, 1, 1, 1]
+        assert [json.loads(a.result.body) for a in answers] == [[[2.0 * i] * 4] for i in range(3)]
+    assert len(module.DECODED) == 6  # one input_fn per request
+    # One failed batch of 3 in the first round, then that input signature is not batched again.
+    assert batcher.stats.executions == 6 and batcher.stats.batched_requests == 0
 
 
 def test_a_full_queue_refuses_at_once(model_dir, write_code, make_batcher):
@@ -268,7 +392,7 @@ def test_a_full_queue_refuses_at_once(model_dir, write_code, make_batcher):
 
     with pytest.raises(QueueFull) as err:
         batcher.submit(got.request("c", npy(rows(1, 2))))
-    assert "NRT_QUEUE_FULL" in str(err.value) and "2 of 2" in str(err.value) and "nc3" in str(err.value)
+    assert "Job queue full" in str(err.value) and "2 of 2" in str(err.value) and "nc3" in str(err.value)
     assert batcher.stats.failed_to_queue == 1
 
     module.GATE.set()
@@ -305,7 +429,7 @@ def test_replica_server_answers_429_when_full_and_runs_inline_when_idle(model_di
             while not module.ENTERED.is_set():
                 await asyncio.sleep(0.01)
             meta, _ = await server.dispatch({"op": "invoke", "content_type": NPY, "accept": NPY}, npy(rows(1, 2)))
-            assert meta["status"] == 429 and "NRT_QUEUE_FULL" in meta["message"]
+            assert meta["status"] == 429 and "Job queue full" in meta["message"]
             module.GATE.set()
             meta, _ = await first
             assert meta["status"] == 200 and meta["failed_to_queue"] == 1
@@ -323,11 +447,8 @@ def test_a_slower_model_runs_inline_only_for_a_solo_request_after_warm_up(model_
     from neurondock_workers.hosting import batcher as batching
     from neurondock_workers.hosting.replica import ReplicaServer
 
-    write_code(GATED_PREDICT)
-    handler = Handler(model_dir, {})
-    handler.load_model()
+    handler = gated_handler(model_dir, write_code)
     module = handler.module
-    module.GATE.set()
     invoke = {"op": "invoke", "content_type": NPY, "accept": NPY}
 
     async def scenario() -> None:
@@ -336,6 +457,10 @@ def test_a_slower_model_runs_inline_only_for_a_solo_request_after_warm_up(model_
         try:
 
             async def thread_of(**extra) -> str:
+                # The answer can arrive before the model thread has marked itself idle: wait for that.
+                deadline = time.monotonic() + 10
+                while server.batcher.outstanding and time.monotonic() < deadline:
+                    await asyncio.sleep(0.001)
                 stats.avg_execution_s = 0.05  # a 50 ms model: past the plain inline limit
                 meta, _ = await server.dispatch({**invoke, **extra}, npy(rows(1, 0)))
                 assert meta["status"] == 200
@@ -358,21 +483,101 @@ def test_a_slower_model_runs_inline_only_for_a_solo_request_after_warm_up(model_
     asyncio.run(scenario())
 
 
+def test_requests_read_in_one_pass_of_the_loop_run_as_one_batch_on_its_thread(model_dir, write_code):
+    """With a fast model, the requests several connections delivered together batch without the model thread."""
+    import torch
+
+    from neurondock_workers.hosting.replica import ReplicaServer
+
+    handler = gated_handler(model_dir, write_code)
+    module = handler.module
+    npy_in = {"op": "invoke", "content_type": NPY, "accept": NPY, "outstanding": 6}
+    inputs = [rows(1, i) for i in range(6)]
+    bodies = [json.dumps(x.tolist()).encode() if i == 3 else npy(x) for i, x in enumerate(inputs)]
+
+    async def scenario() -> list[tuple[dict[str, Any], bytes]]:
+        server = ReplicaServer(handler, BatchConfig(max_batch_size=4, max_queue=16, batch_user_predict=True))
+        server.batcher.stats.avg_execution_s = 0.0  # as after a few fast executions
+        try:
+            # One pass of the loop reads all six: NPY 0-2 and 4 gather (4 is the limit), the JSON one (3)
+            # and NPY 5 queue for the model thread, which waits for the gathered batch to end.
+            calls = [
+                asyncio.ensure_future(server.dispatch({**npy_in, "content_type": JSON} if i == 3 else dict(npy_in), b))
+                for i, b in enumerate(bodies)
+            ]
+            return await asyncio.gather(*calls)
+        finally:
+            server.batcher.close()
+
+    answers = asyncio.run(scenario())
+    assert [meta["status"] for meta, _ in answers] == [200] * 6
+    assert module.SIZES == [4, 1, 1]
+    assert [threading.current_thread().name, "model", "model"] == module.THREADS
+    assert [meta["batch_size"] for meta, _ in answers] == [4, 4, 4, 1, 4, 1]
+    with torch.inference_mode():
+        for x, (_, body) in zip(inputs, answers, strict=True):
+            expected = handler.model(torch.from_numpy(x)).numpy()
+            assert np.allclose(np.load(io.BytesIO(body)), expected, atol=1e-6)
+
+
 def test_config_from_env_and_compiled_manifest(tmp_path):
-    assert BatchConfig.from_env({}) == BatchConfig(8, 0.0, 32, 1, "nc0")
+    # TorchServe's default job queue on every instance type; Neuron's limit bounds executions only.
+    assert BatchConfig.from_env({}) == BatchConfig(8, 0.0, 100, 1, "nc0", max_executions=4)
     env = {
         "NEURONDOCK_MAX_BATCH_SIZE": "4",
         "NEURONDOCK_MAX_BATCH_DELAY_MS": "2.5",
         "NEURON_RT_VISIBLE_CORES": "4-7",
     }
-    assert BatchConfig.from_env(env) == BatchConfig(4, 0.0025, (4 + 3) * 4, 4, "nc4-nc7")
-    assert BatchConfig.from_env({"NEURONDOCK_MAX_QUEUE_SIZE": "5"}).max_queue == 5
-    assert BatchConfig.from_env({"NEURON_MAX_NUM_INFERS": "2", "NEURONDOCK_MAX_BATCH_SIZE": "1"}).max_queue == 2
+    expected = BatchConfig(4, 0.0025, 100, 4, "nc4-nc7", batch_user_predict=True, max_executions=4 + 3)
+    assert BatchConfig.from_env(env) == expected
+    assert BatchConfig.from_env({"NEURONDOCK_MAX_BATCH_SIZE": "1"}).max_queue == 100
+    assert BatchConfig.from_env({"TS_JOB_QUEUE_SIZE": "7"}).max_queue == 7
+    assert BatchConfig.from_env({"TS_JOB_QUEUE_SIZE": "7", "NEURONDOCK_MAX_QUEUE_SIZE": "5"}).max_queue == 5
+    two = BatchConfig.from_env({"NEURON_MAX_NUM_INFERS": "2", "NEURONDOCK_MAX_BATCH_SIZE": "1"})
+    assert (two.max_queue, two.max_executions) == (100, 2)
 
-    manifest = {"target": "ml_inf1", "resources": {"compiled_batch_size": 4, "dynamic_dims": [0]}}
-    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    write_manifest(tmp_path, inputs=[("input0", [4, 16], "float32")], dynamic_batch=True)
     assert BatchConfig.from_env({}, tmp_path).max_batch_size == 4
-    manifest["resources"]["dynamic_dims"] = []
-    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    write_manifest(tmp_path, inputs=[("input0", [4, 16], "float32")], dynamic_batch=False)
     # Static compiled shapes: the runtime would refuse any other batch, so nothing is batched.
     assert BatchConfig.from_env({"NEURONDOCK_MAX_BATCH_SIZE": "8"}, tmp_path).max_batch_size == 1
+    # An artifact compiled for ml_c5 is plain CPU TorchScript: batched as configured.
+    write_manifest(tmp_path, target="ml_c5", inputs=[("input0", [4, 16], "float32")])
+    assert BatchConfig.from_env({"NEURONDOCK_MAX_BATCH_SIZE": "8"}, tmp_path).max_batch_size == 8
+
+
+def test_batching_off_queues_eight_clients_and_refuses_only_past_the_job_queue(model_dir, write_code):
+    """On any instance type, c=8 with NEURONDOCK_MAX_BATCH_SIZE=1 queues (TorchServe's default depth)."""
+    from neurondock_workers.hosting.replica import ReplicaServer
+
+    write_code(GATED_PREDICT)
+    handler = Handler(model_dir, {})
+    handler.load_model()
+    module = handler.module
+    config = BatchConfig.from_env({"NEURONDOCK_MAX_BATCH_SIZE": "1", "NEURON_RT_VISIBLE_CORES": "0"})
+    assert (config.max_queue, config.max_executions) == (100, 4)
+
+    async def scenario(server: ReplicaServer, clients: int) -> list[dict[str, Any]]:
+        server.batcher.stats.avg_execution_s = 1.0  # slow: every request goes through the queue
+        module.GATE.clear()
+        invoke = {"op": "invoke", "content_type": NPY, "accept": NPY}
+        calls = [asyncio.ensure_future(server.dispatch(dict(invoke), npy(rows(1, i)))) for i in range(clients)]
+        while server.batcher.outstanding < min(clients, server.config.max_queue):
+            await asyncio.sleep(0.01)
+        module.GATE.set()
+        return [meta for meta, _ in await asyncio.gather(*calls)]
+
+    server = ReplicaServer(handler, config)
+    try:
+        answers = asyncio.run(scenario(server, 8))
+        assert [a["status"] for a in answers] == [200] * 8 and max(a["queue_depth"] for a in answers) == 7
+        assert server.batcher.stats.failed_to_queue == 0
+    finally:
+        server.batcher.close()
+
+    server = ReplicaServer(handler, BatchConfig.from_env({"NEURONDOCK_MAX_BATCH_SIZE": "1", "TS_JOB_QUEUE_SIZE": "5"}))
+    try:
+        statuses = [a["status"] for a in asyncio.run(scenario(server, 8))]
+        assert sorted(statuses) == [200] * 5 + [429] * 3
+    finally:
+        server.batcher.close()

@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 
 import pytest
 from sqlalchemy import update
+from tests.support.waiting import wait_for
 
 import neurondock_platform.models as m
 from neurondock_platform.config import Settings
@@ -27,7 +28,7 @@ HOST_ID = "host-unit"
 
 
 class FakeS3:
-    def __init__(self) -> None:
+    def __init__(self, owner: Any = None) -> None:
         buffer = io.BytesIO()
         with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
             info = tarfile.TarInfo("model.pth")
@@ -96,8 +97,8 @@ class FakeProcess(ReplicaProcess):
         return "fake log tail"
 
     @classmethod
-    def kill_stale(cls, pid: int, model_dir: Path, grace: float = 0.0) -> bool:
-        cls.stale_kills.append((pid, model_dir))
+    def kill_stale(cls, pid: int, replica_dir: Path, grace: float = 0.0) -> bool:
+        cls.stale_kills.append((pid, replica_dir))
         return True
 
 
@@ -135,14 +136,10 @@ def agent(settings, sessions):
 _names = itertools.count()
 
 
-def add_replica(
-    sessions, pid: int | None = None, state: ReplicaState = ReplicaState.PENDING, **extra: Any
-) -> int:
+def add_replica(sessions, pid: int | None = None, state: ReplicaState = ReplicaState.PENDING, **extra: Any) -> int:
     name = f"ep-{next(_names)}"
     with session_scope(sessions) as session:
-        endpoint = m.Endpoint(
-            account_id="123456789012", name=name, arn=f"arn:{name}", endpoint_config_name=name
-        )
+        endpoint = m.Endpoint(account_id="123456789012", name=name, arn=f"arn:{name}", endpoint_config_name=name)
         session.add(endpoint)
         session.flush()
         variant = m.EndpointVariant(
@@ -155,9 +152,7 @@ def add_replica(
         )
         session.add(variant)
         session.flush()
-        replica = m.Replica(
-            endpoint_id=endpoint.id, variant_id=variant.id, host_id=HOST_ID, pid=pid, state=state
-        )
+        replica = m.Replica(endpoint_id=endpoint.id, variant_id=variant.id, host_id=HOST_ID, pid=pid, state=state)
         session.add(replica)
         session.flush()
         return replica.id
@@ -171,14 +166,18 @@ def load(sessions, replica_id: int) -> m.Replica:
 
 
 def step_until(agent: HostAgent, sessions, replica_id: int, predicate, timeout: float = 10) -> m.Replica:
-    deadline = time.monotonic() + timeout
-    while True:
+    """Run passes of the agent until the replica's row satisfies ``predicate``."""
+
+    def stepped() -> m.Replica | None:
         agent.step()
         replica = load(sessions, replica_id)
-        if predicate(replica):
-            return replica
-        assert time.monotonic() < deadline, f"stuck at {replica.state} {replica.failure_reason}"
-        time.sleep(0.01)
+        return replica if predicate(replica) else None
+
+    def state() -> tuple:
+        replica = load(sessions, replica_id)
+        return (replica.state, replica.failure_reason)
+
+    return wait_for(stepped, timeout, what=f"replica {replica_id}", interval=0.01, state=state)
 
 
 def set_desired(sessions, replica_id: int, desired: str) -> None:
@@ -194,7 +193,8 @@ def test_a_pending_replica_is_fetched_started_and_reported_ready(agent, sessions
     (proc,) = FakeProcess.instances
     assert (ready.address, ready.pid, ready.restarts) == (proc.address, proc.fake_pid, 0)
     assert proc.timeout == 42.0, "the variant's startup health-check timeout is honoured"
-    assert (settings.replicas_dir / str(replica_id) / "model" / "model.pth").read_bytes() == b"w"
+    assert (proc.model_dir / "model.pth").read_bytes() == b"w"
+    assert proc.model_dir.parent.name == "extracted", "unpacked once per artifact per host, not per replica"
     assert proc.env["A"] == "1"
 
 
@@ -203,9 +203,7 @@ def test_a_crash_loop_restarts_at_once_then_backs_off(agent, sessions):
     step_until(agent, sessions, replica_id, lambda r: r.state == ReplicaState.READY)
 
     FakeProcess.instances[-1].running = False
-    second = step_until(
-        agent, sessions, replica_id, lambda r: r.state == ReplicaState.READY and r.restarts == 1
-    )
+    second = step_until(agent, sessions, replica_id, lambda r: r.state == ReplicaState.READY and r.restarts == 1)
     assert second.pid == FakeProcess.instances[-1].fake_pid
 
     # Dying again right after a restart means a crash loop: the next start waits.
@@ -216,6 +214,51 @@ def test_a_crash_loop_restarts_at_once_then_backs_off(agent, sessions):
     backing_off = load(sessions, replica_id)
     assert (backing_off.state, backing_off.restarts, backing_off.address) == (ReplicaState.STARTING, 2, None)
     assert len(FakeProcess.instances) == 2, "no new process during the back-off"
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_heartbeats_and_the_crash_back_off_follow_the_agents_clock(settings, sessions):
+    clock = FakeClock()
+    agent = HostAgent(settings, sessions, FakeS3, process_cls=FakeProcess, stop_grace=0.1, clock=clock)
+    try:
+        agent.step()  # registers the host
+
+        def beat():
+            with session_scope(sessions) as session:
+                host = session.get(m.Host, HOST_ID)
+                assert host is not None
+                return host.last_heartbeat
+
+        first = beat()
+        agent.step()
+        assert beat() == first, "no heartbeat before the interval has passed on the agent's clock"
+        clock.now += agent.heartbeat_interval
+        agent.step()
+        assert beat() > first
+
+        replica_id = add_replica(sessions)
+        step_until(agent, sessions, replica_id, lambda r: r.state == ReplicaState.READY)
+        FakeProcess.instances[-1].running = False  # the first crash restarts at once
+        step_until(agent, sessions, replica_id, lambda r: r.state == ReplicaState.READY and r.restarts == 1)
+        FakeProcess.instances[-1].running = False  # crashing again right away is a crash loop: back off
+        agent.step()
+        agent.step()
+        assert load(sessions, replica_id).state == ReplicaState.STARTING and len(FakeProcess.instances) == 2
+        for _ in range(5):
+            agent.step()  # real time passes, the agent's clock does not: still backing off
+        assert len(FakeProcess.instances) == 2
+        clock.now += 1.0  # the back-off after a second crash in a row
+        again = step_until(agent, sessions, replica_id, lambda r: r.state == ReplicaState.READY and r.restarts == 2)
+        assert again.pid == FakeProcess.instances[-1].fake_pid and len(FakeProcess.instances) == 3
+    finally:
+        agent.shutdown(timeout=5)
 
 
 def test_a_failed_start_is_not_retried_until_the_reconciler_sets_pending(agent, sessions):
@@ -232,9 +275,7 @@ def test_a_failed_start_is_not_retried_until_the_reconciler_sets_pending(agent, 
 
     FakeProcess.behaviour = "ready"
     with session_scope(sessions) as session:
-        session.execute(
-            update(m.Replica).where(m.Replica.id == replica_id).values(state=ReplicaState.PENDING)
-        )
+        session.execute(update(m.Replica).where(m.Replica.id == replica_id).values(state=ReplicaState.PENDING))
     ready = step_until(agent, sessions, replica_id, lambda r: r.state == ReplicaState.READY)
     assert (ready.failure_reason, ready.restarts) == (None, 0)
 
@@ -257,11 +298,7 @@ def test_a_deleted_row_ends_its_process(agent, sessions):
 
     with session_scope(sessions) as session:
         session.delete(session.get(m.Replica, replica_id))
-    deadline = time.monotonic() + 10
-    while replica_id in agent.managed_pids():
-        assert time.monotonic() < deadline
-        agent.step()
-        time.sleep(0.01)
+    wait_for(lambda: agent.step() or replica_id not in agent.managed_pids(), 10, what="the agent to let go")
 
     assert FakeProcess.instances[0].terminated
 
@@ -271,7 +308,7 @@ def test_the_first_pass_kills_stale_processes_and_restarts_ready_replicas(agent,
 
     ready = step_until(agent, sessions, replica_id, lambda r: r.state == ReplicaState.READY and r.pid != 4242)
 
-    assert FakeProcess.stale_kills == [(4242, settings.replicas_dir / str(replica_id) / "model")]
+    assert FakeProcess.stale_kills == [(4242, settings.replicas_dir / str(replica_id))]
     assert ready.restarts == 1
 
 
@@ -294,11 +331,15 @@ def test_replica_env_layers_the_container_environment_over_sagemaker_defaults(ag
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "key")
     container = {"Environment": {"OMP_NUM_THREADS": "2", "SAGEMAKER_SUBMIT_DIRECTORY": "/opt/ml/model/code"}}
 
-    env = agent.replica_env(container, tmp_path / "model", 7)
+    env = agent.launcher.environment(container, tmp_path / "model", 7, sandboxed=False)
+    sandboxed = agent.launcher.environment(container, tmp_path / "model", 7, sandboxed=True)
 
     assert "NEURONDOCK_ROOT_SECRET_ACCESS_KEY" not in env and "AWS_ACCESS_KEY_ID" not in env
     assert env["OMP_NUM_THREADS"] == "2", "the user's Environment wins over neurondock's defaults"
     assert env["SAGEMAKER_SUBMIT_DIRECTORY"] == str(tmp_path / "model" / "code")
+    # In the sandbox the model is where SageMaker puts it.
+    assert sandboxed["SAGEMAKER_SUBMIT_DIRECTORY"] == "/opt/ml/model/code"
+    assert sandboxed["SM_MODEL_DIR"] == "/opt/ml/model"
     assert (env["SAGEMAKER_REGION"], env["PYTHONUNBUFFERED"], env["NEURONDOCK_REPLICA_ID"]) == (
         "us-east-1",
         "1",
@@ -354,11 +395,7 @@ def test_a_replica_that_asks_is_replaced_then_its_old_process_stopped(fast_agent
     assert not old.terminated, "the old process serves until the routers have moved on"
     assert new.env["NEURON_RT_VISIBLE_CORES"] == old.env["NEURON_RT_VISIBLE_CORES"] == "2"
     assert new.model_dir == old.model_dir
-    deadline = time.monotonic() + 10
-    while not old.terminated:
-        assert time.monotonic() < deadline, "the old process was never stopped"
-        fast_agent.step()
-        time.sleep(0.02)
+    wait_for(lambda: fast_agent.step() or old.terminated, 10, what="the old process to be stopped")
     for _ in range(5):
         fast_agent.step()
     assert len(FakeProcess.instances) == 2 and not new.terminated
@@ -372,11 +409,11 @@ def test_a_replacement_that_fails_leaves_the_old_process_serving(fast_agent, ses
     FakeProcess.behaviour = "fail"
     FakeProcess.instances[0].recycle_reason = LEAK
 
-    deadline = time.monotonic() + 10
-    while len(FakeProcess.instances) < 2 or not FakeProcess.instances[1].terminated:
-        assert time.monotonic() < deadline, "no replacement was tried"
-        fast_agent.step()
-        time.sleep(0.02)
+    wait_for(
+        lambda: fast_agent.step() or (len(FakeProcess.instances) >= 2 and FakeProcess.instances[1].terminated),
+        10,
+        what="a replacement to be tried and given up",
+    )
     for _ in range(20):
         fast_agent.step()
         time.sleep(0.01)
@@ -394,13 +431,92 @@ def test_a_stop_during_a_recycle_cancels_the_replacement(fast_agent, sessions):
     step_until(fast_agent, sessions, replica_id, lambda r: r.state == ReplicaState.READY)
     FakeProcess.behaviour = "block"
     FakeProcess.instances[0].recycle_reason = LEAK
-    deadline = time.monotonic() + 10
-    while len(FakeProcess.instances) < 2:
-        assert time.monotonic() < deadline, "no replacement was started"
-        fast_agent.step()
-        time.sleep(0.02)
+    wait_for(lambda: fast_agent.step() or len(FakeProcess.instances) >= 2, 10, what="a replacement to start")
 
     set_desired(sessions, replica_id, "stopped")
     stopped = step_until(fast_agent, sessions, replica_id, lambda r: r.state == ReplicaState.STOPPED)
 
     assert stopped.pid is None and all(p.terminated or not p.running for p in FakeProcess.instances)
+
+
+def test_an_idle_agent_waits_long_but_a_changed_replica_row_wakes_it_at_once(settings, sessions):
+    from dataclasses import replace
+
+    from neurondock_platform import wakeup
+
+    slow = replace(settings, agent_idle_poll_interval=60.0)
+    agent = HostAgent(slow, sessions, FakeS3, process_cls=FakeProcess, stop_grace=0.1, heartbeat_interval=600.0)
+    passes: list[int] = []
+    step = agent.step
+    agent.step = lambda: (step(), passes.append(1))[0]  # type: ignore[method-assign]
+    stop = threading.Event()
+    runner = threading.Thread(target=agent.run, args=(stop,), daemon=True)
+    runner.start()
+    try:
+        wait_for(lambda: passes and agent._pause() > 30.0, 10, what="a first pass, then an idle agent")
+        # A row written through a factory without the hooks rings nothing: the agent sleeps on.
+        first = add_replica(sessions)
+        time.sleep(0.5)  # a window in which nothing may happen, not a wait for readiness
+        assert load(sessions, first).state == ReplicaState.PENDING
+
+        wakeup.install(sessions, settings.data_dir)  # as the worker's and the API's factories are
+        second = add_replica(sessions)
+        # The rung pass starts both (the first one's start may still be finishing when the second is Ready).
+        wait_for(
+            lambda: {load(sessions, r).state for r in (first, second)} == {ReplicaState.READY},
+            10,
+            what="the rung agent to start both",
+        )
+    finally:
+        stop.set()
+        runner.join(20)
+    assert not runner.is_alive()
+
+
+def test_an_idle_agent_health_checks_and_heartbeats_on_time_without_reading_its_rows_between_full_passes(
+    settings, sessions
+):
+    from dataclasses import replace
+
+    slow = replace(settings, agent_idle_poll_interval=60.0)
+    agent = HostAgent(slow, sessions, FakeS3, process_cls=FakeProcess, stop_grace=0.1, health_interval=0.2)
+    agent.heartbeat()  # registers the host its replica is placed on
+    replica_id = add_replica(sessions)
+    step_until(agent, sessions, replica_id, lambda r: r.state == ReplicaState.READY)
+    passes, checks = [0], [0]
+    step, check = agent.step, agent._check_health
+    agent.step = lambda: (passes.__setitem__(0, passes[0] + 1), step())[1]  # type: ignore[method-assign]
+    agent._check_health = lambda m: (checks.__setitem__(0, checks[0] + 1), check(m))[1]  # type: ignore[method-assign]
+    stop = threading.Event()
+    runner = threading.Thread(target=agent.run, args=(stop,), daemon=True)
+    runner.start()
+    try:
+        # Checked 0.2 s apart, then every 2 s once two answers showed it idle.
+        wait_for(lambda: checks[0] >= 4, 15, what="health checks between full passes")
+        assert passes[0] == 1, "only the first pass read the rows; the checks ran on their own"
+        beat = agent._last_heartbeat
+        wait_for(lambda: agent._last_heartbeat > beat, 10, what="a heartbeat without a full pass")
+        assert passes[0] == 1
+        agent._managed[replica_id].proc.running = False  # type: ignore[union-attr]  # dead, and no SIGCHLD rang
+        wait_for(lambda: passes[0] > 1, 10, what="a full pass for the dead process")
+    finally:
+        stop.set()
+        runner.join(20)
+    assert not runner.is_alive()
+
+
+def test_a_replica_that_served_nothing_since_its_last_check_is_checked_ten_times_less_often(agent, sessions):
+    from neurondock_workers.hosting.agent import IDLE_HEALTH_FACTOR
+
+    replica_id = add_replica(sessions)
+    step_until(agent, sessions, replica_id, lambda r: r.state == ReplicaState.READY)
+    managed = agent._managed[replica_id]
+    answers = iter([{"requests": 3, "inflight": 0}, {"requests": 3, "inflight": 0}, {"requests": 4, "inflight": 1}])
+    managed.proc.health = lambda timeout=1.0: next(answers)  # type: ignore[union-attr, method-assign]
+
+    agent._check_health(managed)  # the first answer: nothing to compare with yet
+    assert agent._health_every(managed) == agent.health_interval
+    agent._check_health(managed)  # the same count, nothing in flight: idle
+    assert agent._health_every(managed) == agent.health_interval * IDLE_HEALTH_FACTOR
+    agent._check_health(managed)  # a request came: back to every interval
+    assert agent._health_every(managed) == agent.health_interval

@@ -1,19 +1,22 @@
-"""safe_extract refuses anything that could escape the model directory; fetch_model_data caches by ETag."""
+"""safe_extract refuses anything that could escape the model directory; fetch_model unpacks once per ETag."""
 
 from __future__ import annotations
 
 import hashlib
 import io
+import os
 import tarfile
+import threading
 from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
 
+from neurondock_workers.hosting import artifacts
 from neurondock_workers.hosting.artifacts import (
     ModelDataError,
     UnsafeArchiveError,
-    fetch_model_data,
+    fetch_model,
     safe_extract,
 )
 
@@ -35,6 +38,21 @@ def test_safe_extract_unpacks_files_and_directories(tmp_path, make_tarball):
     out = safe_extract(tarball, tmp_path / "out")
 
     assert (out / "model.pth").read_bytes() == b"weights"
+    assert (out / "code" / "inference.py").read_text() == "# hooks\n"
+
+
+def test_safe_extract_reads_the_archive_once(tmp_path, make_tarball):
+    # A FIFO can be read only once: checking every member, then seeking back to extract, would fail here.
+    data = make_tarball({"model.pth": bytes(range(256)) * 400, "code/inference.py": b"# hooks\n"}).read_bytes()
+    fifo = tmp_path / "model.tar.gz.fifo"
+    os.mkfifo(fifo)
+    writer = threading.Thread(target=fifo.write_bytes, args=(data,), daemon=True)
+    writer.start()
+
+    out = safe_extract(fifo, tmp_path / "out")
+
+    writer.join(5)
+    assert (out / "model.pth").read_bytes() == bytes(range(256)) * 400
     assert (out / "code" / "inference.py").read_text() == "# hooks\n"
 
 
@@ -115,7 +133,7 @@ def test_safe_extract_reports_a_truncated_tarball(tmp_path, make_tarball):
 
 
 class FakeS3:
-    """The two calls fetch_model_data makes, with S3's error shapes (HEAD has no error body)."""
+    """The two calls fetch_model makes, with S3's error shapes (HEAD has no error body)."""
 
     def __init__(self) -> None:
         self.objects: dict[tuple[str, str], bytes] = {}
@@ -147,31 +165,37 @@ def s3(make_tarball) -> FakeS3:
     return fake
 
 
-def test_fetch_model_data_extracts_into_dest_and_caches_by_etag(tmp_path, s3, make_tarball):
-    cache, dest = tmp_path / "cache", tmp_path / "replica" / "model"
+def test_fetch_model_unpacks_once_per_artifact_and_refetches_a_new_etag(tmp_path, s3, make_tarball):
+    cache = tmp_path / "cache"
 
-    assert fetch_model_data(s3, URL, cache, dest=dest) == dest
-    (dest / "scratch.txt").write_text("written by user code")
-    assert fetch_model_data(s3, URL, cache, dest=dest) == dest
+    first, digest = fetch_model(s3, URL, cache)
+    second, again = fetch_model(s3, URL, cache)
 
-    assert s3.gets == 1, "the second fetch of an unchanged object is served from the cache"
-    assert (dest / "model.pth").read_bytes() == b"v1"
-    assert not (dest / "scratch.txt").exists(), "every fetch extracts into a fresh directory"
+    assert (first, digest) == (second, again), "replicas of one artifact share its one unpacked copy"
+    assert s3.gets == 1, "the second fetch of an unchanged object is served from the host's copy"
+    assert (first / "model.pth").read_bytes() == b"v1"
+    assert not (cache / "downloads").exists() or not any((cache / "downloads").iterdir()), "no tarball kept"
 
     s3.objects[(BUCKET, KEY)] = make_tarball({"model.pth": b"v2"}, name="v2.tar.gz").read_bytes()
-    fetch_model_data(s3, URL, cache, dest=dest)
+    newer, new_digest = fetch_model(s3, URL, cache)
 
-    assert s3.gets == 2, "a new ETag means a new download"
-    assert (dest / "model.pth").read_bytes() == b"v2"
-    assert len(list((cache / "downloads").glob("*.tar.gz"))) == 1, "the superseded version is evicted"
+    assert s3.gets == 2 and new_digest != digest, "a new ETag means a new download"
+    assert (newer / "model.pth").read_bytes() == b"v2"
+    assert (first / "model.pth").read_bytes() == b"v1", "replicas still on the old version keep their files"
+    assert artifacts.prune(cache, {new_digest}) == [first]
+    assert not first.exists() and newer.exists()
+    assert artifacts.prune(cache, ()) == [newer]
 
 
-def test_fetch_model_data_without_dest_makes_a_new_directory(tmp_path, s3):
-    first = fetch_model_data(s3, URL, tmp_path / "cache")
-    second = fetch_model_data(s3, URL, tmp_path / "cache")
+def test_fetch_model_makes_the_model_readable_to_a_sandbox_uid(tmp_path, s3, make_tarball):
+    info = tarfile.TarInfo("code/inference.py")
+    info.size, info.mode = 1, 0o600
+    s3.objects[(BUCKET, KEY)] = make_tarball(members=[info]).read_bytes()
 
-    assert first != second
-    assert (first / "model.pth").read_bytes() == (second / "model.pth").read_bytes() == b"v1"
+    root, _ = fetch_model(s3, URL, tmp_path / "cache")
+
+    assert (root / "code" / "inference.py").stat().st_mode & 0o777 == 0o644
+    assert (root / "code").stat().st_mode & 0o777 == 0o755
 
 
 DOWNLOAD_ERROR = "Could not download model data from "
@@ -185,21 +209,22 @@ DOWNLOAD_ERROR = "Could not download model data from "
         ("https://example.com/model.tar.gz", "ModelDataUrl must look like s3://bucket/key"),
     ],
 )
-def test_fetch_model_data_errors_say_what_to_fix(tmp_path, s3, url, message):
+def test_fetch_model_errors_say_what_to_fix(tmp_path, s3, url, message):
     with pytest.raises(ModelDataError) as info:
-        fetch_model_data(s3, url, tmp_path / "cache", dest=tmp_path / "model")
+        fetch_model(s3, url, tmp_path / "cache")
 
     assert info.value.message.startswith(message)
-    assert not (tmp_path / "model").exists()
+    assert not (tmp_path / "cache" / "extracted").exists() or not any((tmp_path / "cache" / "extracted").iterdir())
 
 
-def test_fetch_model_data_keeps_the_old_directory_when_the_new_tarball_is_bad(tmp_path, s3):
-    dest = tmp_path / "model"
-    fetch_model_data(s3, URL, tmp_path / "cache", dest=dest)
+def test_fetch_model_keeps_the_old_copy_when_the_new_tarball_is_bad(tmp_path, s3):
+    cache = tmp_path / "cache"
+    old, _ = fetch_model(s3, URL, cache)
     s3.objects[(BUCKET, KEY)] = b"garbage"
 
     with pytest.raises(ModelDataError, match="not a gzip tarball"):
-        fetch_model_data(s3, URL, tmp_path / "cache", dest=dest)
+        fetch_model(s3, URL, cache)
 
-    assert (dest / "model.pth").read_bytes() == b"v1"
-    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".model-")] == [], "no staging dirs left"
+    assert (old / "model.pth").read_bytes() == b"v1"
+    assert [p.name for p in (cache / "extracted").iterdir()] == [old.name], "no staging dirs left"
+    assert not any((cache / "downloads").iterdir()), "nor the bad download"

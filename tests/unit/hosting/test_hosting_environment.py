@@ -28,7 +28,7 @@ def test_settings_read_the_new_variables():
     assert (defaults.replica_max_memory_growth_mb, defaults.share_weights, defaults.standby_pool_size) == (
         1024,
         True,
-        4,
+        1,
     )
 
 

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import json
+from tests.support.manifests import write_manifest
 
 from neurondock_workers.hosting.neuron import check_fit, core_range
 
 
 def _manifest(tmp_path, cores: int, per_replica_bytes: int):
-    resources = {"neuroncores_per_replica": cores, "device_memory_per_replica_bytes": per_replica_bytes}
-    (tmp_path / "manifest.json").write_text(json.dumps({"resources": resources}))
-    return tmp_path
+    return write_manifest(tmp_path, cores=cores, device_bytes=per_replica_bytes)
 
 
 def test_core_range_formats_like_neuron_rt_visible_cores():
@@ -38,3 +36,14 @@ def test_device_memory_is_accounted_per_chip(tmp_path):
     message = check_fit(_manifest(tmp_path, 1, three_gib), too_many)
     assert message.startswith("neuron:mc_alloc: device mempool [0:0] total 8589934592")
     assert "NRT_RESOURCE (4)" in message
+
+
+def test_a_users_own_manifest_is_not_a_compiled_artifact(tmp_path):
+    (tmp_path / "manifest.json").write_text('{"resources": {"neuroncores_per_replica": 64}}')
+    assert check_fit(tmp_path, {"cores": [0], "chips": [0]}) is None
+
+
+def test_a_broken_compiled_manifest_is_refused_with_what_it_lacks(tmp_path):
+    (tmp_path / "manifest.json").write_text('{"emulated": true, "compiler": {}, "target": "ml_inf1"}')
+    message = check_fit(tmp_path, {"cores": [0], "chips": [0]})
+    assert message == "The compiled model cannot be loaded: manifest.json has no resources object."

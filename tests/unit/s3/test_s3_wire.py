@@ -8,6 +8,7 @@ import io
 
 import pytest
 
+from neurondock_platform.api.s3 import errors as wire
 from neurondock_platform.api.s3 import xmlio
 from neurondock_platform.api.s3.objects import parse_copy_source, parse_range
 from neurondock_platform.api.s3.payload import EMPTY_SHA256, ChunkSigner, _aws_chunks
@@ -33,13 +34,13 @@ def test_decode_unsigned_trailer():
 
 
 def test_decode_rejects_malformed_bodies():
-    with pytest.raises(svc.IncompleteBody):
+    with pytest.raises(wire.IncompleteBody):
         _decode(b"5\r\nhel")
     with pytest.raises(svc.InvalidRequest):
         _decode(b"zz\r\nhello\r\n0\r\n\r\n")
     with pytest.raises(svc.InvalidRequest):
         _decode(b"5\r\nhelloXX0\r\n\r\n")
-    with pytest.raises(svc.IncompleteBody):
+    with pytest.raises(wire.IncompleteBody):
         _decode(b"5\r\nhello\r\n0\r\n\r\n", decoded_length=6)
     with pytest.raises(svc.EntityTooLarge):
         _decode(b"5\r\nhello\r\n0\r\n\r\n", limit=4)
@@ -92,9 +93,9 @@ def test_signed_chunks_and_trailer():
     assert trailers == {"x-amz-checksum-crc32": "NSRBwg=="}
 
     tampered = body.replace(b"NSRBwg==", b"AAAAAA==")
-    with pytest.raises(svc.SignatureDoesNotMatch):
+    with pytest.raises(wire.SignatureDoesNotMatch):
         _decode(tampered, signer=ChunkSigner(KEY, DATE, SCOPE, seed), trailer_signed=True)
-    with pytest.raises(svc.SignatureDoesNotMatch):
+    with pytest.raises(wire.SignatureDoesNotMatch):
         _decode(_signed_body([b"abc", b""], "b" * 64), signer=ChunkSigner(KEY, DATE, SCOPE, seed))
 
 
@@ -116,11 +117,9 @@ def test_parse_range(header, size, expected):
     assert parse_range(header, size) == expected
 
 
-@pytest.mark.parametrize(
-    ("header", "size"), [("bytes=10-", 10), ("bytes=-0", 10), ("bytes=0-", 0), ("bytes=-1", 0)]
-)
+@pytest.mark.parametrize(("header", "size"), [("bytes=10-", 10), ("bytes=-0", 10), ("bytes=0-", 0), ("bytes=-1", 0)])
 def test_unsatisfiable_ranges(header, size):
-    with pytest.raises(svc.InvalidRange):
+    with pytest.raises(wire.InvalidRange):
         parse_range(header, size)
 
 

@@ -131,9 +131,7 @@ SeedResult = Callable[..., None]
 def seed_result(aws: None) -> SeedResult:
     """Queue the next InvokeEndpoint answer in moto's result queue."""
 
-    def seed(
-        body: str | bytes, content_type: str, variant: str = "AllTraffic", custom_attributes: str = ""
-    ) -> None:
+    def seed(body: str | bytes, content_type: str, variant: str = "AllTraffic", custom_attributes: str = "") -> None:
         moto_api_backend.set_sagemaker_result(
             body=body,  # type: ignore[arg-type]  # moto returns bytes bodies unchanged
             content_type=content_type,

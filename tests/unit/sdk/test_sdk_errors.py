@@ -84,19 +84,13 @@ def test_errors_pickle_as_their_own_class() -> None:
         ["a", "b"],
         "Failed",
     )
-    timeout = pickle.loads(
-        pickle.dumps(errors.WaitTimeoutError("t", resource_name="j", status="STARTING", timeout=2))
-    )
+    timeout = pickle.loads(pickle.dumps(errors.WaitTimeoutError("t", resource_name="j", status="STARTING", timeout=2)))
     assert isinstance(timeout, errors.WaitTimeoutError) and isinstance(timeout, TimeoutError)
     assert timeout.timeout == 2
 
 
 def test_hierarchy_is_drawn_in_the_module_docstring() -> None:
-    public = [
-        name
-        for name, value in vars(errors).items()
-        if isinstance(value, type) and issubclass(value, Exception)
-    ]
+    public = [name for name, value in vars(errors).items() if isinstance(value, type) and issubclass(value, Exception)]
     for name in public:
         if name != "ClientError":
             assert name in (errors.__doc__ or ""), name

@@ -42,9 +42,7 @@ def _endpoint(name: str, status: str, config: str, reason: str | None = None) ->
     return description
 
 
-def _job(
-    name: str, status: str, reason: str = "", artifacts: str = "s3://out/model.tar.gz"
-) -> dict[str, Any]:
+def _job(name: str, status: str, reason: str = "", artifacts: str = "s3://out/model.tar.gz") -> dict[str, Any]:
     return {
         "CompilationJobName": name,
         "CompilationJobArn": f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:compilation-job/{name}",
@@ -172,9 +170,7 @@ def test_compile_waits_through_starting_and_inprogress(stubbed: Stubbed) -> None
 
 
 def test_compile_failure_raises_with_failure_reason(stubbed: Stubbed) -> None:
-    reason = (
-        "ClientError: CompilationError: Unable to compile model for ml_inf1: No operations were partitioned"
-    )
+    reason = "ClientError: CompilationError: Unable to compile model for ml_inf1: No operations were partitioned"
     stubbed.sagemaker.add_response("create_compilation_job", {"CompilationJobArn": JOB_ARN})
     stubbed.sagemaker.add_response("describe_compilation_job", _job("j", "FAILED", reason))
     model = Model(model_data=S3_MODEL, role=ROLE, session=stubbed.session)
@@ -331,10 +327,7 @@ def test_deploy_packages_and_uploads_a_local_folder(session: Session, tmp_path: 
 def test_deploy_with_no_model_data_omits_model_data_url(session: Session) -> None:
     model = Model(image_uri="my/image:1", name="img-only", session=session)
     model.deploy(1, "ml.c5.xlarge", endpoint_name="img-ep")
-    assert (
-        "ModelDataUrl"
-        not in session.sagemaker_client.describe_model(ModelName="img-only")["PrimaryContainer"]
-    )
+    assert "ModelDataUrl" not in session.sagemaker_client.describe_model(ModelName="img-only")["PrimaryContainer"]
     model.delete_model()
     assert session.sagemaker_client.list_models()["Models"] == []
 
@@ -370,9 +363,7 @@ def test_deploy_waits_through_creating(stubbed: Stubbed) -> None:
     )
     for status in ("Creating", "Creating", "InService"):
         sm.add_response("describe_endpoint", _endpoint("ep", status, "ep"), {"EndpointName": "ep"})
-    Model(model_data=S3_MODEL, name="m", session=stubbed.session).deploy(
-        2, "ml.inf1.2xlarge", endpoint_name="ep"
-    )
+    Model(model_data=S3_MODEL, name="m", session=stubbed.session).deploy(2, "ml.inf1.2xlarge", endpoint_name="ep")
 
 
 def test_deploy_failure_raises_with_failure_reason(stubbed: Stubbed) -> None:
@@ -384,9 +375,7 @@ def test_deploy_failure_raises_with_failure_reason(stubbed: Stubbed) -> None:
     sm.add_response("describe_endpoint", _endpoint("ep", "Creating", "ep"))
     sm.add_response("describe_endpoint", _endpoint("ep", "Failed", "ep", reason))
     with pytest.raises(UnexpectedStatusError) as caught:
-        Model(model_data=S3_MODEL, name="m", session=stubbed.session).deploy(
-            1, "ml.c5.xlarge", endpoint_name="ep"
-        )
+        Model(model_data=S3_MODEL, name="m", session=stubbed.session).deploy(1, "ml.c5.xlarge", endpoint_name="ep")
     assert (caught.value.status, caught.value.failure_reason, caught.value.resource_name) == (
         "Failed",
         reason,
@@ -482,9 +471,7 @@ def test_failed_update_raises_with_failure_reason(stubbed: Stubbed) -> None:
     sm.add_response("describe_endpoint", _endpoint("ep", "InService", "old"))
     sm.add_response("update_endpoint", {"EndpointArn": ENDPOINT_ARN})
     sm.add_response("describe_endpoint", _endpoint("ep", "Updating", "old"))
-    sm.add_response(
-        "describe_endpoint", _endpoint("ep", "InService", "old", "new fleet failed its ping check")
-    )
+    sm.add_response("describe_endpoint", _endpoint("ep", "InService", "old", "new fleet failed its ping check"))
     with pytest.raises(UnexpectedStatusError, match="still serves 'old'") as caught:
         Model(model_data=S3_MODEL, name="m2", session=stubbed.session).deploy(
             1, "ml.inf1.xlarge", endpoint_name="ep", update_endpoint=True

@@ -91,15 +91,11 @@ def test_package_folder_and_upload(session: Session, tmp_path: Path) -> None:
     (folder / "code" / "lib" / "util.py").write_text("")
     (folder / "code" / "__pycache__").mkdir()
     (folder / "code" / "__pycache__" / "x.pyc").write_bytes(b"")
-    package = package_folder(
-        folder, tmp_path / "model.tar.gz", upload=True, session=session, key_prefix="resnet"
-    )
+    package = package_folder(folder, tmp_path / "model.tar.gz", upload=True, session=session, key_prefix="resnet")
     assert package.members == ("code/inference.py", "code/lib/util.py", "model.pt")
     assert package.s3_uri == f"s3://sagemaker-{REGION}-{ACCOUNT}/resnet/model.tar.gz"
     assert package.model_data == package.s3_uri
-    body = session.s3_client.get_object(Bucket=f"sagemaker-{REGION}-{ACCOUNT}", Key="resnet/model.tar.gz")[
-        "Body"
-    ]
+    body = session.s3_client.get_object(Bucket=f"sagemaker-{REGION}-{ACCOUNT}", Key="resnet/model.tar.gz")["Body"]
     assert set(tar_members(body.read())) == set(package.members)
 
 

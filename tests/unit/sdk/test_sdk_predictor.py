@@ -53,9 +53,7 @@ def _capture_invocations(session: Session) -> list[dict[str, Any]]:
     def record(request: Any, **_: Any) -> None:
         seen.append({"headers": dict(request.headers), "body": request.body, "url": request.url})
 
-    session.sagemaker_runtime_client.meta.events.register(
-        "before-send.sagemaker-runtime.InvokeEndpoint", record
-    )
+    session.sagemaker_runtime_client.meta.events.register("before-send.sagemaker-runtime.InvokeEndpoint", record)
     return seen
 
 

@@ -131,9 +131,7 @@ def test_numpy_deserializer_decodes_by_response_content_type() -> None:
     assert np.array_equal(deserializer.deserialize(io.BytesIO(b"1,2\n3,4"), "text/csv"), [[1, 2], [3, 4]])
     npz = io.BytesIO()
     np.savez(npz, a=array)
-    assert np.array_equal(
-        deserializer.deserialize(io.BytesIO(npz.getvalue()), "application/x-npz")["a"], array
-    )
+    assert np.array_equal(deserializer.deserialize(io.BytesIO(npz.getvalue()), "application/x-npz")["a"], array)
     with pytest.raises(ValueError, match="cannot read content type text/html"):
         deserializer.deserialize(io.BytesIO(b"<html>"), "text/html")
 
@@ -142,15 +140,11 @@ def test_numpy_deserializer_refuses_pickles_unless_allowed() -> None:
     pickled = _npy(np.array([{"a": 1}], dtype=object))
     with pytest.raises(ValueError, match="allow_pickle=True"):
         d.NumpyDeserializer().deserialize(io.BytesIO(pickled), "application/x-npy")
-    assert d.NumpyDeserializer(allow_pickle=True).deserialize(io.BytesIO(pickled), "application/x-npy")[
-        0
-    ] == {"a": 1}
+    assert d.NumpyDeserializer(allow_pickle=True).deserialize(io.BytesIO(pickled), "application/x-npy")[0] == {"a": 1}
 
 
 def test_torch_tensor_deserializer() -> None:
-    tensor = d.TorchTensorDeserializer().deserialize(
-        io.BytesIO(_npy(np.ones((2, 3), np.float32))), "tensor/pt"
-    )
+    tensor = d.TorchTensorDeserializer().deserialize(io.BytesIO(_npy(np.ones((2, 3), np.float32))), "tensor/pt")
     assert isinstance(tensor, torch.Tensor) and tuple(tensor.shape) == (2, 3)
     with pytest.raises(ValueError, match=r"to torch\.Tensor"):
         d.TorchTensorDeserializer().deserialize(io.BytesIO(b"not npy"), "tensor/pt")

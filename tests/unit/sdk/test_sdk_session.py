@@ -73,9 +73,7 @@ def test_default_bucket_reuses_existing_and_explicit_name(aws: None) -> None:
     assert Session().default_bucket() == f"sagemaker-{REGION}-{ACCOUNT}"
 
 
-def test_default_bucket_falls_back_when_sts_is_unavailable(
-    session: Session, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_default_bucket_falls_back_when_sts_is_unavailable(session: Session, monkeypatch: pytest.MonkeyPatch) -> None:
     """A bare neurondock may not implement STS; the bucket name must not depend on it."""
     sts = boto3.client("sts", region_name=REGION)
     stubber = Stubber(sts)

@@ -15,7 +15,9 @@ from botocore.stub import Stubber
 
 from neurondock import Session, UnexpectedStatusError, WaitTimeoutError, waiters
 
-from .conftest import ACCOUNT, REGION, Stubbed
+from .conftest import ACCOUNT, FAST_POLL, REGION, Stubbed
+
+FAST_WITH_PROGRESS = waiters.PollPolicy(FAST_POLL, progress=True)
 
 
 def _endpoint(status: str, reason: str | None = None, config: str = "ep") -> dict[str, Any]:
@@ -97,17 +99,15 @@ def test_wait_timeout_against_a_stuck_endpoint() -> None:
         stubber.add_response("describe_endpoint", _endpoint("Creating"))
     with (
         stubber,
-        pytest.raises(
-            WaitTimeoutError, match=r"after 0\.02s waiting for endpoint 'ep'; last status Creating"
-        ),
+        pytest.raises(WaitTimeoutError, match=r"after 0\.02s waiting for endpoint 'ep'; last status Creating"),
     ):
-        waiters.wait_for_endpoint(session, "ep", timeout=0.02)
+        waiters.wait_for_endpoint(client, "ep", policy=session.poll_policy, timeout=0.02)
 
 
 def test_status_changes_go_to_stderr(stubbed: Stubbed, capsys: pytest.CaptureFixture[str]) -> None:
     for status in ("Creating", "Creating", "InService"):
         stubbed.sagemaker.add_response("describe_endpoint", _endpoint(status))
-    description = waiters.wait_for_endpoint(stubbed.session, "ep", progress=True)
+    description = waiters.wait_for_endpoint(stubbed.session.sagemaker_client, "ep", policy=FAST_WITH_PROGRESS)
     assert description["EndpointStatus"] == "InService"
     captured = capsys.readouterr()
     assert captured.out == ""
@@ -124,7 +124,7 @@ def test_terminal_gets_a_text_bar(stubbed: Stubbed) -> None:
     for status in ("Creating", "Creating", "InService"):
         stubbed.sagemaker.add_response("describe_endpoint", _endpoint(status))
     terminal = _Terminal()
-    waiters.wait_for_endpoint(stubbed.session, "ep", progress=True, stream=terminal)
+    waiters.wait_for_endpoint(stubbed.session.sagemaker_client, "ep", policy=FAST_WITH_PROGRESS, stream=terminal)
     output = terminal.getvalue()
     assert "\r[" in output and "###" in output
     assert output.endswith("\r\x1b[K")  # the bar is cleared when waiting ends
@@ -135,7 +135,7 @@ def test_failed_endpoint_carries_reason(stubbed: Stubbed) -> None:
     stubbed.sagemaker.add_response("describe_endpoint", _endpoint("Creating"))
     stubbed.sagemaker.add_response("describe_endpoint", _endpoint("Failed", reason))
     with pytest.raises(UnexpectedStatusError) as caught:
-        waiters.wait_for_endpoint(stubbed.session, "ep")
+        waiters.wait_for_endpoint(stubbed.session.sagemaker_client, "ep", policy=stubbed.session.poll_policy)
     error = caught.value
     assert (error.failure_reason, error.status, error.log_lines) == (reason, "Failed", [])
     assert str(error) == f"Endpoint 'ep' ended in status Failed: {reason}"
@@ -171,7 +171,7 @@ def test_compilation_failure_and_stopped(stubbed: Stubbed) -> None:
 
     stubbed.sagemaker.add_response("describe_compilation_job", job("STOPPED"))
     with pytest.raises(UnexpectedStatusError, match="ended in status STOPPED") as caught:
-        waiters.wait_for_compilation_job(stubbed.session, "j")
+        waiters.wait_for_compilation_job(stubbed.session.sagemaker_client, "j", policy=stubbed.session.poll_policy)
     assert caught.value.failure_reason is None
     stubbed.sagemaker.add_response("describe_compilation_job", job("INPROGRESS"))
     stubbed.sagemaker.add_response("describe_compilation_job", job("COMPLETED"))
@@ -185,9 +185,9 @@ def test_endpoint_deleted(stubbed: Stubbed, session: Session) -> None:
         "ValidationException",
         'Could not find endpoint "arn:aws:sagemaker:...:endpoint/ep".',
     )
-    waiters.wait_for_endpoint_deleted(stubbed.session, "ep")
+    waiters.wait_for_endpoint_deleted(stubbed.session.sagemaker_client, "ep", policy=stubbed.session.poll_policy)
     stubbed.sagemaker.add_response("describe_endpoint", _endpoint("Failed", "boom"))
     with pytest.raises(UnexpectedStatusError, match="is Failed: boom"):
-        waiters.wait_for_endpoint_deleted(stubbed.session, "ep")
+        waiters.wait_for_endpoint_deleted(stubbed.session.sagemaker_client, "ep", policy=stubbed.session.poll_policy)
     # Under moto deletion is immediate.
-    waiters.wait_for_endpoint_deleted(session, "never-existed")
+    waiters.wait_for_endpoint_deleted(session.sagemaker_client, "never-existed", policy=session.poll_policy)

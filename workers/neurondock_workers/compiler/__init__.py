@@ -11,8 +11,7 @@ from __future__ import annotations
 from ._artifact import load_compiled, read_manifest
 from ._cache import CacheEntry, CompileCache
 from ._compile import COMPILER_NAME, COMPILER_VERSION, SUPPORTED_TARGETS, CompileResult, compile_model
-from ._inputs import InputSpec, parse_data_input_config
-from ._options import CompilerOptions, parse_compiler_options
+from ._grammar import CompilerOptions, InputShape, parse_compiler_options, parse_data_input_config
 from ._sandbox import CompileProcess, CompileRequest, run_compile_sandboxed
 from .errors import (
     CompilationError,
@@ -49,7 +48,7 @@ __all__ = [
     "CompilerOptions",
     "CompilerOptionsError",
     "InputConfigurationError",
-    "InputSpec",
+    "InputShape",
     "ModelLoadError",
     "NothingOnNeuronError",
     "OperatorNotImplementedError",

@@ -32,7 +32,7 @@ class NodeInfo:
 def _node_supported(node: _graph.Node) -> bool:
     kind = node.kind()
     if kind == "aten::where" and node.inputsSize() == 1:
-        return False  # only the 3-argument where is supported (§2.4)
+        return False  # only the 3-argument where is supported
     return _oplist.is_supported(kind)
 
 
@@ -51,11 +51,7 @@ def describe_nodes(graph: _graph.Graph) -> list[NodeInfo]:
         if kind == "prim::Constant":
             continue
         outputs = [o.debugName() for o in node.outputs()]
-        inner = (
-            [n.kind() for block in node.blocks() for n in _graph.all_nodes(block)]
-            if list(node.blocks())
-            else []
-        )
+        inner = [n.kind() for block in node.blocks() for n in _graph.all_nodes(block)] if list(node.blocks()) else []
         supported = _node_supported(node)
         reason = None if supported else _oplist.unsupported_reason(kind)
         if kind == "aten::where" and not supported:
@@ -93,9 +89,7 @@ def analyze_model(graph: _graph.Graph) -> dict[str, Any]:
     unsupported_set = set(unsupported)
     supported_arith = sum(v for k, v in arith.items() if k not in unsupported_set)
     if "aten::where" in unsupported_set:
-        supported_arith += sum(
-            1 for n in _graph.all_nodes(graph) if n.kind() == "aten::where" and _node_supported(n)
-        )
+        supported_arith += sum(1 for n in _graph.all_nodes(graph) if n.kind() == "aten::where" and _node_supported(n))
     total_arith = sum(arith.values())
     return OrderedDict(
         [
@@ -118,7 +112,7 @@ def _pct(part: int, whole: int) -> float:
 
 
 def analyze_log_lines(report: Mapping[str, Any]) -> list[str]:
-    """Return the INFO:Neuron lines analyze_model prints (§2.2)."""
+    """Return the INFO:Neuron lines analyze_model prints (docs/compiler.md, "The compile log")."""
     lines = ["The following operations are currently supported in torch-neuron for this model:"]
     lines += [op for op in report["supported_operators"] if not op.startswith("prim::")]
     lines.append(
@@ -209,8 +203,7 @@ def _gemm_cost(
     a = _shape(inputs[a_index], metas) if len(inputs) > a_index else None
     b = _shape(inputs[b_index], metas) if len(inputs) > b_index else None
     if (
-        kind
-        in ("aten::matmul", "aten::mm", "aten::bmm", "aten::addmm", "aten::baddbmm", "aten::dot", "aten::mv")
+        kind in ("aten::matmul", "aten::mm", "aten::bmm", "aten::addmm", "aten::baddbmm", "aten::dot", "aten::mv")
         and a
         and b
     ):

@@ -5,19 +5,20 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
-import json
 import tarfile
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from neurondock_platform.compiled_manifest import MANIFEST_FILE, CompiledManifest, ManifestError
+
 from ._execution import OPTIMIZED, OPTIMIZED_FP32
 from .errors import ModelLoadError
 
 MODEL_FILE = "model.pt"
-MANIFEST_FILE = "manifest.json"
 LOG_FILE = "compile.log"
 
 
@@ -26,15 +27,16 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def write_artifact(staging: Path, destination: Path, manifest: dict[str, Any]) -> tuple[str, int]:
+def write_artifact(staging: Path, destination: Path, report: Mapping[str, Any]) -> tuple[str, int]:
     """Pack `staging` (model.pt, compile.log, code/, neff/ ...) plus the manifest; return (sha256, size).
 
-    Members are sorted and carry no owner, mode or mtime from this host.
+    The manifest is the report with the digest of every file, written through CompiledManifest so an
+    artifact whose manifest the runtime could not read is never produced. Members are sorted and carry
+    no owner, mode or mtime from this host.
     """
     files = {str(p.relative_to(staging)): p for p in sorted(staging.rglob("*")) if p.is_file()}
-    manifest = dict(manifest)
-    manifest["files"] = {name: _sha256_file(p) for name, p in files.items()}
-    manifest_bytes = json.dumps(manifest, indent=2, default=str).encode()
+    digests = {name: _sha256_file(p) for name, p in files.items()}
+    manifest_bytes = CompiledManifest.from_report({**report, "files": digests}).to_bytes()
     members = sorted([*files, MANIFEST_FILE])
     destination.parent.mkdir(parents=True, exist_ok=True)
     tmp = destination.with_name(destination.name + ".tmp")
@@ -66,24 +68,28 @@ def _sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def read_manifest(artifact: Path) -> dict[str, Any]:
-    """Return the manifest of a compiled artifact."""
+def read_manifest(artifact: Path) -> CompiledManifest:
+    """Return the manifest of a packed compiled artifact."""
     with tarfile.open(artifact, "r:gz") as tar:
         member = tar.extractfile(MANIFEST_FILE)
         if member is None:
             raise ModelLoadError(file=artifact.name, reason="the archive has no manifest.json")
-        data: dict[str, Any] = json.loads(member.read())
-    return data
+        data = member.read()
+    try:
+        return CompiledManifest.from_bytes(data)
+    except ManifestError as exc:
+        raise ModelLoadError(file=artifact.name, reason=str(exc)) from None
 
 
-def load_compiled(model_dir: Path) -> torch.jit.ScriptModule:
+def load_compiled(model_dir: Path, manifest: CompiledManifest | None = None) -> torch.jit.ScriptModule:
     """Load an unpacked compiled artifact the way the runtime should: model.pt plus the chosen transform."""
-    manifest = json.loads((model_dir / MANIFEST_FILE).read_text())
+    if manifest is None:
+        manifest = CompiledManifest.from_bytes((model_dir / MANIFEST_FILE).read_bytes())
     with warnings.catch_warnings():
         # TorchScript is deprecated upstream but is the artifact format here; callers may run with -W error.
         warnings.simplefilter("ignore", DeprecationWarning)
         module = torch.jit.load(str(model_dir / MODEL_FILE), map_location="cpu").eval()
-        if manifest.get("execution", {}).get("load_transform") == "optimize_for_inference":
+        if manifest.load_transform == "optimize_for_inference":
             # oneDNN-prepacked modules cannot be serialised, so the transform is re-applied at load time.
             module = torch.jit.optimize_for_inference(module)
     return module

@@ -13,8 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ._inputs import InputSpec
-from ._options import CompilerOptions
+from ._grammar import CompilerOptions, InputShape
 
 ARTIFACT = "artifact.tar.gz"
 RESULT = "result.json"
@@ -40,7 +39,7 @@ class CompileCache:
     def key(
         input_sha256: str,
         options: CompilerOptions,
-        specs: Sequence[InputSpec],
+        specs: Sequence[InputShape],
         target: str,
         compiler_version: str,
     ) -> str:

@@ -18,6 +18,9 @@ def _apply_limits(limits: dict[str, Any]) -> None:
     cpu = limits.get("cpu_seconds")
     if cpu:
         resource.setrlimit(resource.RLIMIT_CPU, (int(cpu), int(cpu) + 5))
+    processes = limits.get("processes")
+    if processes:
+        resource.setrlimit(resource.RLIMIT_NPROC, (int(processes), int(processes)))
 
 
 def _write(path: Path, payload: dict[str, Any]) -> None:
@@ -58,9 +61,7 @@ def main(argv: list[str]) -> int:
         return 1
     except MemoryError:
         limit = (spec.get("limits") or {}).get("memory_bytes")
-        err = CompileResourceError(
-            resource="memory", limit=f"{limit / 1024**3:.1f} GiB" if limit else "host memory"
-        )
+        err = CompileResourceError(resource="memory", limit=f"{limit / 1024**3:.1f} GiB" if limit else "host memory")
         _write(result_path, {"ok": False, "error": err.to_dict()})
         return 1
     except Exception as exc:  # anything else is Neo's "unexpected error", with the cause attached

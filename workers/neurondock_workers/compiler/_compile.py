@@ -14,7 +14,9 @@ from typing import Any
 
 import torch
 
-from . import _artifact, _catalog, _execution, _graph, _log, _numerics, _projection
+from neurondock_platform.services.compilation_inputs import SUPPORTED_TARGETS
+
+from . import _artifact, _execution, _graph, _log, _numerics, _projection
 from ._analysis import (
     NodeInfo,
     add_node_cost,
@@ -24,18 +26,16 @@ from ._analysis import (
     describe_nodes,
 )
 from ._cache import CompileCache
+from ._grammar import CompilerOptions, InputShape, parse_compiler_options, parse_data_input_config
 from ._inputs import (
-    InputSpec,
     copy_code_dir,
     infer_input_dtypes,
     is_allocation_failure,
     load_torchscript,
     make_example_inputs,
-    parse_data_input_config,
     run_reference,
     stage_input,
 )
-from ._options import CompilerOptions, parse_compiler_options
 from ._partition import PartitionPlan, partition
 from ._profile import ProfileBuilder, WorkloadProfile
 from ._resources import estimate_resources
@@ -43,7 +43,6 @@ from .errors import CompilationError, CompilerError, CompileResourceError, Nothi
 
 COMPILER_NAME = "neurondock-neuron-emu"
 COMPILER_VERSION = "0.1.0"
-SUPPORTED_TARGETS = ("ml_inf1", "ml_c5")
 EMULATES = "torch-neuron trace (Inf1) with neuron-cc; NeuronCore-v1"
 
 
@@ -80,15 +79,18 @@ class CompileResult:
 
     def summary(self) -> dict[str, Any]:
         """Return the headline numbers a console or DescribeCompilationJob extension would show."""
-        analyze = self.report.get("analyze", {})
-        execution = self.report.get("execution", {})
+        analyze = self.report.get("analyze") or {}
+        execution = self.report.get("execution") or {}
+        # An ml_c5 compile partitions nothing: its report's "partition" is null.
+        partition = self.report.get("partition") or {}
+        drift = (self.report.get("numerics") or {}).get("drift") or {}
         return {
             "emulated": True,
             "target": self.target,
             "percent_supported": analyze.get("percent_supported"),
-            "neuron_subgraphs": self.report.get("partition", {}).get("neuron_subgraphs"),
-            "percent_compiled": self.report.get("partition", {}).get("percent_compiled"),
-            "drift_max_abs_error": self.report.get("numerics", {}).get("drift", {}).get("max_abs_error"),
+            "neuron_subgraphs": partition.get("neuron_subgraphs"),
+            "percent_compiled": partition.get("percent_compiled"),
+            "drift_max_abs_error": drift.get("max_abs_error"),
             "execution": execution.get("selected"),
             "speedup_vs_uncompiled": execution.get("speedup_vs_uncompiled"),
             "cache_hit": self.cache_hit,
@@ -174,9 +176,7 @@ def compile_model(
         log_path.write_text(log.text())
         if is_allocation_failure(exc):
             raise CompileResourceError(resource="memory", limit="the worker's memory limit") from None
-        raise CompilationError(
-            reason=f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-        ) from None
+        raise CompilationError(reason=f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
     report["input"] = {
         "source": staged.source_name,
         "model_file": staged.model_file.name,
@@ -213,7 +213,7 @@ class _Pipeline:
     def __init__(
         self,
         options: CompilerOptions,
-        specs: list[InputSpec],
+        specs: list[InputShape],
         target: str,
         work: Path,
         log: _log.CompileLog,
@@ -290,9 +290,7 @@ class _Pipeline:
         if self.options.execution_policy != "device-numerics" and plan is not None:
             fp32 = _graph.freeze(module)
             _numerics.fold_device_constants(fp32.graph)
-        candidates, notes = _execution.build_candidates(
-            emulated, module, self.options.optimization_level, fp32
-        )
+        candidates, notes = _execution.build_candidates(emulated, module, self.options.optimization_level, fp32)
         _execution.measure(candidates, inputs, budget_s=self.budget)
         execution = _execution.select(
             candidates, emulated_outs, drift, input_sets, self.target, self.options.execution_policy
@@ -380,8 +378,7 @@ class _Pipeline:
         except NothingOnNeuronError:
             _log.log_partition_start(self.log, unsupported, arithmetic, 0)
             self.log.error(
-                "No operations were successfully partitioned and compiled to neuron for this model - "
-                "aborting trace!"
+                "No operations were successfully partitioned and compiled to neuron for this model - aborting trace!"
             )
             raise
         _log.log_partition_start(self.log, unsupported, plan.arithmetic_total, plan.arithmetic_fused)
@@ -414,16 +411,12 @@ class _Pipeline:
             entry: dict[str, Any] = {"segment": seg.name, "p50_ms": None}
             if not seg.inputs or all(n in kept for n in seg.inputs):
                 try:
-                    fn = _graph.extract_segment(
-                        graph, [nodes[n.key] for n in seg.nodes], seg.name.replace("$", "_")
-                    )
+                    fn = _graph.extract_segment(graph, [nodes[n.key] for n in seg.nodes], seg.name.replace("$", "_"))
                     entry["p50_ms"] = round(
                         _execution.time_function(fn.function, [kept[n] for n in fn.inputs]) * 1e3, 4
                     )
                 except Exception as exc:  # a segment that cannot stand alone is reported, not fatal
-                    entry["note"] = (
-                        f"not timed: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
-                    )
+                    entry["note"] = f"not timed: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
             else:
                 entry["note"] = "not timed: takes non-tensor inputs from another segment"
             timings.append(entry)
@@ -436,9 +429,7 @@ class _Pipeline:
         profiles: Sequence[WorkloadProfile],
     ) -> None:
         if plan is None:
-            self.log.info(
-                f"Target {self.target}: no Neuron partitioning; the whole model runs on the CPU in FP32"
-            )
+            self.log.info(f"Target {self.target}: no Neuron partitioning; the whole model runs on the CPU in FP32")
             return
         compiled: Counter[str] = Counter()
         for seg, profile in zip(plan.neuron_segments, profiles, strict=True):
@@ -492,7 +483,7 @@ class _Pipeline:
             "label": _projection.PROJECTED,
             "calibration": calibration,
             "assumptions": _projection.ASSUMPTIONS,
-            "prices": _catalog.PRICE_BASIS,
+            "prices": _projection.price_basis(),
             "measured_cpu": {
                 "label": "measured on this host",
                 "host": _host_cpu(),
@@ -519,8 +510,7 @@ class _Pipeline:
         for seg, profile in zip(plan.neuron_segments, profiles, strict=True):
             body = {
                 "emulated": True,
-                "what": "a description of what neuron-cc's NEFF for this subgraph would contain; "
-                "no NEFF binary exists",
+                "what": "a description of what neuron-cc's NEFF for this subgraph would contain; no NEFF binary exists",
                 "subgraph": seg.to_dict(metas),
                 "profile": profile.to_dict(),
                 "cast": {"mode": self.options.cast_mode, "dtype": self.options.cast_dtype},

@@ -79,14 +79,10 @@ def build_candidates(
     notes: list[str] = []
     candidates = [
         Candidate(UNCOMPILED, uncompiled, "the input TorchScript as loaded (FP32; the speed baseline)"),
-        Candidate(
-            FROZEN, reference, "frozen graph, BatchNorm folded, device casts inserted (the emulation itself)"
-        ),
+        Candidate(FROZEN, reference, "frozen graph, BatchNorm folded, device casts inserted (the emulation itself)"),
     ]
     if fp32 is not None:
-        candidates.append(
-            Candidate(FROZEN_FP32, fp32, "frozen graph, BatchNorm folded, FP32 (no device casts)")
-        )
+        candidates.append(Candidate(FROZEN_FP32, fp32, "frozen graph, BatchNorm folded, FP32 (no device casts)"))
     if optimization_level >= 2:
         for name, base, what in ((OPTIMIZED, reference, "with device casts"), (OPTIMIZED_FP32, fp32, "FP32")):
             if base is None:
@@ -96,8 +92,7 @@ def build_candidates(
                     Candidate(
                         name,
                         _optimized(base),
-                        "torch.jit.optimize_for_inference on the frozen "
-                        f"graph, {what} (oneDNN layouts and fusions)",
+                        f"torch.jit.optimize_for_inference on the frozen graph, {what} (oneDNN layouts and fusions)",
                     )
                 )
             except Exception as exc:  # optimize_for_inference rejects some graphs; the others still compete
@@ -129,9 +124,7 @@ def measure(
 
 
 TIGHT = "max |candidate - emulated| <= 1e-4 * max|FP32 output| + 5% of the emulated drift, casts in the graph"
-ENVELOPE = (
-    "max |candidate - emulated| <= 1e-4 * max|FP32 output| + 105% of the emulated drift (FP32 qualifies)"
-)
+ENVELOPE = "max |candidate - emulated| <= 1e-4 * max|FP32 output| + 105% of the emulated drift (FP32 qualifies)"
 
 
 def select(
@@ -157,16 +150,12 @@ def select(
             cand.matches = _numerics.within_tolerance(cand.deviation, drift) and (
                 not structural or cand.name in (FROZEN, OPTIMIZED)
             )
-            cand.in_envelope = cand.matches or _numerics.within_tolerance(
-                cand.deviation, drift, envelope=True
-            )
+            cand.in_envelope = cand.matches or _numerics.within_tolerance(cand.deviation, drift, envelope=True)
     baseline = next(c for c in candidates if c.name == UNCOMPILED)
 
     def fastest(pool: list[Candidate]) -> Candidate:
         # On ties prefer compiled forms: they carry the device numerics and the folded graph.
-        return min(
-            pool, key=lambda c: (c.p50 * (1.0 + (NOISE_BAND if c.name == UNCOMPILED else 0.0)), c.name)
-        )
+        return min(pool, key=lambda c: (c.p50 * (1.0 + (NOISE_BAND if c.name == UNCOMPILED else 0.0)), c.name))
 
     device = fastest([c for c in candidates if c.matches])
     envelope = fastest([c for c in candidates if c.in_envelope])
@@ -201,9 +190,7 @@ def select(
     return result
 
 
-def time_function(
-    fn: Callable[..., Any], args: Sequence[Any], *, budget_s: float = 0.3, max_runs: int = 100
-) -> float:
+def time_function(fn: Callable[..., Any], args: Sequence[Any], *, budget_s: float = 0.3, max_runs: int = 100) -> float:
     """Return the median seconds of calling `fn(*args)`."""
     with torch.no_grad():
         fn(*args)

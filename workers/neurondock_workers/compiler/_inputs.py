@@ -1,4 +1,4 @@
-"""Compile inputs: DataInputConfig, the model tarball, loading TorchScript, and example tensors."""
+"""Compile inputs: the model tarball, loading TorchScript, input dtypes and example tensors."""
 
 from __future__ import annotations
 
@@ -15,13 +15,11 @@ from typing import Any
 import torch
 
 from . import _graph
+from ._grammar import InputShape
 from .errors import CompileResourceError, InputConfigurationError, ModelLoadError, ShapeMismatchError
 
 MODEL_SUFFIXES = (".pt", ".pth")
 EXACTLY_ONE = "Exactly one .pt or .pth file is allowed for PyTorch model."
-MAX_DIMS = 8
-MAX_ELEMENTS = 2**31
-DTYPES = {"float32", "float16", "bfloat16", "int64", "int32", "bool"}
 # A tarball bigger than this once unpacked is refused before extraction (decompression bombs).
 MAX_UNPACKED_BYTES = 16 * 1024**3
 
@@ -52,80 +50,6 @@ _PASS_THROUGH = {
     "prim::ListUnpack",
     "aten::detach",
 }
-
-
-@dataclass(frozen=True)
-class InputSpec:
-    """One declared model input; dtype None means "infer from the model"."""
-
-    name: str
-    shape: tuple[int, ...]
-    dtype: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return a JSON-safe form."""
-        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
-
-
-def parse_data_input_config(raw: str | Mapping[str, Any] | Sequence[Any]) -> list[InputSpec]:
-    """Parse Neo's PyTorch DataInputConfig: `{"input0": [1,3,224,224]}` or `[[1,3,224,224]]`.
-
-    Each shape may also be `{"shape": [...], "dtype": "int64"}` (a neurondock extension for token ids).
-    """
-    data: Any = raw
-    if isinstance(raw, str):
-        try:
-            data = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            raise InputConfigurationError(reason=f"DataInputConfig is not valid JSON ({exc.msg}).") from None
-    items: list[tuple[str, Any]]
-    if isinstance(data, Mapping):
-        items = [(str(k), v) for k, v in data.items()]
-    elif (
-        isinstance(data, Sequence)
-        and data
-        and all(isinstance(d, int) and not isinstance(d, bool) for d in data)
-    ):
-        items = [("input0", list(data))]  # a bare shape: one input
-    elif isinstance(data, Sequence) and not isinstance(data, str):
-        items = [(f"input{i}", v) for i, v in enumerate(data)]
-    else:
-        items = []
-    if not items:
-        raise InputConfigurationError(
-            reason='DataInputConfig must name at least one input shape, e.g. {"input0": [1,3,224,224]} or '
-            "[[1,3,224,224]]."
-        )
-    return [_parse_one(name, value) for name, value in items]
-
-
-def _parse_one(name: str, value: Any) -> InputSpec:
-    dtype: str | None = None
-    if isinstance(value, Mapping):
-        dtype = value.get("dtype")
-        value = value.get("shape")
-        if dtype is not None and dtype not in DTYPES:
-            raise InputConfigurationError(
-                reason=f"input {name!r}: dtype {dtype!r} is not one of {sorted(DTYPES)}."
-            )
-    if not isinstance(value, Sequence) or isinstance(value, str) or not value:
-        raise InputConfigurationError(
-            reason=f"input {name!r}: the shape must be a non-empty list of integers."
-        )
-    if not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in value):
-        raise InputConfigurationError(
-            reason=f"input {name!r}: every dimension must be a positive integer, got {value}."
-        )
-    if len(value) > MAX_DIMS:
-        raise InputConfigurationError(reason=f"input {name!r}: at most {MAX_DIMS} dimensions are supported.")
-    numel = 1
-    for d in value:
-        numel *= d
-    if numel > MAX_ELEMENTS:
-        raise InputConfigurationError(
-            reason=f"input {name!r}: {numel} elements is more than a NeuronCore input allows."
-        )
-    return InputSpec(name, tuple(int(d) for d in value), dtype)
 
 
 @dataclass
@@ -162,9 +86,7 @@ def stage_input(source: Path, staging: Path) -> StagedInput:
         root = staging / "input"
         _extract_tarball(source, root)
     elif source.is_file():
-        raise InputConfigurationError(
-            reason=f"{source.name!r} is neither a .tar.gz model archive nor a .pt/.pth file."
-        )
+        raise InputConfigurationError(reason=f"{source.name!r} is neither a .tar.gz model archive nor a .pt/.pth file.")
     else:
         raise InputConfigurationError(reason=f"The model input {source.name!r} does not exist.")
     models = sorted(
@@ -186,8 +108,7 @@ def _check_directory(root: Path) -> None:
     for path in root.rglob("*"):
         if path.is_symlink():
             raise InputConfigurationError(
-                reason=f"The model directory contains a link {str(path.relative_to(root))!r}; "
-                "links are not allowed."
+                reason=f"The model directory contains a link {str(path.relative_to(root))!r}; links are not allowed."
             )
 
 
@@ -215,9 +136,7 @@ def _extract_tarball(source: Path, dest: Path) -> None:
                     raise _unsafe("device, FIFO or other special file", member.name)
                 total += member.size
             if total > MAX_UNPACKED_BYTES:
-                raise InputConfigurationError(
-                    reason=f"The model archive unpacks to {total} bytes, more than allowed."
-                )
+                raise InputConfigurationError(reason=f"The model archive unpacks to {total} bytes, more than allowed.")
             dest.mkdir(parents=True, exist_ok=True)
             # The checks above already refuse what the "data" filter would; keep it as a second guard.
             tar.extractall(dest, members=members, filter="data")
@@ -238,8 +157,7 @@ def load_torchscript(path: Path) -> torch.jit.ScriptModule:
     if not any("/code/" in e for e in entries) or not any(e.endswith("constants.pkl") for e in entries):
         raise ModelLoadError(
             file=name,
-            reason="the file is a torch.save() pickle (a state_dict or nn.Module), not TorchScript. "
-            + _EXPORT_HINT,
+            reason="the file is a torch.save() pickle (a state_dict or nn.Module), not TorchScript. " + _EXPORT_HINT,
         )
     try:
         module = torch.jit.load(str(path), map_location="cpu")
@@ -269,7 +187,7 @@ def forward_arity(module: torch.jit.ScriptModule) -> tuple[int, int, list[str]]:
     return required, len(args), [a.name for a in args]
 
 
-def infer_input_dtypes(graph: _graph.Graph, specs: Sequence[InputSpec]) -> list[tuple[str, int]]:
+def infer_input_dtypes(graph: _graph.Graph, specs: Sequence[InputShape]) -> list[tuple[str, int]]:
     """Return (dtype, exclusive upper bound of integer values) per input, declared or inferred from uses."""
     values = _graph.graph_inputs(graph)
     result: list[tuple[str, int]] = []
@@ -305,7 +223,7 @@ def _index_bound(value: _graph.Value) -> int | None:
 
 
 def make_example_inputs(
-    specs: Sequence[InputSpec], dtypes: Sequence[tuple[str, int]], seed: int = 0
+    specs: Sequence[InputShape], dtypes: Sequence[tuple[str, int]], seed: int = 0
 ) -> list[torch.Tensor]:
     """Build deterministic example tensors for the declared shapes."""
     gen = torch.Generator().manual_seed(seed)
@@ -321,9 +239,7 @@ def make_example_inputs(
     return tensors
 
 
-def run_reference(
-    module: torch.jit.ScriptModule, specs: Sequence[InputSpec], inputs: Sequence[torch.Tensor]
-) -> Any:
+def run_reference(module: torch.jit.ScriptModule, specs: Sequence[InputShape], inputs: Sequence[torch.Tensor]) -> Any:
     """Run the FP32 model once; a failure means the declared shapes do not fit the model."""
     required, total, names = forward_arity(module)
     config = json.dumps({s.name: list(s.shape) for s in specs}, separators=(",", ":"))

@@ -1,4 +1,4 @@
-"""The compile log, written in torch-neuron's and neuron-cc's line formats (reference §2.3)."""
+"""The compile log, written in torch-neuron's and neuron-cc's line formats (docs/compiler.md, "The compile log")."""
 
 from __future__ import annotations
 
@@ -57,8 +57,7 @@ def log_partition_start(
         )
     else:
         log.info(
-            "All operators are compiled by neuron-cc "
-            "(this does not guarantee that neuron-cc will successfully compile)"
+            "All operators are compiled by neuron-cc (this does not guarantee that neuron-cc will successfully compile)"
         )
     log.info(
         f"Number of arithmetic operators (pre-compilation) before = {arithmetic_total}, fused = {fused}, "
@@ -83,9 +82,7 @@ def compile_command(workdir: str, index: int, io_config: Mapping[str, Any], args
 
 def log_subgraph(log: CompileLog, name: str, workdir: str, index: int, command: str) -> None:
     """Write the per-subgraph compile lines ending in `Compiler status PASS`."""
-    log.info(
-        f"Compiling function {name} with neuron-cc; log file is at {workdir}/{index}/graph_def.neuron-cc.log"
-    )
+    log.info(f"Compiling function {name} with neuron-cc; log file is at {workdir}/{index}/graph_def.neuron-cc.log")
     log.info(f"Compiling with command line: '{command}'")
     log.raw(".....")
     log.raw(neuron_cc_line("INFO", "Compiler status PASS", component="root"))

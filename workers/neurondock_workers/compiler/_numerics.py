@@ -1,9 +1,9 @@
 """Device numerics: apply the --fast-math cast policy to a frozen graph and measure drift against FP32.
 
 NeuronCore-v1 matmuls run in BF16 or FP16 with FP32 accumulation; FP32 matmuls do not exist on Inf1
-(§1.2, aws-neuron-sdk#765). The emulation rounds what the device rounds — weights and the inputs of
-every TensorEngine op in a Neuron subgraph — and keeps FP32 elsewhere, so it is an approximation:
-vector/scalar intermediates the device may also keep in BF16 stay FP32 here.
+(aws-neuron-sdk#765; docs/compiler.md, "Numerics"). The emulation rounds what the device rounds —
+weights and the inputs of every TensorEngine op in a Neuron subgraph — and keeps FP32 elsewhere, so
+it is an approximation: vector/scalar intermediates the device may also keep in BF16 stay FP32 here.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from . import _graph, _oplist
-from ._options import CompilerOptions
+from ._grammar import CompilerOptions
 
 # The GEMM operands of each TensorEngine op; biases are added afterwards in FP32 unless the whole
 # graph is cast (fp32-cast-all). addmm/baddbmm take the bias first.
@@ -96,11 +96,7 @@ class _Rounder:
     def _source(self, value: _graph.Value) -> _graph.Value:
         while True:
             producer = value.node()
-            if (
-                producer.kind() not in _VIEW_OPS
-                or not self._on_neuron(producer)
-                or producer.inputsSize() == 0
-            ):
+            if producer.kind() not in _VIEW_OPS or not self._on_neuron(producer) or producer.inputsSize() == 0:
                 return value
             base = producer.inputsAt(0)
             if not (_graph.is_tensor_value(base) or producer.kind() == "prim::ListUnpack"):
@@ -159,11 +155,7 @@ def apply_cast_policy(
                 continue
             tensor = _graph.constant_tensor(value)
             if tensor is not None:
-                if (
-                    tensor.is_floating_point()
-                    and tensor.dtype == torch.float32
-                    and (index in operands or cast_all)
-                ):
+                if tensor.is_floating_point() and tensor.dtype == torch.float32 and (index in operands or cast_all):
                     name = value.debugName()
                     if name not in rounded_constants:
                         rounded_constants[name] = tensor.to(dtype).to(torch.float32)

@@ -1,14 +1,15 @@
 """Neuron's published list of PyTorch operators supported on Inf1, grouped by the engine that runs them.
 
 Source: aws-neuron-sdk `release-notes/archive/neuron-cc/neuron-cc-ops/neuron-cc-ops-pytorch.rst`
-(summarised in /work/shared/reference/inferentia.md §2.4). The engine grouping (TensorEngine for
-GEMM/conv, VectorEngine for norms/pooling/reductions, ScalarEngine for element-wise work) follows
-`about-neuron/arch/neuron-hardware/neuron-core-v1.rst` (§1.2) and feeds the projection's cost model.
+(docs/compiler.md, "Supported operators"). The engine grouping (TensorEngine for GEMM/conv,
+VectorEngine for norms/pooling/reductions, ScalarEngine for element-wise work) follows
+`about-neuron/arch/neuron-hardware/neuron-core-v1.rst` (docs/inferentia.md) and feeds the projection's
+cost model.
 """
 
 from __future__ import annotations
 
-# TensorEngine: FLOPs = 2 * MACs, inputs cast to BF16/FP16, FP32 accumulate (§1.2).
+# TensorEngine: FLOPs = 2 * MACs, inputs cast to BF16/FP16, FP32 accumulate (docs/inferentia.md).
 CONV_OPS = frozenset(
     {
         "aten::_convolution",
@@ -154,7 +155,7 @@ SCALAR_OPS = frozenset(
     }
 )
 
-# Layout and creation ops; `COPY_OPS` move data on the device (transposes cost real time, §2.5).
+# Layout and creation ops; `COPY_OPS` move data on the device (transposes cost real time on the device).
 COPY_OPS = frozenset(
     {
         "aten::permute",
@@ -234,7 +235,7 @@ SHAPE_OPS = frozenset(
 
 SUPPORTED_ATEN_OPS = MATMUL_OPS | VECTOR_OPS | SCALAR_OPS | COPY_OPS | SHAPE_OPS
 
-# "prim::*" is on the published list, except the constructs neuron-cc cannot lower (§2.4 + FAQ).
+# "prim::*" is on the published list, except the constructs neuron-cc cannot lower (control flow: neuron-cc's FAQ).
 UNSUPPORTED_PRIM_OPS = frozenset(
     {
         "prim::If",
@@ -247,7 +248,7 @@ UNSUPPORTED_PRIM_OPS = frozenset(
     }
 )
 
-# Why an operator stays on the CPU, where the reference gives a specific reason.
+# Why an operator stays on the CPU, where a specific reason is known (docs/compiler.md).
 UNSUPPORTED_REASONS = {
     "aten::embedding": "aten::embedding is not supported on Inf1 (added, then removed because it did not "
     "meet neuron-cc's performance criteria); lookups run on the host CPU",
@@ -263,7 +264,9 @@ UNSUPPORTED_REASONS = {
     "prim::CallFunction": "prim::CallFunction is not supported by neuron-cc",
 }
 
-REFERENCE_URL = "https://awsdocs-neuron.readthedocs-hosted.com/en/latest/release-notes/neuron-cc-ops/neuron-cc-ops-pytorch.html"
+REFERENCE_URL = (
+    "https://awsdocs-neuron.readthedocs-hosted.com/en/latest/release-notes/neuron-cc-ops/neuron-cc-ops-pytorch.html"
+)
 
 
 def is_supported(kind: str) -> bool:
@@ -275,7 +278,7 @@ def is_supported(kind: str) -> bool:
 
 def is_arithmetic(kind: str) -> bool:
     """Return whether torch-neuron counts a node as an operator rather than a primitive."""
-    # ResNet-50's published analysis counts 176 "arithmetic" ops: every aten op, no prim nodes (§2.2).
+    # ResNet-50's published analysis counts 176 "arithmetic" ops: every aten op, no prim nodes.
     return not kind.startswith("prim::")
 
 

@@ -58,9 +58,7 @@ class Segment:
         else:
             grouped: dict[str, dict[str, Any]] = {}
             for node in self.nodes:
-                entry = grouped.setdefault(
-                    node.kind, {"count": 0, "reason": self.cpu_reasons.get(node.key, "")}
-                )
+                entry = grouped.setdefault(node.kind, {"count": 0, "reason": self.cpu_reasons.get(node.key, "")})
                 entry["count"] += 1
             data["why_cpu"] = grouped
         return data
@@ -96,9 +94,7 @@ class PartitionPlan:
     @property
     def percent_fused(self) -> float:
         """Return the share of aten operators placed on Neuron."""
-        return (
-            round(100.0 * self.arithmetic_fused / self.arithmetic_total, 2) if self.arithmetic_total else 0.0
-        )
+        return round(100.0 * self.arithmetic_fused / self.arithmetic_total, 2) if self.arithmetic_total else 0.0
 
     def target_of(self) -> dict[str, str]:
         """Return node key -> segment name."""
@@ -120,9 +116,7 @@ class PartitionPlan:
         }
 
 
-def _clusters(
-    infos: Sequence[NodeInfo], members: Iterable[int], producer: Mapping[str, int]
-) -> list[list[int]]:
+def _clusters(infos: Sequence[NodeInfo], members: Iterable[int], producer: Mapping[str, int]) -> list[list[int]]:
     """Greedily grow convex clusters over `members` in topological order (no path may leave and re-enter)."""
     member_set = set(members)
     ancestors: list[int] = [0] * len(infos)
@@ -202,7 +196,7 @@ def partition(
                     )
             neuron = [largest]
     if not neuron:
-        raise NothingOnNeuronError()
+        raise NothingOnNeuronError(why=_why_nothing_on_neuron(infos, candidates, minimum_segment_size))
     on_neuron = {i for c in neuron for i in c}
     cpu = (
         _clusters(infos, [i for i in range(len(infos)) if i not in on_neuron], producer)
@@ -223,9 +217,7 @@ def partition(
     _wire(ordered, set(graph_inputs), set(graph_outputs), infos, producer)
     fused = sum(s.arithmetic_ops for s in ordered if s.target == NEURON)
     if arithmetic_total and fused / arithmetic_total < 0.5:
-        warnings.append(
-            "torch.neuron.trace was unable to compile > 50% of the operators in the compiled model!"
-        )
+        warnings.append("torch.neuron.trace was unable to compile > 50% of the operators in the compiled model!")
     return PartitionPlan(
         ordered,
         arithmetic_total,
@@ -234,6 +226,28 @@ def partition(
         single_fusion_ratio_threshold,
         fallback,
         warnings,
+    )
+
+
+def _why_nothing_on_neuron(
+    infos: Sequence[NodeInfo], candidates: Sequence[Sequence[int]], minimum_segment_size: int
+) -> str:
+    """Say which rule left no operator for Neuron, and what the user can change."""
+    alternative = "or compile for TargetDevice ml_c5, which runs the whole model on the CPU."
+    unsupported = sorted({n.kind for n in infos if n.arithmetic and not n.supported})
+    runs = [[infos[i] for i in c if infos[i].arithmetic] for c in candidates]
+    largest = max(runs, key=len, default=[])
+    if not largest:
+        return (
+            f"No operator of this model is on Neuron's supported list (not supported: {', '.join(unsupported)}). "
+            f"Replace them with supported operators, {alternative}"
+        )
+    kinds = ", ".join(n.kind for n in largest)
+    return (
+        f"Rule minimum_segment_size={minimum_segment_size}: a Neuron subgraph needs at least "
+        f"{minimum_segment_size} supported operators in a row, and the longest such run in this model has "
+        f"{len(largest)} ({kinds}). Give the model more supported operators in a row (a Linear followed by a "
+        f'ReLU is enough), compile with CompilerOptions "--minimum-segment-size {len(largest)}", {alternative}'
     )
 
 

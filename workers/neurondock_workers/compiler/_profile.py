@@ -144,7 +144,7 @@ def transformer_profile(
     b = ProfileBuilder(batch, dtype_bytes)
     tokens = batch * seq
     embeddings = 3 if token_type else 2
-    # The embedding sums and LayerNorm run on Neuron; the lookups do not (aten::embedding, §2.4).
+    # The embedding sums and LayerNorm run on Neuron; the lookups do not (aten::embedding is not supported on Inf1).
     b.io(embeddings * tokens * hidden * 4 + batch * seq * 4)
     b.scalar((embeddings - 1) * tokens * hidden)
     b.vector("aten::layer_norm", tokens * hidden)

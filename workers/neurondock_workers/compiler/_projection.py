@@ -1,6 +1,6 @@
 """Analytic NeuronCore-v1 model calibrated on AWS's published Inf1 benchmarks; projections and cost per 1M.
 
-Per Neuron subgraph on one core (§7.4 of the reference, refined by fitting):
+Per Neuron subgraph on one core (docs/compiler.md "Projection"):
     t_tensor = gemm_flops / (eta_gemm * rows / (rows + rows_half) * 16 TFLOPS)
              + conv_flops / (eta_conv * 16 TFLOPS)
     t_vs     = vector_ops / 0.23e12 + scalar_ops / 0.97e12 + copy_elements / 0.23e12
@@ -18,24 +18,29 @@ from dataclasses import asdict, dataclass
 from functools import lru_cache
 from typing import Any
 
-from . import _catalog
-from ._catalog import PUBLISHED_BENCHMARKS, InstanceType, PublishedBenchmark
+from neurondock_platform import catalog
+from neurondock_platform.catalog import InstanceType, Price
+
 from ._profile import WorkloadProfile, reference_profile
+from ._published import G4DN_BERT_ANCHOR_USD_PER_MILLION, PUBLISHED_BENCHMARKS, PublishedBenchmark
 
 PROJECTED = "projected, not measured on Inferentia"
 # Assumptions the published sources do not give; shown in every report.
 WEIGHT_CACHE_BYTES_PER_CORE = 12 * 1024**2
 HOST_DEVICE_BYTES_PER_S = 8e9
 G4DN_FIXED_OVERHEAD_S = 1e-4
+# The sizes a report projects: every inf1 size, and the three smallest g4dn and c5 sizes to compare with.
+INF1 = catalog.family("inf1")
+G4DN = tuple(catalog.CATALOG[f"ml.g4dn.{size}"] for size in ("xlarge", "2xlarge", "4xlarge"))
+C5 = tuple(catalog.CATALOG[f"ml.c5.{size}"] for size in ("xlarge", "2xlarge", "4xlarge"))
 ASSUMPTIONS: dict[str, Any] = {
     "weight_cache_bytes_per_core": WEIGHT_CACHE_BYTES_PER_CORE,
     "host_device_bytes_per_s": HOST_DEVICE_BYTES_PER_S,
-    "vector_flops_per_core": _catalog.VECTOR_FLOPS_PER_CORE,
-    "scalar_flops_per_core": _catalog.SCALAR_FLOPS_PER_CORE,
+    "vector_flops_per_core": catalog.VECTOR_FLOPS_PER_CORE,
+    "scalar_flops_per_core": catalog.SCALAR_FLOPS_PER_CORE,
     "g4dn_fixed_overhead_s": G4DN_FIXED_OVERHEAD_S,
     "notes": [
-        "on-core weight cache ~12 MiB: AWS's pipeline rule implies ~5M BF16 weights per core; "
-        "SRAM size is unpublished",
+        "on-core weight cache ~12 MiB: AWS's pipeline rule implies ~5M BF16 weights per core; SRAM size is unpublished",
         "host<->device bandwidth 8 GB/s: not published for Inf1",
         "vector/scalar throughput derived from NeuronCore-v2's '10x'/'3x' claims",
         "CPU segments take as long on the inf1 host's vCPUs as measured here",
@@ -77,18 +82,18 @@ def stage_time(p: WorkloadProfile, m: CoreModel, *, pipeline_cores: int = 1, act
     """Return the device time of one pipeline stage (the whole subgraph when pipeline_cores == 1)."""
     rows = p.gemm_rows
     t_tensor = (
-        p.gemm_flops / (m.eta_gemm * rows / (rows + m.rows_half) * _catalog.TENSOR_FLOPS_PER_CORE)
+        p.gemm_flops / (m.eta_gemm * rows / (rows + m.rows_half) * catalog.TENSOR_FLOPS_PER_CORE)
         if p.gemm_flops
         else 0.0
     )
-    t_tensor += p.conv_flops / (m.eta_conv * _catalog.TENSOR_FLOPS_PER_CORE)
+    t_tensor += p.conv_flops / (m.eta_conv * catalog.TENSOR_FLOPS_PER_CORE)
     t_vs = (
         p.vector_ops + p.copy_bytes / 2
-    ) / _catalog.VECTOR_FLOPS_PER_CORE + p.scalar_ops / _catalog.SCALAR_FLOPS_PER_CORE
+    ) / catalog.VECTOR_FLOPS_PER_CORE + p.scalar_ops / catalog.SCALAR_FLOPS_PER_CORE
     compute = (t_tensor + t_vs) / pipeline_cores
     per_core_weights = p.weight_bytes / pipeline_cores
     cached = per_core_weights <= WEIGHT_CACHE_BYTES_PER_CORE
-    t_dram = 0.0 if cached else per_core_weights / (_catalog.DRAM_BYTES_PER_S_PER_CHIP / max(active_cores, 1))
+    t_dram = 0.0 if cached else per_core_weights / (catalog.DRAM_BYTES_PER_S_PER_CHIP / max(active_cores, 1))
     return max(compute, t_dram) + m.overlap * min(compute, t_dram)
 
 
@@ -120,9 +125,7 @@ def _loss(m: CoreModel, rows: Sequence[PublishedBenchmark]) -> float:
     return total
 
 
-def _nelder_mead(
-    f: Callable[[list[float]], float], x0: list[float], iterations: int, step: float = 0.5
-) -> list[float]:
+def _nelder_mead(f: Callable[[list[float]], float], x0: list[float], iterations: int, step: float = 0.5) -> list[float]:
     n = len(x0)
     points = [list(x0)] + [[x + (step if i == j else 0.0) for j, x in enumerate(x0)] for i in range(n)]
     values = [f(p) for p in points]
@@ -148,9 +151,7 @@ def _nelder_mead(
                 points[-1], values[-1] = contracted, fc
             else:
                 best = points[0]
-                points = [best] + [
-                    [b + 0.5 * (x - b) for b, x in zip(best, p, strict=True)] for p in points[1:]
-                ]
+                points = [best] + [[b + 0.5 * (x - b) for b, x in zip(best, p, strict=True)] for p in points[1:]]
                 values = [values[0]] + [f(p) for p in points[1:]]
     return points[min(range(n + 1), key=values.__getitem__)]
 
@@ -195,7 +196,7 @@ def calibration() -> dict[str, Any]:
     residuals += [abs(r["latency_residual_pct"]) for r in table if r["latency_residual_pct"] is not None]
     return {
         "label": PROJECTED,
-        "source": "aws-neuron-sdk about-neuron/benchmarks/inf1 (Neuron 2.20, torch 1.13.1), reference §5.1",
+        "source": "aws-neuron-sdk about-neuron/benchmarks/inf1 (Neuron 2.20, torch 1.13.1)",
         "fitted_parameters": asdict(model),
         "rows": table,
         "max_abs_residual_pct": max(residuals),
@@ -205,7 +206,7 @@ def calibration() -> dict[str, Any]:
             "batch rows compare throughput only: their p50 depends on each benchmark's worker count",
             "eta_conv rests on the single published PyTorch CNN row (ResNet-50), so CNN projections are the "
             "least "
-            "certain; held out, eta_conv stays at its prior (0.12, the reference's 0.1-0.3 range for CNNs)",
+            "certain; held out, eta_conv stays at its prior (0.12, in the 0.1-0.3 range assumed for CNNs)",
             "leave-one-out: each row predicted by a fit to the other rows, started from the prior",
         ],
         "_model": model,
@@ -218,8 +219,31 @@ def core_model() -> CoreModel:
     return model
 
 
+def usd_per_hour(price: Price | None) -> float:
+    """Return a catalog price's hourly rate, 0 where the catalog has no sourced price."""
+    return price.usd_per_hour if price is not None else 0.0
+
+
+def price_basis() -> dict[str, Any]:
+    """Return the report's note on which prices the costs use, and of when."""
+    xlarge = catalog.CATALOG["ml.inf1.xlarge"]
+    sagemaker, ec2 = xlarge.sagemaker_on_demand, xlarge.ec2_on_demand
+    assert sagemaker is not None and ec2 is not None
+    return {
+        "basis": "EC2 on-demand list price, us-east-1, Linux (not live prices)",
+        "as_of": catalog.NEURON_SDK_AS_OF,
+        "as_of_note": "date of the aws-neuron-sdk snapshot whose NeuronPerf table gives the inf1 prices; g4dn "
+        "and c5 come from third-party list-price tables that agree with each other",
+        "sagemaker_note": "SageMaker ml.* hosting prices are higher than EC2 (e.g. ml.inf1.xlarge "
+        f"~${sagemaker.usd_per_hour:g}/h vs ${ec2.usd_per_hour:g}/h; third-party tables, not verified); "
+        "cost_per_million_usd uses the EC2 basis",
+        "ri_effective_note": "AWS's own benchmark tables use RI-effective inf1 rates (about half); shown as "
+        "cost_per_million_usd_ri",
+    }
+
+
 def cost_per_million(usd_per_hour: float, throughput: float) -> float | None:
-    """Return $ per million inferences: `$/h * 1e6 / (3600 * throughput)` (AWS/NeuronPerf formula, §5.1)."""
+    """Return $ per million inferences: `$/h * 1e6 / (3600 * throughput)` (AWS's and NeuronPerf's formula)."""
     if throughput <= 0 or usd_per_hour <= 0:
         return None
     return round(usd_per_hour * 1e6 / (3600.0 * throughput), 4)
@@ -236,7 +260,7 @@ def project_inf1(
     """Project latency, throughput and cost on each ml.inf1 size."""
     m = core_model()
     results = []
-    for inst in _catalog.INF1:
+    for inst in INF1:
         entry: dict[str, Any] = {
             "instance_type": inst.name,
             "label": PROJECTED,
@@ -245,19 +269,16 @@ def project_inf1(
         }
         if pipeline_cores > inst.neuron_cores:
             entry["fits"] = False
-            entry["reason"] = (
-                f"needs {pipeline_cores} NeuronCores for one replica; {inst.name} has {inst.neuron_cores}"
-            )
+            entry["reason"] = f"needs {pipeline_cores} NeuronCores for one replica; {inst.name} has {inst.neuron_cores}"
             results.append(entry)
             continue
         replicas = inst.neuron_cores // pipeline_cores
-        active = min(pipeline_cores, _catalog.CORES_PER_CHIP)
-        busy = min(replicas * pipeline_cores, _catalog.CORES_PER_CHIP)
+        active = min(pipeline_cores, catalog.NEURON_CORES_PER_CHIP)
+        busy = min(replicas * pipeline_cores, catalog.NEURON_CORES_PER_CHIP)
         io = sum(_io_time(p) for p in subgraphs)
         calls = len(subgraphs) * m.call_overhead_s
         device_rt = sum(
-            stage_time(p, m, pipeline_cores=pipeline_cores, active_cores=active) * pipeline_cores
-            for p in subgraphs
+            stage_time(p, m, pipeline_cores=pipeline_cores, active_cores=active) * pipeline_cores for p in subgraphs
         )
         latency = calls + io + device_rt + cpu_seconds
         stage = sum(stage_time(p, m, pipeline_cores=pipeline_cores, active_cores=busy) for p in subgraphs)
@@ -273,9 +294,9 @@ def project_inf1(
                 "latency_ms": round(latency * 1e3, 3),
                 "throughput_per_s": round(throughput, 1),
                 "bottleneck": "host CPU" if host_cap < replicas * per_replica else "NeuronCores",
-                "cost_per_million_usd": cost_per_million(inst.usd_per_hour, throughput),
-                "cost_per_million_usd_ri": cost_per_million(inst.usd_per_hour_ri or 0.0, throughput),
-                "usd_per_hour": inst.usd_per_hour,
+                "cost_per_million_usd": cost_per_million(usd_per_hour(inst.ec2_on_demand), throughput),
+                "cost_per_million_usd_ri": cost_per_million(usd_per_hour(inst.ri_effective), throughput),
+                "usd_per_hour": usd_per_hour(inst.ec2_on_demand),
             }
         )
         results.append(entry)
@@ -284,68 +305,59 @@ def project_inf1(
 
 @lru_cache(maxsize=1)
 def g4dn_efficiency() -> float:
-    """Fit T4 efficiency to AWS's "$0.20 per million BERT-base requests on g4dn.xlarge" (one anchor, §5.2)."""
+    """Fit T4 efficiency to AWS's "$0.20 per million BERT-base requests on g4dn.xlarge" (one anchor)."""
     p = reference_profile("bert-base", 1)
-    price = _catalog.G4DN[0].usd_per_hour
-    throughput = price * 1e6 / (3600.0 * _catalog.G4DN_BERT_ANCHOR_USD_PER_MILLION)
+    throughput = usd_per_hour(G4DN[0].ec2_on_demand) * 1e6 / (3600.0 * G4DN_BERT_ANCHOR_USD_PER_MILLION)
     compute = 1.0 / throughput - _gpu_memory_time(p)
-    return p.total_flops / (compute * _catalog.T4_FP16_FLOPS)
+    return p.total_flops / (compute * catalog.T4_FP16_FLOPS)
 
 
 def _gpu_memory_time(p: WorkloadProfile) -> float:
     # Weights once, element-wise work read and written once each in FP16, plus a fixed launch cost.
     elementwise = (p.vector_ops + p.scalar_ops + p.copy_bytes) * 2
-    return (p.weight_bytes + elementwise) / _catalog.T4_MEM_BYTES_PER_S + G4DN_FIXED_OVERHEAD_S
+    return (p.weight_bytes + elementwise) / catalog.T4_MEM_BYTES_PER_S + G4DN_FIXED_OVERHEAD_S
+
+
+def _comparison_row(
+    inst: InstanceType, label: str, batch: int, latency_s: float, throughput: float, basis: str
+) -> dict[str, Any]:
+    """One projected row for a comparison instance type, priced from the catalog."""
+    price = usd_per_hour(inst.ec2_on_demand)
+    return {
+        "instance_type": inst.name,
+        "label": label,
+        "batch_size": batch,
+        "latency_ms": round(latency_s * 1e3, 3),
+        "throughput_per_s": round(throughput, 1),
+        "cost_per_million_usd": cost_per_million(price, throughput),
+        "usd_per_hour": price,
+        "basis": basis,
+    }
 
 
 def project_gpu(whole: WorkloadProfile, batch: int) -> list[dict[str, Any]]:
     """Project g4dn (T4, FP16) from peak figures and the one published anchor."""
     eta = g4dn_efficiency()
-    latency = whole.total_flops / (eta * _catalog.T4_FP16_FLOPS) + _gpu_memory_time(whole)
-    out = []
-    for inst in _catalog.G4DN:
-        throughput = inst.gpus * batch / latency
-        out.append(
-            {
-                "instance_type": inst.name,
-                "label": PROJECTED.replace("Inferentia", "a T4 GPU"),
-                "batch_size": batch,
-                "latency_ms": round(latency * 1e3, 3),
-                "throughput_per_s": round(throughput, 1),
-                "cost_per_million_usd": cost_per_million(inst.usd_per_hour, throughput),
-                "usd_per_hour": inst.usd_per_hour,
-                "basis": f"T4 65 TFLOPS FP16 / 320 GB/s at efficiency {eta:.2f}, fitted to AWS's $0.20 per "
-                "million BERT-base requests on g4dn.xlarge (one anchor, no residual available; the anchor's "
-                "batch size is unpublished and batch 1 is assumed, so this leans optimistic for the GPU)",
-            }
-        )
-    return out
+    latency = whole.total_flops / (eta * catalog.T4_FP16_FLOPS) + _gpu_memory_time(whole)
+    basis = (
+        f"T4 65 TFLOPS FP16 / 320 GB/s at efficiency {eta:.2f}, fitted to AWS's $0.20 per million BERT-base "
+        "requests on g4dn.xlarge (one anchor, no residual available; the anchor's batch size is unpublished and "
+        "batch 1 is assumed, so this leans optimistic for the GPU)"
+    )
+    label = PROJECTED.replace("Inferentia", "a T4 GPU")
+    return [_comparison_row(inst, label, batch, latency, inst.gpus * batch / latency, basis) for inst in G4DN]
 
 
 def project_cpu(measured_seconds: float, threads: int, batch: int, host: str) -> list[dict[str, Any]]:
     """Project ml.c5 sizes from the CPU latency measured here."""
+    label = "projected from the CPU measurement on this host"
+    basis = (
+        f"measured here ({host}, {threads} thread(s)); assumes one c5 vCPU ~ one core here and linear scaling "
+        "across replicas"
+    )
     out = []
-    for inst in _catalog.C5:
+    for inst in C5:
         replicas = max(1, inst.vcpus // max(threads, 1))
         throughput = replicas * batch / measured_seconds if measured_seconds > 0 else 0.0
-        out.append(
-            {
-                "instance_type": inst.name,
-                "label": "projected from the CPU measurement on this host",
-                "batch_size": batch,
-                "latency_ms": round(measured_seconds * 1e3, 3),
-                "throughput_per_s": round(throughput, 1),
-                "replicas": replicas,
-                "cost_per_million_usd": cost_per_million(inst.usd_per_hour, throughput),
-                "usd_per_hour": inst.usd_per_hour,
-                "basis": f"measured here ({host}, {threads} thread(s)); assumes one c5 vCPU ~ one core here "
-                "and "
-                "linear scaling across replicas",
-            }
-        )
+        out.append({**_comparison_row(inst, label, batch, measured_seconds, throughput, basis), "replicas": replicas})
     return out
-
-
-def instance_catalog() -> list[InstanceType]:
-    """Return every instance size the projections cover."""
-    return [*_catalog.INF1, *_catalog.G4DN, *_catalog.C5]

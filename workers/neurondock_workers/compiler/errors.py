@@ -72,9 +72,7 @@ class CompilerError(Exception):
 def _json_safe(kwargs: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in kwargs.items():
-        out[key] = (
-            value if isinstance(value, str | int | float | bool | type(None) | list | dict) else str(value)
-        )
+        out[key] = value if isinstance(value, str | int | float | bool | type(None) | list | dict) else str(value)
     return out
 
 
@@ -123,10 +121,11 @@ class OperatorNotImplementedError(CompilationError):
 
 
 class NothingOnNeuronError(CompilationError):
-    # torch-neuron >= 1.1.7.0 raises this RuntimeError; Neo wraps it (amazon-sagemaker-examples#2312).
+    # torch-neuron >= 1.1.7.0 raises this RuntimeError and Neo wraps it (amazon-sagemaker-examples#2312);
+    # ``why`` adds which partitioning rule left nothing for Neuron and what to change.
     fmt = (
         "CompilationError: Unable to compile model for ml_inf1: No operations were successfully "
-        "partitioned and compiled to neuron for this model - aborting trace!"
+        "partitioned and compiled to neuron for this model - aborting trace! {why}"
     )
 
 
@@ -135,9 +134,7 @@ class CompileAbortedError(CompilerError):
 
 
 class CompileTimeoutError(CompileAbortedError):
-    fmt = (
-        "CompilationError: Compilation exceeded MaxRuntimeInSeconds ({seconds} s) and was stopped (TimeOut)."
-    )
+    fmt = "CompilationError: Compilation exceeded MaxRuntimeInSeconds ({seconds} s) and was stopped (TimeOut)."
 
 
 class CompileResourceError(CompileAbortedError):

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from neurondock_workers.hosting.artifacts import (
         ModelDataError,
         UnsafeArchiveError,
-        fetch_model_data,
+        fetch_model,
         safe_extract,
     )
     from neurondock_workers.hosting.host import AgentConflictError
@@ -31,7 +31,7 @@ _EXPORTS = {
     "run_agent": "agent",
     "ModelDataError": "artifacts",
     "UnsafeArchiveError": "artifacts",
-    "fetch_model_data": "artifacts",
+    "fetch_model": "artifacts",
     "safe_extract": "artifacts",
     "make_s3_client": "s3",
 }
@@ -43,7 +43,7 @@ __all__ = [
     "ReplicaProcess",
     "ReplicaStartError",
     "UnsafeArchiveError",
-    "fetch_model_data",
+    "fetch_model",
     "make_s3_client",
     "replica_dir",
     "run_agent",

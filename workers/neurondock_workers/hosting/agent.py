@@ -5,17 +5,24 @@ reports actual state (``state``, ``address``, ``pid``, ``failure_reason``, ``log
 ``step()`` is one idempotent pass; slow work (download, model load, graceful stop) runs on a
 background thread per replica so one slow model never holds up the others. Replica processes belong
 to the agent, not to a request or a task, and every touch of one goes through ``ReplicaProcess``.
+
+Longer than most modules on purpose: it is one state machine over ``_Managed`` records under one
+lock, and its pass, start, recycle, health and stop paths all move the same records; split, that
+lock's invariants would be spread over several files. What is not that state machine lives beside
+it: what a replica is built from (``launcher.py``), its process (``process.py``), recycling
+(``recycle.py``), model data (``artifacts.py``) and the host's record (``host.py``).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import signal
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,13 +30,15 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from neurondock_platform import wakeup
 from neurondock_platform.config import Settings
 from neurondock_platform.db import make_engine, make_sessionmaker, session_scope, utcnow
-from neurondock_platform.models import EndpointVariant, Replica, ReplicaState
-from neurondock_workers.hosting import host, neuron, recycle
-from neurondock_workers.hosting.artifacts import ModelDataError, fetch_model
-from neurondock_workers.hosting.environment import replica_environment
+from neurondock_platform.models import Account, Endpoint, EndpointVariant, Replica, ReplicaState
+from neurondock_workers import sandbox as sandboxing
+from neurondock_workers.hosting import artifacts, host, neuron, recycle
+from neurondock_workers.hosting.artifacts import ModelDataError
 from neurondock_workers.hosting.host import AgentConflictError
+from neurondock_workers.hosting.launcher import ReplicaLauncher
 from neurondock_workers.hosting.process import (
     DEFAULT_STOP_GRACE,
     ReplicaProcess,
@@ -37,10 +46,13 @@ from neurondock_workers.hosting.process import (
     append_log,
     read_tail,
 )
-from neurondock_workers.hosting.replica import describe_exception
-from neurondock_workers.hosting.s3 import make_s3_client
+from neurondock_workers.hosting.replica import EXIT_TIMED_OUT, describe_exception, timeout_grace
+from neurondock_workers.hosting.s3 import OwnerClientFactory, OwnerClients, StoreOwner
+from neurondock_workers.hosting.s3 import warm as s3_warm
 from neurondock_workers.hosting.standby import StandbyPool
+from neurondock_workers.hosting.utilization import InstanceUsage
 from neurondock_workers.hosting.weights_cache import prune, weights_key
+from neurondock_workers.sandbox import Sandbox
 
 logger = logging.getLogger(__name__)
 
@@ -53,14 +65,29 @@ DESIRED_STOPPED = "stopped"
 DEFAULT_STARTUP_TIMEOUT = 300.0
 STARTUP_TIMEOUT_KEY = "ContainerStartupHealthCheckTimeoutInSeconds"
 HEARTBEAT_INTERVAL = 1.0
+# ... and at most this often: four beats fit in the default 15 s heartbeat timeout.
+HEARTBEAT_INTERVAL_MAX = 5.0
+# An idle replica (no request since its last health answer) is checked this many times less often.
+IDLE_HEALTH_FACTOR = 10
+# The longest an idle agent waits without looking at its stop event.
+STOP_SLICE = 0.25
 # A replica that stays up this long has recovered; its next crash restarts without delay again.
 STABLE_SECONDS = 60.0
 MAX_RESTART_DELAY = 30.0
 
 
 def replica_dir(settings: Settings, replica_id: int) -> Path:
-    """Return the directory holding one replica's model files and ``replica.log``."""
+    """Return the directory holding one replica's ``replica.log``."""
     return settings.replicas_dir / str(replica_id)
+
+
+def host_dir(settings: Settings) -> Path:
+    """Return this host's own working directory: unpacked artifacts, shared weights, sandbox slots.
+
+    Per host id, so agents that share one data directory (hosts simulated on one machine) never
+    clean up each other's files.
+    """
+    return settings.data_dir / "hosts" / re.sub(r"[^A-Za-z0-9._-]", "_", settings.host_id)
 
 
 @dataclass
@@ -81,11 +108,18 @@ class _Managed:
     retry_at: float = 0.0
     # The weight cache key its processes share (see weights_cache.py); None until fetched.
     weights_key: str | None = None
+    # The unpacked artifact it runs (artifacts.fetch_model's digest); None until fetched.
+    digest: str | None = None
     # Health checks run on their own short threads; the pass only reads what they found.
     checking: bool = False
     checked_at: float = 0.0
+    # The request count of the last health answer, and whether the replica was idle across two answers.
+    requests_seen: int = -1
+    idle: bool = False
     # Why the replica asked to be replaced, until the replacement serves or fails.
     recycle: str | None = None
+    # Since when its health checks have gone unanswered while its process lives (0: they are answered).
+    unhealthy_since: float = 0.0
     recycle_after: float = 0.0
 
 
@@ -106,6 +140,16 @@ class _Launch:
     startup_timeout: float
     # The NeuronCores and chips the reconciler gave this replica (empty off Inferentia).
     neuron: dict[str, Any] = field(default_factory=dict)
+    # Whose model it is: an admin account's model may run unsandboxed where the sandbox cannot start.
+    account_id: str = ""
+    trusted: bool = False
+    instance_type: str = ""
+    # The model's execution role: its data is downloaded with its account's own credentials for it.
+    role_arn: str | None = None
+
+    @property
+    def owner(self) -> StoreOwner:
+        return StoreOwner(self.account_id, self.role_arn)
 
 
 class HostAgent:
@@ -115,61 +159,81 @@ class HostAgent:
         self,
         settings: Settings,
         session_factory: sessionmaker[Session],
-        s3_client_factory: Callable[[], Any],
+        s3_clients: OwnerClientFactory,
         *,
         process_cls: type[ReplicaProcess] = ReplicaProcess,
         startup_timeout: float = DEFAULT_STARTUP_TIMEOUT,
         stop_grace: float = DEFAULT_STOP_GRACE,
-        heartbeat_interval: float = HEARTBEAT_INTERVAL,
+        heartbeat_interval: float | None = None,
         fetch_retry_seconds: float = 60.0,
         health_interval: float = recycle.HEALTH_INTERVAL,
+        sandbox: Sandbox | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.settings = settings
-        self.fetch_retry_seconds = fetch_retry_seconds
+        # When to heartbeat, health-check, retry a crashed or recycling replica: tests pass a fake clock.
+        self.clock = clock
+        # How user code runs on this host (probed once per process; docs/sandbox.md).
+        self.sandbox = sandbox if sandbox is not None else sandboxing.for_settings(settings)
         self.sessions = session_factory
-        self.s3_client_factory = s3_client_factory
         self.process_cls = process_cls
         self.startup_timeout = startup_timeout
         self.stop_grace = stop_grace
-        self.heartbeat_interval = heartbeat_interval
+        # An idle host writes its heartbeat a few times per heartbeat timeout, not every second.
+        self.heartbeat_interval = (
+            heartbeat_interval
+            if heartbeat_interval is not None
+            else max(HEARTBEAT_INTERVAL, min(HEARTBEAT_INTERVAL_MAX, settings.heartbeat_timeout / 4))
+        )
         self.health_interval = health_interval
-        self.cache_dir = settings.data_dir / "cache" / "model-data"
-        self.weights_dir = settings.data_dir / "cache" / "weights"
+        self.host_dir = host_dir(settings)
+        # What starts: model data fetched as its owner, the sandboxed process and its environment.
+        self.launcher = ReplicaLauncher(
+            settings,
+            self.sandbox,
+            s3_clients,
+            self.host_dir,
+            process_cls=process_cls,
+            fetch_retry_seconds=fetch_retry_seconds,
+        )
+        self.cache_dir = self.launcher.cache_dir
+        self.weights_dir = self.launcher.weights_dir
+        self.slots_dir = self.launcher.slots_dir
         self._managed: dict[int, _Managed] = {}
         self._lock = threading.Lock()
-        self._s3: Any = None
-        self._s3_lock = threading.Lock()
+        self._bell: wakeup.Doorbell | None = None
         self._started_at = utcnow()
         self._registered = False
         self._recovered = False
         self._last_heartbeat = 0.0
+        # When the last full pass (one that reads this host's replica rows) ran.
+        self._last_full = 0.0
 
     # --- the pass ---------------------------------------------------------------------------------
 
     def step(self) -> None:
         """Make one idempotent pass: heartbeat, then converge every replica of this host."""
-        now = time.monotonic()
+        now = self._last_full = self.clock()
         if not self._registered or now - self._last_heartbeat >= self.heartbeat_interval:
             self.heartbeat()
         if not self._recovered:
-            self._kill_stale_processes()
-            # Weight files of an earlier run: no replica of ours maps them any more.
-            prune(self.weights_dir, ())
-            self._recovered = True
+            self.recover()
 
         todo = _Pass()
         with session_scope(self.sessions) as session:
             rows = session.execute(
-                select(Replica, EndpointVariant)
+                select(Replica, EndpointVariant, Endpoint.account_id, Account.is_admin)
                 .join(EndpointVariant, Replica.variant_id == EndpointVariant.id)
+                .join(Endpoint, Replica.endpoint_id == Endpoint.id)
+                .outerjoin(Account, Endpoint.account_id == Account.id)
                 .where(Replica.host_id == self.settings.host_id)
                 .order_by(Replica.id)
             ).all()
             seen = set()
             with self._lock:
-                for replica, variant in rows:
+                for replica, variant, account_id, is_admin in rows:
                     seen.add(replica.id)
-                    self._converge(replica, variant, now, todo)
+                    self._converge(replica, variant, now, todo, (account_id, bool(is_admin)))
                 for replica_id, managed in list(self._managed.items()):
                     if replica_id not in seen:
                         self._forget(managed, todo.stops)
@@ -180,13 +244,56 @@ class HostAgent:
             self._spawn_thread(managed, "stop", self._stop_replica, managed, write_state)
         for launch in todo.recycles:
             self._spawn_thread(launch.managed, "recycle", self._recycle_replica, launch)
-        for managed in todo.checks:
+        self._start_checks(todo.checks)
+
+    def tend(self) -> None:
+        """The timed part of a pass alone: heartbeat and the health checks that are due, no replica rows read.
+
+        An idle agent's wake-ups for a heartbeat or a health check run this; anything a check finds
+        that needs a pass rings the doorbell (``_check_health``).
+        """
+        now = self.clock()
+        if now - self._last_heartbeat >= self.heartbeat_interval:
+            self.heartbeat()
+        with self._lock:
+            checks = [
+                m for m in self._managed.values() if m.phase == "ready" and not m.busy and self._check_due(m, now)
+            ]
+        self._start_checks(checks)
+
+    def _check_due(self, managed: _Managed, now: float) -> bool:
+        """Whether a ready replica's health check is due; if so, it is marked as running from ``now``."""
+        if managed.checking or now - managed.checked_at < self._health_every(managed):
+            return False
+        managed.checking, managed.checked_at = True, now
+        return True
+
+    def _start_checks(self, checks: list[_Managed]) -> None:
+        for managed in checks:
             # Not the managed thread: a check must never hold up a start, stop or shutdown.
             threading.Thread(
                 target=self._check_health, args=(managed,), name=f"replica-{managed.replica_id}-health", daemon=True
             ).start()
 
-    def _converge(self, replica: Replica, variant: EndpointVariant, now: float, todo: _Pass) -> None:
+    def recover(self) -> None:
+        """Clean up after an earlier agent run: stale replica processes, then their files.
+
+        Runs before this agent starts any interpreter (the first pass calls it; ``run_agent`` calls
+        it before filling the standby pool, whose slots live where the old run's are removed).
+        """
+        if self._recovered:
+            return
+        self._kill_stale_processes()
+        # Files of an earlier run: no replica of ours maps or reads them any more.
+        prune(self.weights_dir, ())
+        artifacts.prune(self.cache_dir, ())
+        shutil.rmtree(self.slots_dir, ignore_errors=True)
+        self._remove_legacy_copies()
+        self._recovered = True
+
+    def _converge(
+        self, replica: Replica, variant: EndpointVariant, now: float, todo: _Pass, owner: tuple[str, bool]
+    ) -> None:
         managed = self._managed.get(replica.id)
         if replica.desired_state == DESIRED_STOPPED:
             if managed is not None:
@@ -216,10 +323,8 @@ class HostAgent:
                 elif managed.recycle is not None and now >= managed.recycle_after:
                     managed.busy = True
                     managed.phase = "recycling"
-                    todo.recycles.append(self._launch(managed, replica, variant))
-                elif not managed.checking and now - managed.checked_at >= self.health_interval:
-                    managed.checking = True
-                    managed.checked_at = now
+                    todo.recycles.append(self._launch(managed, replica, variant, owner))
+                elif self._check_due(managed, now):
                     todo.checks.append(managed)
                 return
             if managed.phase == "backoff":
@@ -227,7 +332,7 @@ class HostAgent:
                     # The row already says Starting (and counted the restart) since the crash.
                     fresh = _Managed(replica.id, crashes=managed.crashes)
                     self._managed[replica.id] = fresh
-                    todo.launches.append(self._launch(fresh, replica, variant))
+                    todo.launches.append(self._launch(fresh, replica, variant, owner))
                 return
             if managed.phase == "failed" and replica.state != ReplicaState.PENDING:
                 # A failed replica waits for the reconciler to ask again (by setting it Pending).
@@ -248,10 +353,21 @@ class HostAgent:
         replica.failure_reason = None
         if restart:
             replica.restarts += 1
-        todo.launches.append(self._launch(managed, replica, variant))
+        todo.launches.append(self._launch(managed, replica, variant, owner))
 
-    def _launch(self, managed: _Managed, replica: Replica, variant: EndpointVariant) -> _Launch:
-        return _Launch(managed, dict(variant.container or {}), self._timeout_for(variant), _neuron(replica))
+    def _launch(
+        self, managed: _Managed, replica: Replica, variant: EndpointVariant, owner: tuple[str, bool]
+    ) -> _Launch:
+        return _Launch(
+            managed,
+            dict(variant.container or {}),
+            self._timeout_for(variant),
+            _neuron(replica),
+            account_id=owner[0],
+            trusted=owner[1],
+            role_arn=(variant.container or {}).get("ExecutionRoleArn"),
+            instance_type=variant.instance_type,
+        )
 
     def _record_crash(self, replica: Replica, managed: _Managed, now: float) -> None:
         code = managed.proc.returncode if managed.proc is not None else None
@@ -266,9 +382,13 @@ class HostAgent:
         replica.pid = None
         replica.restarts += 1
         if managed.proc is not None:
-            append_log(
-                managed.proc.log_path, f"neurondock: replica process exited with code {code}; restarting"
+            managed.proc.discard()
+            why = (
+                "a model execution ran past the model timeout, so the replica was recycled"
+                if code == EXIT_TIMED_OUT
+                else f"replica process exited with code {code}"
             )
+            append_log(managed.proc.log_path, f"neurondock: {why}; restarting")
 
     def _forget(self, managed: _Managed, stops: list[tuple[_Managed, bool]]) -> None:
         # The row is gone (endpoint deleted): nothing to report to, only processes to end.
@@ -281,7 +401,9 @@ class HostAgent:
             managed.phase = "stopping"
             stops.append((managed, False))
         else:
-            shutil.rmtree(replica_dir(self.settings, managed.replica_id) / "model", ignore_errors=True)
+            if managed.proc is not None:
+                managed.proc.discard()
+            self._prune_unused()
 
     def _timeout_for(self, variant: EndpointVariant) -> float:
         value = (variant.extra or {}).get(STARTUP_TIMEOUT_KEY)
@@ -291,31 +413,22 @@ class HostAgent:
             return self.startup_timeout
 
     def _spawn_thread(self, managed: _Managed, kind: str, target: Callable[..., None], *args: Any) -> None:
-        thread = threading.Thread(
-            target=target, args=args, name=f"replica-{managed.replica_id}-{kind}", daemon=True
-        )
+        thread = threading.Thread(target=target, args=args, name=f"replica-{managed.replica_id}-{kind}", daemon=True)
         managed.thread = thread
         thread.start()
 
     # --- background work --------------------------------------------------------------------------
 
-    def _s3_client(self) -> Any:
-        with self._s3_lock:
-            if self._s3 is None:
-                self._s3 = self.s3_client_factory()
-            return self._s3
-
-    def replica_env(
-        self,
-        container: Mapping[str, Any],
-        model_dir: Path,
-        replica_id: int,
-        neuron_assignment: Mapping[str, Any] | None = None,
-        weights_key: str | None = None,
-    ) -> dict[str, str]:
-        """Return the environment a replica runs with: the container's Environment over SageMaker defaults."""
-        return replica_environment(
-            self.settings, container, model_dir, replica_id, neuron_assignment, weights_key, self.weights_dir
+    def _process_for(self, launch: _Launch, model_dir: Path, log_path: Path) -> ReplicaProcess:
+        return self.launcher.process(
+            launch.managed.replica_id,
+            launch.container,
+            launch.neuron,
+            instance_type=launch.instance_type,
+            trusted=launch.trusted,
+            model_dir=model_dir,
+            log_path=log_path,
+            weights=launch.managed.weights_key,
         )
 
     def _start_replica(self, launch: _Launch) -> None:
@@ -331,8 +444,9 @@ class HostAgent:
                 raise ModelDataError(
                     "The model has no ModelDataUrl: neurondock's PyTorch runtime needs a model.tar.gz in S3"
                 )
-            model_dir, digest = self._fetch_with_retry(str(url), rdir / "model", managed.cancel)
-            managed.weights_key = weights_key(digest, launch.container.get("Environment"))
+            model_dir, digest = self.launcher.fetch(launch.owner, str(url), managed.cancel)
+            managed.digest = digest
+            managed.weights_key = weights_key(digest, launch.container.get("Environment"), launch.account_id)
             if managed.cancel.is_set():
                 managed.phase = "cancelled"
                 return
@@ -340,13 +454,7 @@ class HostAgent:
             if misfit is not None:
                 append_log(log_path, misfit)
                 raise ReplicaStartError(misfit)
-            proc = self.process_cls(
-                rid,
-                model_dir,
-                log_path,
-                self.replica_env(launch.container, model_dir, rid, launch.neuron, managed.weights_key),
-                bind=self.settings.host_address,
-            )
+            proc = self._process_for(launch, model_dir, log_path)
             managed.proc = proc
             pid = proc.start()
             self._update(rid, pid=pid)
@@ -356,6 +464,7 @@ class HostAgent:
                 require_running=True,
                 state=ReplicaState.READY,
                 address=address,
+                channel_key=proc.channel_key,
                 pid=pid,
                 setup_seconds=round(time.monotonic() - started, 3),
                 failure_reason=None,
@@ -364,7 +473,7 @@ class HostAgent:
                 proc.terminate(self.stop_grace)
                 managed.phase = "cancelled"
                 return
-            managed.ready_at = time.monotonic()
+            managed.ready_at = self.clock()
             managed.phase = "ready"
             logger.info("replica %s ready at %s in %.2fs", rid, address, time.monotonic() - started)
         except ModelDataError as exc:
@@ -374,6 +483,8 @@ class HostAgent:
             tail = proc.log_tail() if proc is not None else ""
             if proc is not None:
                 proc.terminate(self.stop_grace)
+            else:
+                append_log(log_path, f"neurondock: {exc}")
             self._fail(managed, str(exc), tail)
         except Exception as exc:
             logger.exception("starting replica %s failed", rid)
@@ -385,16 +496,47 @@ class HostAgent:
         finally:
             managed.busy = False
 
+    def _health_every(self, managed: _Managed) -> float:
+        """Seconds between health checks: ten times longer for a replica that served nothing since the last one.
+
+        Memory grows and executions hang only with requests; a new request is noticed at the next
+        check, so an idle replica costs its host a check every 10 s, not every second.
+        """
+        return self.health_interval * (IDLE_HEALTH_FACTOR if managed.idle else 1)
+
     def _check_health(self, managed: _Managed) -> None:
         try:
             proc = managed.proc
             health = proc.health() if proc is not None else None
+            requests = int((health or {}).get("requests", -1))
+            managed.idle = health is not None and not health.get("inflight") and requests == managed.requests_seen
+            managed.requests_seen = requests
+            if health is None and proc is not None and proc.alive():
+                self._unresponsive(managed, proc)
+            else:
+                managed.unhealthy_since = 0.0
             reason = (health or {}).get("recycle")
             if reason and managed.recycle is None and managed.phase == "ready":
                 logger.info("replica %s asks to be recycled: %s", managed.replica_id, reason)
                 managed.recycle = str(reason)
+                self.wake()  # the next pass starts its replacement
         finally:
             managed.checking = False
+
+    def _unresponsive(self, managed: _Managed, proc: ReplicaProcess) -> None:
+        # A hang that holds the GIL freezes the replica's own watchdog and its event loop alike: past
+        # the model timeout (and the watchdog's grace) without a health answer, the agent ends it, and
+        # the next pass restarts it like any crash.
+        now = time.monotonic()
+        managed.unhealthy_since = managed.unhealthy_since or now
+        limit = self.settings.model_timeout + timeout_grace(self.settings.model_timeout) + self.health_interval
+        if now - managed.unhealthy_since > limit:
+            append_log(
+                proc.log_path,
+                f"neurondock: the replica has not answered its health check for {now - managed.unhealthy_since:.0f} s, "
+                f"past the model timeout of {self.settings.model_timeout:g} s; ending it",
+            )
+            proc.kill()
 
     def _recycle_replica(self, launch: _Launch) -> None:
         """Start a replacement, switch the row to it once ready, then drain and stop the old process."""
@@ -405,14 +547,13 @@ class HostAgent:
         def switched(new: ReplicaProcess) -> None:
             # Supervised again from here on (crashes, stops); the old process only has to go quietly.
             nonlocal handed_back
-            managed.proc, managed.ready_at, managed.recycle = new, time.monotonic(), None
+            managed.proc, managed.ready_at, managed.recycle = new, self.clock(), None
             managed.phase, managed.busy, handed_back = "ready", False, True
 
         try:
             if old is None:
                 return
-            env = self.replica_env(launch.container, old.model_dir, old.replica_id, launch.neuron, managed.weights_key)
-            new = self.process_cls(old.replica_id, old.model_dir, old.log_path, env, bind=self.settings.host_address)
+            new = self._process_for(launch, old.model_dir, old.log_path)
             replaced = recycle.replace(
                 old,
                 new,
@@ -424,34 +565,19 @@ class HostAgent:
                 on_switch=switched,
             )
             if not replaced:
-                managed.recycle_after = time.monotonic() + recycle.RETRY_SECONDS
+                managed.recycle_after = self.clock() + recycle.RETRY_SECONDS
         except Exception as exc:
             if not isinstance(exc, ReplicaStartError):
                 logger.exception("recycling replica %s failed", managed.replica_id)
             if not handed_back:
                 managed.recycle = None
-                managed.recycle_after = time.monotonic() + recycle.RETRY_SECONDS
+                managed.recycle_after = self.clock() + recycle.RETRY_SECONDS
         finally:
             if not handed_back:
                 if managed.cancel.is_set():
                     # A stop or delete cancelled the replacement; the pass now ends the old process itself.
                     managed.cancel = threading.Event()
                 managed.phase, managed.busy = "ready", False
-
-    def _fetch_with_retry(self, url: str, dest: Path, cancel: threading.Event) -> tuple[Path, str]:
-        """Fetch model data and its digest, riding out a store that is briefly unreachable (an API restart)."""
-        deadline = time.monotonic() + self.fetch_retry_seconds
-        delay = 0.1
-        while True:
-            try:
-                return fetch_model(self._s3_client(), url, self.cache_dir, dest=dest)
-            except ModelDataError as exc:
-                if not exc.transient or time.monotonic() + delay > deadline or cancel.is_set():
-                    raise
-                logger.info("model data store unreachable (%s); retrying in %.1fs", exc.message, delay)
-                if cancel.wait(delay):
-                    raise
-                delay = min(delay * 2, 2.0)
 
     def _fail(self, managed: _Managed, reason: str, tail: str) -> None:
         logger.warning("replica %s failed: %s", managed.replica_id, reason)
@@ -473,17 +599,31 @@ class HostAgent:
                 managed.proc.terminate(self.stop_grace)
             if write_state:
                 self._update(managed.replica_id, state=ReplicaState.STOPPED, address=None, pid=None)
-            else:
-                shutil.rmtree(replica_dir(self.settings, managed.replica_id) / "model", ignore_errors=True)
         finally:
             with self._lock:
                 if self._managed.get(managed.replica_id) is managed:
                     del self._managed[managed.replica_id]
-                keep = {m.weights_key for m in self._managed.values() if m.weights_key}
             managed.phase = "stopped"
             managed.busy = False
+        self._prune_unused()
+
+    def _prune_unused(self) -> None:
+        """Delete unpacked artifacts and weights files no replica of this host uses any more."""
+        with self._lock:
+            managed = list(self._managed.values())
+        if any(m.phase == "starting" and m.digest is None for m in managed):
+            return  # a fetch in flight: its artifact is not in the keep list yet; the next stop prunes
+        artifacts.prune(self.cache_dir, {m.digest for m in managed if m.digest})
         # The last replica of an artifact is gone: so is the reason to keep its weights file.
-        prune(self.weights_dir, keep)
+        prune(self.weights_dir, {m.weights_key for m in managed if m.weights_key})
+
+    def _remove_legacy_copies(self) -> None:
+        # Agents before one-unpack-per-host unpacked a copy per replica and into a shared cache.
+        if self.settings.replicas_dir.is_dir():
+            for rdir in self.settings.replicas_dir.iterdir():
+                shutil.rmtree(rdir / "model", ignore_errors=True)
+        for legacy in ("model-data", "weights"):
+            shutil.rmtree(self.settings.data_dir / "cache" / legacy, ignore_errors=True)
 
     def _update(
         self,
@@ -511,37 +651,91 @@ class HostAgent:
     # --- host bookkeeping -------------------------------------------------------------------------
 
     def heartbeat(self) -> None:
-        """Register this host, or refresh its capacity and heartbeat."""
+        """Register this host, or refresh its capacity, sandbox status and heartbeat."""
         with session_scope(self.sessions) as session:
-            host.record_heartbeat(session, self.settings, self._started_at, first=not self._registered)
+            record = host.record_heartbeat(session, self.settings, self._started_at, first=not self._registered)
+            record.sandbox = self.sandbox.status()
         self._registered = True
-        self._last_heartbeat = time.monotonic()
+        self._last_heartbeat = self.clock()
 
     def _kill_stale_processes(self) -> None:
         with session_scope(self.sessions) as session:
             rows = host.replica_pids(session, self.settings.host_id)
         for replica_id, pid in rows:
-            model_dir = replica_dir(self.settings, replica_id) / "model"
-            if self.process_cls.kill_stale(pid, model_dir, self.stop_grace):
+            if self.process_cls.kill_stale(pid, replica_dir(self.settings, replica_id), self.stop_grace):
                 logger.info("killed stale replica %s (pid %s) from an earlier agent run", replica_id, pid)
 
     # --- lifecycle --------------------------------------------------------------------------------
 
     def run(self, stop_event: threading.Event) -> None:
-        """Step every ``agent_poll_interval`` seconds until ``stop_event`` is set, then shut down."""
+        """Step until ``stop_event`` is set, then shut down.
+
+        Every ``agent_poll_interval`` while a replica is starting, stopping, recycling, backing off
+        or being checked; otherwise every ``agent_idle_poll_interval``, or at once when the doorbell
+        rings (replica rows changed, a child exited, a stop was asked: ``wake``).
+        """
+        bell = self._bell = wakeup.Doorbell(wakeup.bells_dir(self.settings.data_dir, wakeup.AGENTS))
+        rung = True
         try:
             while not stop_event.is_set():
                 try:
-                    self.step()
+                    if rung or self._pass_due():
+                        self.step()
+                    else:
+                        self.tend()
                 except Exception:
                     # A database blip must not take the replicas down with the agent.
                     logger.exception("host agent pass failed; trying again")
-                stop_event.wait(self.settings.agent_poll_interval)
+                deadline, rung = time.monotonic() + self._pause(), False
+                # In slices, so that a stop_event set without a ring is still seen within one.
+                while not stop_event.is_set() and (left := deadline - time.monotonic()) > 0:
+                    if bell.wait(min(left, STOP_SLICE)):
+                        rung = True
+                        break
         finally:
-            self.shutdown()
+            self._bell = None
+            bell.close()
+            # Within the supervisor's stop budget, leaving it time for the row updates and the exit.
+            self.shutdown(max(1.0, self.settings.stop_timeout - 2.0))
+
+    def _pause(self) -> float:
+        with self._lock:
+            managed = list(self._managed.values())
+        if any(m.busy or m.phase not in ("ready", "failed") for m in managed):
+            return self.settings.agent_poll_interval
+        # Idle: the next full pass, heartbeat, health check or recycle retry, whichever comes first.
+        now = self.clock()
+        due = [self._last_full + self.settings.agent_idle_poll_interval, self._last_heartbeat + self.heartbeat_interval]
+        due += [m.checked_at + self._health_every(m) for m in managed if m.phase == "ready"]
+        due += [m.recycle_after for m in managed if m.recycle is not None]
+        return max(self.settings.agent_poll_interval, min(due) - now)
+
+    def _pass_due(self) -> bool:
+        """Whether the next wake-up needs a full pass (rows read), not only ``tend``."""
+        now = self.clock()
+        if now - self._last_full >= self.settings.agent_idle_poll_interval:
+            return True
+        with self._lock:
+            return any(
+                m.busy
+                or m.phase not in ("ready", "failed")
+                or (m.phase == "ready" and (m.proc is None or not m.proc.alive()))
+                or (m.recycle is not None and now >= m.recycle_after)
+                for m in self._managed.values()
+            )
+
+    def wake(self) -> None:
+        """Cut the wait before the next pass short (safe from a signal handler)."""
+        bell = self._bell
+        if bell is not None:
+            bell.ring()
 
     def shutdown(self, timeout: float | None = None) -> None:
-        """Stop every replica process this agent runs and mark their rows Pending for the next run."""
+        """Stop every replica process this agent runs and mark their rows Pending for the next run.
+
+        With ``timeout``, replicas get that long (less a second) to drain before SIGKILL, all at once.
+        """
+        grace = self.stop_grace if timeout is None else max(0.5, timeout - 1.0)
         with self._lock:
             items = list(self._managed.values())
             self._managed.clear()
@@ -551,7 +745,7 @@ class HostAgent:
         for managed in items:
             proc = managed.proc
             if proc is not None and proc.alive():
-                thread = threading.Thread(target=proc.terminate, args=(self.stop_grace,), daemon=True)
+                thread = threading.Thread(target=proc.terminate, args=(grace,), daemon=True)
                 thread.start()
                 stoppers.append(thread)
         limit = self.stop_grace + 10.0 if timeout is None else timeout
@@ -561,7 +755,7 @@ class HostAgent:
         for managed in items:
             # A start thread may have spawned its process after the sweep above.
             if managed.proc is not None and managed.proc.alive():
-                managed.proc.terminate(self.stop_grace)
+                managed.proc.terminate(self.stop_grace if timeout is None else 0.0)
             self._update(
                 managed.replica_id,
                 only_states=(ReplicaState.READY, ReplicaState.STARTING),
@@ -589,19 +783,44 @@ def run_agent(settings: Settings) -> None:
     engine = make_engine(settings.database_url)
     stop = threading.Event()
 
-    def _on_signal(signum: int, frame: Any) -> None:
-        stop.set()
+    agent: HostAgent | None = None
 
-    previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    def _on_signal(signum: int, frame: Any) -> None:
+        if signum != signal.SIGCHLD:
+            stop.set()
+        if agent is not None:
+            agent.wake()  # a stop, or a replica process that exited: act now, not at the next idle pass
+
+    signals = (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD)
+    previous = {sig: signal.signal(sig, _on_signal) for sig in signals}
     try:
-        agent = HostAgent(settings, make_sessionmaker(engine), lambda: make_s3_client(settings))
+        sessions = make_sessionmaker(engine)
+        # Replica rows this agent reports (Ready, Failed …) wake the API's routing table at once.
+        wakeup.install(sessions, settings.data_dir)
+        clients = OwnerClients(settings, sessions, session_name=f"neurondock-agent-{settings.host_id}")
+        # The first replica's download should not wait for botocore to parse S3's service model.
+        threading.Thread(target=s3_warm, name="s3-warm", daemon=True).start()
+        agent = HostAgent(settings, sessions, clients)
+        logger.info("user code sandbox: %s", agent.sandbox.describe())
+        # Register first (a second live agent on this host id is refused), then clean up, then warm up.
+        agent.heartbeat()
+        agent.recover()
         if settings.standby_pool_size > 0:
             pool = StandbyPool(
-                agent.replica_env({}, settings.replicas_dir, 0), settings.replicas_dir, size=settings.standby_pool_size
+                agent.launcher.environment({}, settings.replicas_dir, 0),
+                settings.replicas_dir,
+                size=settings.standby_pool_size,
+                sandbox=agent.sandbox,
+                slots_dir=agent.slots_dir,
             )
             ReplicaProcess.standby_pool = pool
             pool.fill()
         logger.info("host agent %s running (pid %s)", settings.host_id, os.getpid())
+        # SageMaker's instance metrics (CPU, memory), from this host's replica processes.
+        usage = InstanceUsage(
+            make_sessionmaker(engine), settings.host_id, agent.managed_pids, settings.metrics_flush_seconds
+        )
+        threading.Thread(target=usage.run, args=(stop,), name="instance-usage", daemon=True).start()
         agent.run(stop)
     finally:
         if ReplicaProcess.standby_pool is not None:

@@ -1,7 +1,9 @@
-"""Fetch a variant's ``model.tar.gz`` from S3 and unpack it where a replica can load it."""
+"""Fetch a variant's ``model.tar.gz`` from S3 and unpack it, once per artifact per host, for its replicas."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import gzip
 import hashlib
 import os
@@ -9,6 +11,7 @@ import shutil
 import tarfile
 import tempfile
 import zlib
+from collections.abc import Collection, Iterator
 from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import urlparse
@@ -17,6 +20,9 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 # Read S3 bodies in pieces so a multi-GB artifact never sits in memory.
 _CHUNK = 1024 * 1024
+EXTRACTED = "extracted"
+# An archive of more files than this is refused (each one costs an inode and a hard link per replica).
+MAX_MEMBERS = 100_000
 
 
 class ModelDataError(Exception):
@@ -66,37 +72,92 @@ def _check_member(member: tarfile.TarInfo) -> None:
         )
 
 
-def safe_extract(tar_path: Path | str, dest: Path | str) -> Path:
-    """Extract a gzip tarball into ``dest``, refusing anything that could escape it.
+def safe_extract(
+    tar_path: Path | str, dest: Path | str, *, max_bytes: int | None = None, max_members: int = MAX_MEMBERS
+) -> Path:
+    """Extract a gzip tarball into ``dest``, refusing anything that could escape it or outgrow the host.
+
+    One pass over the stream: each member is checked when its header is read, before its data is
+    written, and the declared sizes summed, so a tarball that would unpack to more than ``max_bytes``
+    (a gzip bomb: 200 MB of zeros compress to 200 KB) never gets more than that onto the disk. A
+    refused archive leaves nothing behind: what it had written is removed. (Checking every member
+    first and extracting afterwards decompressed the stream twice, the slowest step of a replica's
+    start after importing torch: docs/runtime.md, "Start-up".)
 
     Raises:
         UnsafeArchiveError: a member is absolute, contains ``..``, or is a link or device.
-        ModelDataError: the file is not a readable gzip tarball.
+        ModelDataError: the file is not a readable gzip tarball, or unpacks to more than allowed.
     """
     dest_path = Path(dest)
     dest_path.mkdir(parents=True, exist_ok=True)
     root = dest_path.resolve()
+    existing = set(os.listdir(root))
+    free = shutil.disk_usage(root).free
     try:
-        # "r:gz" rather than "r:*": SageMaker's contract is a gzip tarball, and saying so is the fix.
-        with tarfile.open(tar_path, "r:gz") as tar:
-            members = tar.getmembers()
-            for member in members:
-                _check_member(member)
-                target = (root / member.name).resolve()
-                if target != root and root not in target.parents:
-                    raise UnsafeArchiveError(
-                        f"Refusing to extract model.tar.gz member {member.name!r}: it resolves outside "
-                        "the model directory."
-                    )
+        # "r|gz" rather than "r|*": SageMaker's contract is a gzip tarball, and saying so is the fix.
+        with tarfile.open(tar_path, "r|gz") as tar:
             # The "data" filter re-checks all of the above and drops setuid bits and odd modes.
-            tar.extractall(root, members=members, filter="data")
-    except UnsafeArchiveError:
+            tar.extractall(root, members=_checked(tar, root, max_bytes, max_members, free), filter="data")
+    except BaseException as exc:
+        for name in set(os.listdir(root)) - existing:
+            path = root / name
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+        if isinstance(exc, tarfile.FilterError):
+            raise UnsafeArchiveError(f"Refusing to extract model.tar.gz: {exc}") from exc
+        if isinstance(exc, (tarfile.TarError, gzip.BadGzipFile, zlib.error, EOFError)):
+            raise ModelDataError(f"model.tar.gz is not a gzip tarball (or is truncated): {exc}") from exc
         raise
-    except tarfile.FilterError as exc:
-        raise UnsafeArchiveError(f"Refusing to extract model.tar.gz: {exc}") from exc
-    except (tarfile.TarError, gzip.BadGzipFile, zlib.error, EOFError) as exc:
-        raise ModelDataError(f"model.tar.gz is not a gzip tarball (or is truncated): {exc}") from exc
     return dest_path
+
+
+def _checked(
+    tar: tarfile.TarFile, root: Path, max_bytes: int | None, max_members: int, free: int
+) -> Iterator[tarfile.TarInfo]:
+    """Yield the stream's members one by one, each checked before extractall writes it."""
+    total = 0
+    for count, member in enumerate(tar, 1):
+        _check_member(member)
+        target = (root / member.name).resolve()
+        if target != root and root not in target.parents:
+            raise UnsafeArchiveError(
+                f"Refusing to extract model.tar.gz member {member.name!r}: it resolves outside the model directory."
+            )
+        total += member.size
+        if max_bytes is not None and total > max_bytes:
+            raise ModelDataError(
+                f"model.tar.gz unpacks to more than {_mib(max_bytes)} (this host's limit, "
+                "NEURONDOCK_MAX_MODEL_EXTRACTED_MB); nothing of it was kept. Ship a smaller model "
+                "archive, or ask the operator to raise the limit."
+            )
+        if count > max_members:
+            raise ModelDataError(
+                f"model.tar.gz holds more than {max_members} files and directories; nothing of it was kept."
+            )
+        if total > free:
+            raise ModelDataError(
+                f"model.tar.gz unpacks to more than the {_mib(free)} of disk the host has free; "
+                "nothing of it was kept.",
+                transient=True,
+            )
+        yield member
+
+
+def _mib(size: int) -> str:
+    return f"{size / 1024**2:,.0f} MiB"
+
+
+def _make_readable(root: Path) -> None:
+    # Replicas read the unpacked model as an unprivileged sandbox uid: every file readable, every
+    # directory searchable, nothing writable but by its owner (and the sandbox mounts it read-only).
+    for dirpath, _dirnames, filenames in os.walk(root):
+        os.chmod(dirpath, 0o755)
+        for name in filenames:
+            path = os.path.join(dirpath, name)
+            mode = os.lstat(path).st_mode & 0o777
+            os.chmod(path, (mode | 0o444) & ~0o022)
 
 
 def _error_code(exc: ClientError) -> str:
@@ -117,7 +178,8 @@ def _download_error(url: str, exc: Exception) -> ModelDataError:
     return ModelDataError(f"Could not download model data from {url}: {detail}", transient=transient)
 
 
-def _download(s3_client: Any, url: str, cache_dir: Path) -> Path:
+def _head(s3_client: Any, url: str) -> str:
+    """Return the artifact's digest (URL and ETag); a HEAD with the caller's own credentials, every time."""
     bucket, key = parse_s3_url(url)
     try:
         head = s3_client.head_object(Bucket=bucket, Key=key)
@@ -131,16 +193,16 @@ def _download(s3_client: Any, url: str, cache_dir: Path) -> Path:
         raise _download_error(url, exc) from exc
     except BotoCoreError as exc:
         raise _download_error(url, exc) from exc
-
     version = str(head.get("ETag") or f"{head.get('LastModified')}-{head.get('ContentLength')}")
     url_digest = hashlib.sha256(url.encode()).hexdigest()[:32]
     version_digest = hashlib.sha256(version.encode()).hexdigest()[:16]
-    cached = cache_dir / f"{url_digest}-{version_digest}.tar.gz"
-    if cached.is_file():
-        return cached
+    return f"{url_digest}-{version_digest}"
 
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=".download-", dir=cache_dir)
+
+def _download(s3_client: Any, url: str, directory: Path) -> Path:
+    bucket, key = parse_s3_url(url)
+    directory.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=".download-", suffix=".tar.gz", dir=directory)
     try:
         with os.fdopen(fd, "wb") as out:
             try:
@@ -153,52 +215,77 @@ def _download(s3_client: Any, url: str, cache_dir: Path) -> Path:
                     body.close()
             except (ClientError, BotoCoreError) as exc:
                 raise _download_error(url, exc) from exc
-        # Atomic: two replicas of one variant may download the same object at the same time.
-        os.replace(tmp_name, cached)
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
         raise
-    # An older version of the same URL is dead weight once the new one is in.
-    for stale in cache_dir.glob(f"{url_digest}-*.tar.gz"):
-        if stale != cached:
-            stale.unlink(missing_ok=True)
-    return cached
+    return Path(tmp_name)
 
 
-def fetch_model_data(
-    s3_client: Any, model_data_url: str, cache_dir: Path | str, dest: Path | str | None = None
-) -> Path:
-    """Download ``s3://bucket/key`` (cached by URL and ETag) and extract it into a fresh directory.
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+b") as lock:
+        # Replicas of one artifact starting together wait for the first to unpack it.
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
-    The result is ``dest`` when given (replaced atomically), else a new directory under ``cache_dir``.
+
+def fetch_model(
+    s3_client: Any, model_data_url: str, cache_dir: Path | str, *, max_bytes: int | None = None
+) -> tuple[Path, str]:
+    """Return the artifact's unpacked directory on this host, and its digest (from its URL and ETag).
+
+    Every call asks the store (HEAD, with the caller's credentials) which version the URL names; a
+    version already unpacked on this host is reused — one directory per artifact per host, read-only
+    to the replicas that load it — else it is downloaded, checked, unpacked (at most ``max_bytes``)
+    and the tarball dropped. ``prune`` removes directories no replica uses any more.
 
     Raises:
         ModelDataError: the object cannot be downloaded, or is not a safe gzip tarball.
     """
-    return fetch_model(s3_client, model_data_url, cache_dir, dest)[0]
-
-
-def fetch_model(
-    s3_client: Any, model_data_url: str, cache_dir: Path | str, dest: Path | str | None = None
-) -> tuple[Path, str]:
-    """Like ``fetch_model_data``, and also return the artifact's digest (from its URL and ETag)."""
     cache = Path(cache_dir)
-    tarball = _download(s3_client, model_data_url, cache / "downloads")
-    digest = tarball.name.removesuffix(".tar.gz")
-    if dest is None:
-        (cache / "extracted").mkdir(parents=True, exist_ok=True)
-        return safe_extract(tarball, tempfile.mkdtemp(prefix="model-", dir=cache / "extracted")), digest
-
-    final = Path(dest)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=final.parent))
-    try:
-        safe_extract(tarball, staging)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    # Fresh every time: user code may have written into the previous copy before it crashed.
-    if final.exists():
-        shutil.rmtree(final)
-    staging.rename(final)
+    digest = _head(s3_client, model_data_url)
+    extracted = cache / EXTRACTED
+    final = extracted / digest
+    with _locked(cache / "locks" / f"{digest}.lock"):
+        if final.is_dir():
+            return final, digest
+        tarball = _download(s3_client, model_data_url, cache / "downloads")
+        staging = Path(tempfile.mkdtemp(prefix=f".{digest}-", dir=_ensure(extracted)))
+        try:
+            safe_extract(tarball, staging, max_bytes=max_bytes)
+            _make_readable(staging)
+            # Atomic: a directory under its digest is always complete.
+            staging.rename(final)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        finally:
+            tarball.unlink(missing_ok=True)
     return final, digest
+
+
+def _ensure(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def prune(cache_dir: Path | str, keep: Collection[str]) -> list[Path]:
+    """Delete unpacked artifacts (and stray downloads) whose digest is not in ``keep``; return what went."""
+    cache = Path(cache_dir)
+    removed: list[Path] = []
+    extracted = cache / EXTRACTED
+    if extracted.is_dir():
+        for path in extracted.iterdir():
+            digest = path.name.lstrip(".").split("-", 2)
+            name = "-".join(digest[:2])
+            if name in keep:
+                continue
+            with _locked(cache / "locks" / f"{name}.lock"):
+                shutil.rmtree(path, ignore_errors=True)
+            (cache / "locks" / f"{name}.lock").unlink(missing_ok=True)
+            removed.append(path)
+    downloads = cache / "downloads"
+    if downloads.is_dir() and not keep:
+        shutil.rmtree(downloads, ignore_errors=True)
+    return removed

@@ -1,24 +1,30 @@
 """Dynamic batching for one replica: a bounded request queue and one execution at a time.
 
-Opportunistic by default, like Triton with ``max_queue_delay_microseconds`` 0 (serving-peers.md §5):
-when the model frees up, the worker takes whatever compatible requests are already queued, up to
-``max_batch_size`` rows, and never waits when the queue is empty. ``max_delay`` (env
-``NEURONDOCK_MAX_BATCH_DELAY_MS``) lets a lone request wait that long for company.
+Opportunistic by default, like Triton with ``max_queue_delay_microseconds`` 0: when the model frees
+up, the worker takes whatever compatible requests are already queued, up to ``max_batch_size`` rows,
+and never waits when the queue is empty. ``max_delay`` (env ``NEURONDOCK_MAX_BATCH_DELAY_MS``) lets a
+lone request wait that long for company. ``docs/runtime.md`` ("Batching", "Queue bounds") has the
+rules and how they compare with the Neuron runtime and other model servers.
 
-A batch is built from the handler's public hooks: each request's body goes through ``input_fn``;
+Every request goes through the invocation pipeline (``pipeline.py``): its ``input_fn`` runs once;
 requests whose decoded inputs are tensors of one dtype with equal trailing dims and that share
 content type, accept and custom attributes are concatenated on dim 0, run through one ``predict_fn``
-and split back into per-request predictions for ``output_fn``. Anything else — a custom
-``transform_fn``, a non-tensor input, a prediction that does not split on dim 0, an error — runs
-one request at a time through ``Handler.invoke``, so answers and errors are exactly what an
-unbatched replica gives. The model must treat the rows of dim 0 independently (eval-mode models
-do); ``NEURONDOCK_MAX_BATCH_SIZE=1`` turns batching off.
+and split back into per-request predictions for ``output_fn``. A custom ``transform_fn`` owns the
+whole request, so it is never batched; a user's own ``predict_fn`` is batched only when the model's
+environment sets ``NEURONDOCK_MAX_BATCH_SIZE`` (it must then take and return batches); the default
+``predict_fn`` is batched unless ``NEURONDOCK_MAX_BATCH_SIZE=1``. The model must treat the rows of
+dim 0 independently (eval-mode models do).
 
-The queue is bounded like the Neuron runtime's (inferentia.md §3.2, §7.3): ``NEURON_MAX_NUM_INFERS``
-outstanding executions, NeuronCores + 3 by default. An execution here is a batch of up to
-``max_batch_size`` requests, so a replica holds at most ``executions × max_batch_size`` requests
-(exactly cores + 3 when batching is off); ``NEURONDOCK_MAX_QUEUE_SIZE`` sets the request bound
-directly. Past it a request is refused at once (``QueueFull``), never parked.
+Two bounds, each for what it models (``docs/runtime.md``, "Queue bounds"). The request queue holds
+``TS_JOB_QUEUE_SIZE`` requests, queued or executing — TorchServe's ``job_queue_size``, 100 by default,
+which the SageMaker PyTorch containers let a model's Environment set; ``NEURONDOCK_MAX_QUEUE_SIZE``
+overrides it. Past it a request is refused at once (``QueueFull``), never parked. The Neuron runtime's
+``NEURON_MAX_NUM_INFERS`` (NeuronCores + 3 by default) bounds executions in flight on the cores: the
+one model thread keeps one execution (a batch) in flight, within it on every instance type.
+
+A streaming request (``emit`` set) always runs alone on the model thread, never inline on the event
+loop (its parts must leave while it runs), and holds the execution until its last part; each part
+counts as progress for the hang watchdog (docs/streaming.md).
 """
 
 from __future__ import annotations
@@ -26,32 +32,28 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import inspect
-import json
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-from neurondock_workers.hosting.handler import (
-    ANY,
-    CUSTOM_ATTRIBUTES_HEADER,
-    OCTET_STREAM,
-    UTF8_TYPES,
-    Context,
-    InvocationResult,
-    base_type,
-)
+from neurondock_platform import compiled_manifest
+from neurondock_workers.hosting.contract import Failure, InvocationResult
+from neurondock_workers.hosting.pipeline import Emit, Invocation, Pipeline
+
+if TYPE_CHECKING:
+    from neurondock_workers.hosting.handler import Handler
 
 DEFAULT_MAX_BATCH_SIZE = 8
+# TorchServe's default job_queue_size, the queue SageMaker's PyTorch containers serve behind.
+DEFAULT_QUEUE_SIZE = 100
 # The Neuron runtime's default for NEURON_MAX_NUM_INFERS is the process's cores + 3.
 EXTRA_INFERS = 3
-MANIFEST_FILE = "manifest.json"
 # Executions shorter than this on average may run on the event loop's thread when the model is idle.
 INLINE_MAX_SECONDS = 0.002
 # ... and executions up to this long when the router says the request is the only one it has in
@@ -62,12 +64,13 @@ SOLO_INLINE_AFTER = 3
 
 
 class QueueFull(Exception):
-    """The replica already holds as many requests as its queue allows (NRT_QUEUE_FULL)."""
+    """The replica already holds as many requests as its job queue allows."""
 
     def __init__(self, outstanding: int, limit: int, cores: str) -> None:
         super().__init__(
-            f"NRT_QUEUE_FULL (7): {outstanding} of {limit} requests already outstanding on NeuronCore(s) {cores}; "
-            "the request was not queued (failed_to_queue). Retry with backoff, or add instances."
+            f"Job queue full: {outstanding} of {limit} requests (TS_JOB_QUEUE_SIZE) already outstanding on "
+            f"NeuronCore(s) {cores}; the request was not queued (failed_to_queue). Retry with backoff, or add "
+            "instances."
         )
         self.outstanding = outstanding
         self.limit = limit
@@ -105,19 +108,11 @@ def visible_cores(env: Mapping[str, str]) -> tuple[int, str]:
 
 
 def compiled_batch(model_dir: Path | str | None) -> tuple[int | None, bool]:
-    """Return (compiled batch size, dim 0 dynamic) from a compiled artifact's manifest, or (None, True)."""
-    if model_dir is None:
+    """Return (compiled batch size, dim 0 dynamic) for a model compiled for Inferentia, else (None, True)."""
+    manifest = compiled_manifest.load(model_dir) if model_dir is not None else None
+    if manifest is None or not manifest.on_inferentia:
         return None, True
-    try:
-        manifest = json.loads((Path(model_dir) / MANIFEST_FILE).read_text())
-    except (OSError, ValueError):
-        return None, True
-    if not isinstance(manifest, dict) or manifest.get("target") != "ml_inf1":
-        return None, True
-    resources = manifest.get("resources") or {}
-    batch = resources.get("compiled_batch_size")
-    dynamic = 0 in (resources.get("dynamic_dims") or []) or bool(resources.get("dynamic_batch_size"))
-    return (int(batch) if isinstance(batch, int) and batch > 0 else None), dynamic
+    return manifest.compiled_batch_size, manifest.dynamic_batch
 
 
 @dataclass(frozen=True)
@@ -126,9 +121,13 @@ class BatchConfig:
 
     max_batch_size: int = DEFAULT_MAX_BATCH_SIZE
     max_delay: float = 0.0
-    max_queue: int = (1 + EXTRA_INFERS) * DEFAULT_MAX_BATCH_SIZE
+    max_queue: int = DEFAULT_QUEUE_SIZE
     cores: int = 1
     cores_label: str = "nc0"
+    # Whether a user's own predict_fn is handed batches: only when the model asked for batching.
+    batch_user_predict: bool = False
+    # NEURON_MAX_NUM_INFERS: executions in flight on the cores (the model thread keeps one).
+    max_executions: int = 1 + EXTRA_INFERS
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, model_dir: Path | str | None = None) -> BatchConfig:
@@ -150,8 +149,11 @@ class BatchConfig:
         size = max(1, size)
         delay_ms = float(env.get("NEURONDOCK_MAX_BATCH_DELAY_MS") or 0)
         executions = _int_env(env, "NEURON_MAX_NUM_INFERS") or cores + EXTRA_INFERS
-        queue = _int_env(env, "NEURONDOCK_MAX_QUEUE_SIZE") or executions * size
-        return cls(size, max(0.0, delay_ms / 1000.0), max(1, queue), cores, label)
+        queue = _int_env(env, "NEURONDOCK_MAX_QUEUE_SIZE") or _int_env(env, "TS_JOB_QUEUE_SIZE") or DEFAULT_QUEUE_SIZE
+        opted_in = configured is not None and configured > 1
+        return cls(
+            size, max(0.0, delay_ms / 1000.0), max(1, queue), cores, label, opted_in, max_executions=max(1, executions)
+        )
 
 
 @dataclass
@@ -165,6 +167,8 @@ class Request:
     deliver: Callable[[Answer], None]
     queued_ns: int = field(default_factory=time.perf_counter_ns)
     queue_depth: int = 0
+    # Set for a request that asked for a streamed answer: receives each part on the model thread.
+    emit: Emit | None = None
 
 
 @dataclass(frozen=True)
@@ -192,64 +196,16 @@ class BatchStats:
     # Starts at the inline limit: the first execution, of unknown length, runs on the model thread.
     avg_execution_s: float = INLINE_MAX_SECONDS
     started_ns: int = field(default_factory=time.perf_counter_ns)
-
-
-def _arity(fn: Callable[..., Any]) -> int:
-    try:
-        return len(inspect.signature(fn).parameters)
-    except (TypeError, ValueError):
-        return -1
-
-
-def _call(fn: Callable[..., Any], arity: int, args: tuple[Any, ...], context: Context) -> Any:
-    # The toolkit's convention: one parameter more than the contract means "also pass the context".
-    return fn(*args, context) if arity == len(args) + 1 else fn(*args)
-
-
-def _to_bytes(body: Any) -> bytes:
-    if isinstance(body, bytes):
-        return body
-    if isinstance(body, bytearray | memoryview):
-        return bytes(body)
-    if isinstance(body, str):
-        return body.encode("utf-8")
-    raise TypeError(f"output_fn must return bytes or str, got {type(body).__name__}")
-
-
-def _split(prediction: Any, sizes: Sequence[int]) -> list[Any] | None:
-    """Split a batched prediction back into per-request pieces on dim 0; None when it cannot be."""
-    rows = sum(sizes)
-    if isinstance(prediction, torch.Tensor):
-        if prediction.dim() == 0 or prediction.shape[0] != rows:
-            return None
-        return list(torch.split(prediction, list(sizes)))
-    if isinstance(prediction, tuple | list) and prediction:
-        parts = [_split(p, sizes) for p in prediction]
-        if any(p is None for p in parts):
-            return None
-        return [type(prediction)(p[i] for p in parts if p is not None) for i in range(len(sizes))]
-    if isinstance(prediction, dict) and prediction:
-        split = {k: _split(v, sizes) for k, v in prediction.items()}
-        if any(v is None for v in split.values()):
-            return None
-        return [{k: v[i] for k, v in split.items() if v is not None} for i in range(len(sizes))]
-    return None
-
-
-class _Decoded:
-    __slots__ = ("context", "data", "request")
-
-    def __init__(self, request: Request, context: Context, data: Any) -> None:
-        self.request = request
-        self.context = context
-        self.data = data
+    # When the execution running now started (0: none runs); the replica's hang watchdog reads it.
+    running_since_ns: int = 0
 
 
 class Batcher:
     """Owns the replica's queue and its single model thread."""
 
-    def __init__(self, handler: Any, config: BatchConfig) -> None:
+    def __init__(self, handler: Handler, config: BatchConfig) -> None:
         self.handler = handler
+        self.pipeline: Pipeline = handler.pipeline
         self.config = config
         self.stats = BatchStats()
         self._queue: collections.deque[Request] = collections.deque()
@@ -257,17 +213,20 @@ class Batcher:
         self._executing = 0
         self._closed = False
         self._unbatchable: set[tuple[Any, ...]] = set()
+        # Requests gathered on the event loop's thread for the batch that runs at the end of its pass.
+        self._gathered: list[Request] = []
+        # The model whose device counters were looked for, and whether it has them.
+        self._probed: Any = None
+        self._has_device = False
         # OpenMP's thread count is per thread: the model thread must be told what the process was.
         self._torch_threads = torch.get_num_threads()
         self._thread = threading.Thread(target=self._run, name="model", daemon=True)
-        self._batchable = self._hooks_batchable(handler)
-        self._thread.start()
-
-    @staticmethod
-    def _hooks_batchable(handler: Any) -> bool:
         # A custom transform_fn owns decode, predict and encode in one call: nothing to batch there.
-        default = getattr(handler, "_default_transform_fn", None)
-        return default is not None and getattr(handler, "transform_fn", None) == default
+        # A user's predict_fn is handed batches only when the model asked for them.
+        self._batchable = handler.user_transform_fn is None and (
+            self.pipeline.default_predict or config.batch_user_predict
+        )
+        self._thread.start()
 
     @property
     def batching(self) -> bool:
@@ -291,39 +250,67 @@ class Batcher:
             self._cv.notify()
 
     def run_inline(self, request: Request, solo: bool = False) -> bool:
-        """Execute ``request`` on the calling thread if the model is idle and fast; False otherwise.
+        """Execute ``request`` on the calling event loop's thread if the model is idle and fast; False otherwise.
 
         At low load the hand-off to the model thread and back costs two thread wake-ups (about
         0.3 ms in all here, measured with a 600 KB request) for nothing: the queue is empty. Only
         executions that have been short (an average under ``INLINE_MAX_SECONDS``) run inline, so a
         slow model never holds up the event loop that reads requests, answers pings and refuses
         overflow. A ``solo`` request (its router has nothing else in flight to this replica, so no
-        company to batch it with is coming from there) may run inline up to
+        company to batch it with is coming from there) runs at once, and may run inline up to
         ``SOLO_INLINE_MAX_SECONDS``; a request from elsewhere that arrives meanwhile waits as it
         would have waited in the queue for the one execution at a time.
+
+        Otherwise, with batching on, the request runs at the end of the loop's current pass together
+        with the compatible requests read in the same pass (up to ``max_batch_size``): several
+        connections' frames that arrived together make one batch, as they would have in the queue.
         """
         stats = self.stats
         limit = SOLO_INLINE_MAX_SECONDS if solo and stats.executions >= SOLO_INLINE_AFTER else INLINE_MAX_SECONDS
-        if self._closed or stats.avg_execution_s >= limit:
+        if self._closed or stats.avg_execution_s >= limit or request.emit is not None:
             return False
+        gathered = self._gathered
+        if gathered:
+            if len(gathered) >= self.config.max_batch_size or _kind(request) != _kind(gathered[0]):
+                return False  # queued: the model thread takes it once this batch has run
+            with self._cv:
+                self._executing += 1
+            gathered.append(request)
+            return True
         with self._cv:
             if self._queue or self._executing:
                 return False
             self._executing = 1
-        started = time.perf_counter_ns()
+        if solo or not self.batching:
+            self._execute([request])
+        else:
+            self._gathered = [request]
+            asyncio.get_running_loop().call_soon(self._run_gathered)
+        return True
+
+    def _run_gathered(self) -> None:
+        taken, self._gathered = self._gathered, []
+        self._execute(taken)
+
+    def _execute(self, taken: list[Request]) -> None:
+        """Run one execution (one request or a batch) on this thread; the model is this thread's meanwhile."""
+        started = self.stats.running_since_ns = time.perf_counter_ns()
         try:
-            self._one(request)
+            if len(taken) == 1:
+                self._one(taken[0])
+            else:
+                self._many(taken)
         finally:
             with self._cv:
                 self._executing = 0
-                self._finish(started, 1)
+                self._finish(started, len(taken))
                 if self._queue:
                     self._cv.notify()
-        return True
 
     def _finish(self, started: int, requests: int) -> None:
         elapsed = time.perf_counter_ns() - started
         stats = self.stats
+        stats.running_since_ns = 0
         stats.busy_ns += elapsed
         stats.requests += requests
         # An exponential average of execution time decides whether the next one may run inline.
@@ -346,13 +333,14 @@ class Batcher:
     def _take(self) -> list[Request] | None:
         cfg = self.config
         with self._cv:
-            while not self._queue:
-                if self._closed:
+            # An execution on the event loop's thread (run_inline) owns the model until it ends.
+            while not self._queue or self._executing:
+                if self._closed and not self._queue:
                     return None
                 self._cv.wait()
             limit = cfg.max_batch_size if self.batching else 1
             if limit > 1 and cfg.max_delay > 0 and len(self._queue) < limit:
-                # Only a configured delay ever holds the first request back (serving-peers.md §5).
+                # Only a configured delay ever holds the first request back (docs/runtime.md, "Batching").
                 deadline = self._queue[0].queued_ns / 1e9 + cfg.max_delay
                 while len(self._queue) < limit and not self._closed:
                     remaining = deadline - time.perf_counter_ns() / 1e9
@@ -361,12 +349,12 @@ class Batcher:
                     self._cv.wait(remaining)
             first = self._queue.popleft()
             taken = [first]
-            if limit > 1:
-                key = (first.content_type, first.accept, first.custom_attributes)
+            if limit > 1 and first.emit is None:
+                key = _kind(first)
                 skipped: list[Request] = []
                 while self._queue and len(taken) < limit:
                     req = self._queue.popleft()
-                    if (req.content_type, req.accept, req.custom_attributes) == key:
+                    if req.emit is None and _kind(req) == key:
                         taken.append(req)
                     else:
                         skipped.append(req)
@@ -381,74 +369,71 @@ class Batcher:
             taken = self._take()
             if taken is None:
                 return
-            started = time.perf_counter_ns()
-            try:
-                if len(taken) == 1:
-                    self._one(taken[0])
-                else:
-                    self._many(taken)
-            finally:
-                with self._cv:
-                    self._executing = 0
-                    self._finish(started, len(taken))
+            self._execute(taken)
+
+    def _device_us(self) -> int | None:
+        """The last execution's projected NeuronCore time, for a compiled Inferentia model only."""
+        model = self.handler.model
+        if model is not self._probed:
+            # getattr on a TorchScript module without the attribute raises inside torch (~3 µs a call).
+            self._probed, self._has_device = model, hasattr(model, "last_device_us")
+        return model.last_device_us if self._has_device else None
 
     def _answer(self, request: Request, result: InvocationResult, started: int, size: int, index: int) -> None:
-        device_us = getattr(getattr(self.handler, "model", None), "last_device_us", None)
+        device_us = self._device_us()
         queue_us = max(0, (started - request.queued_ns) // 1000)
         request.deliver(Answer(result, size, index, queue_us, request.queue_depth, device_us))
 
-    def _one(self, request: Request) -> InvocationResult:
+    def _progress(self, emit: Emit) -> Emit:
+        """Wrap a stream's ``emit`` so that each part tells the hang watchdog the execution is alive."""
+        stats = self.stats
+
+        def part(body: bytes, content_type: str, custom_attributes: str | None) -> None:
+            emit(body, content_type, custom_attributes)
+            stats.running_since_ns = time.perf_counter_ns()
+
+        return part
+
+    def _one(self, request: Request) -> None:
         started = time.perf_counter_ns()
-        result: InvocationResult = self.handler.invoke(
-            request.body, request.content_type, request.accept, request.custom_attributes
+        emit = self._progress(request.emit) if request.emit is not None else None
+        result = self.pipeline.invoke(
+            request.body, request.content_type, request.accept, request.custom_attributes, emit
         )
+        self.stats.executions += 1
+        self._answer(request, result, started, 1, 0)
+
+    def _finish_alone(self, request: Request, invocation: Invocation) -> InvocationResult:
+        """Predict and answer one already-decoded request on its own."""
+        started = time.perf_counter_ns()
+        result = self.pipeline.finish(invocation)
         self.stats.executions += 1
         self._answer(request, result, started, 1, 0)
         return result
 
-    def _context(self, request: Request, content_type: str, accept: str) -> Context:
-        headers = {"Content-Type": content_type, "Accept": accept}
-        if request.custom_attributes is not None:
-            headers[CUSTOM_ATTRIBUTES_HEADER] = request.custom_attributes
-        return Context(model_dir=str(self.handler.model_dir), request_headers=headers)
-
-    def _accept(self, accept: str | None) -> str:
-        return str(self.handler.default_accept) if not accept or accept.strip() == ANY else accept
-
-    def _decode(self, request: Request, arity: int) -> _Decoded | None:
-        content_type = request.content_type or OCTET_STREAM
-        context = self._context(request, content_type, self._accept(request.accept))
-        try:
-            data: bytes | str = request.body
-            if base_type(content_type) in UTF8_TYPES:
-                data = request.body.decode("utf-8")
-            decoded = _call(self.handler.input_fn, arity, (data, content_type), context)
-        except Exception:
-            return None  # Handler.invoke reproduces the error with its status and traceback
-        return _Decoded(request, context, decoded)
-
     def _many(self, taken: list[Request]) -> None:
-        """Decode every request, batch the compatible ones, run the rest one by one."""
-        in_arity = _arity(self.handler.input_fn)
-        singles: list[Request] = []
-        groups: dict[tuple[Any, ...], list[_Decoded]] = {}
+        """Decode every request once, batch the compatible ones, answer the rest one by one."""
+        pipeline = self.pipeline
+        singles: list[tuple[Request, Invocation]] = []
+        groups: dict[tuple[Any, ...], list[tuple[Request, Invocation]]] = {}
         for request in taken:
-            decoded = self._decode(request, in_arity)
-            data = decoded.data if decoded is not None else None
-            if decoded is None or not isinstance(data, torch.Tensor) or data.dim() == 0:
-                singles.append(request)
+            invocation = pipeline.begin(request.body, request.content_type, request.accept, request.custom_attributes)
+            pipeline.decode(invocation)
+            if invocation.failure is not None:
+                # input_fn failed: that is the request's answer (it is never decoded again).
+                self._answer(request, pipeline.failed(invocation, invocation.failure), time.perf_counter_ns(), 1, 0)
                 continue
-            key = (str(data.dtype), tuple(data.shape[1:]), data.device.type)
-            if key in self._unbatchable:
-                singles.append(request)
-                continue
-            groups.setdefault(key, []).append(decoded)
+            key = invocation.batch_key
+            if key is None or key in self._unbatchable:
+                singles.append((request, invocation))
+            else:
+                groups.setdefault(key, []).append((request, invocation))
         for key, members in groups.items():
             # Keep each execution within max_batch_size rows; a request bigger than that runs alone.
-            chunk: list[_Decoded] = []
+            chunk: list[tuple[Request, Invocation]] = []
             rows = 0
             for member in members:
-                n = int(member.data.shape[0])
+                n = member[1].rows
                 if chunk and rows + n > self.config.max_batch_size:
                     self._run_group(key, chunk)
                     chunk, rows = [], 0
@@ -456,53 +441,49 @@ class Batcher:
                 rows += n
             if chunk:
                 self._run_group(key, chunk)
-        for request in singles:
-            self._one(request)
+        for request, invocation in singles:
+            self._finish_alone(request, invocation)
 
-    def _run_group(self, key: tuple[Any, ...], members: list[_Decoded]) -> None:
-        handler = self.handler
+    def _run_group(self, key: tuple[Any, ...], members: list[tuple[Request, Invocation]]) -> None:
         if len(members) == 1:
-            self._one(members[0].request)
+            self._finish_alone(*members[0])
             return
+        pipeline = self.pipeline
         started = time.perf_counter_ns()
-        sizes = [int(m.data.shape[0]) for m in members]
-        try:
-            batch = torch.cat([m.data for m in members])
-            predict_args = (batch, handler.model)
-            prediction = _call(handler.predict_fn, _arity(handler.predict_fn), predict_args, members[0].context)
-            pieces = _split(prediction, sizes)
-        except Exception:
-            pieces = None
-        if pieces is None:
-            # The model would not take (or give back) a batch: answer one by one, as unbatched. If
-            # those all succeed, this input signature never batches again in this replica.
-            statuses = [self._one(m.request).status for m in members]
-            if all(status == 200 for status in statuses):
-                self._unbatchable.add(key)
+        invocations = [invocation for _, invocation in members]
+        outcome = pipeline.predict_batch(invocations)
+        if outcome.pieces is None:
+            self._batch_failed(key, members, outcome.failure)
             return
         self.stats.executions += 1
         self.stats.batched_requests += len(members)
-        out_arity = _arity(handler.output_fn)
-        for i, (member, piece) in enumerate(zip(members, pieces, strict=True)):
-            context = member.context
-            accept = context.request_headers["Accept"]
-            try:
-                encoded = _call(handler.output_fn, out_arity, (piece, accept), context)
-                response_type = context.response_headers.get("Content-Type") or accept
-                if isinstance(encoded, tuple):
-                    encoded, response_type = encoded[0], encoded[1] or response_type
-                payload = _to_bytes(encoded)
-            except Exception:
-                self._one(member.request)
-                continue
-            result = InvocationResult(
-                status=200,
-                body=payload,
-                content_type=str(response_type),
-                custom_attributes=context.response_headers.get(CUSTOM_ATTRIBUTES_HEADER),
-                model_latency_us=(time.perf_counter_ns() - started) // 1000,
-            )
-            self._answer(member.request, result, started, len(members), i)
+        for i, ((request, invocation), piece) in enumerate(zip(members, outcome.pieces, strict=True)):
+            # output_fn runs once per request; its failure is that request's answer alone.
+            self._answer(request, pipeline.encode(invocation, piece), started, len(members), i)
+
+    def _batch_failed(
+        self, key: tuple[Any, ...], members: list[tuple[Request, Invocation]], failure: Failure | None
+    ) -> None:
+        """Answer a batch whose predict_fn failed, or whose prediction did not split back into its requests."""
+        pipeline = self.pipeline
+        if pipeline.default_predict:
+            # The toolkit's predict_fn is the model alone: each request runs again on its own, from its
+            # decoded input. If all of them succeed alone, this input signature never batches again.
+            statuses = [self._finish_alone(request, invocation).status for request, invocation in members]
+            if all(status == 200 for status in statuses):
+                self._unbatchable.add(key)
+            return
+        # A user's predict_fn ran once for these requests and is not run again: the batch fails together.
+        self.stats.executions += 1
+        failure = failure or pipeline.unsplittable([invocation.rows for _, invocation in members])
+        started = time.perf_counter_ns()
+        for i, (request, invocation) in enumerate(members):
+            self._answer(request, pipeline.failed(invocation, failure), started, len(members), i)
+
+
+def _kind(request: Request) -> tuple[str | None, str | None, str | None]:
+    """What requests must share to be taken into one execution (decoded inputs must match too)."""
+    return request.content_type, request.accept, request.custom_attributes
 
 
 def make_deliver(loop: asyncio.AbstractEventLoop, future: asyncio.Future[Answer]) -> Callable[[Answer], None]:

@@ -22,6 +22,8 @@ from neurondock_workers.hosting.weights_cache import CACHE_ENV, KEY_ENV, SHARE_E
 # The replica's intra-op thread count; set at run time, so warm standby interpreters (imported with
 # OMP_NUM_THREADS=1) still fit every replica.
 THREADS_ENV = "NEURONDOCK_TORCH_THREADS"
+# The model timeout (seconds): an execution running past it ends its replica (replica.HangWatchdog).
+TIMEOUT_ENV = "NEURONDOCK_MODEL_TIMEOUT"
 
 
 def replica_environment(
@@ -62,9 +64,11 @@ def replica_environment(
     # The SDK sends /opt/ml/model/code; here the code lives under this replica's model dir.
     env["SAGEMAKER_SUBMIT_DIRECTORY"] = str(model_dir / "code")
     env["NEURONDOCK_REPLICA_ID"] = str(replica_id)
+    # The platform's own limit, which the router enforces too: a container's Environment cannot move it.
+    env[TIMEOUT_ENV] = str(settings.model_timeout)
     cores = (neuron_assignment or {}).get("cores")
     if cores:
-        # libnrt semantics: the process owns exactly these cores (inferentia.md §3.2).
+        # libnrt semantics: the process owns exactly these cores (docs/runtime.md, "NeuronCore ownership").
         env["NEURON_RT_VISIBLE_CORES"] = neuron.core_range(cores)
     env[THREADS_ENV] = str(torch_threads(environment))
     return env
@@ -75,8 +79,8 @@ def torch_threads(environment: Mapping[str, Any]) -> int:
 
     One thread per replica process is the default on every instance type: a replica on NeuronCores
     stands for one core's worth of compute, and on a CPU instance more workers beat more threads per
-    worker (serving-peers.md: "1 worker x N threads oversubscribes"); measured here, two threads
-    halved a tiny MLP's in-process rate. ``SAGEMAKER_MODEL_SERVER_WORKERS`` adds workers instead.
+    worker (docs/runtime.md, "NeuronCore ownership"); measured here, two threads halved a tiny MLP's
+    in-process rate. ``SAGEMAKER_MODEL_SERVER_WORKERS`` adds workers instead.
     """
     own = str(environment.get("OMP_NUM_THREADS") or "").strip()
     return int(own) if own.isdigit() and int(own) > 0 else 1

@@ -10,8 +10,8 @@ from sqlalchemy.orm import Session
 
 from neurondock_platform.config import Settings
 from neurondock_platform.db import utcnow
+from neurondock_platform.lifetime import pid_alive
 from neurondock_platform.models import Host, Replica
-from neurondock_workers.hosting.process import pid_alive
 
 
 class AgentConflictError(RuntimeError):

@@ -2,7 +2,7 @@
 
 A model server that leaks (a handler caching every request, a fragmenting allocator) grows until the
 host runs out of memory; TorchServe, Triton, Ray Serve and BentoML all have open issues about it
-(serving-peers.md §3). A replica measures its resident set when it becomes ready and, at most every
+(docs/runtime.md, "Memory growth"). A replica measures its resident set when it becomes ready and, at most every
 ``CHECK_INTERVAL`` seconds, after executions. Past the limit it asks the host agent, through its
 health answer, to be replaced by a fresh process; the agent does that without failing a request.
 """

@@ -1,4 +1,4 @@
-"""Emulated Neuron runtime rules a replica must pass before it starts (inferentia.md §3.2, §3.4, §7.3).
+"""Emulated Neuron runtime rules a replica must pass before it starts (``docs/runtime.md``, "Loading").
 
 A replica owns the NeuronCores the reconciler assigned it (``NEURON_RT_VISIBLE_CORES``); a model
 compiled for more cores than that, or more device memory than its chips have, fails to load with the
@@ -8,15 +8,13 @@ Neuron runtime's own wording.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-DEVICE_MEMORY_PER_CHIP = 8 * 1024**3
-CORES_PER_CHIP = 4
-MANIFEST = "manifest.json"
+from neurondock_platform import catalog, compiled_manifest
+from neurondock_platform.compiled_manifest import ManifestError
 
 
 def core_range(cores: Sequence[int]) -> str:
@@ -32,28 +30,19 @@ def _nrt_time() -> str:
     return now.strftime("%Y-%b-%d %H:%M:%S.") + f"{now.microsecond // 100:04d}"
 
 
-def _manifest(model_dir: Path) -> dict[str, Any] | None:
-    path = model_dir / MANIFEST
-    if not path.is_file():
-        return None
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
 def check_fit(model_dir: Path, assignment: Mapping[str, Any]) -> str | None:
     """Return the Neuron runtime's error if the compiled model cannot load on its cores, else None."""
     cores = list(assignment.get("cores") or [])
     if not cores:
         return None
-    manifest = _manifest(model_dir)
+    try:
+        manifest = compiled_manifest.load(model_dir)
+    except ManifestError as exc:
+        return f"The compiled model cannot be loaded: {exc}."
     if manifest is None:
         return None
-    resources = manifest.get("resources") or manifest.get("report", {}).get("resources") or {}
     pid = os.getpid()
-    needed_cores = int(resources.get("neuroncores_per_replica") or 1)
+    needed_cores = manifest.neuroncores_per_replica
     if needed_cores > len(cores):
         return (
             f"{_nrt_time()} {pid}:{pid} ERROR   NRT:nrt_allocate_neuron_cores               NeuronCore(s) not "
@@ -62,10 +51,10 @@ def check_fit(model_dir: Path, assignment: Mapping[str, Any]) -> str | None:
             f"container Environment NEURON_RT_NUM_CORES={needed_cores}). RuntimeError: The PyTorch Neuron Runtime "
             "could not be initialized."
         )
-    per_replica = int(resources.get("device_memory_per_replica_bytes") or 0)
+    per_replica = manifest.device_memory_per_replica_bytes
     replicas_on_chip = int(assignment.get("replicas_per_instance") or 1)
     chips = max(1, len(assignment.get("chips") or []))
-    total = DEVICE_MEMORY_PER_CHIP * chips
+    total = catalog.DEVICE_MEMORY_BYTES_PER_CHIP * chips
     occupied = per_replica * (replicas_on_chip - 1)
     if per_replica and occupied + per_replica > total:
         available = max(0, total - occupied)
@@ -73,7 +62,7 @@ def check_fit(model_dir: Path, assignment: Mapping[str, Any]) -> str | None:
             f"neuron:mc_alloc: device mempool [{assignment.get('chips', [0])[0]}:0] total {total} occupied "
             f"{occupied} needed {per_replica} available {available} — NRT_RESOURCE (4): {replicas_on_chip} "
             f"replicas of {per_replica} bytes (estimated, from the compile report) do not fit the instance's "
-            f"{chips} x 8 GiB of device memory. Use a larger instance type or NEURON_RT_NUM_CORES to run fewer, "
-            "larger replicas."
+            f"{chips} x {catalog.DEVICE_MEMORY_GIB_PER_CHIP} GiB of device memory. Use a larger instance type or "
+            "NEURON_RT_NUM_CORES to run fewer, larger replicas."
         )
     return None

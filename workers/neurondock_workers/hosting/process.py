@@ -1,31 +1,37 @@
 """The one wrapper around a replica process: spawn (warm or cold), wait for ready, ping, health, stop.
 
 The host agent never touches a replica process any other way, so tests swap this class for a fake.
+A replica starts as an interpreter (``hosting/standby.py``) — taken warm from the pool or spawned
+cold, sandboxed when the host's sandbox is enabled — that is then activated with this process's
+argv, environment, channel key and limits, its log and a listening socket the agent bound for it.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import os
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from neurondock_platform.dataplane import protocol
 from neurondock_platform.db import utcnow
+from neurondock_platform.lifetime import pid_alive
+from neurondock_workers.hosting import slots
 from neurondock_workers.hosting.replica import FAILED_MARKER, LISTENING_MARKER, OP_HEALTH
-from neurondock_workers.hosting.standby import PIDFILE, STANDBY_MODULE, StandbyPool
+from neurondock_workers.hosting.standby import PIDFILE, STANDBY_MODULE, Interpreter, StandbyPool, spawn
+from neurondock_workers.hosting.weights_cache import WAIT_ENV
+from neurondock_workers.sandbox import MODEL_DIR, Limits, Sandbox
 
 logger = logging.getLogger(__name__)
 
-REPLICA_MODULE = "neurondock_workers.hosting.replica"
 # Longer than the replica's own drain (replica.DRAIN_SECONDS), shorter than the reconciler's stop wait.
 DEFAULT_STOP_GRACE = 15.0
 LOG_TAIL_LINES = 20
@@ -33,6 +39,10 @@ LOG_ROTATE_BYTES = 5 * 1024 * 1024
 _READY_POLL = 0.02
 # Each start writes this line to replica.log, so one attempt's lines can be told from the last one's.
 START_BANNER = "--- neurondock: starting replica"
+# How long an interpreter may take to say hello (a Python start in a sandbox takes ~0.1 s).
+_HELLO_SECONDS = 30.0
+# A replica whose artifact's weights another replica is writing waits this long for that file.
+WEIGHTS_WAIT_SECONDS = 60.0
 
 
 class ReplicaStartError(Exception):
@@ -53,24 +63,22 @@ def read_tail(path: Path, lines: int = LOG_TAIL_LINES, max_bytes: int = 64 * 102
     return "\n".join(text[-lines:])
 
 
-def pid_alive(pid: int) -> bool:
-    """Return whether a process exists and has not exited (a zombie has)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie has exited already; only its parent's wait() is missing.
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True
-    return stat.rpartition(")")[2].split()[:1] != ["Z"]
-
-
 class ReplicaProcess:
-    """The one way the agent touches a replica process: spawn, wait for ready, ping, health, stop."""
+    """The one way the agent touches a replica process: spawn, wait for ready, ping, health, stop.
+
+    ``model_dir`` is the host path of the model's files. With an enabled ``sandbox`` the process
+    sees them read-only at ``/opt/ml/model`` (``env`` must say so: ``view_of``), gets a uid of its
+    own, ``limits`` and, unless ``network``, no network; ``weights`` (host cache dir, key) lets
+    sandboxed replicas of one artifact share one weights file (``hosting/slots.py``).
+    """
+
+    # Set by the agent: warm interpreters that skip torch's import (None: always start cold).
+    standby_pool: StandbyPool | None = None
+    # Weights keys some sandboxed replica of this process is loading (and may be writing the file of),
+    # and the slot weights directories of each key's live replicas (any of them may write the file).
+    _loading: ClassVar[collections.Counter[str]] = collections.Counter()
+    _slots: ClassVar[dict[str, set[Path]]] = {}
+    _loading_lock: ClassVar[threading.Lock] = threading.Lock()
 
     def __init__(
         self,
@@ -80,6 +88,12 @@ class ReplicaProcess:
         env: Mapping[str, str],
         bind: str = "127.0.0.1",
         torch_threads: int = 1,
+        *,
+        sandbox: Sandbox | None = None,
+        network: bool = True,
+        limits: Limits | None = None,
+        weights: tuple[Path, str] | None = None,
+        slots_dir: Path | None = None,
     ) -> None:
         self.replica_id = replica_id
         self.model_dir = Path(model_dir)
@@ -87,39 +101,118 @@ class ReplicaProcess:
         self.env = dict(env)
         self.bind = bind
         self.torch_threads = torch_threads
+        self.sandbox = sandbox if sandbox is not None and sandbox.enabled else None
+        self.network = network
+        self.limits = limits
+        self.weights = weights
+        self.slots_dir = slots_dir if slots_dir is not None else self.log_path.parent / "slots"
         self.address: str | None = None
-        self._popen: subprocess.Popen[bytes] | None = None
+        # This process's channel key: the agent records it for the routers, the replica gets it at spawn.
+        self.channel_key = protocol.new_key()
+        self._interpreter: Interpreter | None = None
+        # The pool this process took its interpreter from: it refills once the model has loaded.
+        self._owes_refill: StandbyPool | None = None
+        self._loading_key: str | None = None
         self._scan_pos = 0
+
+    @staticmethod
+    def view_of(model_dir: Path, sandbox: Sandbox | None) -> Path:
+        """Where the replica itself sees its model directory."""
+        return Path(MODEL_DIR) if sandbox is not None and sandbox.enabled else Path(model_dir)
+
+    @property
+    def sandboxed(self) -> bool:
+        return self.sandbox is not None
+
+    @property
+    def _popen(self) -> subprocess.Popen[bytes] | None:
+        return self._interpreter.proc if self._interpreter is not None else None
 
     @property
     def pid(self) -> int | None:
-        return self._popen.pid if self._popen is not None else None
+        """The replica's own pid (inside a sandbox, not bwrap's)."""
+        return self._interpreter.pid if self._interpreter is not None else None
 
     @property
     def returncode(self) -> int | None:
-        return self._popen.poll() if self._popen is not None else None
+        if self._popen is None:
+            return None
+        code = self._popen.poll()
+        if code is not None and self.sandboxed and code > 128:
+            # bwrap reports a child killed by signal N as 128 + N.
+            return -(code - 128)
+        return code
 
     def command(self) -> list[str]:
-        """Return the replica's argv."""
+        """Return the replica's argv (what its interpreter is activated with)."""
         return [
-            sys.executable,
-            "-m",
-            REPLICA_MODULE,
             "--model-dir",
-            str(self.model_dir),
-            "--bind",
-            self.bind,
-            "--port",
-            "0",
+            str(self.view_of(self.model_dir, self.sandbox)),
             "--torch-threads",
             str(self.torch_threads),
         ]
 
-    # Set by the agent: warm interpreters that skip torch's import (None: always start cold).
-    standby_pool: StandbyPool | None = None
+    def _listen_socket(self) -> socket.socket:
+        family = socket.AF_INET6 if ":" in self.bind else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.bind((self.bind, 0))
+        except BaseException:
+            sock.close()
+            raise
+        return sock
 
-    def start(self) -> int:
-        """Spawn the process with stdout and stderr appended to the log; return its pid."""
+    def _spec(self) -> dict[str, Any]:
+        env = dict(self.env)
+        if self.sandboxed:
+            # The platform's home is not in the sandbox; its private /tmp is the only writable place.
+            env.update(HOME="/tmp", TMPDIR="/tmp")
+        if self.sandboxed and self.weights is not None:
+            cache, key = self.weights
+            with self._loading_lock:
+                if self._loading[key] and not slots.cached(cache, key):
+                    # A sibling is loading the same artifact: map its file rather than write a second.
+                    env[WAIT_ENV] = str(WEIGHTS_WAIT_SECONDS)
+                self._loading[key] += 1
+                self._loading_key = key
+        return {
+            "argv": self.command(),
+            "env": env,
+            "cwd": str(self.view_of(self.model_dir, self.sandbox)),
+            "key": self.channel_key,
+            "limits": self.limits.to_json() if self.limits is not None else None,
+        }
+
+    def _prepare(self, interpreter: Interpreter) -> None:
+        if interpreter.model_dir is not None:
+            slots.link_tree(self.model_dir, interpreter.model_dir)
+        if interpreter.weights_dir is not None and self.weights is not None:
+            with self._loading_lock:
+                self._slots.setdefault(self.weights[1], set()).add(interpreter.weights_dir)
+        self._sync_weights(interpreter)
+
+    def _sync_weights(self, interpreter: Interpreter | None = None) -> None:
+        interpreter = interpreter or self._interpreter
+        if interpreter is None or interpreter.weights_dir is None or self.weights is None:
+            return
+        cache, key = self.weights
+        with self._loading_lock:
+            siblings = set(self._slots.get(key, ()))
+        # Whichever replica of the artifact wrote the file first, every one of them gets it.
+        for directory in siblings:
+            slots.harvest(directory, cache, key)
+        slots.distribute(cache, interpreter.weights_dir, key)
+
+    def _done_loading(self) -> None:
+        with self._loading_lock:
+            if self._loading_key is not None:
+                self._loading[self._loading_key] -= 1
+                if self._loading[self._loading_key] <= 0:
+                    del self._loading[self._loading_key]
+                self._loading_key = None
+
+    def start(self) -> int | None:
+        """Start the replica with stdout and stderr appended to the log; return its pid."""
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         if self.log_path.exists() and self.log_path.stat().st_size > LOG_ROTATE_BYTES:
             self.log_path.replace(self.log_path.with_name(self.log_path.name + ".1"))
@@ -127,25 +220,48 @@ class ReplicaProcess:
             log.write(f"{START_BANNER} {self.replica_id} at {utcnow():%Y-%m-%dT%H:%M:%SZ}\n".encode())
             log.flush()
             self._scan_pos = log.tell()
-            pool = self.standby_pool
-            warm = pool.take(self.env) if pool is not None else None
-            if warm is not None and pool is not None:
-                argv = self.command()[3:]
-                if pool.activate(warm, argv=argv, env=self.env, cwd=self.model_dir, log=self.log_path):
-                    log.write(f"neurondock: starting from a standby interpreter (pid {warm.pid})\n".encode())
-                    self._popen = warm
-                    return warm.pid
-            self._popen = subprocess.Popen(
-                self.command(),
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=self.env,
-                cwd=str(self.model_dir),
-                # Its own session: a terminal's Ctrl-C reaches the agent, which then stops replicas in order.
-                start_new_session=True,
-            )
-        return self._popen.pid
+            listen = self._listen_socket()
+            try:
+                self._interpreter = self._activate(log, listen)
+            finally:
+                # The replica holds the socket now; a copy here would keep a dead replica's port open.
+                listen.close()
+        pid = self._interpreter.wait_pid(_HELLO_SECONDS)
+        if pid is not None:
+            # kill_stale() of a later agent recognises this pid as this replica's by this file.
+            (self.log_path.parent / PIDFILE).write_text(str(pid))
+        return pid
+
+    def _activate(self, log: Any, listen: socket.socket) -> Interpreter:
+        pool = self.standby_pool
+        fits = pool is not None and (pool.sandbox is not None and pool.sandbox.enabled) == self.sandboxed
+        warm = pool.take(self.env, network=self.network) if fits and pool is not None else None
+        if warm is not None:
+            self._owes_refill = pool
+        spec = self._spec()
+        for interpreter in (warm, None):
+            if interpreter is None:
+                interpreter = spawn(self.sandbox, self.env, log, slots_dir=self.slots_dir, network=self.network)
+            try:
+                self._prepare(interpreter)
+                if interpreter.activate(spec, [log.fileno(), listen.fileno()]):
+                    if interpreter is warm:
+                        log.write(b"neurondock: starting from a standby interpreter\n")
+                        log.flush()
+                    return interpreter
+            except BaseException:
+                interpreter.kill()
+                interpreter.release()
+                self._refill()
+                raise
+            interpreter.release()
+        self._refill()
+        raise ReplicaStartError("The replica's interpreter exited before it could be started")
+
+    def _refill(self) -> None:
+        pool, self._owes_refill = self._owes_refill, None
+        if pool is not None:
+            pool.refill()
 
     def _new_lines(self) -> list[str]:
         try:
@@ -180,9 +296,18 @@ class ReplicaProcess:
             ReplicaStartError: the process exited, or was not ready within ``timeout`` seconds.
         """
         assert self._popen is not None, "start() first"
-        cancel = cancel or threading.Event()
+        try:
+            return self._wait_ready(timeout, cancel or threading.Event())
+        finally:
+            self._sync_weights()
+            self._done_loading()
+            self._refill()
+
+    def _wait_ready(self, timeout: float, cancel: threading.Event) -> str | None:
+        assert self._popen is not None
         deadline = time.monotonic() + timeout
         while self.address is None:
+            self._sync_weights()
             for line in self._new_lines():
                 if line.startswith(LISTENING_MARKER):
                     port = line.split()[-1].rpartition(":")[2]
@@ -219,7 +344,7 @@ class ReplicaProcess:
         if self.address is None:
             return False
         try:
-            return protocol.ping(self.address, timeout=timeout).get("status") == 200
+            return protocol.ping(self.address, self.channel_key, timeout=timeout).get("status") == 200
         except (OSError, ConnectionError, protocol.ProtocolError, ValueError):
             return False
 
@@ -227,10 +352,8 @@ class ReplicaProcess:
         """Return the replica's health answer (requests, in flight, memory, recycle), or None."""
         if self.address is None:
             return None
-        host, _, port = self.address.rpartition(":")
         try:
-            with socket.create_connection((host, int(port)), timeout=timeout) as sock:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            with protocol.connect(self.address, self.channel_key, timeout) as sock:
                 protocol.send_frame(sock, {"op": OP_HEALTH})
                 meta, _ = protocol.recv_frame(sock)
         except (OSError, ConnectionError, protocol.ProtocolError, ValueError):
@@ -241,40 +364,64 @@ class ReplicaProcess:
         """Return True while the process has not exited."""
         return self._popen is not None and self._popen.poll() is None
 
+    def _signal(self, sig: signal.Signals) -> None:
+        # The replica itself, not bwrap: SIGTERM starts its drain (bwrap would just leave).
+        assert self._popen is not None
+        target = self.pid or self._popen.pid
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(target, sig)
+
     def terminate(self, grace: float = DEFAULT_STOP_GRACE) -> int | None:
         """SIGTERM, then SIGKILL after ``grace`` seconds; return the exit code."""
         if self._popen is None:
             return None
         if self._popen.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                self._popen.send_signal(signal.SIGTERM)
+            self._signal(signal.SIGTERM)
             try:
                 self._popen.wait(grace)
             except subprocess.TimeoutExpired:
+                self._signal(signal.SIGKILL)
                 with contextlib.suppress(ProcessLookupError):
                     self._popen.kill()
                 self._popen.wait(5.0)
-        return self._popen.returncode
+        code = self.returncode
+        self.discard()
+        return code
+
+    def kill(self) -> None:
+        """SIGKILL the replica now (a replica past the model timeout is not drained)."""
+        if self._popen is not None and self._popen.poll() is None:
+            self._signal(signal.SIGKILL)
+
+    def discard(self) -> None:
+        """Once the process has exited: remove its sandbox slot and give its uid back."""
+        self._done_loading()
+        self._refill()
+        interpreter = self._interpreter
+        if interpreter is not None and interpreter.proc.poll() is not None:
+            if interpreter.weights_dir is not None and self.weights is not None:
+                with self._loading_lock:
+                    self._slots.get(self.weights[1], set()).discard(interpreter.weights_dir)
+            interpreter.cleanup()
 
     def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
         """Return the last lines of the replica log."""
         return read_tail(self.log_path, lines)
 
     @classmethod
-    def kill_stale(cls, pid: int, model_dir: Path, grace: float = DEFAULT_STOP_GRACE) -> bool:
+    def kill_stale(cls, pid: int, replica_dir: Path, grace: float = DEFAULT_STOP_GRACE) -> bool:
         """Kill a replica left by an earlier agent run; True when ``pid`` was one and is gone now.
 
-        Only a process whose command line names the replica module and this replica's model
-        directory is touched, so a recycled pid never takes an innocent process down.
+        Only a replica interpreter whose pid this replica's directory recorded (``PIDFILE``) is
+        touched, so a recycled pid never takes an innocent process down.
         """
         try:
             argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         except OSError:
             return False
         args = [a.decode("utf-8", "replace") for a in argv]
-        cold = REPLICA_MODULE in args and str(model_dir) in args
-        warm = STANDBY_MODULE in args and _pidfile_names(model_dir.parent / PIDFILE, pid)
-        if not (cold or warm) or not pid_alive(pid):
+        ours = STANDBY_MODULE in args and _pidfile_names(replica_dir / PIDFILE, pid)
+        if not ours or not pid_alive(pid):
             return False
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
@@ -294,7 +441,6 @@ def _pidfile_names(path: Path, pid: int) -> bool:
         return False
 
 
-
 def append_log(path: Path, line: str) -> None:
     """Append one line to a replica log (the agent's notes go where the user reads the replica's own)."""
     try:
@@ -303,4 +449,3 @@ def append_log(path: Path, line: str) -> None:
             f.write(line.rstrip("\n") + "\n")
     except OSError:
         logger.warning("could not write to %s", path)
-

@@ -30,7 +30,8 @@ logger = logging.getLogger(__name__)
 
 # How often the agent asks each ready replica for its health (memory, recycle request).
 HEALTH_INTERVAL = 1.0
-# Routers refresh their table every 0.25 s; a few refreshes later none should use the old address.
+# Routers on this host refresh their table as soon as the switch commits (a doorbell), others within
+# a second; a little later none should use the old address (the quiet wait below makes sure).
 SWITCH_SECONDS = 1.0
 # No new request for this long after the switch: the routers have moved on.
 QUIET_SECONDS = 0.5
@@ -43,7 +44,7 @@ LAST_RECYCLE_KEY = "last_recycle"
 
 
 def record_switch(
-    sessions: sessionmaker[Session], replica_id: int, *, address: str, pid: int | None, reason: str
+    sessions: sessionmaker[Session], replica_id: int, *, address: str, pid: int | None, channel_key: str, reason: str
 ) -> int | None:
     """Point a Ready, still wanted replica row at its replacement; return the recycle count, or None."""
     with session_scope(sessions) as session:
@@ -57,6 +58,7 @@ def record_switch(
         # A new dict, not an in-place change: the JSON column only notices assignment.
         replica.extra = extra
         replica.address = address
+        replica.channel_key = channel_key
         replica.pid = pid
         return count
 
@@ -113,7 +115,11 @@ def replace(
     try:
         pid = new.start()
         address = new.wait_ready(startup_timeout, cancel)
-        count = None if address is None else record_switch(sessions, rid, address=address, pid=pid, reason=reason)
+        count = (
+            None
+            if address is None
+            else record_switch(sessions, rid, address=address, pid=pid, channel_key=new.channel_key, reason=reason)
+        )
     except ReplicaStartError as exc:
         new.terminate(stop_grace)
         append_log(

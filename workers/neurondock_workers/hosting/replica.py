@@ -1,12 +1,16 @@
 """A model-server replica: load the model, then serve the frame protocol on TCP.
 
-``python -m neurondock_workers.hosting.replica --model-dir DIR --bind 127.0.0.1 --port 0``
+``python -m neurondock_workers.hosting.replica --model-dir DIR --bind 127.0.0.1 --port 0 --key-fd N``
+
+Every connection must first pass the protocol's handshake on this process's own key
+(``dataplane/protocol.py``), read from ``--key-fd`` (or handed over by a standby's activation) and
+never put in the environment or on the command line.
 
 The model is loaded before the socket opens, so a listening replica is a ready one and a broken
 ``model_fn`` exits non-zero with its traceback (and one ``NEURONDOCK_REPLICA_FAILED`` line the host
 agent turns into a FailureReason) on stderr. Model executions run one at a time on the batcher's
 model thread (``hosting/batcher.py``), which keeps the event loop free for pings, for reading the
-next requests and for refusing them at once when the queue is full (status 429, ``NRT_QUEUE_FULL``).
+next requests and for refusing them at once when the job queue is full (status 429).
 
 Every invoke answer's meta carries ``model_latency_us`` (the execution's own time), ``queue_us``,
 ``queue_depth`` (requests ahead of it on arrival), ``batch_size``/``batch_index`` and the replica's
@@ -16,6 +20,10 @@ from which the router derives utilization and the batch-size histogram.
 A ``health`` frame (the host agent's, not the router's) answers with the requests received so far,
 those in flight and the replica's memory (``hosting/memory.py``), including ``recycle`` when the
 replica has outgrown its memory limit and wants the agent to replace it.
+
+An invoke frame with ``"stream": true`` is answered by a chunk frame per part as the model produces
+it, written from the model thread through the loop, then the ordinary answer frame
+(``dataplane/protocol.py``, docs/streaming.md).
 """
 
 from __future__ import annotations
@@ -23,31 +31,44 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import faulthandler
 import json
 import os
 import signal
 import socket
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from neurondock_platform.dataplane.protocol import (
+    HANDSHAKE_SECONDS,
+    KIND_CHUNK,
     OP_INVOKE,
     OP_METADATA,
     OP_PING,
+    ChannelAuthError,
     ProtocolError,
+    ServerHandshake,
     encode_frame,
     read_frame,
+    refusal,
 )
-from neurondock_workers.hosting.environment import THREADS_ENV
+from neurondock_workers.hosting import signature
+from neurondock_workers.hosting.environment import THREADS_ENV, TIMEOUT_ENV
+from neurondock_workers.sandbox import memory_limit_note
 
 if TYPE_CHECKING:
     from neurondock_workers.hosting.batcher import Answer, BatchConfig
+    from neurondock_workers.hosting.pipeline import Emit
 
 LISTENING_MARKER = "NEURONDOCK_REPLICA_LISTENING"
+# Printed (with every thread's traceback) by a replica that ends itself because an execution hung.
+TIMED_OUT_MARKER = "NEURONDOCK_REPLICA_TIMED_OUT"
+# Its exit code (EX_TEMPFAIL): the host agent starts a fresh process, as after any crash.
+EXIT_TIMED_OUT = 75
 # The agent's richer ping; the router's protocol has no use for it, so it is defined here.
 OP_HEALTH = "health"
 FAILED_MARKER = "NEURONDOCK_REPLICA_FAILED"
@@ -57,24 +78,83 @@ MAX_META_MESSAGE = 16 * 1024
 DRAIN_SECONDS = 10.0
 # Answers are small; only a slow reader with this much unsent makes the connection wait.
 WRITE_HIGH_WATER = 1 << 20
-MANIFEST_FILE = "manifest.json"
+
+
+def timeout_grace(timeout: float) -> float:
+    """How long past the model timeout a replica lets an execution run before it ends itself.
+
+    The router gives up on a request ``timeout`` seconds after it sent it, so it has answered the
+    hung request's caller (424, timed out) before the replica goes; the requests queued behind it
+    then see their connection close and are sent to another replica.
+    """
+    return max(1.0, 0.05 * timeout)
+
+
+class HangWatchdog:
+    """End the replica when one model execution runs past the model timeout (TorchServe restarts such a worker).
+
+    A hung ``predict_fn`` would otherwise hold the replica's one execution slot forever: every later
+    request times out behind it while the replica still answers pings. The watchdog runs on its own
+    thread; a hang that holds the GIL stops it too, and then the host agent's health check (which
+    the frozen event loop no longer answers) ends the process instead.
+    """
+
+    def __init__(self, stats: Any, timeout: float) -> None:
+        self.stats = stats
+        self.timeout = timeout
+        self.limit_ns = int((timeout + timeout_grace(timeout)) * 1e9)
+        self.poll = min(0.25, timeout / 4)
+
+    def start(self) -> None:
+        threading.Thread(target=self._run, name="neurondock-hang-watchdog", daemon=True).start()
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(self.poll)
+            since = self.stats.running_since_ns
+            elapsed = time.perf_counter_ns() - since
+            if since and elapsed > self.limit_ns:
+                self._end(elapsed / 1e9)
+
+    def _end(self, elapsed: float) -> None:
+        print(
+            f"{TIMED_OUT_MARKER} a model execution has run for {elapsed:.1f} s, past the model timeout of "
+            f"{self.timeout:g} s; this replica exits so that the host agent starts a fresh one. The stack of "
+            "every thread follows.",
+            file=sys.stderr,
+            flush=True,
+        )
+        faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
+        sys.stderr.flush()
+        os._exit(EXIT_TIMED_OUT)
+
+
+def model_timeout(environ: Any) -> float | None:
+    """The model timeout the host agent set (None when the replica runs on its own)."""
+    try:
+        value = float(environ.get(TIMEOUT_ENV) or 0)
+    except ValueError:
+        return None
+    return value if value > 0 else None
 
 
 def describe_exception(exc: BaseException, limit: int = 1000) -> str:
     """Return ``Type: message`` on one line, the way a traceback's last line reads."""
     text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-    text = " ".join(text.split())
+    text = " ".join(text.split()) + memory_limit_note(exc)
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class ReplicaServer:
     """Serves ping, metadata and invoke frames for one loaded handler through its batcher."""
 
-    def __init__(self, handler: Any, config: BatchConfig | None = None) -> None:
+    def __init__(self, handler: Any, config: BatchConfig | None = None, *, key: str | None = None) -> None:
         # Imported here: the host agent imports this module for its markers and must not load torch.
         from neurondock_workers.hosting import batcher
         from neurondock_workers.hosting.memory import GrowthWatch
 
+        # Without a key no connection can authenticate: the replica then serves no one.
+        self._key = key
         self._batching = batcher
         self.handler = handler
         self.config = config or batcher.BatchConfig.from_env(model_dir=getattr(handler, "model_dir", None))
@@ -84,9 +164,14 @@ class ReplicaServer:
         self._idle = asyncio.Event()
         self._idle.set()
         self._metadata: dict[str, Any] | None = None
+        # The first successful NPY invocation's tensors: an uncompiled model's metadata (hosting/signature.py).
+        self._observed: dict[str, Any] | None = None
         self._received = 0
         self.memory = GrowthWatch.from_env()
         self.stopping = False
+        # The model whose device counters were looked for, and whether it has them.
+        self._probed: Any = None
+        self._has_device = False
 
     async def handle_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """Answer frames on one connection, one request at a time, until the peer closes it."""
@@ -96,6 +181,8 @@ class ReplicaServer:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._writers.add(writer)
         try:
+            if not await self._authenticate(reader, writer):
+                return
             while True:
                 try:
                     meta, body = await read_frame(reader)
@@ -105,7 +192,7 @@ class ReplicaServer:
                     writer.write(encode_frame({"status": 400, "message": f"bad frame: {exc}"}))
                     await writer.drain()
                     break
-                reply, reply_body = await self.dispatch(meta, body)
+                reply, reply_body = await self.dispatch(meta, body, writer)
                 writer.write(encode_frame(reply, reply_body))
                 if writer.transport.get_write_buffer_size() > WRITE_HIGH_WATER:
                     await writer.drain()
@@ -115,9 +202,33 @@ class ReplicaServer:
             self._writers.discard(writer)
             writer.close()
 
+    async def _authenticate(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+        """Run the channel handshake; False (after saying why) when the peer cannot prove the key."""
+        if self._key is None:
+            writer.write(refusal(ChannelAuthError("this replica has no channel key and serves no one")))
+            await writer.drain()
+            return False
+        shake = ServerHandshake(self._key)
+        writer.write(shake.hello())
+        try:
+            async with asyncio.timeout(HANDSHAKE_SECONDS):
+                meta, _ = await read_frame(reader)
+            writer.write(shake.answer(meta))
+        except ChannelAuthError as exc:
+            writer.write(refusal(exc))
+            await writer.drain()
+            return False
+        except (TimeoutError, asyncio.IncompleteReadError, ProtocolError, ValueError):
+            return False
+        return True
+
     def _device_counters(self) -> dict[str, Any]:
         # Projected device time for a compiled Inferentia model: NeuronCore utilization reads it.
-        device_ns = getattr(getattr(self.handler, "model", None), "device_ns", None)
+        model: Any = getattr(self.handler, "model", None)
+        if model is not self._probed:
+            # getattr on a TorchScript module without the attribute raises inside torch (~3 µs a call).
+            self._probed, self._has_device = model, hasattr(model, "device_ns")
+        device_ns = model.device_ns if self._has_device else None
         return {"device_busy_us": device_ns // 1000} if isinstance(device_ns, int) else {}
 
     def _counters(self) -> dict[str, Any]:
@@ -132,11 +243,14 @@ class ReplicaServer:
             **self._device_counters(),
         }
 
-    async def dispatch(self, meta: dict[str, Any], body: bytes) -> tuple[dict[str, Any], bytes]:
-        """Answer one request frame."""
+    async def dispatch(
+        self, meta: dict[str, Any], body: bytes, writer: asyncio.StreamWriter | None = None
+    ) -> tuple[dict[str, Any], bytes]:
+        """Answer one request frame (a streamed invoke writes its parts to ``writer`` first)."""
         op = meta.get("op")
         if op == OP_INVOKE:
-            return await self._invoke(meta, body)
+            emit = _chunk_writer(writer) if writer is not None and meta.get("stream") else None
+            return await self._invoke(meta, body, emit)
         if op == OP_PING:
             return {"status": 200}, b""
         if op == OP_HEALTH:
@@ -144,11 +258,13 @@ class ReplicaServer:
             return {"status": 200, **health}, b""
         if op == OP_METADATA:
             if self._metadata is None:
-                self._metadata = model_metadata(self.handler)
+                self._metadata = signature.describe(self.handler, self._observed)
             return {"status": 200, **self._metadata, **self._counters()}, b""
         return {"status": 400, "message": f"unknown op {op!r}"}, b""
 
-    async def _invoke(self, meta: dict[str, Any], body: bytes) -> tuple[dict[str, Any], bytes]:
+    async def _invoke(
+        self, meta: dict[str, Any], body: bytes, emit: Emit | None = None
+    ) -> tuple[dict[str, Any], bytes]:
         if self.stopping:
             # Never executed: ``retry`` tells the router to send it to another replica.
             return {"status": 503, "message": "replica is shutting down", "retry": True}, b""
@@ -162,6 +278,7 @@ class ReplicaServer:
             meta.get("accept"),
             meta.get("custom_attributes"),
             batching.make_deliver(loop, future),
+            emit=emit,
         )
         self._inflight += 1
         self._idle.clear()
@@ -178,19 +295,22 @@ class ReplicaServer:
             self._done()
         self.memory.check()
         result = answer.result
+        if self._observed is None and result.status == 200:
+            self._observed = signature.observe(meta.get("content_type"), body, result.content_type, result.body)
+            if self._observed is not None:
+                self._metadata = None
         if result.status >= 400:
-            # The replica log is this platform's CloudWatch: keep the traceback where users look.
-            print(
-                f"invocation failed with status {result.status}: {result.message}",
-                file=sys.stderr,
-                flush=True,
-            )
+            # The replica log is this platform's CloudWatch: the traceback goes there, where its owner
+            # looks (LogStreamArn, `neurondock logs`), never into the answer.
+            detail = result.failure.text() if result.failure is not None else result.message
+            print(f"invocation failed with status {result.status}: {detail}", file=sys.stderr, flush=True)
         return {
             "status": result.status,
             "content_type": result.content_type,
             "custom_attributes": result.custom_attributes,
             "message": result.message[:MAX_META_MESSAGE],
             "model_latency_us": result.model_latency_us,
+            **({"parts": result.parts} if result.parts else {}),
             "queue_us": answer.queue_us,
             "queue_depth": answer.queue_depth,
             "batch_size": answer.batch_size,
@@ -218,73 +338,53 @@ class ReplicaServer:
         return idle
 
 
-_OIP_DATATYPES = {
-    "bool": "BOOL",
-    "uint8": "UINT8",
-    "int8": "INT8",
-    "int16": "INT16",
-    "int32": "INT32",
-    "int64": "INT64",
-    "float16": "FP16",
-    "bfloat16": "BF16",
-    "float32": "FP32",
-    "float64": "FP64",
-}
+class StreamClosed(ConnectionError):
+    """The router closed the connection of a stream: the model stops producing parts nobody reads."""
 
 
-def model_metadata(handler: Any) -> dict[str, Any]:
-    """Describe the model's inputs and outputs as far as they are known (OIP model metadata).
+def _chunk_writer(writer: asyncio.StreamWriter) -> Emit:
+    """Return an ``emit`` that sends each part as a chunk frame; called on the model thread."""
+    loop = asyncio.get_running_loop()
 
-    A compiled artifact's manifest knows its static shapes and dtypes; dim 0 is -1 when it is
-    dynamic. Plain TorchScript only knows its argument names: shapes are -1 and the datatype is
-    FP32, which is what the default handler makes of JSON and CSV bodies.
+    def emit(part: bytes, content_type: str, custom_attributes: str | None) -> None:
+        if writer.is_closing():
+            raise StreamClosed("the router closed the stream; no one reads further parts")
+        frame = encode_frame(
+            {"kind": KIND_CHUNK, "content_type": content_type, "custom_attributes": custom_attributes}, part
+        )
+        # Through the loop: the transport is not thread-safe. Parts and the answer leave in order,
+        # since the answer is delivered through the same loop after the last part.
+        loop.call_soon_threadsafe(writer.write, frame)
+
+    return emit
+
+
+async def serve(
+    handler: Any,
+    bind: str,
+    port: int,
+    drain_seconds: float = DRAIN_SECONDS,
+    *,
+    key: str | None,
+    listen: socket.socket | None = None,
+) -> bool:
+    """Listen (on ``listen`` when the agent bound it), announce the address, serve until SIGTERM/SIGINT.
+
+    Returns True on a clean drain.
     """
-    model_dir = Path(getattr(handler, "model_dir", "."))
-    try:
-        manifest = json.loads((model_dir / MANIFEST_FILE).read_text())
-    except (OSError, ValueError):
-        manifest = None
-    if isinstance(manifest, dict) and manifest.get("emulated") is True:
-        resources = manifest.get("resources") or {}
-        static = resources.get("static_shapes") or {}
-        dynamic = 0 in (resources.get("dynamic_dims") or [])
-        names = [i.get("name") for i in (manifest.get("example_inputs") or {}).get("inputs") or []]
-
-        def tensors(specs: list[dict[str, Any]], prefix: str, given: list[Any]) -> list[dict[str, Any]]:
-            out = []
-            for i, spec in enumerate(specs):
-                shape = [int(d) for d in spec.get("shape") or []]
-                if dynamic and shape:
-                    shape[0] = -1
-                name = given[i] if i < len(given) and given[i] else f"{prefix}{i}"
-                datatype = _OIP_DATATYPES.get(str(spec.get("dtype")), "FP32")
-                out.append({"name": name, "datatype": datatype, "shape": shape})
-            return out
-
-        platform = "neurondock_inf1_emulated" if manifest.get("target") == "ml_inf1" else "pytorch_torchscript"
-        return {
-            "platform": platform,
-            "inputs": tensors(static.get("inputs") or [], "input", names),
-            "outputs": tensors(static.get("outputs") or [], "output", []),
-        }
-    model = getattr(handler, "model", None)
-    inputs: list[dict[str, Any]] = []
-    schema = getattr(getattr(model, "forward", None), "schema", None)
-    if schema is not None:
-        args = [a.name for a in schema.arguments if a.name != "self"]
-        inputs = [{"name": n, "datatype": "FP32", "shape": [-1]} for n in args]
-    platform = "pytorch_torchscript" if schema is not None else "pytorch"
-    return {"platform": platform, "inputs": inputs, "outputs": [{"name": "output0", "datatype": "FP32", "shape": [-1]}]}
-
-
-async def serve(handler: Any, bind: str, port: int, drain_seconds: float = DRAIN_SECONDS) -> bool:
-    """Listen, announce the address on stdout, and serve until SIGTERM/SIGINT; True on a clean drain."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    replica = ReplicaServer(handler)
-    server = await asyncio.start_server(replica.handle_connection, host=bind, port=port)
+    replica = ReplicaServer(handler, key=key)
+    timeout = model_timeout(os.environ)
+    if timeout is not None:
+        HangWatchdog(replica.batcher.stats, timeout).start()
+    if listen is not None:
+        # Bound by the agent in the host's network: it works even from a sandbox with no network.
+        server = await asyncio.start_server(replica.handle_connection, sock=listen)
+    else:
+        server = await asyncio.start_server(replica.handle_connection, host=bind, port=port)
     host, bound_port = server.sockets[0].getsockname()[:2]
     # Memory growth counts from here: the model is loaded and the replica is about to be ready.
     replica.memory.start()
@@ -303,7 +403,14 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--env-json", default="", help="a JSON object of environment variables to set first")
     parser.add_argument("--torch-threads", type=int, default=1)
+    parser.add_argument("--key-fd", type=int, default=None, help="read the channel key from this inherited fd")
     return parser.parse_args(argv)
+
+
+def read_key_fd(fd: int) -> str:
+    """Read a channel key from an inherited descriptor, then close it."""
+    with os.fdopen(fd, "rb") as stream:
+        return stream.read(256).decode("ascii").strip()
 
 
 def _loop_factory() -> Any:
@@ -333,9 +440,14 @@ def _share_weights(model: Any) -> None:
         print(f"neurondock: {note}", flush=True)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, key: str | None = None, listen: socket.socket | None = None) -> int:
     """Run a replica; the exit code is non-zero when the model cannot be loaded."""
     args = _parse_args(argv)
+    if key is None and args.key_fd is not None:
+        key = read_key_fd(args.key_fd)
+    if not key:
+        print(f"{FAILED_MARKER} no channel key: start replicas through the host agent", file=sys.stderr, flush=True)
+        return 2
     if args.env_json:
         os.environ.update({str(k): str(v) for k, v in json.loads(args.env_json).items()})
 
@@ -359,9 +471,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             os.path.join(args.model_dir, "code", "requirements.txt")
         ):
             # SageMaker pip-installs code/requirements.txt at container start; a host here has no such step.
-            reason += (
-                " (code/requirements.txt is not installed here; install it into the worker's environment)"
-            )
+            reason += " (code/requirements.txt is not installed here; install it into the worker's environment)"
         return _fail(reason)
     try:
         handler.load_model()
@@ -370,7 +480,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _share_weights(handler.model)
 
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-        idle = runner.run(serve(handler, args.bind, args.port))
+        idle = runner.run(serve(handler, args.bind, args.port, key=key, listen=listen))
     sys.stdout.flush()
     sys.stderr.flush()
     if not idle:

@@ -1,7 +1,7 @@
-"""The S3 client the host agent fetches model data with (built by the platform, shared with its API)."""
+"""The S3 clients the host agent fetches model data with: acting as the model's owner (``s3_client``)."""
 
 from __future__ import annotations
 
-from neurondock_platform.s3_client import make_s3_client
+from neurondock_platform.s3_client import OwnerClientFactory, OwnerClients, StoreOwner, make_s3_client, warm
 
-__all__ = ["make_s3_client"]
+__all__ = ["OwnerClientFactory", "OwnerClients", "StoreOwner", "make_s3_client", "warm"]

@@ -1,17 +1,33 @@
-"""Pre-warmed replica interpreters: torch is imported before the model is known.
+"""Replica interpreters: started before their replica is known, in the sandbox, then activated.
 
-Importing torch is most of a replica's start-up (seconds on this machine), and it does not depend
-on the model. The host agent keeps up to ``size`` standby processes waiting on their stdin (4 by
-default: an ml.inf1.xlarge starts 4 replicas at once, one per NeuronCore); when a replica must
-start, the agent writes one JSON line (argv, environment, working directory, log file) and the
-standby becomes that replica. A standby is only used when the replica's environment agrees with it
-on everything an interpreter reads at start-up (see ``StandbyPool.compatible``).
+Every replica process starts the same way. The agent spawns an interpreter —
+``python -m neurondock_workers.hosting.standby --control-fd N``, inside the host's sandbox
+(``neurondock_workers/sandbox.py``) — that says hello on its control socket (the kernel stamps the
+message with the sender's pid as the agent sees it, which is how the agent learns the pid of a
+process inside a pid namespace), imports torch and the serving modules, and says ready. Activation
+then sends it one message — argv, environment, channel key, limits — with two descriptors, the
+replica log and the listening socket the agent bound for it, and it becomes that replica. A cold
+start spawns an interpreter and activates it at once; a warm start takes one spawned earlier.
 
-The pool refills in the background after each take, one interpreter at a time: a torch import
-keeps a core busy for over a second, and the replicas that just took standbys are loading their
-models on the same cores. Each standby costs memory: measured here (torch 2.13 CPU) one waiting
-standby has an RSS of ~222 MiB and a Pss of ~180 MiB, ~146 MiB of it private anonymous memory,
-so a full pool of 4 holds ~0.7 GiB; ``size`` 0 turns the pool off.
+A sandboxed interpreter sees its own *slot*, a directory the agent made for it before it knew which
+replica it would serve: ``<slot>/model`` shows read-only at ``/opt/ml/model`` and ``<slot>/weights``
+writable at ``/opt/ml/weights``. Activation fills the slot from the host side (hard links to the
+artifact's one unpacked copy and to its shared weights file; see ``hosting/slots.py``), which the
+sandbox sees at once because a bind mount is the same directory. A fork-from-zygote design fits the
+same contract: the forked child would enter a slot the same way.
+
+Importing torch is most of a replica's start-up (seconds on this machine) and does not depend on the
+model, so the host agent keeps up to ``size`` standbys waiting: 1 by default, which keeps one
+endpoint's memory near TorchServe's (docs/measured.md); 4 lets an ml.inf1.xlarge start its 4
+replicas, one per NeuronCore, all warm (the rest otherwise start cold, in parallel). A standby is
+only used when the replica's environment agrees with it on everything an interpreter reads at
+start-up (``compatible``) and when the replica keeps the network (a standby cannot leave its network
+namespace). The pool refills in the background, one interpreter at a time (a torch import keeps a
+core busy for over a second), and only once the replica that took a standby has loaded its model or
+failed to: started at once, the refill's import would compete with that load for the host's cores.
+Each standby costs memory: measured here (torch 2.13 CPU) one waiting standby has an RSS of ~222 MiB
+and a Pss of ~180 MiB, ~146 MiB of it private anonymous memory, so a full pool of 4 holds
+~0.7 GiB; ``size`` 0 turns the pool off.
 """
 
 from __future__ import annotations
@@ -20,24 +36,43 @@ import contextlib
 import json
 import logging
 import os
+import shutil
+import signal
+import socket
+import struct
 import subprocess
 import sys
 import threading
-from collections.abc import Mapping
+import uuid
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
+
+from neurondock_platform import lifetime
+from neurondock_workers.sandbox import MODEL_DIR, WEIGHTS_DIR, Bind, Jail, Sandbox
 
 STANDBY_MODULE = "neurondock_workers.hosting.standby"
 READY_MARKER = "NEURONDOCK_STANDBY_READY"
-PIDFILE = "standby.pid"
+PIDFILE = "replica.pid"
 # Variables an interpreter, OpenMP or torch read before a standby could change them.
 _STARTUP_PREFIXES = ("PYTHON", "OMP_", "MKL_", "KMP_", "GOMP_", "LD_", "TORCH", "CUDA", "OPENBLAS", "MALLOC")
+_HELLO = b"hello"
+_READY = b"ready"
+# The activation message (argv, environment, key, limits) is small; the environment is the bulk.
+_MAX_SPEC = 1 << 20
+_CREDS = struct.Struct("3i")
 
 logger = logging.getLogger(__name__)
 
 
-def _become(spec: dict[str, Any]) -> int:
-    log_fd = os.open(spec["log"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+# --- inside the interpreter -------------------------------------------------------------------------
+
+
+def _become(spec: dict[str, Any], fds: Sequence[int]) -> int:
+    from neurondock_workers.sandbox import apply_limits
+
+    log_fd = fds[0]
+    listen = socket.socket(fileno=fds[1]) if len(fds) > 1 else None
     sys.stdout.flush()
     sys.stderr.flush()
     os.dup2(log_fd, 1)
@@ -49,15 +84,18 @@ def _become(spec: dict[str, Any]) -> int:
     os.chdir(spec["cwd"])
     os.environ.clear()
     os.environ.update({str(k): str(v) for k, v in spec["env"].items()})
+    # Before any user code: lowering a limit needs no privilege, raising it back needs one we lack.
+    apply_limits(spec.get("limits"))
     from neurondock_workers.hosting import replica
 
-    return replica.main(spec["argv"])
+    return replica.main(spec["argv"], key=spec["key"], listen=listen)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Import the heavy modules, then wait for the replica to become."""
+    """Say hello, import the heavy modules, say ready, then wait to become a replica."""
     args = sys.argv[1:] if argv is None else argv
-    ready_fd = int(args[args.index("--ready-fd") + 1]) if "--ready-fd" in args else None
+    control = socket.socket(fileno=int(args[args.index("--control-fd") + 1]))
+    control.send(_HELLO)
 
     import torch  # noqa: F401  (the point of a standby)
 
@@ -67,36 +105,202 @@ def main(argv: list[str] | None = None) -> int:
     import neurondock_workers.hosting.weights  # noqa: F401
 
     print(READY_MARKER, flush=True)
-    if ready_fd is not None:
-        with contextlib.suppress(OSError):
-            os.write(ready_fd, b"1")
-            os.close(ready_fd)
-    line = sys.stdin.readline()
-    if not line.strip():
+    with contextlib.suppress(OSError):
+        control.send(_READY)
+    try:
+        message, fds, _flags, _addr = socket.recv_fds(control, _MAX_SPEC, 4)
+    except OSError:
+        return 0
+    control.close()
+    if not message:
         return 0  # the agent let us go unused
-    return _become(json.loads(line))
+    return _become(json.loads(message), fds)
 
 
-class _Standby:
-    __slots__ = ("proc", "warm")
+# --- on the agent's side ----------------------------------------------------------------------------
 
-    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+
+class Interpreter:
+    """One interpreter process waiting to become a replica (warm once ``warm`` is set)."""
+
+    def __init__(
+        self,
+        proc: subprocess.Popen[bytes],
+        control: socket.socket,
+        *,
+        sandbox: Sandbox | None,
+        slot: Path | None,
+        uid: int | None,
+        network: bool,
+    ) -> None:
         self.proc = proc
-        # Set once the interpreter has imported torch and waits for its replica.
+        self.control = control
+        self.sandbox = sandbox
+        self.slot = slot
+        self.uid = uid
+        self.network = network
+        # The interpreter's own pid as this process sees it (bwrap's pid when sandboxed is not it).
+        self.pid: int | None = None if slot is not None else proc.pid
+        self.hello = threading.Event()
         self.warm = threading.Event()
+        threading.Thread(target=self._watch, name="neurondock-interpreter", daemon=True).start()
+
+    @property
+    def sandboxed(self) -> bool:
+        return self.slot is not None
+
+    @property
+    def model_dir(self) -> Path | None:
+        """The host side of the slot's model directory (None unsandboxed)."""
+        return None if self.slot is None else self.slot / "model"
+
+    @property
+    def weights_dir(self) -> Path | None:
+        """The host side of the slot's writable weights directory (None unsandboxed)."""
+        return None if self.slot is None else self.slot / "weights"
+
+    def _watch(self) -> None:
+        # hello (stamped with the sender's pid), then ready once torch is imported; EOF means it died.
+        try:
+            while not self.warm.is_set():
+                data, ancdata, _flags, _addr = self.control.recvmsg(16, socket.CMSG_SPACE(_CREDS.size))
+                if not data:
+                    break
+                for level, kind, payload in ancdata:
+                    if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS and self.pid is None:
+                        self.pid = _CREDS.unpack(payload[: _CREDS.size])[0] or None
+                if data == _HELLO:
+                    self.hello.set()
+                elif data == _READY:
+                    self.warm.set()
+        except OSError:
+            pass
+        finally:
+            self.hello.set()
+
+    def wait_pid(self, timeout: float) -> int | None:
+        """Wait until the interpreter said hello (or died); return its pid."""
+        self.hello.wait(timeout)
+        return self.pid
+
+    def activate(self, spec: Mapping[str, Any], fds: Sequence[int]) -> bool:
+        """Send the replica spec and descriptors; False if the interpreter died meanwhile."""
+        if self.proc.poll() is not None:
+            return False
+        try:
+            socket.send_fds(self.control, [json.dumps(spec).encode()], list(fds))
+        except OSError:
+            return False
+        return True
+
+    def release(self) -> None:
+        """Let an interpreter that will not become a replica go, and clean up after it."""
+        with contextlib.suppress(OSError):
+            self.control.shutdown(socket.SHUT_RDWR)
+        self.control.close()
+        try:
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            self.proc.wait(5)
+        self.cleanup()
+
+    def kill(self) -> None:
+        """SIGKILL the interpreter (and so its sandbox)."""
+        for pid in {self.pid, self.proc.pid} - {None}:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                assert pid is not None
+                os.kill(pid, 9)
+
+    def cleanup(self) -> None:
+        """Once the process has exited: remove its slot and give back its uid."""
+        with contextlib.suppress(OSError):
+            self.control.close()
+        if self.slot is not None:
+            shutil.rmtree(self.slot, ignore_errors=True)
+        if self.sandbox is not None:
+            self.sandbox.release_uid(self.uid)
+
+
+def spawn(
+    sandbox: Sandbox | None,
+    env: Mapping[str, str],
+    log: IO[bytes],
+    *,
+    slots_dir: Path | None,
+    network: bool = True,
+) -> Interpreter:
+    """Start one interpreter (sandboxed when ``sandbox`` is enabled) writing to ``log`` until activated."""
+    parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    parent.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+    slot: Path | None = None
+    uid: int | None = None
+    argv = [sys.executable, "-m", STANDBY_MODULE, "--control-fd", str(child.fileno())]
+    try:
+        if sandbox is not None and sandbox.enabled:
+            assert slots_dir is not None, "a sandboxed interpreter needs a slot directory"
+            slot = slots_dir / uuid.uuid4().hex
+            (slot / "model").mkdir(parents=True)
+            (slot / "weights").mkdir()
+            uid = sandbox.allocate_uid()
+            sandbox.give(slot / "weights", uid)
+            jail = Jail(
+                binds=(Bind(slot / "model", MODEL_DIR), Bind(slot / "weights", WEIGHTS_DIR, writable=True)),
+                network=network,
+                cwd=MODEL_DIR,
+                die_with_parent=True,
+            )
+            argv = sandbox.command(argv, jail, uid=uid)
+        proc = lifetime.spawn(
+            argv,
+            # An agent that dies (SIGKILL, OOM) takes its interpreters and replicas along: nobody else
+            # would stop them (bwrap's --die-with-parent passes it on into the sandbox).
+            death_signal=signal.SIGKILL,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=dict(env),
+            pass_fds=(child.fileno(),),
+            # Its own session: a terminal's Ctrl-C reaches the agent, which then stops replicas in order.
+            start_new_session=True,
+        )
+    except BaseException:
+        parent.close()
+        if slot is not None:
+            shutil.rmtree(slot, ignore_errors=True)
+        if sandbox is not None:
+            sandbox.release_uid(uid)
+        raise
+    finally:
+        child.close()
+    return Interpreter(proc, parent, sandbox=sandbox, slot=slot, uid=uid, network=network)
 
 
 class StandbyPool:
     """Keeps up to ``size`` standbys ready; hands them out and refills one at a time in the background."""
 
-    def __init__(self, base_env: Mapping[str, str], log_dir: Path, size: int = 1) -> None:
+    def __init__(
+        self,
+        base_env: Mapping[str, str],
+        log_dir: Path,
+        size: int = 1,
+        *,
+        sandbox: Sandbox | None = None,
+        slots_dir: Path | None = None,
+    ) -> None:
         self.base_env = dict(base_env)
         self.log_dir = log_dir
         self.size = max(0, size)
+        self.sandbox = sandbox
+        self.slots_dir = slots_dir
         self._lock = threading.Lock()
-        self._ready: list[_Standby] = []
+        self._ready: list[Interpreter] = []
         self._closed = False
         self._filling = False
+        # Standbys handed out whose takers have not called refill() yet: the pool stays that much short.
+        self._owed = 0
+        # How many interpreters the pool has started.
+        self.spawned = 0
         # How many takes got a fully warm interpreter, and how many one still importing torch.
         self.taken_warm = 0
         self.taken_warming = 0
@@ -111,37 +315,32 @@ class StandbyPool:
         with self._lock:
             return sum(1 for s in self._ready if s.warm.is_set() and s.proc.poll() is None)
 
-    def _spawn(self) -> _Standby | None:
-        read_fd, write_fd = os.pipe()
+    def importing_count(self) -> int:
+        """Return how many standbys are still importing."""
+        with self._lock:
+            return sum(1 for s in self._ready if not s.warm.is_set() and s.proc.poll() is None)
+
+    @property
+    def filling(self) -> bool:
+        """Whether the background fill is running."""
+        with self._lock:
+            return self._filling
+
+    def _spawn(self) -> Interpreter | None:
         try:
             self.log_dir.mkdir(parents=True, exist_ok=True)
             with (self.log_dir / "standby.log").open("ab") as log:
-                proc = subprocess.Popen(
-                    [sys.executable, "-m", STANDBY_MODULE, "--ready-fd", str(write_fd)],
-                    stdin=subprocess.PIPE,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    env=self.base_env,
-                    pass_fds=(write_fd,),
-                    start_new_session=True,
-                )
+                self.spawned += 1
+                return spawn(self.sandbox, self.base_env, log, slots_dir=self.slots_dir)
         except OSError:
             logger.exception("could not start a standby replica interpreter")
-            os.close(read_fd)
             return None
-        finally:
-            os.close(write_fd)
-        standby = _Standby(proc)
-        threading.Thread(
-            target=_watch_ready, args=(read_fd, standby), name="neurondock-standby-ready", daemon=True
-        ).start()
-        return standby
 
     def _fill_loop(self) -> None:
         while True:
             with self._lock:
                 self._ready = [s for s in self._ready if s.proc.poll() is None]
-                if self._closed or len(self._ready) >= self.size:
+                if self._closed or len(self._ready) + self._owed >= self.size:
                     self._filling = False
                     return
             standby = self._spawn()
@@ -154,7 +353,7 @@ class StandbyPool:
                 if not closed:
                     self._ready.append(standby)
             if closed:
-                _release(standby.proc)
+                standby.release()
                 continue
             # One import at a time: wait for this one before starting the next.
             while not standby.warm.wait(0.1) and standby.proc.poll() is None:
@@ -162,6 +361,7 @@ class StandbyPool:
             if not standby.warm.is_set():
                 # Died while importing: a broken interpreter would die again; the next take tries once more.
                 logger.warning("a standby interpreter exited with %s before it was ready", standby.proc.returncode)
+                standby.cleanup()
                 with self._lock:
                     self._filling = False
                 return
@@ -174,69 +374,43 @@ class StandbyPool:
             self._filling = True
         threading.Thread(target=self._fill_loop, name="neurondock-standby", daemon=True).start()
 
-    def take(self, env: Mapping[str, str]) -> subprocess.Popen[bytes] | None:
-        """Hand out a standby, warm ones first (None when there is none or the environment differs)."""
-        if not self.compatible(env):
+    def take(self, env: Mapping[str, str], *, network: bool = True) -> Interpreter | None:
+        """Hand out a standby, warm ones first (None when there is none, or it cannot fit this replica)."""
+        if not self.compatible(env) or not network:
             return None
         with self._lock:
             alive = [s for s in self._ready if s.proc.poll() is None]
             chosen = next((s for s in alive if s.warm.is_set()), alive[0] if alive else None)
             self._ready = [s for s in alive if s is not chosen]
             if chosen is not None:
+                # The taker calls refill() once its model has loaded: a refill's torch import would
+                # compete with that load for the host's cores (docs/runtime.md, "Start-up").
+                self._owed += 1
                 if chosen.warm.is_set():
                     self.taken_warm += 1
                 else:
                     self.taken_warming += 1
-        self.fill()
-        return chosen.proc if chosen is not None else None
+        if chosen is None:
+            self.fill()
+        return chosen
 
-    def activate(
-        self, proc: subprocess.Popen[bytes], *, argv: list[str], env: Mapping[str, str], cwd: Path, log: Path
-    ) -> bool:
-        """Turn a standby into a replica; False if it died meanwhile (start cold instead)."""
-        spec = {"argv": argv, "env": dict(env), "cwd": str(cwd), "log": str(log)}
-        assert proc.stdin is not None
-        try:
-            proc.stdin.write((json.dumps(spec) + "\n").encode())
-            proc.stdin.close()
-        except (BrokenPipeError, OSError):
-            return False
-        # kill_stale() of a later agent recognises this pid as this replica's by this file.
-        (log.parent / PIDFILE).write_text(str(proc.pid))
-        return True
+    def refill(self) -> None:
+        """Called once by each taker when its model has loaded (or failed to): start the replacement."""
+        with self._lock:
+            self._owed = max(0, self._owed - 1)
+        self.fill()
 
     def close(self) -> None:
         """Let every waiting standby go."""
         with self._lock:
             self._closed = True
             waiting, self._ready = self._ready, []
+        # An unused standby holds nothing: end them all at once rather than wait for each to finish
+        # importing torch and read its control socket (seconds apiece, longer than a container's stop timeout).
         for standby in waiting:
-            _release(standby.proc)
-
-
-def _watch_ready(read_fd: int, standby: _Standby) -> None:
-    # The standby writes one byte once torch is imported; EOF without it means it died first.
-    try:
-        with os.fdopen(read_fd, "rb", buffering=0) as pipe:
-            if pipe.read(1):
-                standby.warm.set()
-    except OSError:
-        pass
-
-
-def release(proc: subprocess.Popen[bytes]) -> None:
-    """Let a standby that was taken but not activated go."""
-    _release(proc)
-
-
-def _release(proc: subprocess.Popen[bytes]) -> None:
-    try:
-        if proc.stdin is not None:
-            proc.stdin.close()
-        proc.wait(5)
-    except (OSError, subprocess.TimeoutExpired):
-        proc.kill()
-        proc.wait(5)
+            standby.kill()
+        for standby in waiting:
+            standby.release()
 
 
 if __name__ == "__main__":

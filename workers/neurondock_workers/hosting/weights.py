@@ -23,13 +23,14 @@ import fcntl
 import hashlib
 import os
 import tempfile
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from neurondock_workers.hosting.weights_cache import CACHE_ENV, KEY_ENV, SHARE_ENV
+from neurondock_workers.hosting.weights_cache import CACHE_ENV, KEY_ENV, SHARE_ENV, WAIT_ENV
 
 # Below this the page-granular mapping saves next to nothing and costs a file per artifact.
 MIN_BYTES = 1024 * 1024
@@ -45,7 +46,11 @@ def share_from_env(model: Any, env: Mapping[str, str]) -> str | None:
     if not cache or not key or model is None:
         # Not started by a host agent (no artifact identity to share under), or nothing loaded to share.
         return None
-    return share_weights(model, Path(cache), key)
+    try:
+        wait = max(0.0, float(env.get(WAIT_ENV) or 0))
+    except ValueError:
+        wait = 0.0
+    return share_weights(model, Path(cache), key, wait=wait)
 
 
 def _ineligible(tensor: torch.Tensor) -> str | None:
@@ -84,9 +89,13 @@ def collect(model: Any) -> tuple[list[tuple[str, torch.Tensor]], list[str], str 
     if not eligible and not private:
         constants = graph_constants(model)
         if constants:
-            return [], [], (
-                f"a frozen/optimized TorchScript graph holds its weights as {constants} graph constants, "
-                "which cannot be re-pointed at a shared mapping"
+            return (
+                [],
+                [],
+                (
+                    f"a frozen/optimized TorchScript graph holds its weights as {constants} graph constants, "
+                    "which cannot be re-pointed at a shared mapping"
+                ),
             )
         return [], [], "the model has no parameters or buffers"
     return eligible, private, None
@@ -131,10 +140,22 @@ def _write(path: Path, tensors: list[tuple[str, torch.Tensor]]) -> None:
         raise
 
 
-def _load(path: Path, tensors: list[tuple[str, torch.Tensor]]) -> tuple[dict[str, torch.Tensor], bool]:
+def _await_file(path: Path, seconds: float) -> None:
+    # A sandboxed replica's weights directory is its own: a sibling's file arrives through the host
+    # agent (hosting/slots.py), not through a lock both can see.
+    deadline = time.monotonic() + seconds
+    while not path.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def _load(
+    path: Path, tensors: list[tuple[str, torch.Tensor]], wait: float = 0.0
+) -> tuple[dict[str, torch.Tensor], bool]:
     """Map the artifact's weights file, writing it first if no replica has; return (tensors, written)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_suffix(".lock"), "a+b") as lock:
+    if wait > 0:
+        _await_file(path, wait)
+    with open(path.with_suffix(".lock"), "a+b") as lock:  # the lock file is ours, or a sibling's
         # Replicas starting together wait for the first writer instead of each writing a copy.
         fcntl.flock(lock, fcntl.LOCK_EX)
         written = not path.exists()
@@ -165,7 +186,7 @@ def _trim() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
-def share_weights(model: Any, cache_dir: Path, key: str) -> str:
+def share_weights(model: Any, cache_dir: Path, key: str, *, wait: float = 0.0) -> str:
     """Point ``model``'s weights at the host's shared mapping of them; return what happened, for the log."""
     tensors, private, reason = collect(model)
     if reason is not None:
@@ -174,7 +195,7 @@ def share_weights(model: Any, cache_dir: Path, key: str) -> str:
     if total < MIN_BYTES:
         return f"weights not shared: {total / 1024:.0f} KiB is too small to be worth a shared mapping"
     path = cache_dir / f"{key}-{_signature(key, tensors)}.pt"
-    mapped, written = _load(path, tensors)
+    mapped, written = _load(path, tensors, wait)
     shared = 0
     storages: dict[int, int] = {}
     differ: list[str] = []

@@ -18,11 +18,14 @@ from typing import Any
 CACHE_ENV = "NEURONDOCK_WEIGHTS_CACHE"
 KEY_ENV = "NEURONDOCK_WEIGHTS_KEY"
 SHARE_ENV = "NEURONDOCK_SHARE_WEIGHTS"
+# Seconds a sandboxed replica waits for a sibling's weights file before writing its own (hosting/slots.py).
+WAIT_ENV = "NEURONDOCK_WEIGHTS_WAIT"
 
 
-def weights_key(artifact_digest: str, environment: Mapping[str, Any] | None) -> str:
-    """Return the cache key of an artifact as loaded with one container environment."""
-    text = json.dumps({"artifact": artifact_digest, "env": dict(environment or {})}, sort_keys=True, default=str)
+def weights_key(artifact_digest: str, environment: Mapping[str, Any] | None, account_id: str = "") -> str:
+    """Return the cache key of an artifact as loaded by one account with one container environment."""
+    material = {"artifact": artifact_digest, "env": dict(environment or {}), "account": account_id}
+    text = json.dumps(material, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 

@@ -15,7 +15,7 @@ from neurondock_platform.api import context
 from neurondock_platform.api.admin import _accounts, _artifacts, _endpoints, _fleet, _models, openapi
 from neurondock_platform.api.admin._auth import authenticate_request
 from neurondock_platform.api.admin._errors import BadRequest, error_response, json_body, render
-from neurondock_platform.api.auth import CredentialCache
+from neurondock_platform.services.credentials import CredentialCache
 
 NAME = "admin_api"
 PREFIX = "/api/v1"

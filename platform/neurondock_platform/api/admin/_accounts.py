@@ -11,17 +11,17 @@ from neurondock_platform.api import context
 from neurondock_platform.api.admin import _params as params
 from neurondock_platform.api.admin import _tokens, shapes
 from neurondock_platform.api.admin._auth import (
+    apply_key_change,
     authenticate_request,
     bearer_claims,
     caller,
     credentials,
-    forget_credential,
     require_admin,
 )
 from neurondock_platform.api.admin._errors import BadRequest, Forbidden, json_body
 from neurondock_platform.errors import AuthError
 from neurondock_platform.models import AccessKeyStatus, Account
-from neurondock_platform.services import accounts, sessions
+from neurondock_platform.services import accounts, sessions, store_access
 from neurondock_platform.services.accounts import root_identity
 from neurondock_platform.services.fleet import iso
 from neurondock_platform.services.rate_limits import ThrottlingException
@@ -80,6 +80,21 @@ def _claims_to_revoke(data: dict[str, object]) -> sessions.Claims:
     return claims
 
 
+def _store_json(view: store_access.StoreAccessView) -> dict[str, object]:
+    settings = context.settings()
+    store = "embedded" if not settings.s3_endpoint_url else settings.s3_store_kind
+    return {
+        "account_id": view.account_id,
+        "store": store,
+        # Only an external store is reached this way; the others verify the account's own keys.
+        "in_effect": not settings.store_knows_accounts,
+        "access_key_id": view.access_key_id,
+        "has_credentials": view.access_key_id is not None,
+        "buckets": list(view.buckets),
+        "artifact_bucket": view.artifact_bucket,
+    }
+
+
 def register(bp: Blueprint) -> None:
     @bp.post("/tokens")
     def create_token() -> Response:
@@ -110,6 +125,8 @@ def register(bp: Blueprint) -> None:
                 credential = credentials().lookup(key_id)
                 if credential is None:  # disabled between the signature check and now
                     raise sessions.InvalidCredentialsError()
+                if credential.temporary:
+                    raise Forbidden(message="Temporary (STS) credentials cannot issue tokens: use a long-term key.")
             else:
                 key_id = data["access_key_id"]
                 credential = sessions.check_secret(key_id, data["secret_access_key"], credentials().lookup)
@@ -199,10 +216,10 @@ def register(bp: Blueprint) -> None:
     def _set_status(access_key_id: str, status: AccessKeyStatus) -> Response:
         require_admin()
         session = context.db()
-        key = accounts.set_access_key_status(session, access_key_id, status, root_access_key_id=_root_key())
+        change = accounts.set_access_key_status(session, access_key_id, status, root_access_key_id=_root_key())
         session.commit()
-        forget_credential(access_key_id)
-        return json_body(shapes.access_key_json(key))
+        apply_key_change(change)
+        return json_body(shapes.access_key_json(change.key))
 
     @bp.post("/access-keys/<access_key_id>/disable")
     def disable_key(access_key_id: str) -> Response:
@@ -211,6 +228,37 @@ def register(bp: Blueprint) -> None:
     @bp.post("/access-keys/<access_key_id>/enable")
     def enable_key(access_key_id: str) -> Response:
         return _set_status(access_key_id, AccessKeyStatus.ACTIVE)
+
+    @bp.get("/accounts/<account_id>/store-access")
+    def describe_store_access(account_id: str) -> Response:
+        require_admin()
+        return json_body(_store_json(store_access.describe(context.db(), account_id)))
+
+    @bp.put("/accounts/<account_id>/store-access")
+    def set_store_access(account_id: str) -> Response:
+        require_admin()
+        data = params.body()
+        buckets = params.field(data, "buckets", list, default=[])
+        if not all(isinstance(b, str) for b in buckets):
+            raise BadRequest("Member 'buckets' must be a list of bucket names.")
+        session = context.db()
+        view = store_access.set_access(
+            session,
+            account_id,
+            access_key_id=params.field(data, "access_key_id", str),
+            secret_access_key=params.field(data, "secret_access_key", str),
+            buckets=buckets,
+        )
+        session.commit()
+        return json_body(_store_json(view))
+
+    @bp.delete("/accounts/<account_id>/store-access")
+    def clear_store_access(account_id: str) -> Response:
+        require_admin()
+        session = context.db()
+        view = store_access.clear_access(session, account_id)
+        session.commit()
+        return json_body(_store_json(view))
 
     @bp.post("/access-keys/<access_key_id>/revoke-tokens")
     def revoke_key_tokens(access_key_id: str) -> Response:
@@ -230,10 +278,13 @@ def register(bp: Blueprint) -> None:
     def rotate_key(access_key_id: str) -> Response:
         require_admin()
         session = context.db()
-        new, old = accounts.rotate_access_key(session, access_key_id, root_access_key_id=_root_key())
+        new, change = accounts.rotate_access_key(session, access_key_id, root_access_key_id=_root_key())
         session.commit()
-        forget_credential(access_key_id)
+        apply_key_change(change)
         return json_body(
-            {"access_key": shapes.access_key_json(new, with_secret=True), "replaced": shapes.access_key_json(old)},
+            {
+                "access_key": shapes.access_key_json(new, with_secret=True),
+                "replaced": shapes.access_key_json(change.key),
+            },
             status=201,
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import IO
 
 from flask import Blueprint, Response, request
@@ -10,7 +11,7 @@ from neurondock_platform.api import context
 from neurondock_platform.api.admin import _params as params
 from neurondock_platform.api.admin._auth import caller
 from neurondock_platform.api.admin._errors import BadRequest, json_body
-from neurondock_platform.services import admin, objects
+from neurondock_platform.services import artifacts, objects
 from neurondock_platform.services.fleet import iso
 
 
@@ -22,7 +23,7 @@ def object_json(info: objects.ObjectInfo) -> dict[str, object]:
         "etag": info.etag,
         "content_type": info.content_type,
         "last_modified": iso(info.last_modified),
-        "s3_uri": admin.s3_uri(info.bucket, info.key),
+        "s3_uri": artifacts.s3_uri(info.bucket, info.key),
     }
 
 
@@ -53,6 +54,16 @@ def _upload_body() -> IO[bytes] | bytes:
     return request.get_data(cache=True)
 
 
+def iter_file(handle: IO[bytes], chunk: int = 256 * 1024) -> Iterator[bytes]:
+    """Yield a file's bytes in chunks and close it (a streamed download's body)."""
+    with handle:
+        while True:
+            data = handle.read(chunk)
+            if not data:
+                return
+            yield data
+
+
 def register(bp: Blueprint) -> None:
     @bp.get("/artifacts")
     def list_buckets() -> Response:
@@ -60,7 +71,7 @@ def register(bp: Blueprint) -> None:
         settings = context.settings()
         if settings.s3_endpoint_url:
             # An external store: the account's one artifact bucket (see services/external_artifacts.py).
-            name = admin.artifact_bucket_name(who.account_id)
+            name = objects.artifact_bucket_name(who.account_id)
             listed = [{"name": name, "created_at": None, "region": settings.region}]
         else:
             listed = [
@@ -69,12 +80,12 @@ def register(bp: Blueprint) -> None:
             ]
         items, token = params.slice_page(listed, scope=f"buckets:{who.account_id}")
         return json_body(
-            {"items": items, "next_token": token, "default_bucket": admin.artifact_bucket_name(who.account_id)}
+            {"items": items, "next_token": token, "default_bucket": objects.artifact_bucket_name(who.account_id)}
         )
 
     @bp.get("/artifacts/<bucket>")
     def list_objects(bucket: str) -> Response:
-        page = admin.list_artifacts(
+        page = artifacts.list_artifacts(
             context.db(),
             context.settings(),
             account_id=caller().account_id,
@@ -88,7 +99,7 @@ def register(bp: Blueprint) -> None:
     @bp.put("/artifacts/<bucket>/object")
     def put_object(bucket: str) -> Response:
         session = context.db()
-        info = admin.put_artifact(
+        info = artifacts.put_artifact(
             session,
             context.settings(),
             account_id=caller().account_id,
@@ -102,12 +113,12 @@ def register(bp: Blueprint) -> None:
 
     @bp.get("/artifacts/<bucket>/object")
     def get_object(bucket: str) -> Response:
-        info, handle = admin.open_artifact(
+        info, handle = artifacts.open_artifact(
             context.db(), context.settings(), account_id=caller().account_id, bucket=_bucket(bucket), key=_key()
         )
         filename = info.key.rsplit("/", 1)[-1].replace('"', "") or "artifact"
         return Response(
-            admin.iter_file(handle),
+            iter_file(handle),
             content_type=info.content_type,
             headers={
                 "Content-Length": str(info.size),

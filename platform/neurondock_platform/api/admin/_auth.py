@@ -6,12 +6,12 @@ from dataclasses import dataclass
 
 from flask import current_app, g, request
 
-from neurondock_platform.api import context
+from neurondock_platform.api import auth, context
 from neurondock_platform.api.admin._errors import Forbidden, Unauthenticated
 from neurondock_platform.api.admin._tokens import revocations
-from neurondock_platform.api.auth import CredentialCache, authenticate
 from neurondock_platform.models import Account
-from neurondock_platform.services import sessions
+from neurondock_platform.services import accounts, sessions
+from neurondock_platform.services.credentials import CredentialCache
 
 CREDENTIALS_EXTENSION = "neurondock_credentials"
 
@@ -32,12 +32,17 @@ def credentials() -> CredentialCache:
     return cache
 
 
-def forget_credential(access_key_id: str) -> None:
-    """Drop a key from this process's credential cache so a disabled key stops working at once.
+def apply_key_change(change: accounts.KeyChange) -> None:
+    """Apply a committed key change in this process at once: drop the cached secrets, refuse revoked tokens.
 
-    Other API processes notice within the cache's TTL (5 s).
+    Other API processes notice within the credential cache's TTL (5 s) and the revocation refresh (1 s).
     """
-    credentials().forget(access_key_id)
+    cache = credentials()
+    cache.forget(change.key.access_key_id)
+    for key_id in change.ended_temporary:
+        cache.forget(key_id)
+    if change.revocation is not None:
+        revocations().note([change.revocation])
 
 
 def authenticate_request() -> Caller:
@@ -53,7 +58,7 @@ def authenticate_request() -> Caller:
             account_id=account_id, access_key_id=key_id, region=context.settings().region, service="bearer"
         )
     elif header.startswith("AWS4-HMAC-SHA256"):
-        ctx = authenticate(request, credentials())
+        ctx = auth.authenticate(request, services={auth.ADMIN})
         account_id, key_id, method = ctx.account_id, ctx.access_key_id, "sigv4"
     else:
         raise Unauthenticated(

@@ -7,7 +7,6 @@ import datetime as dt
 from typing import Any, TypedDict
 
 from flask import Blueprint, Response
-from sqlalchemy import select
 
 from neurondock_platform.api import context
 from neurondock_platform.api.admin import _params as params
@@ -15,11 +14,27 @@ from neurondock_platform.api.admin import shapes
 from neurondock_platform.api.admin._auth import caller
 from neurondock_platform.api.admin._errors import BadRequest, json_body
 from neurondock_platform.db import utcnow
-from neurondock_platform.models import Endpoint, EndpointEvent, EndpointStatus, InvocationErrorRecord, Replica
-from neurondock_platform.services import admin, costs, endpoint_events, endpoints, fleet, invocation_errors, pagination
+from neurondock_platform.models import Endpoint, EndpointEvent, EndpointStatus, InvocationErrorRecord
+from neurondock_platform.services import (
+    costs,
+    data_capture,
+    deploy,
+    endpoint_events,
+    endpoints,
+    fleet,
+    invocation_errors,
+    metric_series,
+    pagination,
+    replica_logs,
+    timelines,
+)
 from neurondock_platform.services.fleet import iso
 
 STATUSES = [s.value for s in EndpointStatus]
+HISTORY_NOTE = (
+    "Status changes come from the endpoint's event log (also at /endpoints/{name}/events); replica events are "
+    "derived from the replica records, which keep each replica's latest state only."
+)
 
 
 class Owner(TypedDict):
@@ -37,34 +52,14 @@ def load(name: str) -> Endpoint:
 
 
 def replicas_of(endpoint: Endpoint) -> list[fleet.ReplicaView]:
-    settings = context.settings()
-    return fleet.endpoint_replicas(
-        context.db(),
-        endpoint,
-        local_host_id=settings.host_id,
-        heartbeat_timeout=settings.heartbeat_timeout,
-    )
-
-
-def log_tails(endpoint: Endpoint) -> dict[int, str | None]:
-    rows = context.db().execute(select(Replica.id, Replica.log_tail).where(Replica.endpoint_id == endpoint.id))
-    return {int(rid): tail for rid, tail in rows}
+    return fleet.endpoint_replicas(context.db(), context.settings(), endpoint)
 
 
 def detail(endpoint: Endpoint) -> dict[str, Any]:
-    return shapes.endpoint_detail(endpoint, replicas_of(endpoint), context.settings().public_url)
-
-
-def cost_of(endpoint: Endpoint) -> dict[str, Any]:
-    session = context.db()
-    per_hour, source = admin.invocations_last_hour(session, endpoint)
-    projection, projection_source = admin.projection_for_endpoint(session, endpoint)
-    return costs.endpoint_cost(
-        endpoint,
-        traffic=costs.Traffic(per_hour, source),
-        projection=projection,
-        projection_source=projection_source,
-    )
+    out = shapes.endpoint_detail(endpoint, replicas_of(endpoint), context.settings().public_url)
+    # Records that could not be captured show here and on the console: AWS shows them nowhere.
+    out["data_capture"] = shapes.data_capture_json(endpoint, data_capture.capture_counts(context.db(), endpoint))
+    return out
 
 
 def event_json(event: EndpointEvent) -> dict[str, Any]:
@@ -119,10 +114,8 @@ def register(bp: Blueprint) -> None:
             context.db(),
             account_id=caller().account_id,
             page=params.page(sort_fields=("name", "creation_time", "status")),
-            name_contains=params.string("name_contains", max_length=63),
             status=params.choice("status", STATUSES),
-            created_after=params.timestamp("created_after"),
-            created_before=params.timestamp("created_before"),
+            **params.list_filters(),
         )
         return json_body({"items": [shapes.endpoint_summary(e) for e in page.items], "next_token": page.next_token})
 
@@ -130,7 +123,7 @@ def register(bp: Blueprint) -> None:
     def create_endpoint() -> Response:
         data = params.body()
         session = context.db()
-        endpoint = admin.deploy_model(
+        endpoint = deploy.deploy_model(
             session,
             **owner(),
             name=params.field(data, "name", str, required=True),
@@ -204,8 +197,8 @@ def register(bp: Blueprint) -> None:
     def endpoint_history(name: str) -> Response:
         endpoint = load(name)
         changes = endpoint_events.recent_events(context.db(), account_id=endpoint.account_id, name=endpoint.name)
-        items = admin.endpoint_history(endpoint, replicas_of(endpoint), changes)
-        return json_body({"items": items, "note": admin.HISTORY_NOTE})
+        items = shapes.timeline_json(timelines.endpoint_timeline(endpoint, replicas_of(endpoint), changes))
+        return json_body({"items": items, "note": HISTORY_NOTE})
 
     @bp.get("/endpoints/<name>/logs")
     def endpoint_logs(name: str) -> Response:
@@ -213,21 +206,20 @@ def register(bp: Blueprint) -> None:
         replica_id = params.integer("replica_id", 0, minimum=0, maximum=2**62)
         variant = params.string("variant", max_length=63)
         cursor = params.string("cursor", max_length=16384)
-        lines = params.integer("lines", admin.DEFAULT_TAIL_LINES, minimum=0, maximum=admin.MAX_TAIL_LINES)
+        lines = params.integer("lines", replica_logs.DEFAULT_TAIL_LINES, minimum=0, maximum=replica_logs.MAX_TAIL_LINES)
         replicas = [
             r
             for r in replicas_of(endpoint)
             if (not replica_id or r.id == replica_id) and (variant is None or r.variant_name == variant)
         ]
-        offsets = admin.decode_log_cursor(endpoint.id, cursor) if cursor else None
-        chunks, positions = admin.read_replica_logs(
-            context.settings(), replicas, log_tails(endpoint), lines=lines, offsets=offsets
+        chunks, next_cursor = replica_logs.endpoint_logs(
+            context.db(), context.settings(), endpoint, replicas, lines=lines, cursor=cursor
         )
         return json_body(
             {
                 "endpoint_name": endpoint.name,
-                "replicas": [c.to_json() for c in chunks],
-                "cursor": admin.encode_log_cursor(endpoint.id, positions),
+                "replicas": [shapes.log_chunk_json(c) for c in chunks],
+                "cursor": next_cursor,
             }
         )
 
@@ -248,13 +240,13 @@ def register(bp: Blueprint) -> None:
     @bp.get("/endpoints/<name>/metrics")
     def endpoint_metrics(name: str) -> Response:
         endpoint = load(name)
-        metric = params.choice("metric", list(admin.METRICS), "Invocations") or "Invocations"
-        statistic = params.choice("statistic", list(admin.STATISTICS), "Sum") or "Sum"
+        metric = params.choice("metric", list(metric_series.METRICS), "Invocations") or "Invocations"
+        statistic = params.choice("statistic", list(metric_series.STATISTICS), "Sum") or "Sum"
         end = params.timestamp("end") or utcnow()
         start = params.timestamp("start") or end - dt.timedelta(hours=1)
         if start >= end:
             raise BadRequest("'start' must be before 'end'.")
-        query = admin.MetricQuery(
+        query = metric_series.MetricQuery(
             endpoint_id=endpoint.id,
             endpoint_name=endpoint.name,
             account_id=endpoint.account_id,
@@ -265,11 +257,11 @@ def register(bp: Blueprint) -> None:
             end=end,
             period_seconds=_period(),
         )
-        return json_body(admin.metric_series(context.db(), query, replicas_of(endpoint)).to_json())
+        return json_body(shapes.series_json(metric_series.metric_series(context.db(), query, replicas_of(endpoint))))
 
     @bp.get("/endpoints/<name>/costs")
     def endpoint_costs(name: str) -> Response:
-        return json_body(cost_of(load(name)))
+        return json_body(costs.endpoint_costs(context.db(), [load(name)])[0])
 
     @bp.get("/costs")
     def all_costs() -> Response:
@@ -279,7 +271,7 @@ def register(bp: Blueprint) -> None:
             page=params.page(sort_fields=("name", "creation_time", "status")),
             name_contains=params.string("name_contains", max_length=63),
         )
-        items = [cost_of(e) for e in page.items]
+        items = costs.endpoint_costs(context.db(), page.items)
         known = [i["usd_per_hour"] for i in items if i["usd_per_hour"] is not None]
         return json_body(
             {

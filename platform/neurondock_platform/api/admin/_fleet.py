@@ -18,26 +18,13 @@ def _scope() -> str | None:
 
 
 def host_view(host_id: str) -> fleet.HostView:
-    settings = context.settings()
-    return fleet.get_host(
-        context.db(),
-        host_id,
-        account_id=_scope(),
-        local_host_id=settings.host_id,
-        heartbeat_timeout=settings.heartbeat_timeout,
-    )
+    return fleet.get_host(context.db(), context.settings(), host_id, account_id=_scope())
 
 
 def register(bp: Blueprint) -> None:
     @bp.get("/hosts")
     def list_hosts() -> Response:
-        settings = context.settings()
-        views = fleet.list_hosts(
-            context.db(),
-            account_id=_scope(),
-            local_host_id=settings.host_id,
-            heartbeat_timeout=settings.heartbeat_timeout,
-        )
+        views = fleet.list_hosts(context.db(), context.settings(), account_id=_scope())
         detail = params.choice("detail", ["true", "false"], "false") == "true"
         items, token = params.slice_page([v.to_json(detail=detail) for v in views], scope="hosts")
         return json_body({"items": items, "next_token": token, "emulated": True})

@@ -12,7 +12,7 @@ from neurondock_platform.api.admin import shapes
 from neurondock_platform.api.admin._auth import caller
 from neurondock_platform.api.admin._errors import BadRequest, json_body
 from neurondock_platform.models import CompilationJob, CompilationJobStatus
-from neurondock_platform.services import admin, compilation_jobs, endpoint_configs, models
+from neurondock_platform.services import compilation_jobs, compile_reports, deploy, endpoint_configs, models
 from neurondock_platform.services.fleet import iso
 
 JOB_STATUSES = [s.value for s in CompilationJobStatus]
@@ -52,7 +52,7 @@ def job_detail(job: CompilationJob) -> dict[str, Any]:
         "inference_image": job.inference_image,
         "artifact_sha256": job.artifact_sha256,
         "max_runtime_seconds": job.max_runtime_seconds,
-        "report": admin.compile_report_view(job),
+        "report": shapes.compile_report_view(job),
     }
 
 
@@ -67,9 +67,7 @@ def register(bp: Blueprint) -> None:
             context.db(),
             account_id=caller().account_id,
             page=params.page(),
-            name_contains=params.string("name_contains", max_length=63),
-            created_after=params.timestamp("created_after"),
-            created_before=params.timestamp("created_before"),
+            **params.list_filters(),
         )
         return json_body({"items": [shapes.model_summary(m) for m in page.items], "next_token": page.next_token})
 
@@ -82,7 +80,7 @@ def register(bp: Blueprint) -> None:
         ):
             raise BadRequest("Member 'environment' must map strings to strings.")
         session = context.db()
-        model = admin.create_model(
+        model = deploy.create_model(
             session,
             **owner(),
             name=params.field(data, "name", str, required=True),
@@ -111,9 +109,7 @@ def register(bp: Blueprint) -> None:
             context.db(),
             account_id=caller().account_id,
             page=params.page(),
-            name_contains=params.string("name_contains", max_length=63),
-            created_after=params.timestamp("created_after"),
-            created_before=params.timestamp("created_before"),
+            **params.list_filters(),
         )
         return json_body({"items": [shapes.config_summary(c) for c in page.items], "next_token": page.next_token})
 
@@ -135,10 +131,8 @@ def register(bp: Blueprint) -> None:
             context.db(),
             account_id=caller().account_id,
             page=params.page(sort_fields=("name", "creation_time", "status")),
-            name_contains=params.string("name_contains", max_length=63),
             status=params.choice("status", JOB_STATUSES),
-            created_after=params.timestamp("created_after"),
-            created_before=params.timestamp("created_before"),
+            **params.list_filters(),
         )
         return json_body({"items": [job_summary(j) for j in page.items], "next_token": page.next_token})
 
@@ -154,7 +148,7 @@ def register(bp: Blueprint) -> None:
                 "name": job.name,
                 "status": str(job.status),
                 "available": isinstance(job.report, dict),
-                "summary": admin.compile_report_view(job),
+                "summary": shapes.compile_report_view(job),
                 "report": job.report if isinstance(job.report, dict) else None,
             }
         )
@@ -162,13 +156,13 @@ def register(bp: Blueprint) -> None:
     @bp.get("/compilation-jobs/<name>/log")
     def job_log(name: str) -> Response:
         job = load_job(name)
-        text, source = admin.compile_log(context.settings(), job)
+        text, source = compile_reports.compile_log(context.settings(), job)
         return json_body({"name": job.name, "status": str(job.status), "source": source, "log": text})
 
     @bp.get("/compilation-jobs/<name>/projections")
     def job_projections(name: str) -> Response:
         job = load_job(name)
-        view = admin.projections_view(job)
+        view = shapes.projections_view(job)
         return json_body(
             {"name": job.name, "status": str(job.status), "available": view is not None, "projections": view}
         )

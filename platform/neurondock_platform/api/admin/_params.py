@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections.abc import Sequence
-from typing import Any, TypeVar
+from typing import Any, TypedDict, TypeVar
 
 from flask import request
 
@@ -132,3 +132,18 @@ def field(data: dict[str, Any], name: str, kind: type[T], *, required: bool = Fa
     if isinstance(value, str) and len(value) > MAX_STRING:
         raise BadRequest(f"Member {name!r} must be at most {MAX_STRING} characters.")
     return value
+
+
+class ListFilters(TypedDict):
+    name_contains: str | None
+    created_after: dt.datetime | None
+    created_before: dt.datetime | None
+
+
+def list_filters() -> ListFilters:
+    """The filters every list route takes: ``name_contains``, ``created_after`` and ``created_before``."""
+    return {
+        "name_contains": string("name_contains", max_length=63),
+        "created_after": timestamp("created_after"),
+        "created_before": timestamp("created_before"),
+    }

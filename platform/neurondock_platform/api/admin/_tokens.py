@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 import threading
 
-from flask import Response, current_app, request
+from flask import Flask, Response, current_app, request
 
 from neurondock_platform.api import context
 from neurondock_platform.api.admin._errors import json_body
@@ -25,19 +25,24 @@ _SIGV4_KEY = re.compile(r"Credential=([^/\s,]{1,128})/")
 _make_lock = threading.Lock()
 
 
-def revocations() -> RevocationCache:
-    """Return this process's revocation cache."""
-    extensions = current_app.extensions
+def revocation_cache_of(app: Flask) -> RevocationCache:
+    """Return an app's revocation cache (made on first use); the data plane checks tokens with it too."""
+    extensions = app.extensions
     with _make_lock:
         cache = extensions.get(REVOCATIONS_EXTENSION)
         if cache is None:
-            state = context.state()
+            state: context.PlatformState = extensions[context.EXTENSION]
             cache = RevocationCache(
                 state.session_factory, refresh_seconds=state.settings.token_revocation_refresh_seconds
             )
             extensions[REVOCATIONS_EXTENSION] = cache
     value: RevocationCache = cache
     return value
+
+
+def revocations() -> RevocationCache:
+    """Return this process's revocation cache."""
+    return revocation_cache_of(current_app)
 
 
 def sign_in_limiter() -> SignInLimiter:

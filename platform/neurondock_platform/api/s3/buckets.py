@@ -1,4 +1,5 @@
-"""Bucket operations: ListBuckets, Create/Head/DeleteBucket, GetBucketLocation, ListObjects(V2)."""
+"""Bucket operations: ListBuckets, Create/Head/DeleteBucket, GetBucketLocation, GetBucketVersioning,
+ListObjects(V2) and ListObjectVersions."""
 
 from __future__ import annotations
 
@@ -7,17 +8,19 @@ import binascii
 import json
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from urllib.parse import quote
 
 from flask import Response, request
 
 from neurondock_platform.api import context
-from neurondock_platform.api.auth import CredentialCache
 from neurondock_platform.api.s3 import xmlio
 from neurondock_platform.api.s3.common import empty_response, iso8601, store, xml_response
+from neurondock_platform.api.s3.errors import InvalidLocationConstraint
 from neurondock_platform.api.s3.payload import read_small_body
 from neurondock_platform.models import Bucket
 from neurondock_platform.services import objects as svc
+from neurondock_platform.services.credentials import CredentialCache
 
 DEFAULT_REGION = "us-east-1"
 MAX_KEYS = 1000
@@ -57,9 +60,7 @@ def encoder() -> tuple[str | None, Encode]:
     """Return (encoding-type, encode function) for listings (botocore asks for ``url``)."""
     encoding = request.args.get("encoding-type")
     if encoding is not None and encoding.lower() != "url":
-        raise svc.InvalidArgument(
-            "Invalid Encoding Method specified in Request", name="encoding-type", value=encoding
-        )
+        raise svc.InvalidArgument("Invalid Encoding Method specified in Request", name="encoding-type", value=encoding)
     return encoding, _quote if encoding else _identity
 
 
@@ -74,9 +75,7 @@ def _decode_token(token: str) -> tuple[str, bool]:
             return last, is_prefix
     except (ValueError, TypeError, UnicodeError, binascii.Error):
         pass
-    raise svc.InvalidArgument(
-        "The continuation token provided is incorrect", name="continuation-token", value=token
-    )
+    raise svc.InvalidArgument("The continuation token provided is incorrect", name="continuation-token", value=token)
 
 
 def _owner(parent: xmlio.ET.Element, account_id: str) -> None:
@@ -123,10 +122,18 @@ def create_bucket(credentials: CredentialCache, name: str) -> Response:
         constraint = xmlio.text(config, "LocationConstraint")
         if constraint:
             if not _REGION_RE.fullmatch(constraint):
-                raise svc.InvalidLocationConstraint(location=constraint)
+                raise InvalidLocationConstraint(location=constraint)
             region = "eu-west-1" if constraint == "EU" else constraint
     session = context.db()
-    svc.create_bucket(session, store(), name=name, account_id=context.auth().account_id, region=region)
+    account_id = context.auth().account_id
+    try:
+        svc.create_bucket(session, store(), name=name, account_id=account_id, region=region)
+    except svc.BucketAlreadyOwnedByYou:
+        # S3's legacy behaviour in us-east-1: creating a bucket you already own there succeeds again.
+        session.rollback()
+        if region != DEFAULT_REGION or svc.owned_bucket(session, name, account_id).region != DEFAULT_REGION:
+            raise
+        store().create_bucket(name)
     session.commit()
     return empty_response(200, {"Location": f"/{name}"})
 
@@ -151,8 +158,51 @@ def get_bucket_location(bucket: Bucket) -> Response:
 
 
 def get_bucket_versioning(bucket: Bucket) -> Response:
-    """GetBucketVersioning: versioning is never enabled here."""
+    """GetBucketVersioning: versioning is never enabled here (an empty configuration, as S3 answers for a
+    bucket whose versioning was never set)."""
     return xml_response(xmlio.root("VersioningConfiguration"))
+
+
+def list_object_versions(bucket: Bucket) -> Response:
+    """ListObjectVersions of an unversioned bucket: each object once, as version ``null``, the latest."""
+    key_marker = request.args.get("key-marker", "")
+    version_marker = request.args.get("version-id-marker", "")
+    if version_marker and not key_marker:
+        raise svc.InvalidArgument(
+            "A version-id marker cannot be specified without a key marker.",
+            name="version-id-marker",
+            value=version_marker,
+        )
+    if version_marker not in ("", "null"):
+        raise svc.InvalidArgument("Invalid version id specified", name="version-id-marker", value=version_marker)
+    listing = _marker_listing(bucket, key_marker)
+    page, encode = listing.page, listing.encode
+    root = xmlio.root("ListVersionsResult")
+    xmlio.sub(root, "Name", bucket.name)
+    xmlio.sub(root, "Prefix", encode(listing.prefix))
+    xmlio.sub(root, "KeyMarker", encode(key_marker))
+    xmlio.sub(root, "VersionIdMarker", version_marker)
+    if page.is_truncated and page.last is not None:
+        xmlio.sub(root, "NextKeyMarker", encode(page.last))
+        if not page.last_is_prefix:
+            xmlio.sub(root, "NextVersionIdMarker", "null")
+    listing.describe(root)
+    for info in page.contents:
+        node = xmlio.sub(root, "Version")
+        xmlio.sub(node, "Key", encode(info.key))
+        xmlio.sub(node, "VersionId", "null")
+        xmlio.sub(node, "IsLatest", True)
+        xmlio.sub(node, "LastModified", iso8601(info.last_modified))
+        xmlio.sub(node, "ETag", info.quoted_etag)
+        xmlio.sub(node, "Size", info.size)
+        xmlio.sub(node, "StorageClass", "STANDARD")
+        _owner(node, bucket.account_id)
+        for algorithm in info.checksums:
+            xmlio.sub(node, "ChecksumAlgorithm", algorithm)
+        if info.checksum_type:
+            xmlio.sub(node, "ChecksumType", info.checksum_type)
+    listing.common_prefixes(root)
+    return xml_response(root)
 
 
 def _contents(parent: xmlio.ET.Element, info: svc.ObjectInfo, encode: Encode, owner: str | None) -> None:
@@ -162,6 +212,8 @@ def _contents(parent: xmlio.ET.Element, info: svc.ObjectInfo, encode: Encode, ow
     xmlio.sub(node, "ETag", info.quoted_etag)
     for algorithm in info.checksums:
         xmlio.sub(node, "ChecksumAlgorithm", algorithm)
+    if info.checksum_type:
+        xmlio.sub(node, "ChecksumType", info.checksum_type)
     xmlio.sub(node, "Size", info.size)
     xmlio.sub(node, "StorageClass", "STANDARD")
     if owner is not None:
@@ -210,12 +262,36 @@ def list_objects_v2(bucket: Bucket) -> Response:
     return xml_response(root)
 
 
-def list_objects_v1(bucket: Bucket) -> Response:
-    """ListObjects (v1): marker/NextMarker paging."""
+@dataclass(frozen=True)
+class _Listing:
+    """One page listed after a v1-style marker, and the request arguments that shaped it."""
+
+    prefix: str
+    delimiter: str
+    max_keys: int
+    encoding: str | None
+    encode: Encode
+    page: svc.ListPage
+
+    def describe(self, root: xmlio.ET.Element) -> None:
+        """Append MaxKeys, Delimiter, EncodingType and IsTruncated (in S3's order)."""
+        xmlio.sub(root, "MaxKeys", self.max_keys)
+        if self.delimiter:
+            xmlio.sub(root, "Delimiter", self.encode(self.delimiter))
+        if self.encoding:
+            xmlio.sub(root, "EncodingType", "url")
+        xmlio.sub(root, "IsTruncated", self.page.is_truncated)
+
+    def common_prefixes(self, root: xmlio.ET.Element) -> None:
+        for common in self.page.common_prefixes:
+            xmlio.sub(xmlio.sub(root, "CommonPrefixes"), "Prefix", self.encode(common))
+
+
+def _marker_listing(bucket: Bucket, marker: str) -> _Listing:
+    """List the keys after ``marker`` with the request's prefix, delimiter, max-keys and encoding-type."""
     prefix = request.args.get("prefix", "")
     delimiter = request.args.get("delimiter", "")
     max_keys = int_arg("max-keys", MAX_KEYS, high=MAX_KEYS)
-    marker = request.args.get("marker", "")
     encoding, encode = encoder()
     # A NextMarker that is a common prefix stands for every key under it.
     marker_is_prefix = bool(delimiter) and marker.endswith(delimiter) and marker.startswith(prefix)
@@ -227,20 +303,24 @@ def list_objects_v1(bucket: Bucket) -> Response:
         after_is_prefix=marker_is_prefix,
         max_keys=max_keys,
     )
+    return _Listing(prefix, delimiter, max_keys, encoding, encode, page)
+
+
+def list_objects_v1(bucket: Bucket) -> Response:
+    """ListObjects (v1): marker/NextMarker paging."""
+    marker = request.args.get("marker", "")
+    listing = _marker_listing(bucket, marker)
+    page, encode = listing.page, listing.encode
     root = xmlio.root("ListBucketResult")
     xmlio.sub(root, "Name", bucket.name)
-    xmlio.sub(root, "Prefix", encode(prefix))
+    # ListObjects (v1) returns its Prefix unencoded even with encoding-type=url (botocore decodes only
+    # Delimiter, Marker, NextMarker and the keys; docs/s3.md).
+    xmlio.sub(root, "Prefix", listing.prefix)
     xmlio.sub(root, "Marker", encode(marker))
     if page.is_truncated and page.last is not None:
         xmlio.sub(root, "NextMarker", encode(page.last))
-    xmlio.sub(root, "MaxKeys", max_keys)
-    if delimiter:
-        xmlio.sub(root, "Delimiter", encode(delimiter))
-    if encoding:
-        xmlio.sub(root, "EncodingType", "url")
-    xmlio.sub(root, "IsTruncated", page.is_truncated)
+    listing.describe(root)
     for info in page.contents:
         _contents(root, info, encode, bucket.account_id)
-    for common in page.common_prefixes:
-        xmlio.sub(xmlio.sub(root, "CommonPrefixes"), "Prefix", encode(common))
+    listing.common_prefixes(root)
     return xml_response(root)

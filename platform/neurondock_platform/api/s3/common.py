@@ -7,15 +7,40 @@ import datetime as dt
 import secrets
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping
+from urllib.parse import parse_qsl
 
 from flask import Response, g, request
 
 from neurondock_platform.api import context
-from neurondock_platform.api.s3 import xmlio
+from neurondock_platform.api.s3 import metadata, xmlio
+from neurondock_platform.services import objects as svc
 from neurondock_platform.services.objects import STORED_HEADERS, ObjectMeta, ObjectStore
 
 XML_CONTENT_TYPE = "application/xml"
 META_PREFIX = "x-amz-meta-"
+TAGGING_HEADER = "x-amz-tagging"
+
+
+def parse_tagging_header(value: str) -> svc.Tags:
+    """Parse ``x-amz-tagging`` (URL query form, ``k1=v1&k2``) into a validated tag set."""
+    try:
+        pairs: list[tuple[str, str]] | None = parse_qsl(value, keep_blank_values=True, errors="strict")
+    except (ValueError, UnicodeDecodeError):
+        pairs = None
+    if pairs is None or len({k for k, _ in pairs}) != len(pairs):
+        raise svc.InvalidArgument(
+            "The header 'x-amz-tagging' shall be encoded as UTF-8 then URLEncoded URL query parameters "
+            "without tag name duplicates.",
+            name=TAGGING_HEADER,
+            value=value,
+        )
+    return svc.validate_tags(pairs)
+
+
+def request_tags() -> svc.Tags:
+    """The tags a write asks for in ``x-amz-tagging`` (none when absent)."""
+    value = request.headers.get(TAGGING_HEADER)
+    return () if value is None else parse_tagging_header(value)
 
 
 def store() -> ObjectStore:
@@ -62,9 +87,7 @@ def empty_response(status: int = 200, headers: Mapping[str, str] | None = None) 
     return resp
 
 
-def xml_response(
-    element: ET.Element, status: int = 200, headers: Mapping[str, str] | None = None
-) -> Response:
+def xml_response(element: ET.Element, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
     """Return a rest-xml response body."""
     resp = Response(xmlio.to_bytes(element), status=status, content_type=XML_CONTENT_TYPE)
     resp.headers.update(base_headers())
@@ -75,8 +98,8 @@ def xml_response(
 
 def object_meta_from_request() -> ObjectMeta:
     """Collect Content-Type, stored headers and ``x-amz-meta-*`` from the request."""
-    metadata = {
-        name.lower()[len(META_PREFIX) :]: value
+    user = {
+        name.lower()[len(META_PREFIX) :]: metadata.decode_value(value)
         for name, value in request.headers.items()
         if name.lower().startswith(META_PREFIX)
     }
@@ -92,4 +115,13 @@ def object_meta_from_request() -> ObjectMeta:
         if value:
             stored[name] = value
     content_type = request.headers.get("Content-Type") or ObjectMeta().content_type
-    return ObjectMeta(content_type=content_type, metadata=metadata, headers=stored)
+    return ObjectMeta(content_type=content_type, metadata=user, headers=stored, tags=request_tags())
+
+
+def write_condition() -> svc.WriteCondition | None:
+    """If-Match / If-None-Match of a write (PutObject, CopyObject, CompleteMultipartUpload)."""
+    if_match = request.headers.get("If-Match")
+    if_none_match = request.headers.get("If-None-Match")
+    if if_match is None and if_none_match is None:
+        return None
+    return svc.WriteCondition(if_match=if_match, if_none_match=if_none_match)

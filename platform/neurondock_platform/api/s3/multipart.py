@@ -7,7 +7,6 @@ from urllib.parse import quote
 
 from flask import Response, g, request
 
-from neurondock_platform.api.auth import CredentialCache
 from neurondock_platform.api.s3 import xmlio
 from neurondock_platform.api.s3.buckets import encoder, int_arg
 from neurondock_platform.api.s3.common import (
@@ -15,12 +14,20 @@ from neurondock_platform.api.s3.common import (
     iso8601,
     object_meta_from_request,
     store,
+    write_condition,
     xml_response,
 )
+from neurondock_platform.api.s3.errors import InvalidRange
 from neurondock_platform.api.s3.objects import checksum_headers, copy_source
-from neurondock_platform.api.s3.payload import open_payload, read_small_body
+from neurondock_platform.api.s3.payload import (
+    checksum_algorithm_header,
+    header_checksums,
+    open_payload,
+    read_small_body,
+)
 from neurondock_platform.models import Bucket
 from neurondock_platform.services import objects as svc
+from neurondock_platform.services.credentials import CredentialCache
 
 _COPY_RANGE_RE = re.compile(r"bytes=(\d+)-(\d+)")
 
@@ -53,20 +60,23 @@ def _people(parent: xmlio.ET.Element, account_id: str) -> None:
 
 
 def create_multipart_upload(bucket: Bucket, key: str) -> Response:
-    """CreateMultipartUpload (``POST ?uploads``)."""
-    algorithm = request.headers.get("x-amz-checksum-algorithm")
-    if algorithm is not None:
-        algorithm = algorithm.strip().upper()
-        if algorithm not in svc.CHECKSUM_ALGORITHMS:
-            raise svc.InvalidRequest(f"Checksum algorithm {algorithm} is not supported.")
+    """CreateMultipartUpload (``POST ?uploads``), with the object's checksum algorithm and type."""
+    algorithm = checksum_algorithm_header("x-amz-checksum-algorithm")
+    requested_type = request.headers.get("x-amz-checksum-type")
     upload = store().create_multipart_upload(
-        bucket.name, key, object_meta_from_request(), checksum_algorithm=algorithm
+        bucket.name,
+        key,
+        object_meta_from_request(),
+        checksum_algorithm=algorithm,
+        checksum_type=requested_type.strip().upper() if requested_type is not None else None,
     )
     root = xmlio.root("InitiateMultipartUploadResult")
     xmlio.sub(root, "Bucket", bucket.name)
     xmlio.sub(root, "Key", key)
     xmlio.sub(root, "UploadId", upload.upload_id)
-    headers = {"x-amz-checksum-algorithm": algorithm, "x-amz-checksum-type": "COMPOSITE"} if algorithm else {}
+    headers = {}
+    if upload.checksum_algorithm and upload.checksum_type:
+        headers = {"x-amz-checksum-algorithm": upload.checksum_algorithm, "x-amz-checksum-type": upload.checksum_type}
     return xml_response(root, headers=headers)
 
 
@@ -98,12 +108,15 @@ def upload_part_copy(bucket: Bucket, key: str) -> Response:
         range_header = request.headers.get("x-amz-copy-source-range")
         if range_header is not None:
             m = _COPY_RANGE_RE.fullmatch(range_header.strip())
-            if m is None or int(m[1]) > int(m[2]) or int(m[2]) >= info.size:
+            if m is None or int(m[1]) > int(m[2]):
                 raise svc.InvalidArgument(
-                    f"Range specified is not valid for source object of size: {info.size}",
+                    "The x-amz-copy-source-range value must be of the form bytes=first-last where first "
+                    "and last are the zero-based offsets of the first and last bytes to copy",
                     name="x-amz-copy-source-range",
                     value=range_header,
                 )
+            if int(m[2]) >= info.size:
+                raise InvalidRange(range=range_header, size=info.size)
             start, length = int(m[1]), int(m[2]) - int(m[1]) + 1
         f.seek(start)
         with st.new_part_blob(bucket.name, key, upload_id) as blob:
@@ -131,13 +144,35 @@ def _completed_parts(document: xmlio.ET.Element) -> list[svc.CompletedPart]:
     return parts
 
 
+def _object_size_header() -> int | None:
+    raw = request.headers.get("x-amz-mp-object-size")
+    if raw is None:
+        return None
+    if not raw.strip().isdigit():
+        raise svc.InvalidArgument("Invalid x-amz-mp-object-size", name="x-amz-mp-object-size", value=raw)
+    return int(raw)
+
+
 def complete_multipart_upload(credentials: CredentialCache, bucket: Bucket, key: str) -> Response:
-    """CompleteMultipartUpload: ETag = md5 of the part md5s, then ``-N``."""
+    """CompleteMultipartUpload: ETag = md5 of the part md5s, then ``-N``.
+
+    Its ``x-amz-checksum-*`` headers are the whole object's checksum (not the XML body's); If-Match /
+    If-None-Match decide under the bucket lock; a retry of a completed upload answers the same again.
+    """
     upload_id = _upload_id()
-    st = store()
-    st.get_upload(bucket.name, key, upload_id)
-    document = xmlio.parse(read_small_body(credentials), "CompleteMultipartUpload")
-    info = st.complete_multipart_upload(bucket.name, key, upload_id, _completed_parts(document))
+    object_checksums = header_checksums(composite=True)
+    requested_type = request.headers.get("x-amz-checksum-type")
+    document = xmlio.parse(read_small_body(credentials, checksum_headers=False), "CompleteMultipartUpload")
+    info = store().complete_multipart_upload(
+        bucket.name,
+        key,
+        upload_id,
+        _completed_parts(document),
+        condition=write_condition(),
+        expected_checksums=object_checksums,
+        checksum_type=requested_type.strip().upper() if requested_type is not None else None,
+        expected_size=_object_size_header(),
+    )
     root = xmlio.root("CompleteMultipartUploadResult")
     base = g.get("s3_base", "/")
     xmlio.sub(root, "Location", f"{request.host_url.rstrip('/')}{base}{bucket.name}/{quote(key)}")
@@ -146,7 +181,8 @@ def complete_multipart_upload(credentials: CredentialCache, bucket: Bucket, key:
     xmlio.sub(root, "ETag", info.quoted_etag)
     for algorithm, value in info.checksums.items():
         xmlio.sub(root, f"Checksum{algorithm}", value)
-        xmlio.sub(root, "ChecksumType", "COMPOSITE")
+    if info.checksum_type:
+        xmlio.sub(root, "ChecksumType", info.checksum_type)
     return xml_response(root)
 
 
@@ -176,6 +212,8 @@ def list_parts(bucket: Bucket, key: str) -> Response:
     xmlio.sub(root, "StorageClass", "STANDARD")
     if upload.checksum_algorithm:
         xmlio.sub(root, "ChecksumAlgorithm", upload.checksum_algorithm)
+    if upload.checksum_type:
+        xmlio.sub(root, "ChecksumType", upload.checksum_type)
     for part in page:
         node = xmlio.sub(root, "Part")
         xmlio.sub(node, "PartNumber", part.part_number)
@@ -242,4 +280,6 @@ def list_multipart_uploads(bucket: Bucket) -> Response:
         xmlio.sub(node, "Initiated", iso8601(entry.initiated))
         if entry.checksum_algorithm:
             xmlio.sub(node, "ChecksumAlgorithm", entry.checksum_algorithm)
+        if entry.checksum_type:
+            xmlio.sub(node, "ChecksumType", entry.checksum_type)
     return xml_response(root)

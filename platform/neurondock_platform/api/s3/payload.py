@@ -22,20 +22,23 @@ from typing import IO, Protocol
 from flask import g, request
 
 from neurondock_platform import sigv4
-from neurondock_platform.api import context
-from neurondock_platform.api.auth import CredentialCache
+from neurondock_platform.api.s3.errors import (
+    IncompleteBody,
+    InvalidDigest,
+    NotImplementedFeature,
+    NotImplementedHeader,
+    SignatureDoesNotMatch,
+    XAmzContentSHA256Mismatch,
+)
+from neurondock_platform.api.s3.headers import UNIMPLEMENTED_CHECKSUMS
+from neurondock_platform.services.credentials import CredentialCache
 from neurondock_platform.services.objects import (
     CHECKSUM_ALGORITHMS,
     BadDigest,
     Digests,
     EntityTooLarge,
-    IncompleteBody,
     InvalidArgument,
-    InvalidDigest,
     InvalidRequest,
-    NotImplementedFeature,
-    SignatureDoesNotMatch,
-    XAmzContentSHA256Mismatch,
     verify_checksums,
 )
 
@@ -205,7 +208,29 @@ class Payload:
         verify_checksums(digests, self.expected_checksums())
 
 
-def _header_checksums() -> dict[str, str]:
+def _unsupported_checksum(header: str, algorithm: str) -> Exception:
+    if algorithm in UNIMPLEMENTED_CHECKSUMS:
+        return NotImplementedHeader(header=header)
+    return InvalidRequest(f"Checksum algorithm {algorithm} is not supported.")
+
+
+def checksum_algorithm_header(name: str) -> str | None:
+    """Return the algorithm a header such as ``x-amz-checksum-algorithm`` names, upper case, or None."""
+    value = request.headers.get(name)
+    if value is None:
+        return None
+    algorithm = value.strip().upper()
+    if algorithm not in CHECKSUM_ALGORITHMS:
+        raise _unsupported_checksum(name, algorithm)
+    return algorithm
+
+
+def header_checksums(*, composite: bool = False) -> dict[str, str]:
+    """Return the ``x-amz-checksum-<algorithm>`` headers sent (at most one), validated.
+
+    A value that cannot be a checksum of its algorithm can match nothing: ``BadDigest``, as s3-tests
+    expects of S3. ``composite`` allows the ``-<parts>`` suffix of a multipart object's checksum.
+    """
     found: dict[str, str] = {}
     for name, value in request.headers.items():
         lower = name.lower()
@@ -216,14 +241,14 @@ def _header_checksums() -> dict[str, str]:
             continue
         size = CHECKSUM_ALGORITHMS.get(algorithm)
         if size is None:
-            raise InvalidRequest(f"Checksum algorithm {algorithm} is not supported.")
-        if not _decode_b64(value.strip(), size):
-            raise InvalidRequest(f"Value for {lower} header is invalid.")
-        found[algorithm] = value.strip()
+            raise _unsupported_checksum(lower, algorithm)
+        value = value.strip()
+        digest, dash, parts = value.rpartition("-") if composite and "-" in value else (value, "", "")
+        if not _decode_b64(digest, size) or (dash and not parts.isdigit()):
+            raise BadDigest(algorithm=algorithm)
+        found[algorithm] = value
     if len(found) > 1:
-        raise InvalidRequest(
-            "Expecting a single x-amz-checksum- header. Multiple checksum Types are not allowed."
-        )
+        raise InvalidRequest("Expecting a single x-amz-checksum- header. Multiple checksum Types are not allowed.")
     return found
 
 
@@ -232,6 +257,8 @@ def _trailer_algorithms() -> list[str]:
     algorithms = []
     for name in names:
         algorithm = name[len(CHECKSUM_HEADER) :].upper() if name.startswith(CHECKSUM_HEADER) else ""
+        if algorithm in UNIMPLEMENTED_CHECKSUMS:
+            raise NotImplementedHeader(header=f"x-amz-trailer: {name}")
         if algorithm not in CHECKSUM_ALGORITHMS:
             raise InvalidRequest(f"The value specified in the x-amz-trailer header is not supported: {name}")
         algorithms.append(algorithm)
@@ -321,40 +348,47 @@ def _aws_chunks(
 
 
 def _chunk_signer(credentials: CredentialCache) -> ChunkSigner:
-    signed = sigv4.parse_authorization(request.headers.get("Authorization"))
-    credential = credentials.lookup(context.auth().access_key_id)
-    if credential is None:  # authenticate() already found it; the cache may have just expired
+    # Each chunk's signature chains from the request's own, with the key and time it was verified with.
+    verified: sigv4.Verified | None = g.get("sigv4")
+    if verified is None or verified.signature.presigned:
         raise SignatureDoesNotMatch()
+    signed, credential = verified.signature, verified.credential
     key = sigv4.signing_key(credential.secret_access_key, signed.date, signed.region, signed.service)
-    scope = f"{signed.date}/{signed.region}/{signed.service}/aws4_request"
-    return ChunkSigner(key, request.headers.get("x-amz-date", ""), scope, signed.signature)
+    return ChunkSigner(key, signed.amz_date, signed.scope, signed.signature)
 
 
-def open_payload(credentials: CredentialCache, *, limit: int) -> Payload:
-    """Describe this request's body; raises for malformed checksum or hash headers up front."""
+def open_payload(credentials: CredentialCache, *, limit: int, checksum_headers: bool = True) -> Payload:
+    """Describe this request's body; raises for malformed checksum or hash headers up front.
+
+    ``checksum_headers=False`` when the request's ``x-amz-checksum-*`` headers describe something else
+    than the body (CompleteMultipartUpload: the whole object).
+    """
     headers = request.headers
     content_md5 = headers.get("Content-MD5")
     if content_md5 is not None:
         content_md5 = content_md5.strip()
         if not _decode_b64(content_md5, 16):
             raise InvalidDigest()
-    header_checksums = _header_checksums()
+    declared_checksums = header_checksums() if checksum_headers else {}
     declared = request.content_length
-    if declared is not None and declared > limit and "aws-chunked" not in headers.get("Content-Encoding", ""):
+    encodings = [c.strip().lower() for c in headers.get("Content-Encoding", "").split(",")]
+    if declared is not None and declared > limit and "aws-chunked" not in encodings:
         raise EntityTooLarge(size=declared, max_size=limit)
     sha = headers.get("x-amz-content-sha256")
     if sha is None and g.get("s3_presigned"):
         sha = UNSIGNED_PAYLOAD  # a presigned URL signs no payload
+    if "aws-chunked" in encodings and not (sha or "").startswith("STREAMING-"):
+        # The body would be stored with its chunk framing: refuse rather than guess (docs/s3.md).
+        raise InvalidRequest("Content-Encoding aws-chunked requires a STREAMING-* x-amz-content-sha256.")
     if sha is None:
         # Unsigned body hash: authenticate() already read the body and signed over its sha256.
         return Payload(
             chunks=iter([request.get_data(cache=True)]),
             content_md5=content_md5,
-            header_checksums=header_checksums,
+            header_checksums=declared_checksums,
         )
-    encodings = [c.strip().lower() for c in headers.get("Content-Encoding", "").split(",")]
-    if sha.startswith("STREAMING-") or "aws-chunked" in encodings:
-        return _streaming_payload(credentials, sha, content_md5, header_checksums, limit)
+    if sha.startswith("STREAMING-"):
+        return _streaming_payload(credentials, sha, content_md5, declared_checksums, limit)
     if headers.get("x-amz-trailer"):
         raise InvalidRequest("x-amz-trailer requires an aws-chunked body (STREAMING-*-TRAILER).")
     if sha == UNSIGNED_PAYLOAD:
@@ -369,21 +403,17 @@ def open_payload(credentials: CredentialCache, *, limit: int) -> Payload:
             name="x-amz-content-sha256",
             value=sha,
         )
-    _require_declared_checksum(header_checksums, [])
+    _require_declared_checksum(declared_checksums, [])
     return Payload(
         chunks=_plain_chunks(_raw_stream(), declared, limit),
         content_sha256=content_sha256,
         content_md5=content_md5,
-        header_checksums=header_checksums,
+        header_checksums=declared_checksums,
     )
 
 
 def _require_declared_checksum(header_checksums: dict[str, str], trailer_algorithms: list[str]) -> None:
-    if (
-        request.headers.get("x-amz-sdk-checksum-algorithm")
-        and not header_checksums
-        and not trailer_algorithms
-    ):
+    if request.headers.get("x-amz-sdk-checksum-algorithm") and not header_checksums and not trailer_algorithms:
         raise InvalidRequest(
             "x-amz-sdk-checksum-algorithm specified, but no corresponding x-amz-checksum-* or x-amz-trailer "
             "headers were found."
@@ -398,9 +428,7 @@ def _streaming_payload(
     limit: int,
 ) -> Payload:
     if sha not in (STREAMING_UNSIGNED_TRAILER, STREAMING_SIGNED, STREAMING_SIGNED_TRAILER):
-        if sha.startswith("STREAMING-"):
-            raise NotImplementedFeature(f"x-amz-content-sha256 {sha} is not supported by this store.")
-        raise InvalidRequest("Content-Encoding aws-chunked requires a STREAMING-* x-amz-content-sha256.")
+        raise NotImplementedFeature(f"x-amz-content-sha256 {sha} is not supported by this store.")
     trailer_algorithms = _trailer_algorithms()
     if trailer_algorithms and not sha.endswith("-TRAILER"):
         raise InvalidRequest(f"x-amz-trailer is not allowed with x-amz-content-sha256 {sha}.")
@@ -435,9 +463,11 @@ def _streaming_payload(
     return payload
 
 
-def read_small_body(credentials: CredentialCache, limit: int = 4 * 1024 * 1024) -> bytes:
+def read_small_body(
+    credentials: CredentialCache, limit: int = 4 * 1024 * 1024, *, checksum_headers: bool = True
+) -> bytes:
     """Read and verify a small body (XML documents of bucket and multipart requests)."""
-    payload = open_payload(credentials, limit=limit)
+    payload = open_payload(credentials, limit=limit, checksum_headers=checksum_headers)
     sink = MemorySink(payload.algorithms(), limit)
     payload.receive(sink)
     return bytes(sink.buffer)

@@ -11,17 +11,17 @@ import base64
 import datetime as dt
 import hashlib
 import hmac
-from urllib.parse import parse_qsl, quote, unquote
+from urllib.parse import quote, unquote
 
 from flask import g, request
 
 from neurondock_platform import sigv4
-from neurondock_platform.api import context
-from neurondock_platform.api.auth import CredentialCache
-from neurondock_platform.errors import InvalidSignatureException, UnrecognizedClientException
+from neurondock_platform.api import auth, context
+from neurondock_platform.errors import InvalidSignatureException
+from neurondock_platform.services.credentials import CredentialCache
 from neurondock_platform.services.objects import AccessDenied, S3Error
 
-MAX_EXPIRES = 7 * 24 * 3600
+MAX_EXPIRES = sigv4.MAX_PRESIGNED_EXPIRES
 
 
 class AuthorizationQueryParametersError(S3Error):
@@ -82,14 +82,12 @@ def authenticate_presigned_v2(credentials: CredentialCache) -> context.AuthConte
         )
     if dt.datetime.now(dt.UTC).timestamp() > int(expires):
         raise AccessDenied("Request has expired")
-    credential = credentials.lookup(access_key)
-    if credential is None:
-        raise UnrecognizedClientException()
-    amz_headers = sorted(
-        (name.lower(), " ".join(value.split()))
-        for name, value in request.headers.items()
-        if name.lower().startswith("x-amz-")
-    )
+    token = args.get("x-amz-security-token") or request.headers.get("x-amz-security-token")
+    credential = sigv4.check_credential(credentials.lookup(access_key), token)
+    # botocore moves the x-amz-* headers it signed (the security token, say) into the query string.
+    amz = {name.lower(): value for name, value in request.headers.items() if name.lower().startswith("x-amz-")}
+    amz.update({name.lower(): value for name, value in args.items() if name.lower().startswith("x-amz-")})
+    amz_headers = sorted((name, " ".join(value.split())) for name, value in amz.items())
     canonical_amz = "".join(f"{name}:{value}\n" for name, value in amz_headers)
     quoted = quote(request.path or "/", safe="/~")
     # botocore signs the URL path, or for some bucket operations the bucket path without the
@@ -100,8 +98,8 @@ def authenticate_presigned_v2(credentials: CredentialCache) -> context.AuthConte
         sts = "\n".join(
             [
                 request.method.upper(),
-                request.headers.get("Content-MD5", ""),
-                request.headers.get("Content-Type", ""),
+                request.headers.get("Content-MD5", args.get("content-md5", "")),
+                request.headers.get("Content-Type", args.get("content-type", "")),
                 expires,
                 canonical_amz + _v2_resource(path),
             ]
@@ -111,80 +109,24 @@ def authenticate_presigned_v2(credentials: CredentialCache) -> context.AuthConte
             break
     else:
         raise InvalidSignatureException()
-    auth = context.AuthContext(
-        account_id=credential.account_id, access_key_id=access_key, region="us-east-1", service="s3"
+    ctx = context.AuthContext(
+        account_id=credential.account_id,
+        access_key_id=access_key,
+        region=context.settings().region,
+        service="s3",
+        arn=credential.arn,
+        temporary=credential.temporary,
     )
-    g.auth = auth
+    g.auth = ctx
     g.s3_presigned = True
-    return auth
-
-
-def _canonical_query(query: str) -> str:
-    pairs = [(k, v) for k, v in parse_qsl(query, keep_blank_values=True) if k != "X-Amz-Signature"]
-    encoded = sorted((quote(k, safe="-_.~"), quote(v, safe="-_.~")) for k, v in pairs)
-    return "&".join(f"{k}={v}" for k, v in encoded)
-
-
-def _parse_time(value: str) -> dt.datetime:
-    try:
-        return dt.datetime.strptime(value, "%Y%m%dT%H%M%SZ").replace(tzinfo=dt.UTC)
-    except ValueError as exc:
-        raise AuthorizationQueryParametersError(
-            f"X-Amz-Date must be in the ISO8601 format: {value!r}"
-        ) from exc
+    return ctx
 
 
 def authenticate_presigned(credentials: CredentialCache) -> context.AuthContext:
-    """Verify a presigned request and record the caller in ``g.auth``."""
-    args = request.args
-    if args.get("X-Amz-Algorithm") != sigv4.ALGORITHM:
-        raise AuthorizationQueryParametersError('X-Amz-Algorithm only supports "AWS4-HMAC-SHA256"')
-    scope_parts = args.get("X-Amz-Credential", "").split("/")
-    if len(scope_parts) != 5 or scope_parts[4] != "aws4_request":
-        raise AuthorizationQueryParametersError(
-            "Error parsing the X-Amz-Credential parameter; the Credential is mal-formed; "
-            'expecting "<YOUR-AKID>/YYYYMMDD/REGION/SERVICE/aws4_request".'
-        )
-    access_key, date, region, service, _ = scope_parts
-    amz_date = args.get("X-Amz-Date", "")
-    when = _parse_time(amz_date)
-    expires_text = args.get("X-Amz-Expires", "")
-    if not expires_text.isdigit() or not 1 <= int(expires_text) <= MAX_EXPIRES:
-        raise AuthorizationQueryParametersError(
-            "X-Amz-Expires must be a number of seconds between 1 and 604800 (seven days)."
-        )
-    now = dt.datetime.now(dt.UTC)
-    if now > when + dt.timedelta(seconds=int(expires_text)):
-        raise AccessDenied("Request has expired")
-    if when - now > dt.timedelta(seconds=context.settings().clock_skew_seconds):
-        raise AccessDenied("Request is not valid yet")
-    credential = credentials.lookup(access_key)
-    if credential is None:
-        raise UnrecognizedClientException()
-    headers = {k.lower(): v for k, v in request.headers.items()}
-    signed_headers = args.get("X-Amz-SignedHeaders", "").split(";")
-    if any(name not in headers for name in signed_headers):
-        raise InvalidSignatureException()
-    canonical_headers = "".join(f"{n}:{' '.join(headers[n].split())}\n" for n in signed_headers)
-    creq = "\n".join(
-        [
-            request.method.upper(),
-            quote(request.path or "/", safe="/~"),
-            _canonical_query(request.query_string.decode("latin-1")),
-            canonical_headers,
-            ";".join(signed_headers),
-            headers.get("x-amz-content-sha256", "UNSIGNED-PAYLOAD"),
-        ]
+    """Verify a SigV4 presigned request (the one verifier, query form) and record the caller in ``g.auth``."""
+    verified = auth.verifier().verify_presigned(
+        auth.signed_request(request, presigned=True), request.args, services={auth.S3}
     )
-    scope = f"{date}/{region}/{service}/aws4_request"
-    sts = "\n".join([sigv4.ALGORITHM, amz_date, scope, hashlib.sha256(creq.encode()).hexdigest()])
-    key = sigv4.signing_key(credential.secret_access_key, date, region, service)
-    expected = hmac.new(key, sts.encode(), hashlib.sha256).hexdigest()
-    if not hmac.compare_digest(expected, args.get("X-Amz-Signature", "")):
-        raise InvalidSignatureException()
-    auth = context.AuthContext(
-        account_id=credential.account_id, access_key_id=access_key, region=region, service=service
-    )
-    g.auth = auth
+    ctx = auth.record(verified)
     g.s3_presigned = True
-    return auth
+    return ctx

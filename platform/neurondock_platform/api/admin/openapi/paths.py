@@ -25,7 +25,7 @@ from neurondock_platform.api.admin.openapi._build import (
     ref,
 )
 from neurondock_platform.models import CompilationJobStatus, EndpointStatus
-from neurondock_platform.services import admin
+from neurondock_platform.services import metric_series
 
 
 def read(parameter: dict[str, Any], operation_id: str, summary: str, schema: str, tag: str) -> dict[str, Any]:
@@ -236,8 +236,8 @@ def paths() -> dict[str, Any]:
                 ok("MetricSeries"),
                 tag="endpoints",
                 parameters=[
-                    param("metric", {"type": "string", "enum": list(admin.METRICS)}),
-                    param("statistic", {"type": "string", "enum": list(admin.STATISTICS)}),
+                    param("metric", {"type": "string", "enum": list(metric_series.METRICS)}),
+                    param("statistic", {"type": "string", "enum": list(metric_series.STATISTICS)}),
                     param("variant", {"type": "string", "maxLength": 63}),
                     param("start", {"type": "string", "format": "date-time"}),
                     param("end", {"type": "string", "format": "date-time"}),
@@ -440,6 +440,31 @@ def paths() -> dict[str, Any]:
                 "createAccessKey",
                 "Add an access key; the secret is shown once (admin)",
                 ok("AccessKey", "201", "Created"),
+                tag="accounts",
+                error_codes=("403", "404"),
+            ),
+        },
+        "/accounts/{account_id}/store-access": {
+            "parameters": [account],
+            "get": op(
+                "getStoreAccess",
+                "What the account reaches in an external S3 store: its own store credentials or mapped buckets (admin)",
+                ok("StoreAccess"),
+                tag="accounts",
+                error_codes=("403", "404"),
+            ),
+            "put": op(
+                "setStoreAccess",
+                "Set the account's external store credentials (both or neither) and its mapped buckets (admin)",
+                ok("StoreAccess"),
+                tag="accounts",
+                request_body=body("SetStoreAccess"),
+                error_codes=("403", "404", "409"),
+            ),
+            "delete": op(
+                "clearStoreAccess",
+                "Remove the account's store credentials and mapped buckets (admin)",
+                ok("StoreAccess"),
                 tag="accounts",
                 error_codes=("403", "404"),
             ),

@@ -1,4 +1,8 @@
-"""The component schemas of the admin API's OpenAPI document."""
+"""The component schemas of the admin API's OpenAPI document.
+
+Longer than most modules on purpose: it is one declarative table, a schema per response shape of
+``api/admin/shapes.py``, and splitting it would only scatter what a reader compares side by side.
+"""
 
 from __future__ import annotations
 
@@ -118,10 +122,25 @@ def schemas() -> dict[str, Any]:
                     "invoke_url": S,
                     "variants": array(ref("Variant")),
                     "pending_update": nullable(ref("PendingUpdate")),
-                }
+                },
+                {"data_capture": nullable(ref("DataCapture"))},
             ),
         ]
     }
+    data_capture = obj(
+        {
+            "enable_capture": B,
+            "capture_status": {"type": "string", "enum": ["Started", "Stopped"]},
+            "sampling_percentage": INT,
+            "destination_s3_uri": S,
+            "capture_modes": array(S),
+            "csv_content_types": array(S),
+            "json_content_types": array(S),
+            "window_hours": INT,
+            "records_written": INT,
+            "records_failed": INT,
+        }
+    )
     core = obj(
         {
             "index": INT,
@@ -365,6 +384,7 @@ def schemas() -> dict[str, Any]:
         "EndpointList": listing("EndpointSummary"),
         "Variant": variant,
         "PendingUpdate": pending,
+        "DataCapture": data_capture,
         "Endpoint": endpoint,
         "EndpointDeleting": obj({"name": S, "status": S}),
         "ReplicaList": obj({"items": array(ref("Replica"))}),
@@ -602,4 +622,23 @@ def schemas() -> dict[str, Any]:
             },
         ),
         "CreateAccount": obj({"name": S}, {"is_admin": B}),
+        "StoreAccess": obj(
+            {
+                "account_id": S,
+                "store": {"type": "string", "enum": ["embedded", "neurondock", "external"]},
+                "in_effect": B,
+                "access_key_id": nullable(S),
+                "has_credentials": B,
+                "buckets": array(S),
+                "artifact_bucket": S,
+            }
+        ),
+        "SetStoreAccess": obj(
+            {},
+            {
+                "access_key_id": {**S, "description": "The account's own key for the external store"},
+                "secret_access_key": {**S, "description": "Its secret (write-only)"},
+                "buckets": {**array(S), "description": "Buckets the operator maps to the account"},
+            },
+        ),
     }

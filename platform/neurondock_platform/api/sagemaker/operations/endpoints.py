@@ -30,9 +30,7 @@ def create_endpoint(params: dict[str, Any]) -> dict[str, Any]:
 
 @sagemaker_operation("DescribeEndpoint")
 def describe_endpoint(params: dict[str, Any]) -> dict[str, Any]:
-    return shapes.describe_endpoint(
-        endpoints.get_endpoint(context.db(), **owner(), name=params["EndpointName"])
-    )
+    return shapes.describe_endpoint(endpoints.get_endpoint(context.db(), **owner(), name=params["EndpointName"]))
 
 
 @sagemaker_operation("DeleteEndpoint")

@@ -1,0 +1,28 @@
+"""replica channel key
+
+Revision ID: 0006
+Revises: 0005
+Create Date: 2026-12-05 20:30:00.000000
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "0006"
+down_revision: str | None = "0005"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("replicas", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("channel_key", sa.String(length=64), nullable=True))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("replicas", schema=None) as batch_op:
+        batch_op.drop_column("channel_key")

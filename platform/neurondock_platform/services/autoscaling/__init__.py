@@ -1,0 +1,1 @@
+"""Application Auto Scaling for SageMaker variants: targets, policies, schedules, activities (docs/autoscaling.md)."""

@@ -1,0 +1,72 @@
+"""Database leases: one holder at a time for a named duty, taken over when the holder stops renewing.
+
+``acquire`` is a single conditional UPDATE (or an INSERT the primary key lets only one process win),
+so it is atomic on SQLite and PostgreSQL alike without row locks. A lease says who *should* do the
+work; the work itself stays safe without it (the alarm evaluator advances each alarm by
+compare-and-set), so a holder that stalls past its expiry costs a duplicate attempt, never a
+duplicate result.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from neurondock_platform.models import Lease
+
+
+def acquire(session: Session, name: str, holder: str, ttl: float, now: dt.datetime) -> int | None:
+    """Take or renew the lease; return its epoch when ``holder`` holds it now, else None.
+
+    Commits (a lease only means something once other processes can see it).
+    """
+    expires = now + dt.timedelta(seconds=ttl)
+    renewed = session.execute(
+        update(Lease)
+        .where(Lease.name == name, Lease.holder == holder, Lease.expires_at >= now)
+        .values(expires_at=expires)
+    )
+    if renewed.rowcount:  # type: ignore[attr-defined]
+        session.commit()
+        return _epoch(session, name)
+    taken = session.execute(
+        update(Lease)
+        .where(Lease.name == name, or_(Lease.expires_at < now, Lease.holder == holder))
+        .values(holder=holder, expires_at=expires, epoch=Lease.epoch + 1)
+    )
+    if taken.rowcount:  # type: ignore[attr-defined]
+        session.commit()
+        return _epoch(session, name)
+    if session.get(Lease, name) is not None:
+        session.rollback()
+        return None
+    session.add(Lease(name=name, holder=holder, expires_at=expires, epoch=1))
+    try:
+        session.commit()
+    except IntegrityError:
+        session.rollback()
+        return None
+    return 1
+
+
+def release(session: Session, name: str, holder: str) -> None:
+    """Give the lease up at once (on shutdown), so another process need not wait for it to expire."""
+    session.execute(
+        update(Lease)
+        .where(Lease.name == name, Lease.holder == holder)
+        .values(expires_at=dt.datetime(1970, 1, 1, tzinfo=dt.UTC))
+    )
+    session.commit()
+
+
+def holder(session: Session, name: str, now: dt.datetime) -> str | None:
+    """Who holds the lease now (None when nobody does)."""
+    lease = session.get(Lease, name)
+    return lease.holder if lease is not None and lease.expires_at >= now else None
+
+
+def _epoch(session: Session, name: str) -> int:
+    return int(session.scalar(select(Lease.epoch).where(Lease.name == name)) or 0)

@@ -1,0 +1,227 @@
+"""Benchmark: neurondock beside TorchServe (the server in AWS's SageMaker PyTorch containers), one run.
+
+Both serve the same TorchScript files (a tiny MLP, and ResNet-18 built in code at 224×224 with a
+602 KB float32 NPY body) with one model worker and one intra-op thread each; wrk (Debian's) is the
+one load generator for both, with neurondock's SigV4 headers signed once and replayed (ml.c5.large).
+"Batching on" is neurondock's default (opportunistic, up to 8) beside TorchServe's batchSize 8 /
+maxBatchDelay 5 ms; "off" is ``NEURONDOCK_MAX_BATCH_SIZE=1`` beside batchSize 1. Rounds are
+interleaved (the server order alternates) and every row prints the median and the spread of the
+rounds, and neurondock ÷ TorchServe. Also: launch → first ResNet-18 prediction, RSS and PSS of a
+fresh one-endpoint platform (/proc/<pid>/smaps_rollup over the whole process tree), idle CPU, and
+server CPU per answer. Never asserts a figure: this machine is shared (docs/measured.md).
+
+``python -m pytest tests/benchmarks/test_bench_peers.py -m benchmark -s`` (``NEURONDOCK_PEER_ROUNDS``
+sets the rounds, 3 by default). Skips with the reason when TorchServe, Java or wrk is missing.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.benchmarks.peers import TorchServe, WrkResult, run_wrk, torchserve_missing, wrk_script
+from tests.benchmarks.procs import cpu_seconds, cpu_share, memory_by_process, memory_mb, settle, tree
+from tests.benchmarks.test_bench_dataplane import _deploy, npy, raw_loop, signed_headers
+from tests.support.platform import Platform
+from tests.support.torch_models import resnet18, tiny_mlp
+from tests.support.waiting import wait_for
+
+pytestmark = [pytest.mark.benchmark, pytest.mark.timeout(2400)]
+
+
+def _models(tmp: Path) -> dict[str, tuple[Any, Path, bytes]]:
+    """name → (TorchScript module, its file, one NPY request body)."""
+    import numpy as np
+    import torch
+
+    torch.manual_seed(0)
+    net = torch.jit.trace(resnet18().eval(), torch.randn(1, 3, 224, 224))
+    out = {}
+    for name, module, shape in (("mlp", tiny_mlp(), (1, 16)), ("resnet", net, (1, 3, 224, 224))):
+        path = tmp / f"{name}.pt"
+        torch.jit.save(module, str(path))
+        body = npy(np.random.default_rng(0).standard_normal(shape).astype(np.float32))
+        out[name] = (module, path, body)
+    return out
+
+
+def _invoke_status(platform: Platform, name: str, body: bytes) -> int:
+    import http.client
+
+    path = f"/endpoints/{name}/invocations"
+    conn = http.client.HTTPConnection("127.0.0.1", platform.port, timeout=60)
+    try:
+        conn.request("POST", path, body=body, headers=signed_headers(platform, path, body))
+        response = conn.getresponse()
+        response.read()
+        return int(response.status)
+    finally:
+        conn.close()
+
+
+def _spread(values: list[float], fmt: str = "{:.2f}") -> str:
+    return f"{fmt.format(statistics.median(values))} ({fmt.format(min(values))}–{fmt.format(max(values))})"
+
+
+def test_neurondock_beside_torchserve(tmp_path):
+    reason = torchserve_missing() or (None if shutil.which("wrk") else "wrk is not installed (apt-get install wrk)")
+    if reason:
+        pytest.skip(reason)
+    import torch
+
+    torch.set_num_threads(1)
+    rounds = int(os.environ.get("NEURONDOCK_PEER_ROUNDS", "3"))
+    models = _models(tmp_path)
+    lines: list[str] = []
+
+    def say(text: str) -> None:
+        lines.append(f"[bench-peers] {text}")
+        print(lines[-1], flush=True)
+
+    say(f"load average at start {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores (other work shares them)")
+
+    # --- a fresh one-endpoint platform: launch → first ResNet-18 prediction, memory, idle CPU ------------
+    resnet_body = models["resnet"][2]
+    started = time.monotonic()
+    fresh = Platform(tmp_path / "nd-fresh")
+    fresh.start()
+    try:
+        name = _deploy(fresh, tmp_path, models["resnet"][0])
+        wait_for(lambda: _invoke_status(fresh, name, resnet_body) == 200, 120, what="the first prediction")
+        nd_launch = time.monotonic() - started
+        assert fresh.process is not None
+        nd_rss, nd_pss = memory_mb(tree(fresh.process.pid))
+        settle(fresh.process.pid)
+        nd_settled, nd_by_process = memory_mb(tree(fresh.process.pid)), memory_by_process(fresh.process.pid)
+        nd_idle = cpu_share(fresh.process.pid, 10.0).total
+    finally:
+        fresh.stop()
+
+    started = time.monotonic()
+    ts_fresh = TorchServe(tmp_path / "ts-fresh")
+    ts_fresh.archive("resnet", models["resnet"][1])
+    ts_fresh.start({"resnet": 8})
+    try:
+        ts_fresh.wait_ready(["resnet"], {"resnet": resnet_body})
+        ts_launch = time.monotonic() - started
+        assert ts_fresh.process is not None
+        ts_rss, ts_pss = memory_mb(tree(ts_fresh.process.pid))
+        settle(ts_fresh.process.pid)
+        ts_settled, ts_by_process = memory_mb(tree(ts_fresh.process.pid)), memory_by_process(ts_fresh.process.pid)
+        ts_idle = cpu_share(ts_fresh.process.pid, 10.0).total
+    finally:
+        ts_fresh.stop()
+    say(
+        f"launch → first ResNet-18 prediction: neurondock {nd_launch:.1f} s, TorchServe {ts_launch:.1f} s "
+        f"(ratio {nd_launch / ts_launch:.2f}; neurondock's includes CreateModel … InService)"
+    )
+    say(
+        f"one ResNet-18 endpoint, fresh, whole process tree: RSS neurondock {nd_rss:.0f} MB vs TorchServe "
+        f"{ts_rss:.0f} MB ({nd_rss / ts_rss:.2f}x); PSS {nd_pss:.0f} vs {ts_pss:.0f} MB ({nd_pss / ts_pss:.2f}x)"
+    )
+    say(
+        f"… once quiet (a standby refilled): RSS {nd_settled[0]:.0f} vs {ts_settled[0]:.0f} MB "
+        f"({nd_settled[0] / ts_settled[0]:.2f}x); PSS {nd_settled[1]:.0f} vs {ts_settled[1]:.0f} MB "
+        f"({nd_settled[1] / ts_settled[1]:.2f}x)"
+    )
+    say(f"RSS/PSS MB by process, neurondock: {nd_by_process}")
+    say(f"RSS/PSS MB by process, TorchServe: {ts_by_process}")
+    say(f"idle CPU, one endpoint, 10 s: neurondock {nd_idle:.2f}% of a core, TorchServe {ts_idle:.2f}%")
+
+    # --- both up side by side: the same four models on each ---------------------------------------------
+    plat = Platform(tmp_path / "nd")
+    plat.start()
+    ts = TorchServe(tmp_path / "ts")
+    try:
+        endpoints = {
+            "mlp_on": _deploy(plat, tmp_path, models["mlp"][0]),
+            "mlp_off": _deploy(plat, tmp_path, models["mlp"][0], environment={"NEURONDOCK_MAX_BATCH_SIZE": "1"}),
+            "resnet_on": _deploy(plat, tmp_path, models["resnet"][0]),
+            "resnet_off": _deploy(plat, tmp_path, models["resnet"][0], environment={"NEURONDOCK_MAX_BATCH_SIZE": "1"}),
+        }
+        for key in endpoints:
+            ts.archive(key, models[key.split("_")[0]][1])
+        ts.start({"mlp_on": 8, "mlp_off": 1, "resnet_on": 8, "resnet_off": 1})
+        bodies = {key: models[key.split("_")[0]][2] for key in endpoints}
+        ts.wait_ready(list(endpoints), bodies)
+        assert plat.process is not None and ts.process is not None
+
+        scripts: dict[tuple[str, str], tuple[str, Path]] = {}
+        for key, name in endpoints.items():
+            body_file = tmp_path / f"{key}.npy"
+            body_file.write_bytes(bodies[key])
+            path = f"/endpoints/{name}/invocations"
+            wait_for(lambda n=name, k=key: _invoke_status(plat, n, bodies[k]) == 200, 60, what=f"{name} to serve")
+            scripts["neurondock", key] = (
+                plat.url + path,
+                wrk_script(tmp_path / f"nd-{key}.lua", body_file, signed_headers(plat, path, bodies[key])),
+            )
+            scripts["TorchServe", key] = (
+                ts.url(key),
+                wrk_script(tmp_path / f"ts-{key}.lua", body_file, {"Content-Type": "application/x-npy"}),
+            )
+        roots = {"neurondock": plat.process.pid, "TorchServe": ts.process.pid}
+        rows = [
+            # c=1 on each server's unbatched model: TorchServe's batchSize 8 would hold a lone request 5 ms.
+            ("tiny MLP c=1", "mlp_off", 1, 4.0),
+            ("tiny MLP c=8, batching on", "mlp_on", 8, 4.0),
+            ("tiny MLP c=8, batching off", "mlp_off", 8, 4.0),
+            ("ResNet-18 c=1", "resnet_off", 1, 6.0),
+            ("ResNet-18 c=8, batching on", "resnet_on", 8, 8.0),
+            ("ResNet-18 c=8, batching off", "resnet_off", 8, 8.0),
+        ]
+        results: dict[tuple[str, str], list[tuple[WrkResult, float]]] = {}
+        raw1: list[float] = []
+        raw8: list[float] = []
+        net = models["resnet"][0]
+        for r in range(rounds):
+            raw1.append(raw_loop(net, resnet_body, 3.0, decode=True)[0])
+            raw8.append(raw_loop(net, resnet_body, 3.0, decode=False, batch=8)[0])
+            order = ["neurondock", "TorchServe"] if r % 2 == 0 else ["TorchServe", "neurondock"]
+            for label, key, connections, seconds in rows:
+                for server in order:
+                    url, script = scripts[server, key]
+                    pids = tree(roots[server])
+                    before = cpu_seconds(pids)
+                    result = run_wrk(url, script, connections, seconds)
+                    after = cpu_seconds(pids)
+                    cpu = sum(after[p] - before[p] for p in after if p in before)
+                    results.setdefault((server, label), []).append((result, cpu / max(1, result.answered) * 1e3))
+    finally:
+        ts.stop()
+        plat.stop()
+
+    say(f"{rounds} interleaved rounds; median (min–max) of the rounds; ratio = neurondock ÷ TorchServe")
+    say(f"raw in-process ResNet-18 batch 1 (NPY decode+encode): {_spread(raw1)} /s; batch 8: {_spread(raw8)} samples/s")
+    med = statistics.median
+    for label, _key, connections, _seconds in rows:
+        nd, tsr = results["neurondock", label], results["TorchServe", label]
+        if connections == 1:
+            a, b = [r.p50_ms for r, _ in nd], [r.p50_ms for r, _ in tsr]
+            a99, b99 = [r.p99_ms for r, _ in nd], [r.p99_ms for r, _ in tsr]
+            say(
+                f"{label}: p50 neurondock {_spread(a)} ms, TorchServe {_spread(b)} ms (ratio {med(a) / med(b):.2f}); "
+                f"p99 {_spread(a99)} vs {_spread(b99)} ms"
+            )
+        a = [r.answered / max(1e-9, r.requests / r.rate) for r, _ in nd]
+        b = [r.answered / max(1e-9, r.requests / r.rate) for r, _ in tsr]
+        refused = (sum(r.non_2xx for r, _ in nd), sum(r.non_2xx for r, _ in tsr))
+        cpu_a, cpu_b = [c for _, c in nd], [c for _, c in tsr]
+        ceiling = ""
+        if label.startswith("ResNet"):
+            raw = med(raw8 if connections == 8 else raw1)
+            ceiling = f"; ÷ raw batch-{8 if connections == 8 else 1} loop {med(a) / raw:.2f} vs {med(b) / raw:.2f}"
+        say(
+            f"{label}: answers/s neurondock {_spread(a, '{:.1f}')}, TorchServe {_spread(b, '{:.1f}')} "
+            f"(ratio {med(a) / max(1e-9, med(b)):.2f}); non-2xx {refused[0]} vs {refused[1]}; "
+            f"server CPU per answer {_spread(cpu_a, '{:.3f}')} vs {_spread(cpu_b, '{:.3f}')} ms{ceiling}"
+        )
+    assert results and all(r.requests > 0 for runs in results.values() for r, _ in runs)
+    # no refusal below the job queue's depth (8 clients, 100 deep)
+    assert all(r.non_2xx == 0 for label, _k, _c, _s in rows for r, _ in results["neurondock", label])

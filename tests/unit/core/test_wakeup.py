@@ -1,0 +1,108 @@
+"""Doorbells wake a waiting process at once; the embedded broker delivers when rung and survives a queue race."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+
+import pytest
+from kombu import Connection, Consumer, Producer, Queue
+
+from neurondock_platform import broker, wakeup
+
+
+def test_a_ring_wakes_every_listener_at_once_and_a_dead_ones_socket_goes(tmp_path):
+    directory = tmp_path / "bells"
+    first, second = wakeup.Doorbell(directory), wakeup.Doorbell(directory)
+    try:
+        assert not first.wait(0.05)  # nobody rang
+        started = time.monotonic()
+        threading.Timer(0.1, wakeup.ring, args=(directory,)).start()
+        assert first.wait(30) and time.monotonic() - started < 5
+        assert second.wait(5)  # the same ring reached it too
+        assert not first.wait(0) and not second.wait(0)  # and both consumed it
+
+        gone = wakeup.Doorbell(directory)
+        gone._sock.close()  # its process died without removing the socket
+        wakeup.ring(directory)
+        assert not gone.path.exists() and first.wait(0)
+    finally:
+        first.close()
+        second.close()
+    wakeup.ring(directory)  # nobody listening: nothing happens
+    wakeup.ring(tmp_path / "never-made")
+
+
+def test_the_embedded_broker_looks_when_rung_and_otherwise_only_every_idle_poll(tmp_path):
+    url = f"sqla+sqlite:///{tmp_path / 'broker.db'}"
+    assert broker.bells(url) == tmp_path / "broker.db.bells" and broker.bells("redis://localhost:6379/0") is None
+    queue = Queue("q", routing_key="q")
+    got: list[str] = []
+
+    with Connection(broker.resolve_broker_url(url)) as worker, Connection(broker.resolve_broker_url(url)) as sender:
+
+        def take(body: str, message: object) -> None:
+            got.append(body)
+            message.ack()  # type: ignore[attr-defined]
+
+        consumer = Consumer(worker.channel(), [queue], callbacks=[take])
+        consumer.consume()
+        with pytest.raises(TimeoutError):
+            worker.drain_events(timeout=0.3)  # looked once, found nothing: now idle
+
+        Producer(sender.channel()).publish("quiet", routing_key="q", declare=[queue])
+        with pytest.raises(TimeoutError):
+            worker.drain_events(timeout=0.5)  # not rung: the next look is IDLE_POLL away
+        assert got == []
+
+        Producer(sender.channel()).publish("rung", routing_key="q", declare=[queue])
+        broker.ring(url)
+        started = time.monotonic()
+        while len(got) < 2 and time.monotonic() - started < 10:
+            with contextlib.suppress(TimeoutError):
+                worker.drain_events(timeout=0.25)
+        assert sorted(got) == ["quiet", "rung"] and time.monotonic() - started < broker.IDLE_POLL
+
+
+def test_two_processes_creating_the_same_queue_at_once_both_get_it(tmp_path, monkeypatch):
+    from sqlalchemy.orm import Query
+
+    url = broker.resolve_broker_url(f"sqla+sqlite:///{tmp_path / 'broker.db'}")
+    with Connection(url) as first, Connection(url) as second:
+        mine, theirs = first.channel(), second.channel()
+        theirs._get_or_create("q")  # the other process inserts the row first ...
+        real_first, blind = Query.first, [2]
+
+        def first_after_race(query: Query) -> object:
+            if blind[0]:  # ... after both of this process's looks had found nothing
+                blind[0] -= 1
+                return None
+            return real_first(query)
+
+        monkeypatch.setattr(Query, "first", first_after_race)
+        row = mine._get_or_create("q")
+        assert blind == [0] and row.name == "q" and row.id == theirs._get_or_create("q").id
+
+
+def test_a_shutdown_ends_a_drain_waiting_on_its_doorbell(tmp_path, monkeypatch):
+    monkeypatch.setattr(broker, "_shutting_down", threading.Event())
+    url = broker.resolve_broker_url(f"sqla+sqlite:///{tmp_path / 'broker.db'}")
+    queue = Queue("q", routing_key="q")
+    outcome: list[str] = []
+    with Connection(url) as worker:
+        Consumer(worker.channel(), [queue], callbacks=[lambda body, message: None]).consume()
+
+        def drain() -> None:
+            try:
+                worker.drain_events(timeout=60)  # nothing is sent and nobody rings
+            except TimeoutError:
+                outcome.append("returned")
+
+        waiting = threading.Thread(target=drain, daemon=True)
+        waiting.start()
+        waiting.join(0.5)
+        assert waiting.is_alive()  # a whole-timeout wait, not DRAIN_SLICE
+        broker.interrupt_drains()
+        waiting.join(10)
+        assert outcome == ["returned"] and not waiting.is_alive()
