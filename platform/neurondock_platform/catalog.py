@@ -146,10 +146,11 @@ SUPPORTED_INSTANCE_TYPES: tuple[str, ...] = tuple(e.name for e in _ENTRIES if e.
 @functools.cache
 def service_model(name: str) -> Any:
     """Return botocore's model of an AWS service neurondock speaks (loaded once per process)."""
-    from botocore.loaders import Loader
     from botocore.model import ServiceModel
 
-    return ServiceModel(Loader().load_service_model(name, "service-2"), name)
+    from neurondock_platform import botocore_models
+
+    return ServiceModel(botocore_models.loader().load_service_model(name, "service-2"), name)
 
 
 def sagemaker_service_model() -> Any:

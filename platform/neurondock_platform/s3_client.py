@@ -22,18 +22,23 @@ import re
 import threading
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import boto3
-import botocore.session
-from botocore.config import Config
-from botocore.credentials import CredentialProvider, RefreshableCredentials
-from botocore.exceptions import ClientError
 from sqlalchemy.orm import Session, sessionmaker
 
 from neurondock_platform.config import Settings
 from neurondock_platform.db import session_scope
 from neurondock_platform.services import store_access, sts
+
+if TYPE_CHECKING:
+    import boto3
+    import botocore.session
+    from botocore.config import Config
+    from botocore.credentials import RefreshableCredentials
+
+# boto3 and botocore are imported where a client is built, not here: importing them costs a process
+# ~10 MB that the API and the Celery worker keep for good, and both import this module at start but
+# build an S3 client only for an artifact request, a compile or an async job (docs/measured.md).
 
 # How long each AssumeRole session the platform takes for a worker lasts; botocore refreshes it when
 # less than 15 minutes remain, so a long download or multipart upload never signs with expired keys.
@@ -60,6 +65,8 @@ OwnerClientFactory = Callable[[StoreOwner], Any]
 
 def client_config() -> Config:
     """Path-style SigV4 with bounded retries and timeouts."""
+    from botocore.config import Config
+
     return Config(
         s3={"addressing_style": "path"},
         signature_version="s3v4",
@@ -71,7 +78,13 @@ def client_config() -> Config:
 
 @functools.cache
 def _shared_loader() -> Any:
-    return botocore.session.Session().get_component("data_loader")
+    import botocore.session
+
+    from neurondock_platform.botocore_models import UndocumentedFiles
+
+    loader = botocore.session.Session().get_component("data_loader")
+    loader.file_loader = UndocumentedFiles()
+    return loader
 
 
 _loader_lock = threading.Lock()
@@ -84,6 +97,9 @@ def _session(core: botocore.session.Session | None = None) -> boto3.session.Sess
     under load), which a replica's first model download waited for; one loader parses them once per
     process (docs/runtime.md, "Start-up").
     """
+    import boto3.session
+    import botocore.session
+
     core = core or botocore.session.Session()
     loader = _shared_loader()
     core.register_component("data_loader", loader)
@@ -119,10 +135,15 @@ def make_s3_client(
     )
 
 
-class _AssumedRole(CredentialProvider):
-    """Credentials of one (account, role), from the AssumeRole service verb, refreshed before they expire."""
+class _AssumedRole:
+    """Credentials of one (account, role), from the AssumeRole service verb, refreshed before they expire.
+
+    Duck-typed as botocore's ``CredentialProvider`` (``METHOD``, ``load``), which it replaces in the
+    client's resolver, so that importing this module needs no botocore.
+    """
 
     METHOD = "neurondock-assume-role"
+    CANONICAL_NAME = None
 
     def __init__(self, session_factory: sessionmaker[Session], owner: StoreOwner, session_name: str) -> None:
         self._factory = session_factory
@@ -146,11 +167,15 @@ class _AssumedRole(CredentialProvider):
         }
 
     def load(self) -> RefreshableCredentials:
+        from botocore.credentials import RefreshableCredentials
+
         return RefreshableCredentials.create_from_metadata(self._fetch(), self._fetch, self.METHOD)
 
 
 def _refuse_unmapped(allowed: Collection[str], account_id: str) -> Callable[..., None]:
     def check(params: dict[str, Any], model: Any, **_: Any) -> None:
+        from botocore.exceptions import ClientError
+
         bucket = params.get("Bucket")
         if bucket is not None and bucket not in allowed:
             message = (
@@ -195,6 +220,8 @@ class OwnerClients:
             return client
 
     def _assumed(self, owner: StoreOwner) -> Any:
+        import botocore.session
+
         core = botocore.session.Session()
         resolver = core.get_component("credential_provider")
         resolver.providers = [_AssumedRole(self.session_factory, owner, self.session_name)]

@@ -33,6 +33,12 @@ def test_platform_never_loads_torch_or_workers():
     assert "neurondock_workers" not in loaded
 
 
+def test_api_and_worker_start_without_boto3_or_torch():
+    # boto3 costs each process ~10 MB it keeps; they build S3 clients only when a request or job needs one.
+    loaded = _loaded_after("import neurondock_platform.server, neurondock_workers.tasks, neurondock_workers.cli")
+    assert not loaded & {"boto3", "s3transfer", "torch", "numpy"}
+
+
 def test_source_roots_hold_no_python_files():
     for root in ("platform", "sdk", "workers"):
         assert not list((ROOT / root).glob("*.py")), f"{root}/ must not hold .py files (it would shadow stdlib)"
