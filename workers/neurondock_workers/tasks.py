@@ -21,7 +21,7 @@ from neurondock_platform.config import Settings
 from neurondock_platform.dataplane.background import BackgroundInvoker
 from neurondock_platform.dataplane.capture import writer_for
 from neurondock_platform.dataplane.metrics import MetricsCollector, MetricsFlusher
-from neurondock_platform.db import make_engine, make_sessionmaker, session_scope
+from neurondock_platform.db import make_engine, make_sessionmaker, session_scope, utcnow
 from neurondock_platform.s3_client import OwnerClients
 from neurondock_platform.sagemaker_metrics import aligned_interval
 from neurondock_platform.services import async_inference, host_health
@@ -35,6 +35,9 @@ from neurondock_workers import monitor
 from neurondock_workers.celery_app import app
 
 log = logging.getLogger(__name__)
+
+# The least the lost-host watch sleeps between two looks (a look planned for now or the past).
+MIN_WATCH_PAUSE = 0.05
 
 
 def _settings() -> Settings:
@@ -122,19 +125,26 @@ def reconcile_endpoint_task(endpoint_id: int) -> str:
     return outcome
 
 
-def watch_hosts(stop: threading.Event, interval: float = 1.0) -> None:
-    """Every ``interval`` seconds, hand endpoints with replicas on lost hosts to the reconciler."""
+def watch_hosts(stop: threading.Event) -> None:
+    """Look for lost hosts when one may have turned lost, and hand their endpoints to the reconciler.
+
+    Each look plans the next (``host_health.HostWatch``): idle, about twice per heartbeat timeout.
+    """
     settings = _settings()
     holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-    while not stop.wait(interval):
+    state = host_health.HostWatch(settings.heartbeat_timeout, holder)
+    pause = 0.0
+    while not stop.wait(pause):
         try:
             with session_scope(session_factory()) as session:
-                flipped = host_health.watch(session, settings.heartbeat_timeout, holder) or []
-            for endpoint_id in flipped:
+                done = state.look(session)
+            for endpoint_id in done.flipped or []:
                 log.warning("endpoint %s has replicas on a lost host: SystemUpdating", endpoint_id)
                 reconcile_endpoint_task.delay(endpoint_id)
+            pause = max(MIN_WATCH_PAUSE, (done.next_look - utcnow()).total_seconds())
         except Exception:
             log.exception("host watch pass failed; trying again")
+            pause = host_health.retry_seconds(settings.heartbeat_timeout)
 
 
 _watch_stop = threading.Event()
@@ -204,9 +214,7 @@ def _recover(sender: Any = None, **kwargs: Any) -> None:
         async_inference_task.delay(row_id)
     if async_ids:
         log.info("re-enqueued async inferences %s", async_ids)
-    # A lost host is one silent for the heartbeat timeout: looking five times per timeout is enough.
-    every = max(1.0, min(5.0, _settings().heartbeat_timeout / 5))
-    threading.Thread(target=watch_hosts, args=(_watch_stop, every), name="neurondock-host-watch", daemon=True).start()
+    threading.Thread(target=watch_hosts, args=(_watch_stop,), name="neurondock-host-watch", daemon=True).start()
     monitor.start(_settings(), _watch_stop)
 
 

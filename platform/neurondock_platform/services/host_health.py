@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 
-from sqlalchemy import select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
 from neurondock_platform.db import utcnow
@@ -13,10 +14,20 @@ from neurondock_platform.services import endpoint_status, leases
 
 # Every worker host runs the lost-host watch; one of them at a time does the looking. Without the
 # lease each of N workers scanned the hosts every second: N² rows a second for the database across
-# the fleet; now the others read one row by its key (docs/scaling.md). A watcher that dies is
-# replaced within this many seconds.
+# the fleet; now the others read one row by its key (docs/scaling.md).
 WATCH_LEASE = "host-watch"
-WATCH_LEASE_SECONDS = 5.0
+# A look planned for the moment a host turns lost comes this much after it, so the host is past the cut-off.
+PAST = dt.timedelta(seconds=0.05)
+
+
+def lease_seconds(heartbeat_timeout: float) -> float:
+    """The watch lease's life: one heartbeat timeout, so a watcher that dies is replaced within one."""
+    return max(1.0, heartbeat_timeout)
+
+
+def retry_seconds(heartbeat_timeout: float) -> float:
+    """Seconds between looks while a lost host still holds running replicas (five per timeout, 1–5 s)."""
+    return max(1.0, min(5.0, heartbeat_timeout / 5))
 
 
 def lost_host_ids(session: Session, heartbeat_timeout: float, now: dt.datetime | None = None) -> list[str]:
@@ -31,14 +42,21 @@ def endpoints_on_lost_hosts(session: Session, heartbeat_timeout: float, now: dt.
     Returns the endpoints that changed; the conditional UPDATE makes sure that when several
     workers look at once, exactly one of them flips (and enqueues) each endpoint.
     """
-    lost = lost_host_ids(session, heartbeat_timeout, now)
-    if not lost:
-        return []
-    candidates = set(
+    return _flip(session, _running_on(session, lost_host_ids(session, heartbeat_timeout, now)))
+
+
+def _running_on(session: Session, hosts: list[str]) -> set[int]:
+    """Endpoints with replicas meant to run on ``hosts``."""
+    if not hosts:
+        return set()
+    return set(
         session.scalars(
-            select(Replica.endpoint_id).where(Replica.host_id.in_(lost), Replica.desired_state == "running")
+            select(Replica.endpoint_id).where(Replica.host_id.in_(hosts), Replica.desired_state == "running")
         )
     )
+
+
+def _flip(session: Session, candidates: set[int]) -> list[int]:
     flipped = []
     for endpoint_id in sorted(candidates):
         result = session.execute(
@@ -59,15 +77,64 @@ def endpoints_on_lost_hosts(session: Session, heartbeat_timeout: float, now: dt.
     return flipped
 
 
-def watch(session: Session, heartbeat_timeout: float, holder: str, now: dt.datetime | None = None) -> list[int] | None:
-    """One worker's turn at the lost-host watch: the lease holder looks (``endpoints_on_lost_hosts``).
+@dataclass(frozen=True)
+class WatchPass:
+    """What one look did, and when the next one is due."""
 
-    Returns None when another worker holds the watch.
+    # Endpoints moved to SystemUpdating; None when another worker holds the watch.
+    flipped: list[int] | None
+    next_look: dt.datetime
+
+
+@dataclass
+class HostWatch:
+    """One worker's lost-host watch between looks: whether it holds the lease, and since when.
+
+    A look plans the next one (docs/supervision.md, "Waking instead of polling"): the holder looks
+    again when the host with the oldest heartbeat would turn lost or when its lease is half gone,
+    whichever comes first, and every ``retry_seconds`` while a lost host still holds running
+    replicas (an endpoint that was not InService when its host went is flipped once it is); the
+    others read the lease row when it would expire. A host that stops heartbeating is noticed
+    when it turns lost, not up to a poll later.
     """
-    current = now or utcnow()
-    # A look at the lease by its key first: what the other workers pay each second, instead of a scan.
-    if leases.holder(session, WATCH_LEASE, current) not in (None, holder):
-        return None
-    if leases.acquire(session, WATCH_LEASE, holder, WATCH_LEASE_SECONDS, current) is None:
-        return None
-    return endpoints_on_lost_hosts(session, heartbeat_timeout, current)
+
+    heartbeat_timeout: float
+    holder: str
+    # When this worker last took or renewed the lease; None while it does not hold it.
+    renewed_at: dt.datetime | None = None
+
+    def look(self, session: Session, now: dt.datetime | None = None) -> WatchPass:
+        """Renew or take the lease when due; as its holder, flip the endpoints of lost hosts."""
+        current = now or utcnow()
+        life = lease_seconds(self.heartbeat_timeout)
+        if self.renewed_at is None or current - self.renewed_at >= dt.timedelta(seconds=life / 2):
+            # A look at the lease by its key first (what the other workers pay, instead of a scan);
+            # the holder renews straight away.
+            held = self.renewed_at is not None
+            other = None if held else leases.held_by_other(session, WATCH_LEASE, self.holder, current)
+            if other is not None or leases.acquire(session, WATCH_LEASE, self.holder, life, current) is None:
+                self.renewed_at = None
+                expiry = other or current + dt.timedelta(seconds=life / 2)
+                return WatchPass(None, min(expiry, current + dt.timedelta(seconds=life)) + PAST)
+            self.renewed_at = current
+        cutoff = current - dt.timedelta(seconds=self.heartbeat_timeout)
+        # The lost hosts and the oldest heartbeat among the live ones, in one statement.
+        oldest_live = select(func.min(Host.last_heartbeat)).where(Host.last_heartbeat >= cutoff).scalar_subquery()
+        rows = session.execute(
+            select(Host.id, Host.last_heartbeat).where(
+                or_(Host.last_heartbeat < cutoff, Host.last_heartbeat == oldest_live)
+            )
+        ).all()
+        lost = [host_id for host_id, beat in rows if beat < cutoff]
+        running = _running_on(session, lost)
+        flipped = _flip(session, running)
+        due = [self.renewed_at + dt.timedelta(seconds=life / 2)]
+        due += [beat + dt.timedelta(seconds=self.heartbeat_timeout) + PAST for _, beat in rows if beat >= cutoff]
+        if running:
+            due.append(current + dt.timedelta(seconds=retry_seconds(self.heartbeat_timeout)))
+        return WatchPass(flipped, min(due))
+
+
+def watch(session: Session, heartbeat_timeout: float, holder: str, now: dt.datetime | None = None) -> list[int] | None:
+    """One look by a worker that keeps no state between looks (``HostWatch.look``); None when another watches."""
+    return HostWatch(heartbeat_timeout, holder).look(session, now).flipped

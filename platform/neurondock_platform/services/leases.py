@@ -62,10 +62,10 @@ def release(session: Session, name: str, holder: str) -> None:
     session.commit()
 
 
-def holder(session: Session, name: str, now: dt.datetime) -> str | None:
-    """Who holds the lease now (None when nobody does)."""
-    lease = session.get(Lease, name)
-    return lease.holder if lease is not None and lease.expires_at >= now else None
+def held_by_other(session: Session, name: str, holder: str, now: dt.datetime) -> dt.datetime | None:
+    """When the lease expires, if someone other than ``holder`` holds it now; else None."""
+    row = session.execute(select(Lease.holder, Lease.expires_at).where(Lease.name == name)).first()
+    return row.expires_at if row is not None and row.holder != holder and row.expires_at >= now else None
 
 
 def _epoch(session: Session, name: str) -> int:

@@ -56,6 +56,6 @@ def test_worker_ready_resends_every_unfinished_job(ok, session_factory, worker_s
     sent: list[int] = []
     monkeypatch.setattr(tasks.compile_model_task, "delay", sent.append)
     monkeypatch.setattr(tasks.reconcile_endpoint_task, "delay", lambda endpoint_id: None)
-    monkeypatch.setattr(tasks, "watch_hosts", lambda stop, interval=1.0: None)  # a thread _recover starts
+    monkeypatch.setattr(tasks, "watch_hosts", lambda stop: None)  # a thread _recover starts
     tasks._recover()
     assert sent == [job_id_of("a"), job_id_of("b"), job_id_of("c")]

@@ -20,8 +20,36 @@ def test_one_worker_looks_and_another_takes_over_when_it_stops(session_factory):
     with session_scope(session_factory) as session:
         assert host_health.watch(session, 15.0, "worker-a", now + dt.timedelta(seconds=1)) == []
     # worker-a stops renewing: once its lease is past, worker-b looks.
-    later = now + dt.timedelta(seconds=host_health.WATCH_LEASE_SECONDS + 2)
+    later = now + dt.timedelta(seconds=host_health.lease_seconds(15.0) + 2)
     with session_scope(session_factory) as session:
         assert host_health.watch(session, 15.0, "worker-b", later) == []
     with session_scope(session_factory) as session:
         assert host_health.watch(session, 15.0, "worker-a", later) is None
+
+
+def test_the_holder_looks_again_when_the_oldest_heartbeat_would_turn_lost(session_factory):
+    now = utcnow()
+    with session_scope(session_factory) as session:
+        session.add(Host(id="old", address="10.0.0.1", last_heartbeat=now - dt.timedelta(seconds=10)))
+        session.add(Host(id="new", address="10.0.0.2", last_heartbeat=now - dt.timedelta(seconds=1)))
+    watch = host_health.HostWatch(15.0, "worker-a")
+    with session_scope(session_factory) as session:
+        done = watch.look(session, now)
+    assert done.flipped == []
+    assert done.next_look == now + dt.timedelta(seconds=5) + host_health.PAST, "when 'old' turns lost"
+    # 'old' heartbeats again: the next look renews the lease at half its life, before 'new' could turn lost.
+    with session_scope(session_factory) as session:
+        session.get(Host, "old").last_heartbeat = done.next_look
+    with session_scope(session_factory) as session:
+        again = watch.look(session, done.next_look)
+    assert again.next_look == now + dt.timedelta(seconds=host_health.lease_seconds(15.0) / 2)
+
+
+def test_the_others_look_again_when_the_lease_would_expire(session_factory):
+    now = utcnow()
+    with session_scope(session_factory) as session:
+        assert host_health.HostWatch(15.0, "worker-a").look(session, now).flipped == []
+    with session_scope(session_factory) as session:
+        other = host_health.HostWatch(15.0, "worker-b").look(session, now + dt.timedelta(seconds=1))
+    assert other.flipped is None
+    assert other.next_look == now + dt.timedelta(seconds=host_health.lease_seconds(15.0)) + host_health.PAST
