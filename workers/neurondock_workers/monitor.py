@@ -23,8 +23,11 @@ from neurondock_platform.services import monitor
 
 log = logging.getLogger(__name__)
 
-# The longest the thread waits without looking at its stop event.
-STOP_SLICE = 0.5
+# The longest the thread waits without looking at its stop event: a backstop, since the worker's
+# shutdown rings the thread's doorbell (``wake``) right after setting it.
+STOP_SLICE = 5.0
+
+_bells: set[wakeup.Doorbell] = set()
 
 
 def run(settings: Settings, stop: threading.Event) -> None:
@@ -37,6 +40,7 @@ def run(settings: Settings, stop: threading.Event) -> None:
     state = monitor.Monitor(factory, settings, holder)
     every = monitor.interval(settings)
     bell = wakeup.Doorbell(wakeup.bells_dir(settings.data_dir, wakeup.MONITOR))
+    _bells.add(bell)
     try:
         started = time.monotonic()
         while _sleep(stop, bell, started + every, time.monotonic() + state.pause(utcnow())):
@@ -46,6 +50,7 @@ def run(settings: Settings, stop: threading.Event) -> None:
             except Exception:
                 log.exception("monitor pass failed; trying again")
     finally:
+        _bells.discard(bell)
         bell.close()
         state.release()
 
@@ -60,6 +65,12 @@ def _sleep(stop: threading.Event, bell: wakeup.Doorbell, earliest: float, planne
         if bell.wait(min(left, STOP_SLICE)):
             deadline = min(deadline, max(earliest, time.monotonic()))
     return False
+
+
+def wake() -> None:
+    """Cut this process's monitor waits short (after setting their stop event, so they end at once)."""
+    for bell in list(_bells):
+        bell.ring()
 
 
 def start(settings: Settings, stop: threading.Event) -> threading.Thread:

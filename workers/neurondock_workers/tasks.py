@@ -222,6 +222,7 @@ def _recover(sender: Any = None, **kwargs: Any) -> None:
 def _stop_watchers(sender: Any = None, **kwargs: Any) -> None:
     # The monitor gives its lease up, so another worker takes over without waiting for it to expire.
     _watch_stop.set()
+    monitor.wake()
     if _invoker.cache_info().currsize:
         # The last captured async invocations are written, and counted, before the worker goes.
         try:

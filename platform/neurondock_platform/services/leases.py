@@ -24,22 +24,25 @@ def acquire(session: Session, name: str, holder: str, ttl: float, now: dt.dateti
     Commits (a lease only means something once other processes can see it).
     """
     expires = now + dt.timedelta(seconds=ttl)
+    # Each UPDATE returns the epoch it left, so a renewal is one statement and a commit.
     renewed = session.execute(
         update(Lease)
         .where(Lease.name == name, Lease.holder == holder, Lease.expires_at >= now)
         .values(expires_at=expires)
-    )
-    if renewed.rowcount:  # type: ignore[attr-defined]
+        .returning(Lease.epoch)
+        .execution_options(synchronize_session=False)
+    ).scalar()
+    if renewed is None:
+        renewed = session.execute(
+            update(Lease)
+            .where(Lease.name == name, or_(Lease.expires_at < now, Lease.holder == holder))
+            .values(holder=holder, expires_at=expires, epoch=Lease.epoch + 1)
+            .returning(Lease.epoch)
+            .execution_options(synchronize_session=False)
+        ).scalar()
+    if renewed is not None:
         session.commit()
-        return _epoch(session, name)
-    taken = session.execute(
-        update(Lease)
-        .where(Lease.name == name, or_(Lease.expires_at < now, Lease.holder == holder))
-        .values(holder=holder, expires_at=expires, epoch=Lease.epoch + 1)
-    )
-    if taken.rowcount:  # type: ignore[attr-defined]
-        session.commit()
-        return _epoch(session, name)
+        return int(renewed)
     if session.get(Lease, name) is not None:
         session.rollback()
         return None
@@ -66,7 +69,3 @@ def held_by_other(session: Session, name: str, holder: str, now: dt.datetime) ->
     """When the lease expires, if someone other than ``holder`` holds it now; else None."""
     row = session.execute(select(Lease.holder, Lease.expires_at).where(Lease.name == name)).first()
     return row.expires_at if row is not None and row.holder != holder and row.expires_at >= now else None
-
-
-def _epoch(session: Session, name: str) -> int:
-    return int(session.scalar(select(Lease.epoch).where(Lease.name == name)) or 0)

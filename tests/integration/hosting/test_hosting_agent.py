@@ -221,6 +221,7 @@ def test_a_new_agent_kills_stale_replicas_and_restarts_them(
         np.testing.assert_allclose(out, expected, rtol=1e-6)
     finally:
         stop.set()
+        second.wake()
         runner.join(30)
     assert not runner.is_alive()
 

@@ -110,6 +110,7 @@ def test_a_leaking_replica_is_recycled_with_no_failed_invocation(
     finally:
         done.set()
         stop_agent.set()
+        agent.wake()
         runner.join(30)
 
     failures = [o for o in outcomes if o != 200]

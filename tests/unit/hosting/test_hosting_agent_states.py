@@ -469,6 +469,7 @@ def test_an_idle_agent_waits_long_but_a_changed_replica_row_wakes_it_at_once(set
         )
     finally:
         stop.set()
+        agent.wake()
         runner.join(20)
     assert not runner.is_alive()
 
@@ -501,6 +502,7 @@ def test_an_idle_agent_health_checks_and_heartbeats_on_time_without_reading_its_
         wait_for(lambda: passes[0] > 1, 10, what="a full pass for the dead process")
     finally:
         stop.set()
+        agent.wake()
         runner.join(20)
     assert not runner.is_alive()
 

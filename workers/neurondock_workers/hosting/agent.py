@@ -69,8 +69,9 @@ HEARTBEAT_INTERVAL = 1.0
 HEARTBEAT_INTERVAL_MAX = 5.0
 # An idle replica (no request since its last health answer) is checked this many times less often.
 IDLE_HEALTH_FACTOR = 10
-# The longest an idle agent waits without looking at its stop event.
-STOP_SLICE = 0.25
+# The longest an idle agent waits without looking at its stop event: a backstop only, since whoever
+# sets it also rings (``wake``; run_agent's signal handler does both), which ends the wait at once.
+STOP_SLICE = 5.0
 # A replica that stays up this long has recovered; its next crash restarts without delay again.
 STABLE_SECONDS = 60.0
 MAX_RESTART_DELAY = 30.0
@@ -651,10 +652,11 @@ class HostAgent:
     # --- host bookkeeping -------------------------------------------------------------------------
 
     def heartbeat(self) -> None:
-        """Register this host, or refresh its capacity, sandbox status and heartbeat."""
+        """Register this host (its capacity and sandbox status), then refresh its heartbeat."""
         with session_scope(self.sessions) as session:
-            record = host.record_heartbeat(session, self.settings, self._started_at, first=not self._registered)
-            record.sandbox = self.sandbox.status()
+            if not (self._registered and host.beat(session, self.settings.host_id)):
+                record = host.record_heartbeat(session, self.settings, self._started_at, first=not self._registered)
+                record.sandbox = self.sandbox.status()
         self._registered = True
         self._last_heartbeat = self.clock()
 
@@ -672,7 +674,8 @@ class HostAgent:
 
         Every ``agent_poll_interval`` while a replica is starting, stopping, recycling, backing off
         or being checked; otherwise every ``agent_idle_poll_interval``, or at once when the doorbell
-        rings (replica rows changed, a child exited, a stop was asked: ``wake``).
+        rings (replica rows changed, a child exited, a stop was asked: ``wake``). Set ``stop_event``
+        and then call ``wake``, so the agent stops at once rather than within ``STOP_SLICE``.
         """
         bell = self._bell = wakeup.Doorbell(wakeup.bells_dir(self.settings.data_dir, wakeup.AGENTS))
         rung = True
@@ -687,7 +690,7 @@ class HostAgent:
                     # A database blip must not take the replicas down with the agent.
                     logger.exception("host agent pass failed; trying again")
                 deadline, rung = time.monotonic() + self._pause(), False
-                # In slices, so that a stop_event set without a ring is still seen within one.
+                # In slices, so that a stop_event set without a ring is still seen within one (a backstop).
                 while not stop_event.is_set() and (left := deadline - time.monotonic()) > 0:
                     if bell.wait(min(left, STOP_SLICE)):
                         rung = True

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from neurondock_platform.config import Settings
@@ -46,6 +46,21 @@ def record_heartbeat(session: Session, settings: Settings, started_at: dt.dateti
         host.started_at = started_at
     host.last_heartbeat = utcnow()
     return host
+
+
+def beat(session: Session, host_id: str) -> bool:
+    """Refresh the heartbeat of a host this process registered, in one statement; False when it is not ours now.
+
+    Capacity and sandbox status do not change while an agent runs: they are written when it registers
+    (``record_heartbeat``), not on every beat.
+    """
+    result = session.execute(
+        update(Host)
+        .where(Host.id == host_id, Host.agent_pid == os.getpid())
+        .values(last_heartbeat=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
 def replica_pids(session: Session, host_id: str) -> list[tuple[int, int]]:
