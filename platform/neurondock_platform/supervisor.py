@@ -13,6 +13,7 @@ import errno
 import fcntl
 import json
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -202,6 +203,11 @@ def port_in_use(host: str, port: int) -> bool:
 # --- supervised children ------------------------------------------------------------------------
 
 
+# The longest the supervisor goes without looking at its children: SIGCHLD wakes it when one exits,
+# and SIGINT/SIGTERM when it should stop, so this only bounds a lost wake-up.
+CHILD_CHECK_BACKSTOP = 5.0
+
+
 @dataclass
 class Child:
     """One supervised child process and its restart history."""
@@ -280,13 +286,20 @@ class Supervisor:
         self.lock = lock
         self.envs = {flag: child_env(settings, root_keys=flag) for flag in (False, True)}
         self.stopping = False
+        # A self-pipe the signal handlers write to: ``run`` sleeps on it instead of polling its children
+        # (a threading.Event is not safe to set from a handler that may interrupt its own lock).
+        self._bell, self._ring = socket.socketpair()
+        self._ring.setblocking(False)
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
-        self.stopping = True
+        if signum != signal.SIGCHLD:
+            self.stopping = True
+        with contextlib.suppress(OSError):
+            self._ring.send(b"!")  # a full buffer already holds a wake-up
 
     def install_signals(self) -> None:
-        signal.signal(signal.SIGINT, self._on_signal)
-        signal.signal(signal.SIGTERM, self._on_signal)
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGCHLD):
+            signal.signal(signum, self._on_signal)
 
     def start(self, child: Child) -> None:
         child.start(self.envs[child.root_keys], (self.lock.fd,) if self.lock.fd is not None else ())
@@ -310,7 +323,10 @@ class Supervisor:
                     file=sys.stderr,
                 )
                 self.start(child)
-            time.sleep(0.2)
+            # Until a child exits (SIGCHLD) or a stop is asked; the timeout is only a backstop.
+            if select.select([self._bell], [], [], CHILD_CHECK_BACKSTOP)[0]:
+                with contextlib.suppress(BlockingIOError):
+                    self._bell.recv(4096, socket.MSG_DONTWAIT)
         self.stop()
         return code
 

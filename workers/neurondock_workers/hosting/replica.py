@@ -90,6 +90,10 @@ def timeout_grace(timeout: float) -> float:
     return max(1.0, 0.05 * timeout)
 
 
+# The watchdog looks this long after an execution's limit, so that it is past it.
+WATCHDOG_PAST = 0.001
+
+
 class HangWatchdog:
     """End the replica when one model execution runs past the model timeout (TorchServe restarts such a worker).
 
@@ -103,18 +107,20 @@ class HangWatchdog:
         self.stats = stats
         self.timeout = timeout
         self.limit_ns = int((timeout + timeout_grace(timeout)) * 1e9)
-        self.poll = min(0.25, timeout / 4)
 
     def start(self) -> None:
         threading.Thread(target=self._run, name="neurondock-hang-watchdog", daemon=True).start()
 
     def _run(self) -> None:
         while True:
-            time.sleep(self.poll)
-            since = self.stats.running_since_ns
-            elapsed = time.perf_counter_ns() - since
-            if since and elapsed > self.limit_ns:
-                self._end(elapsed / 1e9)
+            since, now = self.stats.running_since_ns, time.perf_counter_ns()
+            if since and now - since > self.limit_ns:
+                self._end((now - since) / 1e9)
+            # The execution running now is due at since + limit; one that starts after this look, no
+            # sooner than a limit from now. Sleeping until the earlier of the two misses neither, and
+            # an idle replica's watchdog wakes once a limit instead of four times a second.
+            due = (since or now) + self.limit_ns
+            time.sleep((due - now) / 1e9 + WATCHDOG_PAST)
 
     def _end(self, elapsed: float) -> None:
         print(
