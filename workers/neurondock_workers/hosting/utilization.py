@@ -119,6 +119,8 @@ class InstanceUsage:
         self.interval = aligned_interval(interval)
         self._last: dict[int, tuple[float, int]] = {}  # replica id → (when, cpu ticks)
         self._streams: dict[Any, int] = {}
+        # Replica id → (extra, variant, instance type, endpoint, account), read once per replica.
+        self._placed: dict[int, tuple[Any, ...]] = {}
 
     def rows(self, now: float) -> list[dict[str, Any]]:
         """One datapoint per variant for the period ending ``now`` (an aligned boundary)."""
@@ -127,24 +129,12 @@ class InstanceUsage:
             self._last.clear()
             return []
         table = self.read(list(pids.values()))
-        with self.factory() as session:
-            placed = session.execute(
-                select(
-                    Replica.id,
-                    Replica.extra,
-                    EndpointVariant.name,
-                    EndpointVariant.instance_type,
-                    Endpoint.name,
-                    Endpoint.account_id,
-                )
-                .join(EndpointVariant, Replica.variant_id == EndpointVariant.id)
-                .join(Endpoint, Replica.endpoint_id == Endpoint.id)
-                .where(Replica.id.in_(list(pids)))
-            ).all()
+        self._place([rid for rid in pids if rid not in self._placed])
+        self._placed = {rid: v for rid, v in self._placed.items() if rid in pids}
         cpu: dict[tuple[str, str, str, int], float] = {}
         memory: dict[tuple[str, str, str, int], float] = {}
         types: dict[tuple[str, str, str], str] = {}
-        for rid, extra, variant, instance_type, endpoint, account in placed:
+        for rid, (extra, variant, instance_type, endpoint, account) in self._placed.items():
             ticks, rss = tree_use(pids[rid], table)
             before = self._last.get(rid)
             self._last[rid] = (now, ticks)
@@ -184,6 +174,27 @@ class InstanceUsage:
                     }
                 )
         return out
+
+    def _place(self, replica_ids: list[int]) -> None:
+        """Learn where replicas first seen belong: a replica never moves to another variant or instance."""
+        if not replica_ids:
+            return
+        with self.factory() as session:
+            placed = session.execute(
+                select(
+                    Replica.id,
+                    Replica.extra,
+                    EndpointVariant.name,
+                    EndpointVariant.instance_type,
+                    Endpoint.name,
+                    Endpoint.account_id,
+                )
+                .join(EndpointVariant, Replica.variant_id == EndpointVariant.id)
+                .join(Endpoint, Replica.endpoint_id == Endpoint.id)
+                .where(Replica.id.in_(replica_ids))
+            ).all()
+        for rid, *where in placed:
+            self._placed[rid] = tuple(where)
 
     def run(self, stop: threading.Event) -> None:
         """Sample on every flush boundary until ``stop`` is set."""
