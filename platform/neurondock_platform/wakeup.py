@@ -8,8 +8,9 @@ only ever makes them look sooner (docs/supervision.md, "Waking instead of pollin
 The platform rings four of them: the embedded broker's when a task is sent (the Celery worker
 stops polling SQLite 20 times a second), ``agents`` when replica rows change (the host agent stops
 stepping 10 times a second), ``routes`` when replica, endpoint or variant rows change (the API
-reloads its routing table) and ``monitor`` when alarms, scheduled actions, scaling activities or
-async requests change (the worker's monitor looks at what became due).
+reloads its routing table) and ``monitor`` when alarms, scheduled actions, scaling activities, async
+requests or endpoints change (the worker's monitor looks at what became due, and writes a new async
+endpoint's backlog gauge from its first period).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ MONITOR = "monitor"
 _WATCHED = {
     AGENTS: ("Replica",),
     ROUTES: ("Replica", "Endpoint", "EndpointVariant"),
-    MONITOR: ("MetricAlarm", "ScheduledAction", "ScalingActivity", "AsyncInference"),
+    MONITOR: ("MetricAlarm", "ScheduledAction", "ScalingActivity", "AsyncInference", "Endpoint"),
 }
 _RING_KEY = "neurondock_wake_bells"
 _PENDING = "neurondock_wake_pending"

@@ -10,16 +10,13 @@ host commits a change to alarms, scheduled actions, scaling activities or async 
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import threading
 import time
-import uuid
 
 from neurondock_platform import dispatch, wakeup
 from neurondock_platform.config import Settings
 from neurondock_platform.db import make_engine, make_sessionmaker, utcnow
-from neurondock_platform.services import monitor
+from neurondock_platform.services import leases, monitor
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +33,7 @@ def run(settings: Settings, stop: threading.Event) -> None:
     # Scaling actions change endpoints, which enqueue their reconcile after commit like any API call.
     dispatch.install(factory, dispatch.CeleryDispatcher(settings.broker_url, settings.queue))
     wakeup.install(factory, settings.data_dir)
-    holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-    state = monitor.Monitor(factory, settings, holder)
+    state = monitor.Monitor(factory, settings, leases.holder_name())
     every = monitor.interval(settings)
     bell = wakeup.Doorbell(wakeup.bells_dir(settings.data_dir, wakeup.MONITOR))
     _bells.add(bell)

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import logging
-import os
 import signal
-import socket
 import threading
-import uuid
 from functools import cache, partial
 from pathlib import Path
 from typing import Any
@@ -24,7 +21,7 @@ from neurondock_platform.dataplane.metrics import MetricsCollector, MetricsFlush
 from neurondock_platform.db import make_engine, make_sessionmaker, session_scope, utcnow
 from neurondock_platform.s3_client import OwnerClients
 from neurondock_platform.sagemaker_metrics import aligned_interval
-from neurondock_platform.services import async_inference, host_health
+from neurondock_platform.services import async_inference, host_health, leases
 from neurondock_platform.services.compilation_jobs import jobs_needing_work
 from neurondock_platform.services.reconciler import (
     ReconcileOptions,
@@ -131,8 +128,7 @@ def watch_hosts(stop: threading.Event) -> None:
     Each look plans the next (``host_health.HostWatch``): idle, about twice per heartbeat timeout.
     """
     settings = _settings()
-    holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-    state = host_health.HostWatch(settings.heartbeat_timeout, holder)
+    state = host_health.HostWatch(settings.heartbeat_timeout, leases.holder_name())
     pause = 0.0
     while not stop.wait(pause):
         try:

@@ -112,9 +112,14 @@ class HostWatch:
             # the holder renews straight away.
             held = self.renewed_at is not None
             other = None if held else leases.held_by_other(session, WATCH_LEASE, self.holder, current)
-            if other is not None or leases.acquire(session, WATCH_LEASE, self.holder, life, current) is None:
+            # A holder that was a process of this machine and is gone (a restarted worker's
+            # predecessor) is not waited out.
+            dead = other[0] if other is not None and leases.gone(other[0]) else None
+            if (other is not None and dead is None) or leases.acquire(
+                session, WATCH_LEASE, self.holder, life, current, dead=dead
+            ) is None:
                 self.renewed_at = None
-                expiry = other or current + dt.timedelta(seconds=life / 2)
+                expiry = other[1] if other is not None else current + dt.timedelta(seconds=life / 2)
                 return WatchPass(None, min(expiry, current + dt.timedelta(seconds=life)) + PAST)
             self.renewed_at = current
         cutoff = current - dt.timedelta(seconds=self.heartbeat_timeout)

@@ -10,17 +10,36 @@ duplicate result.
 from __future__ import annotations
 
 import datetime as dt
+import os
+import socket
+import uuid
 
 from sqlalchemy import or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from neurondock_platform.lifetime import pid_alive
 from neurondock_platform.models import Lease
 
 
-def acquire(session: Session, name: str, holder: str, ttl: float, now: dt.datetime) -> int | None:
+def holder_name() -> str:
+    """A name for this process as a holder: ``<hostname>:<pid>:<random>`` (``gone`` reads the first two)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def gone(holder: str) -> bool:
+    """Whether ``holder`` was a process of this machine that no longer runs (its lease need not be waited out)."""
+    host, _, rest = holder.partition(":")
+    pid = rest.partition(":")[0]
+    return host == socket.gethostname() and pid.isdigit() and not pid_alive(int(pid))
+
+
+def acquire(
+    session: Session, name: str, holder: str, ttl: float, now: dt.datetime, *, dead: str | None = None
+) -> int | None:
     """Take or renew the lease; return its epoch when ``holder`` holds it now, else None.
 
+    ``dead`` names a holder known to be gone (``gone``): its lease is taken before it expires.
     Commits (a lease only means something once other processes can see it).
     """
     expires = now + dt.timedelta(seconds=ttl)
@@ -35,7 +54,7 @@ def acquire(session: Session, name: str, holder: str, ttl: float, now: dt.dateti
     if renewed is None:
         renewed = session.execute(
             update(Lease)
-            .where(Lease.name == name, or_(Lease.expires_at < now, Lease.holder == holder))
+            .where(Lease.name == name, or_(Lease.expires_at < now, Lease.holder.in_([holder, dead or holder])))
             .values(holder=holder, expires_at=expires, epoch=Lease.epoch + 1)
             .returning(Lease.epoch)
             .execution_options(synchronize_session=False)
@@ -65,7 +84,9 @@ def release(session: Session, name: str, holder: str) -> None:
     session.commit()
 
 
-def held_by_other(session: Session, name: str, holder: str, now: dt.datetime) -> dt.datetime | None:
-    """When the lease expires, if someone other than ``holder`` holds it now; else None."""
+def held_by_other(session: Session, name: str, holder: str, now: dt.datetime) -> tuple[str, dt.datetime] | None:
+    """Who else holds the lease now and until when; None when nobody or ``holder`` does."""
     row = session.execute(select(Lease.holder, Lease.expires_at).where(Lease.name == name)).first()
-    return row.expires_at if row is not None and row.holder != holder and row.expires_at >= now else None
+    if row is None or row.holder == holder or row.expires_at < now:
+        return None
+    return row.holder, row.expires_at

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from neurondock_platform.config import Settings
+from neurondock_platform.config import Settings, idle_poll
 from neurondock_platform.db import session_scope
 from neurondock_platform.sagemaker_metrics import aligned_interval
 from neurondock_platform.services import async_inference, async_metrics, leases, metrics
@@ -32,9 +32,6 @@ from neurondock_platform.services.cloudwatch.evaluation import Timing
 log = logging.getLogger(__name__)
 
 LEASE = "monitor"
-LEASE_SECONDS = 10.0
-# The holder renews its lease once half of it is gone, not every pass (a write each time).
-RENEW_AFTER = dt.timedelta(seconds=LEASE_SECONDS / 2)
 # A sent async task not picked up within this is sent again (a duplicate delivery does nothing).
 ASYNC_GRACE = dt.timedelta(seconds=30)
 RETENTION_EVERY = dt.timedelta(minutes=5)
@@ -51,13 +48,31 @@ def interval(settings: Settings) -> float:
 
 
 def idle_interval(settings: Settings) -> float:
-    """The most seconds between two passes: half a flush.
+    """The most seconds between two passes: half a flush, and on SQLite the local idle poll (10 s).
 
     An alarm made on another host (no doorbell rings here) is first due a whole period plus a flush
     and a second after it was made, and a period's backlog gauge must be written before its alarms
-    judge it (``Timing.settle``): a pass every half flush sees both in time.
+    judge it (``Timing.settle``): a pass every half flush sees both in time. On SQLite every writer
+    is on this machine and rings the monitor's doorbell (``wakeup.py``, endpoints included, for a new
+    async endpoint's first gauge), so an idle pass finds nothing a ring would not have brought.
     """
-    return max(interval(settings), aligned_interval(settings.metrics_flush_seconds) / 2)
+    shared = max(interval(settings), aligned_interval(settings.metrics_flush_seconds) / 2)
+    return max(shared, idle_poll(settings.database_url))
+
+
+def lease_seconds(settings: Settings) -> float:
+    """The monitor lease's life: two idle passes (10 s by default on PostgreSQL, 20 s on SQLite).
+
+    The holder renews it once half of it is gone, so an idle pass renews it and no pass comes only
+    for that. A holder that dies is replaced when its lease lapses, or at once by a worker of the
+    same machine, which sees the process is gone (``leases.gone``).
+    """
+    return 2 * idle_interval(settings)
+
+
+def renew_after(settings: Settings) -> dt.timedelta:
+    """How old the holder lets its lease get before renewing it (a write each time)."""
+    return dt.timedelta(seconds=lease_seconds(settings) / 2)
 
 
 @dataclass(frozen=True)
@@ -90,9 +105,14 @@ class Monitor:
     def tick(self, now: dt.datetime) -> dict[str, int]:
         """One pass; returns what it did (empty when another process holds the lease)."""
         self.next_pass = now + dt.timedelta(seconds=interval(self.settings))  # unless planned below
-        if not self.held or self.renewed_at is None or now - self.renewed_at >= RENEW_AFTER:
+        if not self.held or self.renewed_at is None or now - self.renewed_at >= renew_after(self.settings):
             with self.factory() as session:
-                self.held = leases.acquire(session, LEASE, self.holder, LEASE_SECONDS, now) is not None
+                ttl = lease_seconds(self.settings)
+                epoch = leases.acquire(session, LEASE, self.holder, ttl, now)
+                other = leases.held_by_other(session, LEASE, self.holder, now) if epoch is None else None
+                if other is not None and leases.gone(other[0]):
+                    epoch = leases.acquire(session, LEASE, self.holder, ttl, now, dead=other[0])
+                self.held = epoch is not None
             self.renewed_at = now if self.held else None
         if not self.held:
             return {}
@@ -152,7 +172,7 @@ class Monitor:
         again = now + dt.timedelta(seconds=interval(self.settings))
         soon = [
             now + dt.timedelta(seconds=idle_interval(self.settings)),
-            self.renewed_at + RENEW_AFTER,
+            self.renewed_at + renew_after(self.settings),
             self.last_retention + RETENTION_EVERY,
         ]
         if self.backlog_written:

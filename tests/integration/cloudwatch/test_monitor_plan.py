@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 from dataclasses import replace
 
 from sqlalchemy import select
@@ -27,7 +28,7 @@ def test_an_idle_monitor_passes_every_half_flush_renews_its_lease_at_half_life_a
     first = expiry()
     state.tick(now + dt.timedelta(seconds=2))
     assert expiry() == first, "a lease with more than half its life left is not written again"
-    state.tick(now + monitor.RENEW_AFTER)
+    state.tick(now + monitor.renew_after(aws))
     assert expiry() > first
 
     # An alarm judged through the minute before: due one minute and a settle after that minute ended.
@@ -44,7 +45,7 @@ def test_an_idle_monitor_passes_every_half_flush_renews_its_lease_at_half_life_a
     assert state.next_pass == after, "a pass that had an alarm due looks again after one interval"
     assert "alarms_judged" not in state.tick(after)
     # Judged: nothing is due for a minute; the lease renewed at ``before`` comes first.
-    assert state.next_pass == before + monitor.RENEW_AFTER
+    assert state.next_pass == before + monitor.renew_after(aws)
 
 
 def test_due_at_is_the_first_moment_an_alarm_has_a_whole_period_to_judge():
@@ -58,3 +59,25 @@ def test_due_at_is_the_first_moment_an_alarm_has_a_whole_period_to_judge():
             due = evaluator.due_at(through, period, timing)
             assert evaluator.period_end(due, period, timing) > through
             assert evaluator.period_end(due - dt.timedelta(milliseconds=1), period, timing) <= through
+
+
+def test_a_monitor_lease_held_by_a_gone_process_of_this_machine_is_taken_at_once(session_factory, settings):
+    import socket
+    import subprocess
+
+    from neurondock_platform.services import monitor
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    now = cw_helpers.soon()
+    elsewhere = monitor.Monitor(session_factory, settings, f"another-machine:{dead.pid}:0")
+    elsewhere.tick(now)
+    successor = monitor.Monitor(session_factory, settings, f"{socket.gethostname()}:{os.getpid()}:1")
+    successor.tick(now + dt.timedelta(seconds=1))
+    assert elsewhere.held and not successor.held, "another machine's pid says nothing here: its lease is waited out"
+
+    later = now + dt.timedelta(seconds=monitor.lease_seconds(settings) + 1)
+    predecessor = monitor.Monitor(session_factory, settings, f"{socket.gethostname()}:{dead.pid}:0")
+    predecessor.tick(later)
+    successor.tick(later + dt.timedelta(seconds=1))
+    assert predecessor.held and successor.held, "the predecessor's process is gone: its lease is not waited out"

@@ -53,3 +53,23 @@ def test_the_others_look_again_when_the_lease_would_expire(session_factory):
         other = host_health.HostWatch(15.0, "worker-b").look(session, now + dt.timedelta(seconds=1))
     assert other.flipped is None
     assert other.next_look == now + dt.timedelta(seconds=host_health.lease_seconds(15.0)) + host_health.PAST
+
+
+def test_a_watch_held_by_a_gone_process_of_this_machine_is_taken_at_once(session_factory):
+    import socket
+    import subprocess
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    predecessor = f"{socket.gethostname()}:{dead.pid}:0"
+    elsewhere = f"another-machine:{dead.pid}:0"
+    now = utcnow()
+    with session_scope(session_factory) as session:
+        assert host_health.watch(session, 15.0, elsewhere, now) == []
+    with session_scope(session_factory) as session:
+        assert host_health.watch(session, 15.0, "worker-b", now) is None, "another machine's pid says nothing here"
+    later = now + dt.timedelta(seconds=host_health.lease_seconds(15.0) + 1)
+    with session_scope(session_factory) as session:
+        assert host_health.watch(session, 15.0, predecessor, later) == []
+    with session_scope(session_factory) as session:
+        assert host_health.watch(session, 15.0, "worker-b", later) == [], "its holder is gone: no waiting it out"
