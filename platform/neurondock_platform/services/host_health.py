@@ -95,13 +95,15 @@ class HostWatch:
     whichever comes first, and every ``retry_seconds`` while a lost host still holds running
     replicas (an endpoint that was not InService when its host went is flipped once it is); the
     others read the lease row when it would expire. A host that stops heartbeating is noticed
-    when it turns lost, not up to a poll later.
+    when it turns lost, not up to a poll later; a wake-up only to renew the lease reads no hosts.
     """
 
     heartbeat_timeout: float
     holder: str
     # When this worker last took or renewed the lease; None while it does not hold it.
     renewed_at: dt.datetime | None = None
+    # The soonest the hosts can show something new (a host turning lost, a retry); None: look now.
+    scan_due: dt.datetime | None = None
 
     def look(self, session: Session, now: dt.datetime | None = None) -> WatchPass:
         """Renew or take the lease when due; as its holder, flip the endpoints of lost hosts."""
@@ -118,10 +120,14 @@ class HostWatch:
             if (other is not None and dead is None) or leases.acquire(
                 session, WATCH_LEASE, self.holder, life, current, dead=dead
             ) is None:
-                self.renewed_at = None
+                self.renewed_at = self.scan_due = None
                 expiry = other[1] if other is not None else current + dt.timedelta(seconds=life / 2)
                 return WatchPass(None, min(expiry, current + dt.timedelta(seconds=life)) + PAST)
             self.renewed_at = current
+        renew = self.renewed_at + dt.timedelta(seconds=life / 2)
+        if self.scan_due is not None and current < self.scan_due:
+            # A wake-up only to renew: heartbeats only move forward, so no host can have turned lost yet.
+            return WatchPass([], min(renew, self.scan_due))
         cutoff = current - dt.timedelta(seconds=self.heartbeat_timeout)
         # The lost hosts and the oldest heartbeat among the live ones, in one statement.
         oldest_live = select(func.min(Host.last_heartbeat)).where(Host.last_heartbeat >= cutoff).scalar_subquery()
@@ -133,11 +139,13 @@ class HostWatch:
         lost = [host_id for host_id, beat in rows if beat < cutoff]
         running = _running_on(session, lost)
         flipped = _flip(session, running)
-        due = [self.renewed_at + dt.timedelta(seconds=life / 2)]
+        # A host that registers after this look turns lost no sooner than a timeout from now.
+        due = [current + dt.timedelta(seconds=self.heartbeat_timeout) + PAST]
         due += [beat + dt.timedelta(seconds=self.heartbeat_timeout) + PAST for _, beat in rows if beat >= cutoff]
         if running:
             due.append(current + dt.timedelta(seconds=retry_seconds(self.heartbeat_timeout)))
-        return WatchPass(flipped, min(due))
+        self.scan_due = min(due)
+        return WatchPass(flipped, min(renew, self.scan_due))
 
 
 def watch(session: Session, heartbeat_timeout: float, holder: str, now: dt.datetime | None = None) -> list[int] | None:
