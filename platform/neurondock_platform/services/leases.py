@@ -31,7 +31,10 @@ def gone(holder: str) -> bool:
     """Whether ``holder`` was a process of this machine that no longer runs (its lease need not be waited out)."""
     host, _, rest = holder.partition(":")
     pid = rest.partition(":")[0]
-    return host == socket.gethostname() and pid.isdigit() and not pid_alive(int(pid))
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    # Our own pid under another name: an earlier incarnation (a restarted container reuses pids).
+    return int(pid) == os.getpid() or not pid_alive(int(pid))
 
 
 def acquire(

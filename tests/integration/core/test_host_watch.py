@@ -73,3 +73,15 @@ def test_a_watch_held_by_a_gone_process_of_this_machine_is_taken_at_once(session
         assert host_health.watch(session, 15.0, predecessor, later) == []
     with session_scope(session_factory) as session:
         assert host_health.watch(session, 15.0, "worker-b", later) == [], "its holder is gone: no waiting it out"
+
+
+def test_gone_names_only_dead_processes_of_this_machine():
+    import os
+    import socket
+
+    from neurondock_platform.services import leases
+
+    here = socket.gethostname()
+    assert not leases.gone(f"{here}:{os.getppid()}:0"), "a live process of this machine"
+    assert leases.gone(f"{here}:{os.getpid()}:earlier"), "this pid under another name: an earlier incarnation"
+    assert not leases.gone(f"elsewhere-{here}:{os.getpid()}:0") and not leases.gone("worker-a")
