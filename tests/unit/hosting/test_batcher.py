@@ -581,3 +581,32 @@ def test_batching_off_queues_eight_clients_and_refuses_only_past_the_job_queue(m
         assert sorted(statuses) == [200] * 5 + [429] * 3
     finally:
         server.batcher.close()
+
+
+def test_an_idle_model_hands_its_free_heap_back_once_per_idle_spell(model_dir):
+    handler = Handler(model_dir, {})
+    handler.load_model()
+    trims: list[float] = []
+    trimmed = threading.Semaphore(0)
+
+    def trim() -> None:
+        trims.append(time.perf_counter())
+        trimmed.release()
+
+    batcher = Batcher(handler, BatchConfig(max_batch_size=1), idle_trim_s=0.05, trim=trim)
+    try:
+        got = Collector()
+        # Queued: runs on the model thread, which trims once it has been idle 50 ms since the answer.
+        batcher.submit(got.request("queued", npy(rows(1, 0))))
+        got.wait("queued")
+        answered = time.perf_counter()
+        assert trimmed.acquire(timeout=10), "no trim after the model went idle"
+        assert trims[0] - answered >= 0.05 - 0.005
+        # Inline on the caller's thread, which never notifies the model thread of a finished execution
+        # otherwise: the first execution after a trim starts the idle clock again.
+        assert batcher.run_inline(got.request("inline", npy(rows(1, 1))), solo=True)
+        got.wait("inline")
+        assert trimmed.acquire(timeout=10), "no trim after an inline execution"
+        assert len(trims) == 2
+    finally:
+        batcher.close()

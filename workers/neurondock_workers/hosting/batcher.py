@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from neurondock_platform import compiled_manifest
+from neurondock_workers.hosting import memory
 from neurondock_workers.hosting.contract import Failure, InvocationResult
 from neurondock_workers.hosting.pipeline import Emit, Invocation, Pipeline
 
@@ -203,7 +204,14 @@ class BatchStats:
 class Batcher:
     """Owns the replica's queue and its single model thread."""
 
-    def __init__(self, handler: Handler, config: BatchConfig) -> None:
+    def __init__(
+        self,
+        handler: Handler,
+        config: BatchConfig,
+        *,
+        idle_trim_s: float = memory.IDLE_TRIM_SECONDS,
+        trim: Callable[[], None] = memory.release_free_heap,
+    ) -> None:
         self.handler = handler
         self.pipeline: Pipeline = handler.pipeline
         self.config = config
@@ -213,6 +221,12 @@ class Batcher:
         self._executing = 0
         self._closed = False
         self._unbatchable: set[tuple[Any, ...]] = set()
+        # Once executions have run and the model has been idle ``idle_trim_s``, the model thread hands
+        # the heap they freed back to the kernel (memory.release_free_heap), once per idle spell.
+        self._idle_trim_s = idle_trim_s
+        self._trim = trim
+        self._ran_since_trim = False
+        self._last_done_ns = 0
         # Requests gathered on the event loop's thread for the batch that runs at the end of its pass.
         self._gathered: list[Request] = []
         # The model whose device counters were looked for, and whether it has them.
@@ -315,6 +329,10 @@ class Batcher:
         stats.requests += requests
         # An exponential average of execution time decides whether the next one may run inline.
         stats.avg_execution_s += 0.2 * (elapsed / 1e9 - stats.avg_execution_s)
+        self._last_done_ns = started + elapsed
+        if not self._ran_since_trim:
+            self._ran_since_trim = True
+            self._cv.notify()  # an idle model thread waits untimed: let it start the idle clock
 
     @contextlib.contextmanager
     def hold(self) -> Iterator[None]:
@@ -337,7 +355,7 @@ class Batcher:
             while not self._queue or self._executing:
                 if self._closed and not self._queue:
                     return None
-                self._cv.wait()
+                self._wait_idle()
             limit = cfg.max_batch_size if self.batching else 1
             if limit > 1 and cfg.max_delay > 0 and len(self._queue) < limit:
                 # Only a configured delay ever holds the first request back (docs/runtime.md, "Batching").
@@ -362,6 +380,23 @@ class Batcher:
                 self._queue.extendleft(reversed(skipped))
             self._executing = len(taken)
             return taken
+
+    def _wait_idle(self) -> None:
+        """Wait for work (the lock held); after executions, trim the heap once the model has been idle long enough."""
+        if not self._ran_since_trim:
+            self._cv.wait()
+            return
+        idle_s = (time.perf_counter_ns() - self._last_done_ns) / 1e9
+        if self._executing or idle_s < self._idle_trim_s:
+            # An execution inline on the event loop's thread ends without a notify: look again later.
+            self._cv.wait(self._idle_trim_s if self._executing else self._idle_trim_s - idle_s)
+            return
+        self._ran_since_trim = False
+        self._cv.release()  # a request may queue or run inline meanwhile; the caller looks again
+        try:
+            self._trim()
+        finally:
+            self._cv.acquire()
 
     def _run(self) -> None:
         torch.set_num_threads(self._torch_threads)
