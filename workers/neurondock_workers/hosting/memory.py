@@ -37,9 +37,9 @@ def _malloc_trim() -> Callable[[int], int] | None:
 def release_free_heap() -> None:
     """Hand the C heap's free pages back to the kernel (glibc's ``malloc_trim``; nothing elsewhere).
 
-    glibc keeps what an execution freed — a ResNet-18's activations, ~13-24 MB here — in the arena of
-    the thread that ran it, resident for good. Trimmed, a replica holds that much less while idle, and
-    its next execution pays the page faults: ~1 ms on a 45 ms ResNet-18 call (docs/measured.md).
+    glibc keeps what an execution freed (a ResNet-18's activations) in the arena of the thread that
+    ran it, resident for good. Trimmed, an idle ResNet-18 replica here holds up to ~10 MB less, and
+    its next execution pays the page faults back: ~1 ms of a 45 ms call (docs/measured.md).
     """
     trim = _malloc_trim()
     if trim is not None:
