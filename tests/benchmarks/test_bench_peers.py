@@ -11,15 +11,18 @@ fresh one-endpoint platform (/proc/<pid>/smaps_rollup over the whole process tre
 server CPU per answer. Never asserts a figure: this machine is shared (docs/measured.md).
 
 ``python -m pytest tests/benchmarks/test_bench_peers.py -m benchmark -s`` (``NEURONDOCK_PEER_ROUNDS``
-sets the rounds, 3 by default). Skips with the reason when TorchServe, Java or wrk is missing.
+sets the rounds, 3 by default; ``-k launch`` runs only the launch, memory and idle rows, ``-k speed`` only
+the load rows). Skips with the reason when TorchServe, Java or wrk is missing.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import statistics
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +30,9 @@ import pytest
 
 from tests.benchmarks.peers import TorchServe, WrkResult, run_wrk, torchserve_missing, wrk_script
 from tests.benchmarks.procs import cpu_seconds, cpu_share, memory_by_process, memory_mb, settle, tree
-from tests.benchmarks.test_bench_dataplane import _deploy, npy, raw_loop, signed_headers
+from tests.benchmarks.test_bench_dataplane import IMAGE, WAIT, _deploy, npy, raw_loop, signed_headers
 from tests.support.platform import Platform
-from tests.support.torch_models import resnet18, tiny_mlp
+from tests.support.torch_models import pack_model, resnet18, tiny_mlp
 from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.benchmark, pytest.mark.timeout(2400)]
@@ -69,8 +72,138 @@ def _spread(values: list[float], fmt: str = "{:.2f}") -> str:
     return f"{fmt.format(statistics.median(values))} ({fmt.format(min(values))}–{fmt.format(max(values))})"
 
 
-def test_neurondock_beside_torchserve(tmp_path):
-    reason = torchserve_missing() or (None if shutil.which("wrk") else "wrk is not installed (apt-get install wrk)")
+def _skip_reason() -> str | None:
+    return torchserve_missing() or (None if shutil.which("wrk") else "wrk is not installed (apt-get install wrk)")
+
+
+def _reporter(tag: str = "bench-peers") -> Callable[[str], None]:
+    def say(text: str) -> None:
+        print(f"[{tag}] {text}", flush=True)
+
+    return say
+
+
+@contextlib.contextmanager
+def _launched_neurondock(home: Path, module: Any, body: bytes) -> Iterator[tuple[int, dict[str, float]]]:
+    """Pack the model, run `up`, deploy and predict once; yield (root pid, seconds from the start to each step).
+
+    The model is packed first, as TorchServe's archive is built before its launch: the same order for both.
+    """
+    marks: dict[str, float] = {}
+    started = time.monotonic()
+    home.mkdir(parents=True)
+    archive = pack_model(home / "model.tar.gz", module, model_name="model.pt")
+    marks["model packed"] = time.monotonic() - started
+    platform = Platform(home / "platform")
+    platform.start()
+    try:
+        marks["banner"] = time.monotonic() - started
+        sm, s3 = platform.client("sagemaker"), platform.client("s3")
+        name = "launch"
+        s3.create_bucket(Bucket=name)
+        s3.upload_file(str(archive), name, "model.tar.gz")
+        marks["uploaded"] = time.monotonic() - started
+        container = {"Image": IMAGE, "ModelDataUrl": f"s3://{name}/model.tar.gz"}
+        sm.create_model(ModelName=name, PrimaryContainer=container)
+        variant = {
+            "VariantName": "AllTraffic",
+            "ModelName": name,
+            "InitialInstanceCount": 1,
+            "InstanceType": "ml.c5.large",
+        }
+        sm.create_endpoint_config(EndpointConfigName=name, ProductionVariants=[variant])
+        sm.create_endpoint(EndpointName=name, EndpointConfigName=name)
+        marks["CreateEndpoint"] = time.monotonic() - started
+        sm.get_waiter("endpoint_in_service").wait(EndpointName=name, WaiterConfig=WAIT)
+        marks["InService seen"] = time.monotonic() - started
+        wait_for(lambda: _invoke_status(platform, name, body) == 200, 120, what="the first prediction")
+        marks["first prediction"] = time.monotonic() - started
+        assert platform.process is not None
+        yield platform.process.pid, marks
+    finally:
+        platform.stop()
+
+
+@contextlib.contextmanager
+def _launched_torchserve(home: Path, model_file: Path, body: bytes) -> Iterator[tuple[int, dict[str, float]]]:
+    """Archive the model, start TorchServe, predict once; yield (root pid, seconds from the start to each step)."""
+    marks: dict[str, float] = {}
+    started = time.monotonic()
+    server = TorchServe(home)
+    server.archive("resnet", model_file)
+    marks["model packed"] = time.monotonic() - started
+    server.start({"resnet": 8})
+    try:
+        server.wait_ready(["resnet"], {"resnet": body})
+        marks["first prediction"] = time.monotonic() - started
+        assert server.process is not None
+        yield server.process.pid, marks
+    finally:
+        server.stop()
+
+
+def test_launch_beside_torchserve(tmp_path):
+    """Launch → first ResNet-18 prediction, alternating which server goes first; RSS, PSS and idle CPU of round 0."""
+    reason = _skip_reason()
+    if reason:
+        pytest.skip(reason)
+    import torch
+
+    torch.set_num_threads(1)
+    rounds = int(os.environ.get("NEURONDOCK_PEER_ROUNDS", "3"))
+    net, model_file, body = _models(tmp_path)["resnet"]
+    say = _reporter()
+    say(f"load average at start {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores (other work shares them)")
+    launches: dict[str, list[dict[str, float]]] = {"neurondock": [], "TorchServe": []}
+    fresh: dict[str, tuple[float, float]] = {}
+    quiet: dict[str, tuple[float, float]] = {}
+    idle: dict[str, float] = {}
+    for r in range(rounds):
+        for server in ["neurondock", "TorchServe"] if r % 2 == 0 else ["TorchServe", "neurondock"]:
+            home = tmp_path / f"{server}-{r}"
+            launched = (
+                _launched_neurondock(home, net, body)
+                if server == "neurondock"
+                else _launched_torchserve(home, model_file, body)
+            )
+            with launched as (root, marks):
+                launches[server].append(marks)
+                say(f"round {r} {server}: " + ", ".join(f"{step} {at:.2f} s" for step, at in marks.items()))
+                if r == 0:
+                    fresh[server] = memory_mb(tree(root))
+                    settle(root)
+                    quiet[server] = memory_mb(tree(root))
+                    say(f"RSS/PSS MB by process once quiet, {server}: {memory_by_process(root)}")
+                    idle[server] = cpu_share(root, 10.0).total
+    med = statistics.median
+    nd = [m["first prediction"] for m in launches["neurondock"]]
+    ts = [m["first prediction"] for m in launches["TorchServe"]]
+    say(
+        f"launch → first ResNet-18 prediction, {rounds} alternating rounds, median (min–max): neurondock "
+        f"{_spread(nd)} s, TorchServe {_spread(ts)} s (ratio {med(nd) / med(ts):.2f}); each includes packing the "
+        f"model first: {_spread([m['model packed'] for m in launches['neurondock']])} vs "
+        f"{_spread([m['model packed'] for m in launches['TorchServe']])} s"
+    )
+    (nd_rss, nd_pss), (ts_rss, ts_pss) = fresh["neurondock"], fresh["TorchServe"]
+    say(
+        f"one ResNet-18 endpoint, fresh, whole process tree: RSS neurondock {nd_rss:.0f} MB vs TorchServe "
+        f"{ts_rss:.0f} MB ({nd_rss / ts_rss:.2f}x); PSS {nd_pss:.0f} vs {ts_pss:.0f} MB ({nd_pss / ts_pss:.2f}x)"
+    )
+    (nd_rss, nd_pss), (ts_rss, ts_pss) = quiet["neurondock"], quiet["TorchServe"]
+    say(
+        f"… once quiet (a standby refilled): RSS {nd_rss:.0f} vs {ts_rss:.0f} MB ({nd_rss / ts_rss:.2f}x); "
+        f"PSS {nd_pss:.0f} vs {ts_pss:.0f} MB ({nd_pss / ts_pss:.2f}x)"
+    )
+    say(
+        f"idle CPU, one endpoint, 10 s: neurondock {idle['neurondock']:.2f}% of a core, "
+        f"TorchServe {idle['TorchServe']:.2f}%"
+    )
+    say(f"load average at end {os.getloadavg()[0]:.2f}")
+
+
+def test_speed_beside_torchserve(tmp_path):
+    """The load rows: tiny MLP and ResNet-18 at c=1 and c=8, batching on and off, interleaved rounds."""
+    reason = _skip_reason()
     if reason:
         pytest.skip(reason)
     import torch
@@ -78,61 +211,9 @@ def test_neurondock_beside_torchserve(tmp_path):
     torch.set_num_threads(1)
     rounds = int(os.environ.get("NEURONDOCK_PEER_ROUNDS", "3"))
     models = _models(tmp_path)
-    lines: list[str] = []
-
-    def say(text: str) -> None:
-        lines.append(f"[bench-peers] {text}")
-        print(lines[-1], flush=True)
+    say = _reporter()
 
     say(f"load average at start {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores (other work shares them)")
-
-    # --- a fresh one-endpoint platform: launch → first ResNet-18 prediction, memory, idle CPU ------------
-    resnet_body = models["resnet"][2]
-    started = time.monotonic()
-    fresh = Platform(tmp_path / "nd-fresh")
-    fresh.start()
-    try:
-        name = _deploy(fresh, tmp_path, models["resnet"][0])
-        wait_for(lambda: _invoke_status(fresh, name, resnet_body) == 200, 120, what="the first prediction")
-        nd_launch = time.monotonic() - started
-        assert fresh.process is not None
-        nd_rss, nd_pss = memory_mb(tree(fresh.process.pid))
-        settle(fresh.process.pid)
-        nd_settled, nd_by_process = memory_mb(tree(fresh.process.pid)), memory_by_process(fresh.process.pid)
-        nd_idle = cpu_share(fresh.process.pid, 10.0).total
-    finally:
-        fresh.stop()
-
-    started = time.monotonic()
-    ts_fresh = TorchServe(tmp_path / "ts-fresh")
-    ts_fresh.archive("resnet", models["resnet"][1])
-    ts_fresh.start({"resnet": 8})
-    try:
-        ts_fresh.wait_ready(["resnet"], {"resnet": resnet_body})
-        ts_launch = time.monotonic() - started
-        assert ts_fresh.process is not None
-        ts_rss, ts_pss = memory_mb(tree(ts_fresh.process.pid))
-        settle(ts_fresh.process.pid)
-        ts_settled, ts_by_process = memory_mb(tree(ts_fresh.process.pid)), memory_by_process(ts_fresh.process.pid)
-        ts_idle = cpu_share(ts_fresh.process.pid, 10.0).total
-    finally:
-        ts_fresh.stop()
-    say(
-        f"launch → first ResNet-18 prediction: neurondock {nd_launch:.1f} s, TorchServe {ts_launch:.1f} s "
-        f"(ratio {nd_launch / ts_launch:.2f}; neurondock's includes CreateModel … InService)"
-    )
-    say(
-        f"one ResNet-18 endpoint, fresh, whole process tree: RSS neurondock {nd_rss:.0f} MB vs TorchServe "
-        f"{ts_rss:.0f} MB ({nd_rss / ts_rss:.2f}x); PSS {nd_pss:.0f} vs {ts_pss:.0f} MB ({nd_pss / ts_pss:.2f}x)"
-    )
-    say(
-        f"… once quiet (a standby refilled): RSS {nd_settled[0]:.0f} vs {ts_settled[0]:.0f} MB "
-        f"({nd_settled[0] / ts_settled[0]:.2f}x); PSS {nd_settled[1]:.0f} vs {ts_settled[1]:.0f} MB "
-        f"({nd_settled[1] / ts_settled[1]:.2f}x)"
-    )
-    say(f"RSS/PSS MB by process, neurondock: {nd_by_process}")
-    say(f"RSS/PSS MB by process, TorchServe: {ts_by_process}")
-    say(f"idle CPU, one endpoint, 10 s: neurondock {nd_idle:.2f}% of a core, TorchServe {ts_idle:.2f}%")
 
     # --- both up side by side: the same four models on each ---------------------------------------------
     plat = Platform(tmp_path / "nd")
@@ -179,7 +260,7 @@ def test_neurondock_beside_torchserve(tmp_path):
         results: dict[tuple[str, str], list[tuple[WrkResult, float]]] = {}
         raw1: list[float] = []
         raw8: list[float] = []
-        net = models["resnet"][0]
+        net, _file, resnet_body = models["resnet"]
         for r in range(rounds):
             raw1.append(raw_loop(net, resnet_body, 3.0, decode=True)[0])
             raw8.append(raw_loop(net, resnet_body, 3.0, decode=False, batch=8)[0])
