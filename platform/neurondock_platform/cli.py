@@ -79,9 +79,10 @@ def store(host: str | None, port: int | None, data_dir: str | None) -> None:
 @_common
 def api(host: str | None, port: int | None, data_dir: str | None) -> None:
     """Run the HTTP server (SageMaker API, runtime, S3 store) in this process."""
+    from neurondock_platform import database_gate
     from neurondock_platform.server import serve
 
-    serve(_settings(host, port, data_dir))
+    serve(_settings(host, port, data_dir), gate=database_gate.take())
 
 
 def _exec_workers(command: str, settings: Settings) -> None:

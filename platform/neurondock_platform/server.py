@@ -8,7 +8,7 @@ from typing import Any
 from a2wsgi import WSGIMiddleware
 from sqlalchemy.orm import Session, sessionmaker
 
-from neurondock_platform import dispatch
+from neurondock_platform import database_gate, dispatch
 from neurondock_platform.api.admin._tokens import revocation_cache_of
 from neurondock_platform.api.auth import VERIFIER_EXTENSION
 from neurondock_platform.app import create_app
@@ -110,9 +110,15 @@ def run_server(app: Any, settings: Settings, **overrides: Any) -> None:
     QuietServer(uvicorn_config(app, settings, **overrides)).run()
 
 
-def serve(settings: Settings) -> None:
-    """Serve the platform on ``settings.host:settings.port`` until SIGINT/SIGTERM."""
+def serve(settings: Settings, *, gate: int | None = None) -> None:
+    """Serve the platform on ``settings.host:settings.port`` until SIGINT/SIGTERM.
+
+    With ``gate`` (``up`` starts the API beside its migrations) the app is built first and the server
+    starts once the database is ready (database_gate).
+    """
     # uvicorn configures only its own loggers; without this the platform's warnings and tracebacks
     # reach stderr through logging's last-resort handler, with no time, level or logger name.
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    run_server(NeurondockASGI(settings), settings)
+    app = NeurondockASGI(settings)
+    database_gate.wait(gate)
+    run_server(app, settings)

@@ -20,10 +20,12 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
+from neurondock_platform import database_gate
 from neurondock_platform.config import Settings
 from neurondock_platform.lifetime import pid_alive, spawn
 
@@ -220,7 +222,10 @@ class Child:
     # The API process alone gets the platform's root keys (child_env).
     root_keys: bool = False
 
-    def start(self, env: dict[str, str], keep_fds: tuple[int, ...] = ()) -> None:
+    def start(self, env: dict[str, str], keep_fds: tuple[int, ...] = (), gate: int | None = None) -> None:
+        """Spawn the child; with ``gate`` (a pipe's read end) it waits there before using the database."""
+        if gate is not None:
+            env, keep_fds = {**env, database_gate.ENV: str(gate)}, (*keep_fds, gate)
         log = self.log_path.open("ab")
         try:
             # SIGTERM when the supervisor dies, however it dies; its own session so a terminal's Ctrl-C
@@ -235,6 +240,8 @@ class Child:
             )
         finally:
             log.close()
+            if gate is not None:
+                os.close(gate)  # the child holds its own copy
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
@@ -262,9 +269,9 @@ def stop_all(children: list[Child], timeout: float) -> None:
             child.process.wait()
 
 
-def _wait_ready(url: str, child: Child, timeout: float = 60.0) -> bool:
+def _wait_ready(url: str, child: Child, stopping: Callable[[], bool], timeout: float = 60.0) -> bool:
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and not stopping():
         if child.process is not None and child.process.poll() is not None:
             return False
         try:
@@ -273,7 +280,8 @@ def _wait_ready(url: str, child: Child, timeout: float = 60.0) -> bool:
                     return True
         except OSError:
             pass
-        time.sleep(0.1)
+        # A refused connection costs next to nothing; the banner should not trail the API.
+        time.sleep(0.02)
     return False
 
 
@@ -290,6 +298,8 @@ class Supervisor:
         # (a threading.Event is not safe to set from a handler that may interrupt its own lock).
         self._bell, self._ring = socket.socketpair()
         self._ring.setblocking(False)
+        # The gates of children started before the database was ready (database_gate).
+        self.gates = database_gate.Gates()
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         if signum != signal.SIGCHLD:
@@ -301,8 +311,10 @@ class Supervisor:
         for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGCHLD):
             signal.signal(signum, self._on_signal)
 
-    def start(self, child: Child) -> None:
-        child.start(self.envs[child.root_keys], (self.lock.fd,) if self.lock.fd is not None else ())
+    def start(self, child: Child, *, gated: bool = False) -> None:
+        """Start ``child``; ``gated``, it waits for ``self.gates`` to open before it uses the database."""
+        keep = (self.lock.fd,) if self.lock.fd is not None else ()
+        child.start(self.envs[child.root_keys], keep, self.gates.reader() if gated else None)
 
     def run(self) -> int:
         """Watch the children until asked to stop (or one keeps exiting); returns the exit code."""
@@ -332,6 +344,7 @@ class Supervisor:
 
     def stop(self) -> None:
         print("neurondock: stopping", file=sys.stderr, flush=True)
+        self.gates.close()  # children still waiting for the database exit instead
         # One budget for all: the children stop in parallel, each bounding its own stop below it.
         stop_all(self.children, max(1.0, self.settings.stop_timeout))
         self.lock.release()
@@ -469,35 +482,30 @@ def run_up(settings: Settings) -> int:
         )
         return 1
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    # The probe (a sandboxed interpreter) needs no database: it runs while the migrations do.
-    probe = probe_sandbox(settings)
-    failed = prepare_in_child(settings)
-    if failed is not None:
-        probe.kill()
-        probe.wait()
-        lock.release()
-        print(f"neurondock: could not prepare the database:\n{failed}", file=sys.stderr)
-        return 1
     logs = settings.data_dir / "logs"
     logs.mkdir(exist_ok=True)
     api = Child("api", [sys.executable, "-m", "neurondock_platform.cli", "api"], logs / "api.log", root_keys=True)
     supervisor = Supervisor(settings, [api, *_worker_host_children(logs)], lock)
     supervisor.install_signals()
-    worker, agent = supervisor.children[1:]
-    # The API and the agent first: the agent's standby interpreter imports torch, the longest step
-    # before a first prediction, and needs nothing of the API (a model download rides out an API
-    # still starting: launcher.fetch). The worker starts once the API answers, while the client
-    # uploads its model; all three at once put the banner seconds later (docs/runtime.md, "Start-up").
-    supervisor.start(api)
-    supervisor.start(agent)
-    ready = _wait_ready(settings.public_url, api)
-    supervisor.start(worker)
-    if not ready:
-        print(f"neurondock: the API server did not become ready; see {api.log_path}", file=sys.stderr)
+    # Everything at once: the sandbox probe (a sandboxed interpreter) and the three children, which
+    # import for seconds and then wait at their database gate, beside the migrations: the worker is
+    # then ready for the first CreateEndpoint, and the agent registers and starts its standby's torch
+    # import as soon as the database is (docs/runtime.md, "Start-up").
+    probe = probe_sandbox(settings)
+    for child in supervisor.children:
+        supervisor.start(child, gated=True)
+    failed = prepare_in_child(settings)
+    if failed is None and not supervisor.stopping:
+        supervisor.gates.open()
+    if failed is not None or not _wait_ready(settings.public_url, api, lambda: supervisor.stopping):
         probe.kill()
         probe.wait()
         supervisor.stop()
-        return 1
+        if failed is not None:
+            print(f"neurondock: could not prepare the database:\n{failed}", file=sys.stderr)
+        elif not supervisor.stopping:
+            print(f"neurondock: the API server did not become ready; see {api.log_path}", file=sys.stderr)
+        return 1 if failed is not None or not supervisor.stopping else 0
     print(banner(settings, sandbox_report(probe)), flush=True)
     print(f"Logs: {logs}", flush=True)
     return supervisor.run()

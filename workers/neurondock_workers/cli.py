@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 import logging
 
+from neurondock_platform import database_gate
 from neurondock_platform.config import Settings
 
 
-def run_worker(settings: Settings, concurrency: int = 4, loglevel: str = "INFO") -> int:
-    """Run a Celery worker in this process until it is told to stop."""
+def run_worker(settings: Settings, concurrency: int = 4, loglevel: str = "INFO", gate: int | None = None) -> int:
+    """Run a Celery worker in this process until it is told to stop (once ``gate`` opens: database_gate)."""
     from celery import concurrency as pools
     from celery.utils.log import mlevel
     from celery.utils.nodenames import default_nodename, host_format
@@ -31,6 +32,7 @@ def run_worker(settings: Settings, concurrency: int = 4, loglevel: str = "INFO")
         without_mingle=True,
         without_heartbeat=True,
     )
+    database_gate.wait(gate)
     worker.start()
     return int(worker.exitcode or 0)
 
@@ -42,11 +44,13 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--loglevel", default="INFO")
     args = parser.parse_args(argv)
+    # `up` hands its children a pipe to wait on until the database is migrated.
+    gate = database_gate.take()
     logging.basicConfig(level=args.loglevel, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = Settings.from_env()
     if args.command == "worker":
-        return run_worker(settings, args.concurrency, args.loglevel)
+        return run_worker(settings, args.concurrency, args.loglevel, gate)
     from neurondock_workers.hosting.agent import run_agent
 
-    run_agent(settings)
+    run_agent(settings, gate=gate)
     return 0

@@ -30,7 +30,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from neurondock_platform import wakeup
+from neurondock_platform import database_gate, wakeup
 from neurondock_platform.config import Settings
 from neurondock_platform.db import make_engine, make_sessionmaker, session_scope, utcnow
 from neurondock_platform.models import Account, Endpoint, EndpointVariant, Replica, ReplicaState
@@ -778,8 +778,12 @@ def _neuron(replica: Replica) -> dict[str, Any]:
     return {k: extra[k] for k in ("cores", "chips", "replicas_per_instance") if k in extra}
 
 
-def run_agent(settings: Settings) -> None:
-    """Run this host's agent until SIGTERM or SIGINT, then stop its replicas cleanly."""
+def run_agent(settings: Settings, *, gate: int | None = None) -> None:
+    """Run this host's agent until SIGTERM or SIGINT, then stop its replicas cleanly.
+
+    With ``gate`` (``up`` starts the agent beside its migrations) it imports and probes its sandbox
+    first and touches the database only once the gate opens (database_gate).
+    """
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings.replicas_dir.mkdir(parents=True, exist_ok=True)
@@ -805,6 +809,7 @@ def run_agent(settings: Settings) -> None:
         threading.Thread(target=s3_warm, name="s3-warm", daemon=True).start()
         agent = HostAgent(settings, sessions, clients)
         logger.info("user code sandbox: %s", agent.sandbox.describe())
+        database_gate.wait(gate)
         # Register first (a second live agent on this host id is refused), then clean up, then warm up.
         agent.heartbeat()
         agent.recover()

@@ -1,0 +1,43 @@
+"""The database gate: children `up` starts beside its migrations wait for them, or exit when they fail."""
+
+from __future__ import annotations
+
+import select
+
+import pytest
+
+from neurondock_platform import database_gate
+
+
+def _readable(fd: int) -> bool:
+    return bool(select.select([fd], [], [], 0)[0])
+
+
+def test_a_gated_child_goes_on_only_once_the_gates_open():
+    gates = database_gate.Gates()
+    first, second = gates.reader(), gates.reader()
+    assert not _readable(first) and not _readable(second), "wait would block until the database is ready"
+
+    gates.open()
+
+    database_gate.wait(first)
+    database_gate.wait(second)
+
+
+def test_a_gate_closed_without_opening_makes_the_child_exit():
+    gates = database_gate.Gates()
+    fd = gates.reader()
+
+    gates.close()
+
+    with pytest.raises(SystemExit) as exited:
+        database_gate.wait(fd)
+    assert exited.value.code == 1
+
+
+def test_no_gate_means_no_wait_and_the_variable_is_not_passed_on(monkeypatch):
+    database_gate.wait(None)
+    monkeypatch.setenv(database_gate.ENV, "7")
+
+    assert database_gate.take() == 7
+    assert database_gate.take() is None, "a grandchild must not inherit the gate's descriptor number"
