@@ -104,7 +104,9 @@ class TorchServe:
             )
             + "\n"
         )
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "LOG_LOCATION": str(self.home / "logs")}
+        # TMPDIR: TorchServe keeps its pid file in the temp dir and refuses to start while the process it
+        # names runs, so one instance still shutting down (or another session's) would block this one.
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "LOG_LOCATION": str(self.home / "logs"), "TMPDIR": str(self.home)}
         self.process = subprocess.Popen(
             ["torchserve", "--start", "--foreground", "--ncs", "--disable-token-auth", "--ts-config", str(config)],
             cwd=self.home, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
@@ -140,14 +142,25 @@ class TorchServe:
             return
         import signal
 
+        group = self.process.pid
         try:
-            os.killpg(self.process.pid, signal.SIGTERM)
+            os.killpg(group, signal.SIGTERM)
             self.process.wait(20)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
+            # The launcher can exit before its Java frontend and Python workers: wait for the whole group.
+            wait_for(lambda: not _group_alive(group), 20, what="TorchServe's processes to exit")
+        except (ProcessLookupError, subprocess.TimeoutExpired, AssertionError):
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGKILL)
+                os.killpg(group, signal.SIGKILL)
             self.process.wait(10)
         self.process = None
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 # --- wrk --------------------------------------------------------------------------------------------
