@@ -72,8 +72,16 @@ def _spread(values: list[float], fmt: str = "{:.2f}") -> str:
     return f"{fmt.format(statistics.median(values))} ({fmt.format(min(values))}–{fmt.format(max(values))})"
 
 
-def _skip_reason() -> str | None:
-    return torchserve_missing() or (None if shutil.which("wrk") else "wrk is not installed (apt-get install wrk)")
+def _rounds_or_skip() -> int:
+    """Skip when TorchServe or wrk is missing; else pin torch here to one thread, as both servers run, and
+    return the number of interleaved rounds (``NEURONDOCK_PEER_ROUNDS``)."""
+    reason = torchserve_missing() or (None if shutil.which("wrk") else "wrk is not installed (apt-get install wrk)")
+    if reason:
+        pytest.skip(reason)
+    import torch
+
+    torch.set_num_threads(1)
+    return int(os.environ.get("NEURONDOCK_PEER_ROUNDS", "3"))
 
 
 def _reporter(tag: str = "bench-peers") -> Callable[[str], None]:
@@ -144,13 +152,7 @@ def _launched_torchserve(home: Path, model_file: Path, body: bytes) -> Iterator[
 
 def test_launch_beside_torchserve(tmp_path):
     """Launch → first ResNet-18 prediction, alternating which server goes first; RSS, PSS and idle CPU of round 0."""
-    reason = _skip_reason()
-    if reason:
-        pytest.skip(reason)
-    import torch
-
-    torch.set_num_threads(1)
-    rounds = int(os.environ.get("NEURONDOCK_PEER_ROUNDS", "3"))
+    rounds = _rounds_or_skip()
     net, model_file, body = _models(tmp_path)["resnet"]
     say = _reporter()
     say(f"load average at start {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores (other work shares them)")
@@ -203,13 +205,7 @@ def test_launch_beside_torchserve(tmp_path):
 
 def test_speed_beside_torchserve(tmp_path):
     """The load rows: tiny MLP and ResNet-18 at c=1 and c=8, batching on and off, interleaved rounds."""
-    reason = _skip_reason()
-    if reason:
-        pytest.skip(reason)
-    import torch
-
-    torch.set_num_threads(1)
-    rounds = int(os.environ.get("NEURONDOCK_PEER_ROUNDS", "3"))
+    rounds = _rounds_or_skip()
     models = _models(tmp_path)
     say = _reporter()
 
