@@ -107,7 +107,7 @@ class Platform:
             return ready.is_set()
 
         wait_for(
-            up, timeout, what="neurondock up to be ready", interval=0.05, state=lambda: "".join(lines) + self.logs()
+            up, timeout, what="neurondock up to be ready", interval=0.02, state=lambda: "".join(lines) + self.logs()
         )
 
     def stop(self, timeout: float = 30.0) -> int:
