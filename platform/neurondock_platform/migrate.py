@@ -1,13 +1,27 @@
-"""Run Alembic migrations programmatically (settings from pyproject's [tool.alembic])."""
+"""Run Alembic migrations programmatically (settings from pyproject's [tool.alembic]).
+
+A database that holds none of neurondock's tables is created from the models in one transaction and
+stamped at ``HEAD`` instead of replaying every revision: the first `up` on a new data directory waits
+for this before anything can query (docs/supervision.md, "Start-up: the database gate"), and replaying
+13 revisions, with Alembic and its templating imported for them, took about half of that child's time
+(docs/measured.md). tests/integration/core/test_migrations.py proves the two schemas equal and that
+``HEAD`` is Alembic's head.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
-
-from alembic import command
-from alembic.config import Config
+from typing import TYPE_CHECKING
 
 from neurondock_platform.config import Settings
+
+if TYPE_CHECKING:
+    from alembic.config import Config
+
+# The newest revision in migrations/versions; a database created from the models is at it.
+HEAD = "0013"
+# Alembic's own bookkeeping table, as `alembic stamp` creates it.
+VERSION_TABLE = "alembic_version"
 
 
 def _project_root() -> Path:
@@ -22,6 +36,8 @@ def _script_location() -> Path:
 
 def alembic_config(database_url: str) -> Config:
     """An Alembic config targeting ``database_url`` (pyproject's [tool.alembic] when in a checkout)."""
+    from alembic.config import Config
+
     root = _project_root()
     pyproject = root / "pyproject.toml"
     cfg = Config(toml_file=str(pyproject)) if pyproject.exists() else Config()
@@ -30,8 +46,49 @@ def alembic_config(database_url: str) -> Config:
     return cfg
 
 
+def create_if_new(database_url: str) -> bool:
+    """Create the models' schema at ``HEAD`` when the database holds none of it; False (untouched) otherwise.
+
+    "None of it" means no table of the models' and no Alembic version table: a database with any of
+    them is upgraded by Alembic, revision by revision, as before. One transaction, so a crash leaves
+    the database new (on SQLite an explicit ``BEGIN IMMEDIATE``: its driver would commit each CREATE
+    on its own, and the write lock taken first keeps a second migrator out until the stamp is in).
+    """
+    from sqlalchemy import Column, MetaData, PrimaryKeyConstraint, String, Table, inspect
+
+    from neurondock_platform import models  # noqa: F401  (registers every table on Base.metadata)
+    from neurondock_platform.db import Base, make_engine
+
+    engine = make_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            if engine.dialect.name == "sqlite":
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            existing = set(inspect(conn).get_table_names())
+            if existing & (set(Base.metadata.tables) | {VERSION_TABLE}):
+                conn.rollback()
+                return False
+            Base.metadata.create_all(conn, checkfirst=False)
+            version = Table(
+                VERSION_TABLE,
+                MetaData(),
+                Column("version_num", String(32), nullable=False),
+                PrimaryKeyConstraint("version_num", name="alembic_version_pkc"),
+            )
+            version.create(conn)
+            conn.execute(version.insert().values(version_num=HEAD))
+            conn.commit()
+        return True
+    finally:
+        engine.dispose()
+
+
 def upgrade(settings: Settings, revision: str = "head") -> None:
-    """Apply migrations up to ``revision``."""
+    """Apply migrations up to ``revision`` (at head, a new database is created from the models at once)."""
     if settings.database_url.startswith("sqlite"):
         settings.data_dir.mkdir(parents=True, exist_ok=True)
+    if revision == "head" and create_if_new(settings.database_url):
+        return
+    from alembic import command
+
     command.upgrade(alembic_config(settings.database_url), revision)
