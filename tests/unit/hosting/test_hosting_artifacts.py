@@ -132,6 +132,29 @@ def test_safe_extract_reports_a_truncated_tarball(tmp_path, make_tarball):
         safe_extract(tarball, tmp_path / "out")
 
 
+def _corrupt_middle(data: bytes) -> bytes:
+    out = bytearray(data)
+    at = len(out) // 2
+    out[at : at + 8] = bytes(b ^ 0xFF for b in out[at : at + 8])
+    return bytes(out)
+
+
+def _reserved_block_type(data: bytes) -> bytes:
+    # A gzip header (10 bytes, no optional fields) and then a deflate block of the reserved type 0b11.
+    return data[:3] + b"\x00" + data[4:10] + b"\x07" + data[11:]
+
+
+@pytest.mark.parametrize("corrupt", [_corrupt_middle, _reserved_block_type], ids=["wrong CRC", "bad deflate block"])
+def test_safe_extract_reports_a_corrupt_gzip_stream_and_keeps_nothing(tmp_path, make_tarball, corrupt):
+    tarball = make_tarball({"model.pth": bytes(range(256)) * 4000, "code/inference.py": b"x = 1\n" * 1000})
+    tarball.write_bytes(corrupt(tarball.read_bytes()))
+
+    with pytest.raises(ModelDataError, match="not a gzip tarball"):
+        safe_extract(tarball, tmp_path / "out")
+
+    assert list((tmp_path / "out").iterdir()) == []
+
+
 class FakeS3:
     """The two calls fetch_model makes, with S3's error shapes (HEAD has no error body)."""
 

@@ -17,12 +17,15 @@ from typing import Any
 from urllib.parse import urlparse
 
 from botocore.exceptions import BotoCoreError, ClientError
+from isal import igzip, isal_zlib
 
 # Read S3 bodies in pieces so a multi-GB artifact never sits in memory.
 _CHUNK = 1024 * 1024
 EXTRACTED = "extracted"
 # An archive of more files than this is refused (each one costs an inode and a hard link per replica).
 MAX_MEMBERS = 100_000
+# What ISA-L raises on a corrupt deflate stream (its stub calls it an instance; it is igzip_lib.IsalError).
+_INFLATE_ERROR: type[Exception] = isal_zlib.error  # type: ignore[assignment]
 
 
 class ModelDataError(Exception):
@@ -94,8 +97,11 @@ def safe_extract(
     existing = set(os.listdir(root))
     free = shutil.disk_usage(root).free
     try:
-        # "r|gz" rather than "r|*": SageMaker's contract is a gzip tarball, and saying so is the fix.
-        with tarfile.open(tar_path, "r|gz") as tar:
+        # gzip named, not guessed ("r|*"): SageMaker's contract is a gzip tarball, and saying so is the fix.
+        # ISA-L's inflate rather than zlib's: the same stream and the same checks (tarfile still reads
+        # every header before extractall writes the member), at about 0.05 s less CPU per 43 MB
+        # ResNet-18 archive here, on the replica's start path (docs/runtime.md, "Start-up").
+        with igzip.open(tar_path, "rb") as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
             # The "data" filter re-checks all of the above and drops setuid bits and odd modes.
             tar.extractall(root, members=_checked(tar, root, max_bytes, max_members, free), filter="data")
     except BaseException as exc:
@@ -107,7 +113,7 @@ def safe_extract(
                 path.unlink(missing_ok=True)
         if isinstance(exc, tarfile.FilterError):
             raise UnsafeArchiveError(f"Refusing to extract model.tar.gz: {exc}") from exc
-        if isinstance(exc, (tarfile.TarError, gzip.BadGzipFile, zlib.error, EOFError)):
+        if isinstance(exc, (tarfile.TarError, gzip.BadGzipFile, zlib.error, _INFLATE_ERROR, EOFError)):
             raise ModelDataError(f"model.tar.gz is not a gzip tarball (or is truncated): {exc}") from exc
         raise
     return dest_path
