@@ -100,7 +100,9 @@ def _reporter(tag: str = "bench-peers") -> Callable[[str], None]:
 
 
 @contextlib.contextmanager
-def _launched_neurondock(home: Path, model_file: Path, body: bytes) -> Iterator[tuple[int, dict[str, float]]]:
+def _launched_neurondock(
+    home: Path, model_file: Path, body: bytes, on_start: Callable[[float], None] | None = None
+) -> Iterator[tuple[int, dict[str, float]]]:
     """Pack the model, run `up`, deploy and predict once; yield (root pid, seconds from the start to each step).
 
     As for TorchServe, what the client library costs before its first call is not the server's launch:
@@ -109,7 +111,7 @@ def _launched_neurondock(home: Path, model_file: Path, body: bytes) -> Iterator[
     archives, with the same deflate (zlib) at the same level: 6, TorchServe's archiver's (a ZipFile's
     default) and that of the `tar czf` SageMaker documents (gzip's default; GNU gzip itself deflates
     0.3-0.5 s slower here). InService is awaited at TorchServe's readiness cadence, 20 ms
-    (docs/measured.md).
+    (docs/measured.md). ``on_start`` is told the clock's start (``time.monotonic``), for a tracer.
     """
     marks: dict[str, float] = {}
     home.mkdir(parents=True)
@@ -119,6 +121,8 @@ def _launched_neurondock(home: Path, model_file: Path, body: bytes) -> Iterator[
     path = f"/endpoints/{name}/invocations"
     headers = signed_headers(platform, path, body)
     started = time.monotonic()
+    if on_start is not None:
+        on_start(started)
     archive = home / "model.tar.gz"
     with tarfile.open(archive, "w:gz", compresslevel=6) as tar:
         tar.add(model_file, arcname=model_file.name)
