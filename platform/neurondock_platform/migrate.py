@@ -1,15 +1,16 @@
 """Run Alembic migrations programmatically (settings from pyproject's [tool.alembic]).
 
 A database that holds none of neurondock's tables is created from the models in one transaction and
-stamped at ``HEAD`` instead of replaying every revision: the first `up` on a new data directory waits
+stamped at the newest revision instead of replaying every revision: the first `up` on a new data directory waits
 for this before anything can query (docs/supervision.md, "Start-up: the database gate"), and replaying
 13 revisions, with Alembic and its templating imported for them, took about half of that child's time
 (docs/measured.md). tests/integration/core/test_migrations.py proves the two schemas equal and that
-``HEAD`` is Alembic's head.
+``head_revision`` finds Alembic's head.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,8 +19,8 @@ from neurondock_platform.config import Settings
 if TYPE_CHECKING:
     from alembic.config import Config
 
-# The newest revision in migrations/versions; a database created from the models is at it.
-HEAD = "0013"
+# A revision file's own id and its parent's, as Alembic's templates write them (`revision: str = "0013"`).
+_REVISION_LINE = re.compile(r"^(revision|down_revision)\s*(?::[^=]*)?=\s*['\"]([^'\"]+)['\"]", re.MULTILINE)
 # Alembic's own bookkeeping table, as `alembic stamp` creates it.
 VERSION_TABLE = "alembic_version"
 
@@ -46,8 +47,23 @@ def alembic_config(database_url: str) -> Config:
     return cfg
 
 
+def head_revision() -> str:
+    """The newest revision in the migrations directory, read from its files without importing Alembic."""
+    revisions: set[str] = set()
+    parents: set[str] = set()
+    for path in (_script_location() / "versions").glob("*.py"):
+        fields = {match[1]: match[2] for match in _REVISION_LINE.finditer(path.read_text())}
+        if "revision" in fields:
+            revisions.add(fields["revision"])
+            parents.add(fields.get("down_revision", ""))
+    heads = revisions - parents
+    if len(heads) != 1:
+        raise RuntimeError(f"the migrations have {len(heads)} heads, not one: {sorted(heads)}")
+    return heads.pop()
+
+
 def create_if_new(database_url: str) -> bool:
-    """Create the models' schema at ``HEAD`` when the database holds none of it; False (untouched) otherwise.
+    """Create the models' schema at the newest revision when the database holds none of it; False (untouched) otherwise.
 
     "None of it" means no table of the models' and no Alembic version table: a database with any of
     them is upgraded by Alembic, revision by revision, as before. One transaction, so a crash leaves
@@ -76,7 +92,7 @@ def create_if_new(database_url: str) -> bool:
                 PrimaryKeyConstraint("version_num", name="alembic_version_pkc"),
             )
             version.create(conn)
-            conn.execute(version.insert().values(version_num=HEAD))
+            conn.execute(version.insert().values(version_num=head_revision()))
             conn.commit()
         return True
     finally:

@@ -14,7 +14,7 @@ from tests.support import services
 
 from neurondock_platform.config import Settings
 from neurondock_platform.db import make_engine
-from neurondock_platform.migrate import HEAD, alembic_config, create_if_new, upgrade
+from neurondock_platform.migrate import alembic_config, create_if_new, head_revision, upgrade
 
 
 def _upgrade_and_check(url: str) -> None:
@@ -86,7 +86,7 @@ def test_sqlite_upgrade_matches_models(tmp_path):
 
 def test_head_is_alembics_head(tmp_path):
     script = ScriptDirectory.from_config(alembic_config(f"sqlite:///{tmp_path / 'm.db'}"))
-    assert script.get_heads() == [HEAD], "a new revision: set migrate.HEAD to it"
+    assert script.get_heads() == [head_revision()]
 
 
 def test_sqlite_new_database_created_from_models_equals_the_migrated_one(tmp_path):
@@ -99,7 +99,7 @@ def test_an_older_database_is_upgraded_by_alembic_not_recreated(tmp_path):
     upgrade(Settings(data_dir=tmp_path, database_url=url))
     engine = make_engine(url)
     with engine.connect() as conn:
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == HEAD
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == head_revision()
     engine.dispose()
     _check(url)
 
