@@ -82,9 +82,13 @@ class Settings:
     replica_max_memory_growth_mb: int = 1024
     # Replicas of one artifact on a host map its weights from one file instead of holding a copy each.
     share_weights: bool = True
-    # Warm interpreters (torch imported) kept for replica starts (0: none). One keeps a one-endpoint
-    # platform near TorchServe's memory (docs/measured.md); 4 covers an ml.inf1.xlarge starting at once.
+    # Warm interpreters (torch imported) kept for replica starts (0: none); 4 covers an ml.inf1.xlarge
+    # starting at once. By default the host agent keeps them only while it serves no replica, so the
+    # first endpoint starts warm and a serving host holds no interpreter it may never use (about 220 MB
+    # each, docs/measured.md); ``standby_while_serving`` keeps them while replicas serve too, for warm
+    # scale-out and replacements (docs/runtime.md, "Start-up").
     standby_pool_size: int = 1
+    standby_while_serving: bool = False
     # User code (replicas, compile children) runs in bubblewrap (docs/sandbox.md). True runs it as the
     # platform's own user instead — able to read every account's data — for every account.
     unsafe_unsandboxed_user_code: bool = False
@@ -154,6 +158,7 @@ class Settings:
             replica_max_memory_growth_mb=int(get("REPLICA_MAX_MEMORY_GROWTH_MB", "1024")),
             share_weights=_flag(get("SHARE_WEIGHTS") or None, True),
             standby_pool_size=int(get("STANDBY_POOL_SIZE", "1")),
+            standby_while_serving=_flag(get("STANDBY_WHILE_SERVING") or None, False),
             unsafe_unsandboxed_user_code=_flag(get("UNSAFE_UNSANDBOXED_USER_CODE") or None, False),
             sandbox_bwrap=get("SANDBOX_BWRAP", "bwrap"),
             max_model_extracted_mb=int(get("MAX_MODEL_EXTRACTED_MB", str(10 * 1024))),

@@ -42,8 +42,12 @@ SLOW_HANDLER = (
 
 
 def _platform(tmp_path) -> Platform:
-    # One standby interpreter: enough to see that a waiting standby dies with its agent too.
-    return Platform(tmp_path / "nd", extra_env={"NEURONDOCK_STANDBY_POOL_SIZE": "1"})
+    # One standby interpreter, kept while the replica serves: enough to see that a waiting standby dies
+    # with its agent too.
+    return Platform(
+        tmp_path / "nd",
+        extra_env={"NEURONDOCK_STANDBY_POOL_SIZE": "1", "NEURONDOCK_STANDBY_WHILE_SERVING": "1"},
+    )
 
 
 def _replica_rows(plat: Platform) -> list[tuple[int, int | None, str]]:

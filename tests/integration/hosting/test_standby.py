@@ -78,15 +78,45 @@ def test_standby_becomes_a_replica(tmp_path, sandboxed):
     assert not slots.exists() or not any(slots.iterdir()), "stopped replicas and standbys leave no slot behind"
 
 
+def test_by_default_a_serving_host_keeps_no_standby_and_the_last_replica_gone_refills_it(tmp_path):
+    import torch
+
+    model_dir = tmp_path / "replica" / "model"
+    model_dir.mkdir(parents=True)
+    torch.jit.save(tiny_mlp(seed=4), str(model_dir / "model.pt"))
+    pool = StandbyPool(_base_env(), tmp_path / "standby")
+    pool.fill()
+    wait_for(lambda: pool.warm_count() == 1, 60, what="a warm standby")
+    ReplicaProcess.standby_pool = pool
+    try:
+        env = {**_base_env(), "SM_MODEL_DIR": str(model_dir)}
+        proc = ReplicaProcess(1, model_dir, tmp_path / "replica" / "replica.log", env)
+        proc.start()
+        assert proc.wait_ready(60) is not None
+        assert pool.taken_warm == 1
+
+        wait_for(lambda: not pool.filling, 10, what="the fill to end")
+        assert (pool.waiting_count(), pool.spawned, pool.serving) == (0, 1, 1), "Ready: no standby beside it"
+
+        assert proc.terminate(5) is not None
+        assert pool.serving == 0
+        wait_for(lambda: pool.warm_count() == 1, 60, what="the refill", state=lambda: pool.spawned)
+        assert pool.spawned == 2
+    finally:
+        ReplicaProcess.standby_pool = None
+        pool.close()
+
+
 def test_a_standby_taken_while_importing_is_replaced_once_its_model_has_loaded(tmp_path):
     # An endpoint created right after `up` takes the standby before torch is imported; the pool's fill
-    # is still waiting on it then, and must not start the next import beside the model's load.
+    # is still waiting on it then, and must not start the next import beside the model's load. With
+    # standbys kept while serving (NEURONDOCK_STANDBY_WHILE_SERVING), the replacement comes after it.
     import torch
 
     model_dir = tmp_path / "replica" / "model"
     model_dir.mkdir(parents=True)
     torch.jit.save(tiny_mlp(seed=3), str(model_dir / "model.pt"))
-    pool = StandbyPool(_base_env(), tmp_path / "standby")
+    pool = StandbyPool(_base_env(), tmp_path / "standby", while_serving=True)
     pool.fill()
     ReplicaProcess.standby_pool = pool
     try:

@@ -17,19 +17,22 @@ def test_settings_read_the_new_variables():
             "NEURONDOCK_REPLICA_MAX_MEMORY_GROWTH_MB": "256",
             "NEURONDOCK_SHARE_WEIGHTS": "off",
             "NEURONDOCK_STANDBY_POOL_SIZE": "0",
+            "NEURONDOCK_STANDBY_WHILE_SERVING": "1",
         }
     )
-    assert (settings.replica_max_memory_growth_mb, settings.share_weights, settings.standby_pool_size) == (
-        256,
-        False,
-        0,
-    )
+    assert (
+        settings.replica_max_memory_growth_mb,
+        settings.share_weights,
+        settings.standby_pool_size,
+        settings.standby_while_serving,
+    ) == (256, False, 0, True)
     defaults = Settings.from_env({})
-    assert (defaults.replica_max_memory_growth_mb, defaults.share_weights, defaults.standby_pool_size) == (
-        1024,
-        True,
-        1,
-    )
+    assert (
+        defaults.replica_max_memory_growth_mb,
+        defaults.share_weights,
+        defaults.standby_pool_size,
+        defaults.standby_while_serving,
+    ) == (1024, True, 1, False)
 
 
 def test_defaults_and_the_weight_cache_reach_the_replica():

@@ -739,6 +739,9 @@ class HostAgent:
         With ``timeout``, replicas get that long (less a second) to drain before SIGKILL, all at once.
         """
         grace = self.stop_grace if timeout is None else max(0.5, timeout - 1.0)
+        if ReplicaProcess.standby_pool is not None:
+            # First: the last replica stopping would otherwise refill the pool on the way out.
+            ReplicaProcess.standby_pool.close()
         with self._lock:
             items = list(self._managed.values())
             self._managed.clear()
@@ -818,6 +821,7 @@ def run_agent(settings: Settings, *, gate: int | None = None) -> None:
                 agent.launcher.environment({}, settings.replicas_dir, 0),
                 settings.replicas_dir,
                 size=settings.standby_pool_size,
+                while_serving=settings.standby_while_serving,
                 sandbox=agent.sandbox,
                 slots_dir=agent.slots_dir,
             )

@@ -110,8 +110,10 @@ class ReplicaProcess:
         # This process's channel key: the agent records it for the routers, the replica gets it at spawn.
         self.channel_key = protocol.new_key()
         self._interpreter: Interpreter | None = None
-        # The pool this process took its interpreter from: it refills once the model has loaded.
-        self._owes_refill: StandbyPool | None = None
+        # The pool that counts this process in (until it is gone), and that waits for its model to load.
+        self._counted_in: StandbyPool | None = None
+        self._owes_loaded: StandbyPool | None = None
+        self._took_standby = False
         self._loading_key: str | None = None
         self._scan_pos = 0
 
@@ -234,10 +236,13 @@ class ReplicaProcess:
 
     def _activate(self, log: Any, listen: socket.socket) -> Interpreter:
         pool = self.standby_pool
+        if pool is not None:
+            # Counted in before the take: a take that finds the pool empty must not refill it for us.
+            pool.serve()
+            self._counted_in = self._owes_loaded = pool
         fits = pool is not None and (pool.sandbox is not None and pool.sandbox.enabled) == self.sandboxed
         warm = pool.take(self.env, network=self.network) if fits and pool is not None else None
-        if warm is not None:
-            self._owes_refill = pool
+        self._took_standby = warm is not None
         spec = self._spec()
         for interpreter in (warm, None):
             if interpreter is None:
@@ -253,15 +258,24 @@ class ReplicaProcess:
                 interpreter.kill()
                 interpreter.release()
                 self._refill()
+                self._count_out()
                 raise
             interpreter.release()
         self._refill()
+        self._count_out()
         raise ReplicaStartError("The replica's interpreter exited before it could be started")
 
     def _refill(self) -> None:
-        pool, self._owes_refill = self._owes_refill, None
+        # Once per start, when the model has loaded or failed to: the pool may start a replacement
+        # for a standby taken, and stops any beyond its policy (hosting/standby.py).
+        pool, self._owes_loaded = self._owes_loaded, None
         if pool is not None:
-            pool.refill()
+            pool.loaded(took=self._took_standby)
+
+    def _count_out(self) -> None:
+        pool, self._counted_in = self._counted_in, None
+        if pool is not None:
+            pool.unserve()
 
     def _new_lines(self) -> list[str]:
         try:
@@ -403,6 +417,8 @@ class ReplicaProcess:
                 with self._loading_lock:
                     self._slots.get(self.weights[1], set()).discard(interpreter.weights_dir)
             interpreter.cleanup()
+        if interpreter is None or interpreter.proc.poll() is not None:
+            self._count_out()
 
     def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
         """Return the last lines of the replica log."""

@@ -277,7 +277,14 @@ def spawn(
 
 
 class StandbyPool:
-    """Keeps up to ``size`` standbys ready; hands them out and refills one at a time in the background."""
+    """Keeps up to ``size`` standbys ready while it serves no replica; hands them out, refills in the background.
+
+    Every replica process counts itself in (``serve``) before it takes a standby or starts cold, and
+    out (``unserve``) once it is gone. While any is counted in, the pool's target is 0 unless
+    ``while_serving``: it starts no standby, and once the starting replicas have loaded (``loaded``)
+    it stops any standby still waiting. When the last one goes, it refills, so the next deploy starts
+    warm.
+    """
 
     def __init__(
         self,
@@ -285,22 +292,28 @@ class StandbyPool:
         log_dir: Path,
         size: int = 1,
         *,
+        while_serving: bool = False,
         sandbox: Sandbox | None = None,
         slots_dir: Path | None = None,
     ) -> None:
         self.base_env = dict(base_env)
         self.log_dir = log_dir
         self.size = max(0, size)
+        self.while_serving = while_serving
         self.sandbox = sandbox
         self.slots_dir = slots_dir
         self._lock = threading.Lock()
         self._ready: list[Interpreter] = []
         self._closed = False
         self._filling = False
-        # Standbys handed out whose takers have not called refill() yet: the pool stays that much short.
+        self._filler: threading.Thread | None = None
+        # Standbys handed out whose takers have not called loaded() yet: the pool stays that much short.
         self._owed = 0
-        # How many interpreters the pool has started.
+        # Replica processes counted in and not yet out.
+        self._serving = 0
+        # How many interpreters the pool has started, and how many waiting ones it stopped unused.
         self.spawned = 0
+        self.stopped = 0
         # How many takes got a fully warm interpreter, and how many one still importing torch.
         self.taken_warm = 0
         self.taken_warming = 0
@@ -320,11 +333,27 @@ class StandbyPool:
         with self._lock:
             return sum(1 for s in self._ready if not s.warm.is_set() and s.proc.poll() is None)
 
+    def waiting_count(self) -> int:
+        """Return how many standbys are alive and not handed out (warm or importing)."""
+        with self._lock:
+            return sum(1 for s in self._ready if s.proc.poll() is None)
+
     @property
     def filling(self) -> bool:
         """Whether the background fill is running."""
         with self._lock:
             return self._filling
+
+    @property
+    def serving(self) -> int:
+        """How many replica processes are counted in."""
+        with self._lock:
+            return self._serving
+
+    def _target_locked(self) -> int:
+        if self._closed:
+            return 0
+        return self.size if self.while_serving or self._serving == 0 else 0
 
     def _spawn(self) -> Interpreter | None:
         try:
@@ -340,7 +369,7 @@ class StandbyPool:
         while True:
             with self._lock:
                 self._ready = [s for s in self._ready if s.proc.poll() is None]
-                if self._closed or len(self._ready) + self._owed >= self.size:
+                if len(self._ready) + self._owed >= self._target_locked():
                     self._filling = False
                     return
             standby = self._spawn()
@@ -349,16 +378,23 @@ class StandbyPool:
                     self._filling = False
                 return
             with self._lock:
-                closed = self._closed
-                if not closed:
+                # A replica may have been counted in (or the pool closed) while this one started.
+                wanted = len(self._ready) + self._owed < self._target_locked()
+                if wanted:
                     self._ready.append(standby)
-            if closed:
-                standby.release()
+            if not wanted:
+                self._stop([standby])
                 continue
             # One import at a time: wait for this one before starting the next.
-            while not standby.warm.wait(0.1) and standby.proc.poll() is None:
+            while not standby.warm.wait(0.1) and standby.proc.poll() is None and not self._closed:
                 pass
-            if not standby.warm.is_set():
+            if not standby.warm.is_set() and standby.proc.poll() is not None:
+                with self._lock:
+                    ours = standby in self._ready
+                    if ours:
+                        self._ready.remove(standby)
+                if not ours:
+                    continue  # handed out (its taker owns it now) or stopped by _trim
                 # Died while importing: a broken interpreter would die again; the next take tries once more.
                 logger.warning("a standby interpreter exited with %s before it was ready", standby.proc.returncode)
                 standby.cleanup()
@@ -367,12 +403,43 @@ class StandbyPool:
                 return
 
     def fill(self) -> None:
-        """Start standbys in the background until ``size`` are ready or coming."""
+        """Start standbys in the background until the target number are ready or coming."""
         with self._lock:
-            if self._closed or self._filling or self.size == 0:
+            if self._filling or self._target_locked() == 0:
                 return
             self._filling = True
-        threading.Thread(target=self._fill_loop, name="neurondock-standby", daemon=True).start()
+            self._filler = threading.Thread(target=self._fill_loop, name="neurondock-standby", daemon=True)
+            self._filler.start()
+
+    def _stop(self, standbys: Sequence[Interpreter]) -> None:
+        # An unused standby holds nothing: end them all at once rather than wait for each to finish
+        # importing torch and read its control socket (seconds apiece, longer than a container's stop timeout).
+        for standby in standbys:
+            standby.kill()
+        for standby in standbys:
+            standby.release()
+        with self._lock:
+            self.stopped += len(standbys)
+
+    def _trim(self) -> None:
+        """Stop the waiting standbys beyond the target (warm ones are kept first)."""
+        with self._lock:
+            keep = max(0, self._target_locked() - self._owed)
+            ordered = sorted(self._ready, key=lambda s: not s.warm.is_set())
+            self._ready, excess = ordered[:keep], ordered[keep:]
+        if excess:
+            self._stop(excess)
+
+    def serve(self) -> None:
+        """Count a replica process in (before it takes a standby or starts cold)."""
+        with self._lock:
+            self._serving += 1
+
+    def unserve(self) -> None:
+        """Count a replica process out (once it is gone); the last one out refills the pool."""
+        with self._lock:
+            self._serving = max(0, self._serving - 1)
+        self.fill()
 
     def take(self, env: Mapping[str, str], *, network: bool = True) -> Interpreter | None:
         """Hand out a standby, warm ones first (None when there is none, or it cannot fit this replica)."""
@@ -383,7 +450,7 @@ class StandbyPool:
             chosen = next((s for s in alive if s.warm.is_set()), alive[0] if alive else None)
             self._ready = [s for s in alive if s is not chosen]
             if chosen is not None:
-                # The taker calls refill() once its model has loaded: a refill's torch import would
+                # The taker calls loaded() once its model has loaded: a refill's torch import would
                 # compete with that load for the host's cores (docs/runtime.md, "Start-up").
                 self._owed += 1
                 if chosen.warm.is_set():
@@ -394,23 +461,27 @@ class StandbyPool:
             self.fill()
         return chosen
 
-    def refill(self) -> None:
-        """Called once by each taker when its model has loaded (or failed to): start the replacement."""
+    def loaded(self, *, took: bool) -> None:
+        """Called once by each counted-in replica when its model has loaded (or failed to).
+
+        A taker's replacement starts now, if the policy wants one; standbys beyond the policy stop.
+        """
         with self._lock:
-            self._owed = max(0, self._owed - 1)
+            if took:
+                self._owed = max(0, self._owed - 1)
+        self._trim()
         self.fill()
 
     def close(self) -> None:
-        """Let every waiting standby go."""
+        """Let every waiting standby go, start no more, and wait for a fill under way to let its own go."""
         with self._lock:
             self._closed = True
             waiting, self._ready = self._ready, []
-        # An unused standby holds nothing: end them all at once rather than wait for each to finish
-        # importing torch and read its control socket (seconds apiece, longer than a container's stop timeout).
-        for standby in waiting:
-            standby.kill()
-        for standby in waiting:
-            standby.release()
+            filler = self._filler
+        self._stop(waiting)
+        if filler is not None and filler is not threading.current_thread():
+            # It stops at its next look at the target: a spawn in flight is stopped, its slot removed.
+            filler.join(10.0)
 
 
 if __name__ == "__main__":
