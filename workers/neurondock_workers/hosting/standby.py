@@ -17,17 +17,23 @@ sandbox sees at once because a bind mount is the same directory. A fork-from-zyg
 same contract: the forked child would enter a slot the same way.
 
 Importing torch is most of a replica's start-up (seconds on this machine) and does not depend on the
-model, so the host agent keeps up to ``size`` standbys waiting: 1 by default, which keeps one
-endpoint's memory near TorchServe's (docs/measured.md); 4 lets an ml.inf1.xlarge start its 4
-replicas, one per NeuronCore, all warm (the rest otherwise start cold, in parallel). A standby is
-only used when the replica's environment agrees with it on everything an interpreter reads at
-start-up (``compatible``) and when the replica keeps the network (a standby cannot leave its network
-namespace). The pool refills in the background, one interpreter at a time (a torch import keeps a
-core busy for over a second), and only once the replica that took a standby has loaded its model or
-failed to: started at once, the refill's import would compete with that load for the host's cores.
-Each standby costs memory: measured here (torch 2.13 CPU) one waiting standby has an RSS of ~222 MiB
-and a Pss of ~180 MiB, ~146 MiB of it private anonymous memory, so a full pool of 4 holds
-~0.7 GiB; ``size`` 0 turns the pool off.
+model, so the host agent keeps up to ``size`` standbys waiting (1 by default; 4 lets an
+ml.inf1.xlarge start its 4 replicas, one per NeuronCore, all warm; the rest otherwise start cold, in
+parallel) — by default only while it serves no replica. The pool is sized by demand: the first
+endpoint on a fresh platform starts warm, and a host that serves holds no interpreter it may never
+use; a second endpoint, a scale-out or a replacement then starts cold (about a second more to
+InService, docs/measured.md). Every replica process counts itself in before it takes a standby or
+starts cold and out once it is gone; while any is counted in the pool starts none, and stops any
+still waiting once the starting replicas have loaded. The last replica gone refills it, so the next
+deploy starts warm again. ``while_serving`` (NEURONDOCK_STANDBY_WHILE_SERVING) keeps standbys while
+replicas serve too, for warm scale-out. A standby is only used when the replica's environment agrees
+with it on everything an interpreter reads at start-up (``compatible``) and when the replica keeps
+the network (a standby cannot leave its network namespace). The pool fills in the background, one
+interpreter at a time (a torch import keeps a core busy for over a second), and only once the
+replica that took a standby has loaded its model or failed to: started at once, the refill's import
+would compete with that load for the host's cores. Each standby costs memory: measured here (torch
+2.13 CPU) one waiting standby has an RSS of ~222 MiB and a Pss of ~160-180 MiB, ~146 MiB of it
+private anonymous memory, so a full pool of 4 holds ~0.7 GiB; ``size`` 0 turns the pool off.
 """
 
 from __future__ import annotations
