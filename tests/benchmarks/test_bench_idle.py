@@ -45,7 +45,7 @@ def test_idle_cpu_with_models_loaded(platform, tmp_path, mode):
         name = _deploy(platform, tmp_path, tiny_mlp(i))
         runtime.invoke_endpoint(EndpointName=name, ContentType="application/x-npy", Body=body)
     if full:
-        settle(root)  # the standby pool refills after the deploys took interpreters from it
+        settle(root)  # the replicas started cold after the first; a quiet tree is the end state
     loaded = cpu_share(root, window)
     print(
         f"\n[bench-idle:{mode}] idle CPU of `neurondock up`, {window:.0f} s windows, % of one core"

@@ -3,8 +3,9 @@
 Issue 4's goal: zero failed invocations, and the replacement serving within 5 s. A tiny MLP is
 deployed on ml.inf1.xlarge (four NeuronCores, so four replica processes); eight keep-alive clients
 call it without pause while one replica is killed with SIGKILL. Requests in flight on the dead replica
-must be retried elsewhere by the router; the agent must start a replacement (from the warm standby
-pool) that the router then sends traffic to.
+must be retried elsewhere by the router; the agent must start a replacement (cold by default: a
+serving host keeps no standby interpreter, docs/runtime.md "Start-up"; from a warm standby with
+NEURONDOCK_STANDBY_WHILE_SERVING=1) that the router then sends traffic to.
 
 "Serving" is observed, not assumed: the replacement counts as serving when the replica's
 ``ReplicaExecutions`` gauge on ``/metrics`` (taken from the replica's own answers) restarts from a
