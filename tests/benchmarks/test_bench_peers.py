@@ -215,7 +215,8 @@ def test_launch_beside_torchserve(tmp_path):
     )
     (nd_rss, nd_pss), (ts_rss, ts_pss) = quiet["neurondock"], quiet["TorchServe"]
     say(
-        f"… once quiet (a standby refilled): RSS {nd_rss:.0f} vs {ts_rss:.0f} MB ({nd_rss / ts_rss:.2f}x); "
+        f"… once quiet (no standby while a replica serves, unless NEURONDOCK_STANDBY_WHILE_SERVING=1): "
+        f"RSS {nd_rss:.0f} vs {ts_rss:.0f} MB ({nd_rss / ts_rss:.2f}x); "
         f"PSS {nd_pss:.0f} vs {ts_pss:.0f} MB ({nd_pss / ts_pss:.2f}x)"
     )
     say(
