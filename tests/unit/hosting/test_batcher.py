@@ -140,6 +140,33 @@ def test_max_delay_holds_a_lone_request_for_company(model_dir, write_code, make_
     assert sizes == module.SIZES
 
 
+def test_max_delay_counts_from_when_the_model_frees_up(model_dir, write_code, make_batcher):
+    """TorchServe's pollBatch: a request that queued during an execution still waits for company after it.
+
+    Closed-loop clients answered by one execution send their next requests only once it has answered
+    them; counted from its arrival instead, the request that waited through the execution would run as
+    a fragment of the batch those clients are about to make.
+    """
+    write_code(GATED_PREDICT)
+    delay = 0.5
+    batcher = make_batcher(model_dir, max_batch_size=2, max_delay=delay, batch_user_predict=True)
+    module = batcher.handler.module
+    got = Collector()
+
+    batcher.submit(got.request("first", npy(rows(1, 0))))
+    assert module.ENTERED.wait(10)
+    batcher.submit(got.request("queued", npy(rows(1, 1))))
+    # The execution outlasts the queued request's delay, counted from its arrival.
+    time.sleep(delay * 1.2)
+    module.GATE.set()
+    got.wait("first")
+    batcher.submit(got.request("next", npy(rows(1, 2))))  # the client "first" answered comes back
+
+    queued, following = got.wait("queued", "next")
+    assert module.SIZES == [1, 2]
+    assert (queued.batch_size, following.batch_size) == (2, 2)
+
+
 def test_batched_answers_equal_one_by_one_answers(model_dir, make_batcher):
     batcher = make_batcher(model_dir, max_batch_size=8)
     handler = batcher.handler

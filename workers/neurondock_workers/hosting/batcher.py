@@ -2,8 +2,8 @@
 
 Opportunistic by default, like Triton with ``max_queue_delay_microseconds`` 0: when the model frees
 up, the worker takes whatever compatible requests are already queued, up to ``max_batch_size`` rows,
-and never waits when the queue is empty. ``max_delay`` (env ``NEURONDOCK_MAX_BATCH_DELAY_MS``) lets a
-lone request wait that long for company. ``docs/runtime.md`` ("Batching", "Queue bounds") has the
+and never waits when the queue is empty. ``max_delay`` (env ``NEURONDOCK_MAX_BATCH_DELAY_MS``) lets the
+model, once free with fewer than ``max_batch_size`` requests queued, wait that long for company. ``docs/runtime.md`` ("Batching", "Queue bounds") has the
 rules and how they compare with the Neuron runtime and other model servers.
 
 Every request goes through the invocation pipeline (``pipeline.py``): its ``input_fn`` runs once;
@@ -359,7 +359,10 @@ class Batcher:
             limit = cfg.max_batch_size if self.batching else 1
             if limit > 1 and cfg.max_delay > 0 and len(self._queue) < limit:
                 # Only a configured delay ever holds the first request back (docs/runtime.md, "Batching").
-                deadline = self._queue[0].queued_ns / 1e9 + cfg.max_delay
+                # Its clock starts now, with the model free and a request queued, as TorchServe's
+                # pollBatch does: requests that queued during the last execution still wait for the
+                # clients that execution answered, instead of running as a fragment of a batch.
+                deadline = time.perf_counter_ns() / 1e9 + cfg.max_delay
                 while len(self._queue) < limit and not self._closed:
                     remaining = deadline - time.perf_counter_ns() / 1e9
                     if remaining <= 0:
