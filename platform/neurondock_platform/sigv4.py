@@ -102,6 +102,8 @@ class Request:
     query: str  # as sent
     headers: Mapping[str, str]
     body: bytes | None
+    # The body's SHA-256 (hex) when the front door hashed it as it arrived; else computed from ``body``.
+    body_sha256: str | None = None
 
 
 @dataclass(slots=True)
@@ -304,7 +306,7 @@ def _payload_hash(request: Request, unsigned_payload: bool) -> str:
         if not declared:
             raise InvalidSignatureException("Missing required header for this request: x-amz-content-sha256.")
         return declared
-    computed = hashlib.sha256(request.body).hexdigest()
+    computed = request.body_sha256 or hashlib.sha256(request.body).hexdigest()
     if declared and not (_HEX_SHA256.fullmatch(declared) and hmac.compare_digest(declared.lower(), computed)):
         # The declared hash is signed, the body is not: a captured request must not carry another body.
         raise InvalidSignatureException("The provided 'x-amz-content-sha256' header does not match what was computed.")

@@ -139,8 +139,9 @@ class AsyncInvocationsApp:
             raise RuntimeValidationError(f"No runtime operation at {scope['method']} {scope['path']}.")
         name = m["name"]
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        body = await self.runtime.read_body(receive, headers)
-        principal = await self.runtime.authenticate(scope, headers, body)
+        read = await self.runtime.read_body(receive, headers)
+        principal = await self.runtime.authenticate(scope, headers, read)
+        body = read.data
         if not _NAME_RE.match(name):
             raise _violation(
                 name, "endpointName", "Member must satisfy regular expression pattern: ^[a-zA-Z0-9](-*[a-zA-Z0-9])*"

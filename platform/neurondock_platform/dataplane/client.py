@@ -11,7 +11,13 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
-from neurondock_platform.dataplane.protocol import KIND_CHUNK, ProtocolError, encode_frame, open_channel, read_frame
+from neurondock_platform.dataplane.protocol import (
+    KIND_CHUNK,
+    ProtocolError,
+    frame_buffers,
+    open_channel,
+    read_frame,
+)
 
 # Receives one streamed part: the chunk frame's meta and the part's bytes.
 OnChunk = Callable[[dict[str, Any], bytes], Awaitable[None]]
@@ -96,7 +102,7 @@ class ReplicaClient:
         conn.parts = 0
         try:
             async with asyncio.timeout(timeout) as deadline:
-                conn.writer.write(encode_frame(meta, body))
+                conn.writer.writelines(frame_buffers(meta, body))
                 if conn.writer.transport.get_write_buffer_size():
                     await conn.writer.drain()
                 answer, answer_body = await read_frame(conn.reader)

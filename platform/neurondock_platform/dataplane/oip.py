@@ -341,8 +341,9 @@ class OipApp:
             self._method(method, "GET")
             await self._anonymous_ready(name, version, send)
             return
-        body = await self.runtime.read_body(receive, headers)
-        principal = await self.runtime.authenticate(scope, headers, body)
+        read = await self.runtime.read_body(receive, headers)
+        principal = await self.runtime.authenticate(scope, headers, read)
+        body = read.data
         route = await self.runtime.table.get(principal.account_id, name)
         if route is None:
             raise OipError(404, f"Model {name} not found: no endpoint {name} in account {principal.account_id}.")

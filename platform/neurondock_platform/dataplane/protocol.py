@@ -160,6 +160,19 @@ def encode_frame(meta: dict[str, Any], body: bytes = b"") -> bytes:
     return b"".join((HEADER.pack(len(meta_bytes), len(body)), meta_bytes, body))
 
 
+# A body this large leaves beside its frame's head, not copied into one buffer with it (602 KB, one
+# 224×224 float32 image, is a copy of a few hundred microseconds here); uvloop writes both in one writev.
+SPLIT_BODY = 64 * 1024
+
+
+def frame_buffers(meta: dict[str, Any], body: bytes = b"") -> list[bytes]:
+    """Encode one frame as the buffers to write: one (``encode_frame``) unless the body is large."""
+    if len(body) < SPLIT_BODY:
+        return [encode_frame(meta, body)]
+    meta_bytes = _encode_meta(meta).encode()
+    return [HEADER.pack(len(meta_bytes), len(body)) + meta_bytes, body]
+
+
 def _check(meta_len: int, body_len: int) -> None:
     if meta_len > MAX_META or body_len > MAX_BODY:
         raise ProtocolError(f"frame too large: meta={meta_len} body={body_len}")

@@ -185,6 +185,27 @@ def test_invoke_passes_body_and_headers_through(runtime_app):
     assert caller.calls[0][1]["accept"] == "application/json"
 
 
+def test_a_body_in_several_messages_is_hashed_as_it_arrives_and_forwarded_whole(runtime_app):
+    caller = FakeCaller()
+    app = runtime_app({(ACCOUNT_ID, "ep"): route(("AllTraffic", 1.0, ["x:1"]))}, caller)
+    image = bytes(range(256)) * 2352  # 602 KB, ten ASGI messages in asgi_call
+    status, _, echoed = invoke(app, body=image, headers={"Content-Type": "application/x-npy"})
+    assert status == 200 and caller.calls[0][2] == image and echoed == image
+
+
+def test_a_body_in_several_messages_that_is_not_the_signed_one_is_refused(runtime_app):
+    caller = FakeCaller()
+    app = runtime_app({(ACCOUNT_ID, "ep"): route(("AllTraffic", 1.0, ["x:1"]))}, caller)
+    url, path = "http://localhost/endpoints/ep/invocations", "/endpoints/ep/invocations"
+    signed_body = bytes(300_000)
+    headers = sign("POST", url, body=signed_body, headers={"Content-Type": "application/x-npy"})
+    headers["Host"] = "localhost"
+    sent = signed_body[:-1] + b"\x01"  # the last message differs
+    status, _, body = asyncio.run(asgi_call(app, "POST", path, sent, headers))
+    assert status == 403 and json.loads(body)["__type"] == "InvalidSignatureException"
+    assert caller.calls == []
+
+
 def test_unknown_endpoint_is_validation_error(runtime_app):
     app = runtime_app({}, FakeCaller())
     status, headers, body = invoke(app, name="missing")
