@@ -13,8 +13,10 @@ from typing import Any, Protocol
 
 from neurondock_platform.dataplane.protocol import (
     KIND_CHUNK,
+    SPLIT_BODY,
     ProtocolError,
-    frame_buffers,
+    encode_frame,
+    encode_head,
     open_channel,
     read_frame,
 )
@@ -102,7 +104,10 @@ class ReplicaClient:
         conn.parts = 0
         try:
             async with asyncio.timeout(timeout) as deadline:
-                conn.writer.writelines(frame_buffers(meta, body))
+                if len(body) < SPLIT_BODY:
+                    conn.writer.write(encode_frame(meta, body))
+                else:
+                    conn.writer.writelines((encode_head(meta, len(body)), body))
                 if conn.writer.transport.get_write_buffer_size():
                     await conn.writer.drain()
                 answer, answer_body = await read_frame(conn.reader)

@@ -165,12 +165,10 @@ def encode_frame(meta: dict[str, Any], body: bytes = b"") -> bytes:
 SPLIT_BODY = 64 * 1024
 
 
-def frame_buffers(meta: dict[str, Any], body: bytes = b"") -> list[bytes]:
-    """Encode one frame as the buffers to write: one (``encode_frame``) unless the body is large."""
-    if len(body) < SPLIT_BODY:
-        return [encode_frame(meta, body)]
+def encode_head(meta: dict[str, Any], body_len: int) -> bytes:
+    """Encode a frame's head (its length header and meta): the frame is this followed by the body."""
     meta_bytes = _encode_meta(meta).encode()
-    return [HEADER.pack(len(meta_bytes), len(body)) + meta_bytes, body]
+    return HEADER.pack(len(meta_bytes), body_len) + meta_bytes
 
 
 def _check(meta_len: int, body_len: int) -> None:
