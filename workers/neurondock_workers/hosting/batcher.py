@@ -2,9 +2,10 @@
 
 Opportunistic by default, like Triton with ``max_queue_delay_microseconds`` 0: when the model frees
 up, the worker takes whatever compatible requests are already queued, up to ``max_batch_size`` rows,
-and never waits when the queue is empty. ``max_delay`` (env ``NEURONDOCK_MAX_BATCH_DELAY_MS``) lets the
-model, once free with fewer than ``max_batch_size`` requests queued, wait that long for company. ``docs/runtime.md`` ("Batching", "Queue bounds") has the
-rules and how they compare with the Neuron runtime and other model servers.
+and never waits when the queue is empty. ``max_delay`` (env ``NEURONDOCK_MAX_BATCH_DELAY_MS``) lets
+the model, once free with fewer than ``max_batch_size`` requests queued, wait that long for company.
+``docs/runtime.md`` ("Batching", "Queue bounds") has the rules and how they compare with the Neuron
+runtime and other model servers.
 
 Every request goes through the invocation pipeline (``pipeline.py``): its ``input_fn`` runs once;
 requests whose decoded inputs are tensors of one dtype with equal trailing dims and that share
