@@ -411,3 +411,50 @@ def test_delete_objects_requires_a_digest_and_valid_xml(s3_request, bucket):
     )
     resp = s3_request("POST", f"/{bucket}?delete", body=xxe, headers={"x-amz-checksum-crc32": _crc32(xxe)})
     assert error_code(resp) == "MalformedXML"
+
+
+@pytest.mark.parametrize("multipart", [False, True])
+def test_plain_body_is_read_up_to_content_length_from_the_server_input(client, bucket, multipart):
+    """The body is read from wsgi.input directly (docs/s3.md): never past Content-Length, never short."""
+    import io
+
+    from tests.conftest import sign
+
+    body = b"exact bytes " * 1000
+    path = f"/s3/{bucket}/bounded"
+    if multipart:
+        created = client.open(
+            path,
+            method="POST",
+            query_string="uploads",
+            headers=sign("POST", f"http://localhost{path}?uploads", service="s3"),
+        )
+        upload_id = parse_xml(created.data).findtext("UploadId")
+        path_query = f"partNumber=1&uploadId={upload_id}"
+    else:
+        path_query = ""
+    url = f"http://localhost{path}" + (f"?{path_query}" if path_query else "")
+    headers = sign(
+        "PUT", url, service="s3", body=body, headers={"x-amz-content-sha256": hashlib.sha256(body).hexdigest()}
+    )
+    # More bytes wait on the input than the request declares: a read past Content-Length would take them.
+    resp = client.open(
+        path,
+        method="PUT",
+        query_string=path_query,
+        headers=headers,
+        input_stream=io.BytesIO(body + b"NEXT REQUEST"),
+        environ_overrides={"CONTENT_LENGTH": str(len(body))},
+    )
+    assert resp.status_code == 200, resp.data
+    assert resp.headers["ETag"] == f'"{hashlib.md5(body).hexdigest()}"'
+    short = client.open(
+        path,
+        method="PUT",
+        query_string=path_query,
+        headers=headers,
+        input_stream=io.BytesIO(body[:-1]),
+        environ_overrides={"CONTENT_LENGTH": str(len(body))},
+    )
+    assert short.status_code == 400, short.data
+    assert error_code(short) == "IncompleteBody"

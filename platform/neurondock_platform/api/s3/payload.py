@@ -276,6 +276,20 @@ def _raw_stream() -> IO[bytes]:
     return io.BytesIO(b"")
 
 
+def _length_bounded_stream(declared: int | None) -> IO[bytes]:
+    """Return the stream a plain body of ``declared`` bytes is read from.
+
+    With a Content-Length the server's own input is read directly, never past that length (``_plain_chunks``
+    stops there): werkzeug's ``LimitedStream`` would copy every read twice more, about 0.05 s of CPU for a
+    43 MB upload (docs/measured.md).
+    """
+    raw = request.environ.get("wsgi.input")
+    if declared is None or raw is None or request.environ.get("wsgi.input_terminated"):
+        return _raw_stream()
+    stream: IO[bytes] = raw
+    return stream
+
+
 def _plain_chunks(raw: IO[bytes], length: int | None, limit: int) -> Iterator[bytes]:
     remaining = length
     total = 0
@@ -405,7 +419,7 @@ def open_payload(credentials: CredentialCache, *, limit: int, checksum_headers: 
         )
     _require_declared_checksum(declared_checksums, [])
     return Payload(
-        chunks=_plain_chunks(_raw_stream(), declared, limit),
+        chunks=_plain_chunks(_length_bounded_stream(declared), declared, limit),
         content_sha256=content_sha256,
         content_md5=content_md5,
         header_checksums=declared_checksums,
