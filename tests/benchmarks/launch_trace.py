@@ -1,6 +1,6 @@
 """Trace one neurondock launch of the peer benchmark: when each step's log line first appears.
 
-``flock /work/.bench.lock python -m tests.benchmarks.launch_trace [runs]`` runs the launch row's
+``python -m tests.benchmarks.launch_trace [runs]`` runs the launch row's
 neurondock side (tests/benchmarks/test_bench_peers.py) and watches the platform's log files every
 10 ms, printing seconds from the clock's start to each step, in order. The replica's log lines are
 written when the agent activates a standby (after the model data is fetched and unpacked), and

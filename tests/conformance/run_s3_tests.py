@@ -1,6 +1,6 @@
 """Run ceph's s3-tests against a live ``neurondock up`` and count the results by category.
 
-    python -m tests.conformance.run_s3_tests --s3-tests /work/s3-tests --python /work/s3-tests-venv/bin/python
+    python -m tests.conformance.run_s3_tests --s3-tests <s3-tests checkout> --python <its venv>/bin/python
 
 ``--s3-tests`` is a checkout of https://github.com/ceph/s3-tests (never committed here) and ``--python``
 an interpreter with its requirements installed (a virtualenv of its own, not the project's). The harness
