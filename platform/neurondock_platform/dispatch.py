@@ -69,8 +69,13 @@ def enqueue_after_commit(session: Session, task_name: str, *args: Any) -> None:
 
 def install(session_factory: sessionmaker[Session], dispatcher: Dispatcher) -> None:
     """Send the tasks queued in the factory's sessions through ``dispatcher`` once their transaction commits."""
-    session_factory.kw.setdefault("info", {})[DISPATCHER_KEY] = dispatcher
-    if not event.contains(session_factory, "after_commit", _after_commit):
+    info = session_factory.kw.setdefault("info", {})
+    first = DISPATCHER_KEY not in info
+    info[DISPATCHER_KEY] = dispatcher
+    # Not event.contains(): SQLAlchemy keys its listeners by id(target), and a new factory can take the
+    # id of a dropped one whose entry is not collected yet, so contains() says yes for a factory that has
+    # no listener and its commits would send nothing. The factory's own info says whether this ran.
+    if first:
         event.listen(session_factory, "after_commit", _after_commit)
         event.listen(session_factory, "after_soft_rollback", _after_rollback)
 

@@ -118,8 +118,11 @@ def ring(directory: Path) -> None:
 
 def install(session_factory: sessionmaker[Session], data_dir: Path) -> None:
     """Ring each topic after a transaction of the factory's sessions changed the rows it watches."""
-    session_factory.kw.setdefault("info", {})[_RING_KEY] = {topic: bells_dir(data_dir, topic) for topic in _WATCHED}
-    if not event.contains(session_factory, "after_flush", _after_flush):
+    info = session_factory.kw.setdefault("info", {})
+    first = _RING_KEY not in info
+    info[_RING_KEY] = {topic: bells_dir(data_dir, topic) for topic in _WATCHED}
+    # The factory's own info, not event.contains(), says whether this ran (dispatch.install says why).
+    if first:
         event.listen(session_factory, "after_flush", _after_flush)
         event.listen(session_factory, "after_commit", _after_commit)
         event.listen(session_factory, "after_soft_rollback", _after_rollback)

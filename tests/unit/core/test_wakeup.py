@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import threading
 import time
 
@@ -32,6 +33,34 @@ def test_a_ring_wakes_every_listener_at_once_and_a_dead_ones_socket_goes(tmp_pat
         second.close()
     wakeup.ring(directory)  # nobody listening: nothing happens
     wakeup.ring(tmp_path / "never-made")
+
+
+def test_every_new_factory_rings_even_where_a_dropped_one_left_its_id(tmp_path):
+    # As dispatch.install: a new factory at a dropped one's address must still get its listeners.
+    from sqlalchemy import create_engine
+
+    from neurondock_platform.db import make_sessionmaker
+
+    engine = create_engine("sqlite://")
+    topic = next(iter(wakeup._WATCHED))
+    bell = wakeup.Doorbell(wakeup.bells_dir(tmp_path, topic))
+    gc.disable()
+    try:
+        silent = []
+        for i in range(100):
+            factory = make_sessionmaker(engine)
+            wakeup.install(factory, tmp_path)
+            with factory() as session:
+                session.info[wakeup._PENDING] = {topic}  # what _after_flush records for a watched row
+                session.commit()
+            if not bell.wait(5):
+                silent.append(i)
+            del factory, session
+        assert silent == []
+    finally:
+        gc.enable()
+        bell.close()
+        engine.dispose()
 
 
 def test_the_embedded_broker_looks_when_rung_and_otherwise_only_every_idle_poll(tmp_path):
