@@ -10,19 +10,17 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import boto3
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 
-from tests.support.platform import ACCESS_KEY, ACCOUNT_ID, REGION, SECRET_KEY, free_port
-from tests.support.waiting import wait_for
+from tests.support.platform import ACCESS_KEY, REGION, SECRET_KEY
+from tests.support.store import start_store
 
 SIZE = 43 * 1024 * 1024
 # The SDK's threshold (sdk/neurondock/session.py) and boto3's default 8 MB parts: six parts here.
@@ -37,32 +35,13 @@ def cpu_seconds(pid: int) -> float:
 
 def main(rounds: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        port = free_port()
-        env = {
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "NEURONDOCK_DATA_DIR": f"{tmp}/store",
-            "NEURONDOCK_DATABASE_URL": f"sqlite:///{tmp}/shared.db",
-            "NEURONDOCK_PORT": str(port),
-            "NEURONDOCK_ROOT_ACCESS_KEY_ID": ACCESS_KEY,
-            "NEURONDOCK_ROOT_SECRET_ACCESS_KEY": SECRET_KEY,
-            "NEURONDOCK_ACCOUNT_ID": ACCOUNT_ID,
-        }
-        cli = [sys.executable, "-m", "neurondock_platform.cli"]
-        subprocess.run([*cli, "db", "upgrade"], env=env, check=True, capture_output=True)
         wrap = os.environ.get("UPLOAD_CPU_WRAP", "").split()  # e.g. a profiler: "py-spy record -o x.svg --"
-        proc = subprocess.Popen([*wrap, *cli, "store"], env=env)
+        proc, url = start_store(Path(tmp), wrap=wrap)
         try:
-
-            def answers() -> bool:
-                assert proc.poll() is None
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=1):
-                    return True
-
-            wait_for(answers, 30, what="the store to answer /ping", ignoring=(OSError,))
             store_pid = int(os.environ.get("UPLOAD_CPU_PID", "0")) or _store_pid(proc.pid)
             s3 = boto3.client(
                 "s3",
-                endpoint_url=f"http://127.0.0.1:{port}/s3",
+                endpoint_url=f"{url}/s3",
                 region_name=REGION,
                 aws_access_key_id=ACCESS_KEY,
                 aws_secret_access_key=SECRET_KEY,

@@ -3,41 +3,18 @@
 from __future__ import annotations
 
 import subprocess
-import sys
-import urllib.request
 
 import boto3
 import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
-from tests.support.platform import ACCESS_KEY, ACCOUNT_ID, REGION, SECRET_KEY, free_port
-from tests.support.waiting import wait_for
+from tests.support.platform import ACCESS_KEY, REGION, SECRET_KEY
+from tests.support.store import start_store
 
 
 @pytest.fixture
 def store(tmp_path):
-    port = free_port()
-    env = {
-        "PATH": "/usr/bin:/bin",
-        "NEURONDOCK_DATA_DIR": str(tmp_path / "store"),
-        "NEURONDOCK_DATABASE_URL": f"sqlite:///{tmp_path / 'shared.db'}",
-        "NEURONDOCK_PORT": str(port),
-        "NEURONDOCK_ROOT_ACCESS_KEY_ID": ACCESS_KEY,
-        "NEURONDOCK_ROOT_SECRET_ACCESS_KEY": SECRET_KEY,
-        "NEURONDOCK_ACCOUNT_ID": ACCOUNT_ID,
-    }
-    cli = [sys.executable, "-m", "neurondock_platform.cli"]
-    # The operator's two steps: migrate (which bootstraps the root key), then run the store.
-    subprocess.run([*cli, "db", "upgrade"], env=env, check=True, capture_output=True)
-    proc = subprocess.Popen([*cli, "store"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-
-    def answers() -> bool:
-        assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
-        with urllib.request.urlopen(url + "/ping", timeout=1):
-            return True
-
-    wait_for(answers, 30, what="the store to answer /ping", ignoring=(OSError,))
+    proc, url = start_store(tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     yield url + "/s3", tmp_path / "store"
     proc.terminate()
     proc.wait(10)
