@@ -21,7 +21,37 @@ def _common(fn):  # type: ignore[no-untyped-def]
     return fn
 
 
-@click.group()
+class _Main(click.Group):
+    """The top group: the platform's own commands, and the operator commands loaded on first mention.
+
+    ``up``, ``host`` and ``api`` live as long as the platform: the operator commands (cli_commands) bring
+    an HTTP client (urllib, http.client, ssl, email) those processes would hold for nothing
+    (docs/measured.md, "Memory by process").
+    """
+
+    _operator_commands_added = False
+
+    def _add_operator_commands(self) -> None:
+        if not self._operator_commands_added:
+            from neurondock_platform.cli_commands import COMMANDS
+
+            for command in COMMANDS:
+                self.add_command(command)
+            self._operator_commands_added = True
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command = super().get_command(ctx, cmd_name)
+        if command is None and not self._operator_commands_added:
+            self._add_operator_commands()
+            command = super().get_command(ctx, cmd_name)
+        return command
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        self._add_operator_commands()
+        return super().list_commands(ctx)
+
+
+@click.group(cls=_Main)
 @click.version_option(package_name="neurondock")
 def main() -> None:
     """neurondock: SageMaker-compatible endpoints on an emulated AWS Inferentia runtime."""
@@ -126,13 +156,6 @@ def upgrade(data_dir: str | None, revision: str) -> None:
     else:
         do_upgrade(settings, revision)
     click.echo(f"database at {settings.database_url} is at {revision}")
-
-
-# Operator commands (models, endpoints, deploy, invoke, logs, neuron-ls/top, accounts): see cli_commands.
-from neurondock_platform.cli_commands import COMMANDS as _OPERATOR_COMMANDS  # noqa: E402
-
-for _command in _OPERATOR_COMMANDS:
-    main.add_command(_command)
 
 
 if __name__ == "__main__":

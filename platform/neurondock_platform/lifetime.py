@@ -10,16 +10,17 @@ forks directly. See docs/supervision.md.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import queue
 import signal
 import subprocess
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future
 
 PR_SET_PDEATHSIG = 1
 
@@ -45,7 +46,9 @@ def pid_alive(pid: int) -> bool:
 def _prctl() -> Any:
     global _libc
     if _libc is None:
-        _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        # The symbols this interpreter already has, libc's among them: ctypes.util.find_library would run
+        # ldconfig and import tempfile and shutil into a supervisor that lives as long as the platform.
+        _libc = ctypes.CDLL(None, use_errno=True)
     return _libc.prctl
 
 
@@ -74,6 +77,10 @@ class _Spawner:
         self._lock = threading.Lock()
 
     def run(self, start: Callable[[], subprocess.Popen[bytes]]) -> subprocess.Popen[bytes]:
+        # Here, not at the top: concurrent.futures brings logging, which `up`'s supervisor (it only
+        # spawns from its main thread) would keep for its whole life.
+        from concurrent.futures import Future
+
         with self._lock:
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._loop, name="neurondock-spawner", daemon=True)

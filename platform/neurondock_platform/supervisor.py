@@ -19,7 +19,6 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -269,17 +268,37 @@ def stop_all(children: list[Child], timeout: float) -> None:
             child.process.wait()
 
 
-def _wait_ready(url: str, child: Child, stopping: Callable[[], bool], timeout: float = 60.0) -> bool:
+def answers_ping(host: str, port: int) -> bool:
+    """Whether the server listening on ``host:port`` answers ``GET /ping`` with 200.
+
+    A request written on a socket: urllib would leave http.client, email and ssl in the supervisor for
+    its whole life (~7 MB RSS, docs/measured.md). It asks the listener itself, on loopback when that
+    binds every address, not ``public_url``, which may name a proxy in front of it.
+    """
+    address = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+    named = f"[{address}]" if ":" in address else address
+    request = f"GET /ping HTTP/1.1\r\nHost: {named}:{port}\r\nConnection: close\r\n\r\n"
+    try:
+        # The address as bytes: getaddrinfo encodes a str with the idna codec (and unicodedata, 1 MB).
+        family, kind, proto, _, where = socket.getaddrinfo(address.encode(), port, type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, kind, proto) as conn:
+            conn.settimeout(1)
+            conn.connect(where)
+            conn.sendall(request.encode())
+            with conn.makefile("rb") as answer:
+                status = answer.readline(256).split()
+    except OSError:
+        return False
+    return len(status) >= 2 and status[0].startswith(b"HTTP/") and status[1] == b"200"
+
+
+def _wait_ready(settings: Settings, child: Child, stopping: Callable[[], bool], timeout: float = 60.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and not stopping():
         if child.process is not None and child.process.poll() is not None:
             return False
-        try:
-            with urllib.request.urlopen(url + "/ping", timeout=1) as resp:
-                if resp.status == 200:
-                    return True
-        except OSError:
-            pass
+        if answers_ping(settings.host, settings.port):
+            return True
         # A refused connection costs next to nothing; the banner should not trail the API.
         time.sleep(0.02)
     return False
@@ -497,7 +516,7 @@ def run_up(settings: Settings) -> int:
     failed = prepare_in_child(settings)
     if failed is None and not supervisor.stopping:
         supervisor.gates.open()
-    if failed is not None or not _wait_ready(settings.public_url, api, lambda: supervisor.stopping):
+    if failed is not None or not _wait_ready(settings, api, lambda: supervisor.stopping):
         probe.kill()
         probe.wait()
         supervisor.stop()

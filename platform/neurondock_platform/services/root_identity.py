@@ -6,8 +6,10 @@ API process, imports no database code (docs/runtime.md, "Start-up").
 
 from __future__ import annotations
 
+import base64
 import json
-import secrets
+import os
+import random
 import string
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +17,10 @@ from pathlib import Path
 from neurondock_platform.config import Settings
 
 CREDENTIALS_FILE = "credentials.json"
+
+# The OS's randomness, as ``secrets`` draws it; ``secrets`` itself imports hmac and with it OpenSSL's
+# libcrypto, which `up`'s supervisor would map for its whole life (~3 MB RSS, docs/measured.md).
+_system_random = random.SystemRandom()
 
 
 @dataclass(frozen=True)
@@ -28,17 +34,17 @@ class RootIdentity:
 
 def new_access_key_id() -> str:
     """A fresh access key id (AKND + 16 characters)."""
-    return "AKND" + "".join(secrets.choice(string.ascii_uppercase + string.digits) for _ in range(16))
+    return "AKND" + "".join(_system_random.choice(string.ascii_uppercase + string.digits) for _ in range(16))
 
 
 def new_secret() -> str:
     """A fresh 40-character secret access key."""
-    return secrets.token_urlsafe(30)[:40]
+    return base64.urlsafe_b64encode(os.urandom(30)).decode()
 
 
 def new_account_id() -> str:
     """A fresh 12-digit account id."""
-    return "".join(secrets.choice(string.digits) for _ in range(12))
+    return "".join(_system_random.choice(string.digits) for _ in range(12))
 
 
 def root_identity(settings: Settings) -> RootIdentity:

@@ -60,3 +60,66 @@ def test_import_linter_contracts_hold():
     lint = Path(sys.executable).parent / "lint-imports"
     proc = subprocess.run([str(lint)], capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def _modules_after(code: str) -> set[str]:
+    out = subprocess.run(
+        [sys.executable, "-c", f"import sys\n{code}\nprint(' '.join(sys.modules))"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+    )
+    return set(out.stdout.split())
+
+
+# What `up`'s supervisor would keep for its whole life if it imported them once (docs/measured.md, "Memory
+# by process"): an HTTP client with TLS and email parsing, OpenSSL's hashes, logging, the operator
+# commands, the ORM, and what ctypes.util and getaddrinfo's idna codec bring.
+NOT_IN_THE_SUPERVISOR = {
+    "neurondock_platform.cli_commands",
+    "urllib.request",
+    "http.client",
+    "email",
+    "ssl",
+    "hashlib",
+    "_hashlib",
+    "secrets",
+    "logging",
+    "concurrent.futures",
+    "ctypes.util",
+    "tempfile",
+    "unicodedata",
+    "encodings.idna",
+    "sqlalchemy",
+    "alembic",
+}
+
+
+def test_up_supervisor_does_its_work_without_what_it_would_keep(tmp_path):
+    # What `neurondock up` runs in its own process: the command line, the children's environment (the
+    # root identity), the port check, a child spawned, the readiness probe (refused here) and the banner.
+    code = f"""
+from pathlib import Path
+from neurondock_platform.cli import main
+from neurondock_platform import supervisor
+from neurondock_platform.config import Settings
+
+assert main.get_command(None, "up") is not None
+settings = Settings.from_env(data_dir=Path({str(tmp_path)!r}), port=9)
+supervisor.child_env(settings, root_keys=True)
+supervisor.port_in_use(settings.host, settings.port)
+supervisor.Child("true", ["true"], Path({str(tmp_path / "true.log")!r})).start({{}})
+assert not supervisor.answers_ping("127.0.0.1", 9)
+supervisor.banner(settings, {{"mode": "off", "describe": "off"}})
+"""
+    assert _modules_after(code) & NOT_IN_THE_SUPERVISOR == set()
+
+
+def test_operator_commands_load_when_named():
+    loaded = _modules_after(
+        "from neurondock_platform.cli import main\n"
+        "assert main.get_command(None, 'endpoints') is not None\n"
+        "assert 'neuron-ls' in main.list_commands(None)"
+    )
+    assert "neurondock_platform.cli_commands" in loaded
