@@ -143,6 +143,41 @@ CATALOG: Mapping[str, InstanceType] = {entry.name: entry for entry in _ENTRIES}
 SUPPORTED_INSTANCE_TYPES: tuple[str, ...] = tuple(e.name for e in _ENTRIES if e.deployable)
 
 
+# The SageMaker operations neurondock serves: api/sagemaker registers a handler for each and refuses
+# any other, and botocore's SageMaker model keeps only these and the shapes they reach.
+SAGEMAKER_OPERATIONS = frozenset(
+    {
+        "AddTags",
+        "CreateCompilationJob",
+        "CreateEndpoint",
+        "CreateEndpointConfig",
+        "CreateModel",
+        "DeleteCompilationJob",
+        "DeleteEndpoint",
+        "DeleteEndpointConfig",
+        "DeleteModel",
+        "DeleteTags",
+        "DescribeCompilationJob",
+        "DescribeContext",
+        "DescribeEndpoint",
+        "DescribeEndpointConfig",
+        "DescribeModel",
+        "ListAssociations",
+        "ListCompilationJobs",
+        "ListContexts",
+        "ListEndpointConfigs",
+        "ListEndpoints",
+        "ListModels",
+        "ListTags",
+        "QueryLineage",
+        "StopCompilationJob",
+        "UpdateEndpoint",
+        "UpdateEndpointWeightsAndCapacities",
+    }
+)
+_INSTANCE_TYPE_SHAPE = "ProductionVariantInstanceType"
+
+
 @functools.cache
 def service_model(name: str) -> Any:
     """Return botocore's model of an AWS service neurondock speaks (loaded once per process)."""
@@ -150,7 +185,12 @@ def service_model(name: str) -> Any:
 
     from neurondock_platform import botocore_models
 
-    return ServiceModel(botocore_models.loader().load_service_model(name, "service-2"), name)
+    model = botocore_models.loader().load_service_model(name, "service-2")
+    if name == "sagemaker":
+        model = botocore_models.only_operations(model, sorted(SAGEMAKER_OPERATIONS), (_INSTANCE_TYPE_SHAPE,))
+        # The rest of the parsed model is garbage now, most of it in the C heap that malloc keeps.
+        botocore_models.trim_heap()
+    return ServiceModel(model, name)
 
 
 def sagemaker_service_model() -> Any:
@@ -165,7 +205,7 @@ def _botocore_enum(shape_name: str) -> tuple[str, ...]:
 @functools.cache
 def all_instance_types() -> tuple[str, ...]:
     """Return every instance type SageMaker accepts (botocore's enum; loaded on first use, not at import)."""
-    return _botocore_enum("ProductionVariantInstanceType")
+    return _botocore_enum(_INSTANCE_TYPE_SHAPE)
 
 
 def family(name: str) -> tuple[InstanceType, ...]:

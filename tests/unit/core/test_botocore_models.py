@@ -33,3 +33,37 @@ def test_the_sagemaker_model_still_validates_with_its_shapes():
     assert operation.documentation == ""
     assert operation.input_shape.required_members == ["EndpointConfigName", "ProductionVariants"]
     assert "ml.inf1.xlarge" in catalog.all_instance_types()
+
+
+def test_a_model_keeps_only_the_operations_asked_and_the_shapes_they_reach():
+    model = {
+        "metadata": {"protocol": "json"},
+        "operations": {
+            "Kept": {"input": {"shape": "In"}, "output": {"shape": "Out"}, "errors": [{"shape": "Oops"}]},
+            "Dropped": {"input": {"shape": "Other"}},
+        },
+        "shapes": {
+            "In": {"type": "structure", "members": {"L": {"shape": "List"}, "M": {"shape": "Map"}}},
+            "List": {"type": "list", "member": {"shape": "Str"}},
+            "Map": {"type": "map", "key": {"shape": "Str"}, "value": {"shape": "In"}},
+            "Out": {"type": "structure", "members": {}},
+            "Oops": {"type": "structure", "members": {}},
+            "Str": {"type": "string"},
+            "Other": {"type": "structure", "members": {"E": {"shape": "Enum"}}},
+            "Enum": {"type": "string", "enum": ["a"]},
+        },
+    }
+
+    kept = botocore_models.only_operations(model, ["Kept"], shapes=["Enum"])
+
+    assert kept["metadata"] == model["metadata"] and list(kept["operations"]) == ["Kept"]
+    assert set(kept["shapes"]) == {"In", "List", "Map", "Out", "Oops", "Str", "Enum"}
+
+
+def test_the_sagemaker_model_holds_the_operations_the_api_registers_and_no_others():
+    from neurondock_platform.api.sagemaker.registry import OPERATIONS
+
+    model = catalog.sagemaker_service_model()
+
+    assert set(OPERATIONS) == catalog.SAGEMAKER_OPERATIONS == set(model.operation_names)
+    assert len(model.shape_names) < 1000  # of ~3,400: the other operations' shapes are gone
