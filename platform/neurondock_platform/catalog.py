@@ -11,7 +11,7 @@ valid-but-unsupported type can be told apart from a typo.
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -143,38 +143,9 @@ CATALOG: Mapping[str, InstanceType] = {entry.name: entry for entry in _ENTRIES}
 SUPPORTED_INSTANCE_TYPES: tuple[str, ...] = tuple(e.name for e in _ENTRIES if e.deployable)
 
 
-# The SageMaker operations neurondock serves: api/sagemaker registers a handler for each and refuses
-# any other, and botocore's SageMaker model keeps only these and the shapes they reach.
-SAGEMAKER_OPERATIONS = frozenset(
-    {
-        "AddTags",
-        "CreateCompilationJob",
-        "CreateEndpoint",
-        "CreateEndpointConfig",
-        "CreateModel",
-        "DeleteCompilationJob",
-        "DeleteEndpoint",
-        "DeleteEndpointConfig",
-        "DeleteModel",
-        "DeleteTags",
-        "DescribeCompilationJob",
-        "DescribeContext",
-        "DescribeEndpoint",
-        "DescribeEndpointConfig",
-        "DescribeModel",
-        "ListAssociations",
-        "ListCompilationJobs",
-        "ListContexts",
-        "ListEndpointConfigs",
-        "ListEndpoints",
-        "ListModels",
-        "ListTags",
-        "QueryLineage",
-        "StopCompilationJob",
-        "UpdateEndpoint",
-        "UpdateEndpointWeightsAndCapacities",
-    }
-)
+# The operations of a service this process answers, when it said so (``serve_only``): its botocore
+# model then keeps only those and the shapes they reach (docs/measured.md, "Memory by process").
+_SERVED: dict[str, frozenset[str]] = {}
 _INSTANCE_TYPE_SHAPE = "ProductionVariantInstanceType"
 
 
@@ -186,11 +157,19 @@ def service_model(name: str) -> Any:
     from neurondock_platform import botocore_models
 
     model = botocore_models.loader().load_service_model(name, "service-2")
-    if name == "sagemaker":
-        model = botocore_models.only_operations(model, sorted(SAGEMAKER_OPERATIONS), (_INSTANCE_TYPE_SHAPE,))
+    if name in _SERVED:
+        # The instance types' enum is read apart from any operation (all_instance_types).
+        model = botocore_models.only_operations(model, sorted(_SERVED[name]), (_INSTANCE_TYPE_SHAPE,))
         # The rest of the parsed model is garbage now, most of it in the C heap that malloc keeps.
         botocore_models.trim_heap()
     return ServiceModel(model, name)
+
+
+def serve_only(name: str, operations: Iterable[str]) -> None:
+    """Have this process's model of service ``name`` hold only ``operations`` (the API's registered handlers)."""
+    _SERVED[name] = frozenset(operations)
+    service_model.cache_clear()
+    all_instance_types.cache_clear()
 
 
 def sagemaker_service_model() -> Any:

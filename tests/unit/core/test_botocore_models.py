@@ -60,10 +60,20 @@ def test_a_model_keeps_only_the_operations_asked_and_the_shapes_they_reach():
     assert set(kept["shapes"]) == {"In", "List", "Map", "Out", "Oops", "Str", "Enum"}
 
 
-def test_the_sagemaker_model_holds_the_operations_the_api_registers_and_no_others():
+def test_the_api_keeps_only_its_registered_sagemaker_operations(tmp_path):
     from neurondock_platform.api.sagemaker.registry import OPERATIONS
+    from neurondock_platform.app import create_app
+    from neurondock_platform.config import Settings
 
-    model = catalog.sagemaker_service_model()
+    try:
+        settings = Settings.from_env({}, data_dir=tmp_path, database_url=f"sqlite:///{tmp_path}/db.sqlite")
+        create_app(settings, dispatcher=object())  # type: ignore[arg-type]
+        model = catalog.sagemaker_service_model()
 
-    assert set(OPERATIONS) == catalog.SAGEMAKER_OPERATIONS == set(model.operation_names)
-    assert len(model.shape_names) < 1000  # of ~3,400: the other operations' shapes are gone
+        assert set(model.operation_names) == set(OPERATIONS)
+        assert len(model.shape_names) < 1000  # of ~3,400: the other operations' shapes are gone
+        assert "ml.inf1.xlarge" in catalog.all_instance_types()
+    finally:
+        catalog._SERVED.clear()
+        catalog.service_model.cache_clear()
+        catalog.all_instance_types.cache_clear()
