@@ -7,8 +7,11 @@ send or drop the queue on the session factory the app builds, so only that facto
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -33,22 +36,76 @@ class Dispatcher(Protocol):
     def send(self, task_name: str, *args: Any) -> None: ...
 
 
+# Celery's defaults for a publish (task_publish_retry_policy) and for a task message's delivery.
+PUBLISH_RETRY_POLICY = {"max_retries": 3, "interval_start": 0, "interval_max": 1, "interval_step": 0.2}
+PERSISTENT = 2
+
+
+def task_message(task_name: str, args: tuple[Any, ...], origin: str) -> tuple[str, dict[str, Any], list[Any]]:
+    """(task id, headers, body) of Celery's task message, protocol 2, as ``Celery.send_task`` builds it."""
+    task_id = str(uuid.uuid4())
+    headers: dict[str, Any] = {
+        "lang": "py",
+        "task": task_name,
+        "id": task_id,
+        "shadow": None,
+        "eta": None,
+        "expires": None,
+        "group": None,
+        "group_index": None,
+        "retries": 0,
+        "timelimit": [None, None],
+        "root_id": task_id,
+        "parent_id": None,
+        "argsrepr": repr(list(args))[:1024],
+        "kwargsrepr": "{}",
+        "origin": origin,
+        "ignore_result": None,
+        "replaced_task_nesting": 0,
+        "stamped_headers": None,
+        "stamps": {},
+    }
+    return task_id, headers, [list(args), {}, {"callbacks": None, "errbacks": None, "chain": None, "chord": None}]
+
+
 class CeleryDispatcher:
-    """Send tasks by name through a Celery app configured with the broker only."""
+    """Send Celery tasks by name: Celery's task messages, published with kombu alone.
+
+    The messages ``Celery.send_task`` publishes with the platform's settings (broker.celery_config):
+    the same headers, body and properties, to the queue's name on the default exchange, through a pool
+    of producers with Celery's publish retries. A Celery app only to send kept ~5 MB RSS in every API
+    process (docs/measured.md); the workers consume with Celery.
+    """
 
     def __init__(self, broker_url: str, queue: str = "neurondock") -> None:
-        from celery import Celery
+        from kombu import Connection, Exchange, Queue
+        from kombu.pools import producers
 
-        from neurondock_platform.broker import celery_config
+        from neurondock_platform.broker import resolve_broker_url, transport_options
 
         self.broker_url = broker_url
-        self.app = Celery("neurondock", set_as_current=False)
-        self.app.conf.update(celery_config(broker_url, queue))
+        self.connection = Connection(resolve_broker_url(broker_url), transport_options=transport_options(broker_url))
+        self.queue = Queue(queue, Exchange(queue, type="direct"), routing_key=queue)
+        self._producers = producers[self.connection]
 
     def send(self, task_name: str, *args: Any) -> None:
         from neurondock_platform.broker import ring
 
-        self.app.send_task(task_name, args=list(args))
+        task_id, headers, body = task_message(task_name, args, f"gen{os.getpid()}@{socket.gethostname()}")
+        with self._producers.acquire(block=True) as producer:
+            producer.publish(
+                body,
+                exchange="",
+                routing_key=self.queue.name,
+                declare=[self.queue],
+                serializer="json",
+                delivery_mode=PERSISTENT,
+                retry=True,
+                retry_policy=PUBLISH_RETRY_POLICY,
+                headers=headers,
+                correlation_id=task_id,
+                reply_to="",
+            )
         ring(self.broker_url)  # an embedded broker's worker looks at once instead of polling
 
 
