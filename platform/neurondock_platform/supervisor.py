@@ -1,9 +1,9 @@
 """``neurondock up`` and ``neurondock host``: run the platform's processes as supervised children.
 
-``up`` runs the API, a Celery worker and a host agent; ``host`` runs a worker host's pair (worker and
-agent) without an API. Either holds its data dir's instance lock for as long as any child lives, its
-children die with it (``lifetime.spawn``), and a SIGTERM stops everything within
-``Settings.stop_timeout`` — under Docker's default 10 s. See docs/supervision.md.
+``up`` runs the API and a host process (the Celery worker and the host agent in one process);
+``host`` runs the host process alone, without an API. Either holds its data dir's instance lock for
+as long as any child lives, its children die with it (``lifetime.spawn``), and a SIGTERM stops
+everything within ``Settings.stop_timeout`` — under Docker's default 10 s. See docs/supervision.md.
 """
 
 from __future__ import annotations
@@ -479,12 +479,10 @@ def _locked(settings: Settings, role: str, url: str = "") -> InstanceLock | None
     return lock
 
 
-def _worker_host_children(logs: Path) -> list[Child]:
-    python = sys.executable
-    return [
-        Child("worker", [python, "-m", "neurondock_workers", "worker"], logs / "worker.log"),
-        Child("agent", [python, "-m", "neurondock_workers", "agent"], logs / "agent.log"),
-    ]
+def _host_child(logs: Path) -> Child:
+    # The Celery worker and the host agent in one process: one interpreter's imports and memory
+    # instead of two (docs/supervision.md); `neurondock worker` and `neurondock agent` run them apart.
+    return Child("host", [sys.executable, "-m", "neurondock_workers", "host"], logs / "host.log")
 
 
 def run_up(settings: Settings) -> int:
@@ -504,9 +502,9 @@ def run_up(settings: Settings) -> int:
     logs = settings.data_dir / "logs"
     logs.mkdir(exist_ok=True)
     api = Child("api", [sys.executable, "-m", "neurondock_platform.cli", "api"], logs / "api.log", root_keys=True)
-    supervisor = Supervisor(settings, [api, *_worker_host_children(logs)], lock)
+    supervisor = Supervisor(settings, [api, _host_child(logs)], lock)
     supervisor.install_signals()
-    # Everything at once: the sandbox probe (a sandboxed interpreter) and the three children, which
+    # Everything at once: the sandbox probe (a sandboxed interpreter) and the two children, which
     # import for seconds and then wait at their database gate, beside the migrations: the worker is
     # then ready for the first CreateEndpoint, and the agent registers and starts its standby's torch
     # import as soon as the database is (docs/runtime.md, "Start-up").
@@ -531,13 +529,13 @@ def run_up(settings: Settings) -> int:
 
 
 def run_host(settings: Settings) -> int:
-    """Run a worker host (Celery worker and host agent) until SIGINT/SIGTERM; returns the exit code."""
+    """Run a worker host (Celery worker and host agent, one process) until SIGINT/SIGTERM; returns the exit code."""
     lock = _locked(settings, "host")
     if lock is None:
         return 1
     logs = settings.data_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    supervisor = Supervisor(settings, _worker_host_children(logs), lock)
+    supervisor = Supervisor(settings, [_host_child(logs)], lock)
     supervisor.install_signals()
     for child in supervisor.children:
         supervisor.start(child)

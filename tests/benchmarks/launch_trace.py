@@ -20,14 +20,14 @@ from tests.benchmarks.test_bench_peers import _launched_neurondock, _models
 
 # (file under the data dir, text, step)
 STEPS = [
-    ("logs/agent.log", "running (pid", "agent past the database gate"),
-    ("logs/worker.log", " ready.", "worker ready"),
-    ("logs/worker.log", "reconcile_endpoint[", "reconcile received"),
+    ("logs/host.log", "running (pid", "agent past the database gate"),
+    ("logs/host.log", " ready.", "worker ready"),
+    ("logs/host.log", "reconcile_endpoint[", "reconcile received"),
     ("replicas/1/replica.log", "starting from a standby", "model data unpacked, standby activated"),
     ("replicas/standby.log", "NEURONDOCK_STANDBY_READY", "standby warm (torch imported)"),
     ("replicas/1/replica.log", "weights shared", "model loaded"),
     ("replicas/1/replica.log", "LISTENING", "replica listening"),
-    ("logs/worker.log", ": InService", "InService set"),
+    ("logs/host.log", ": InService", "InService set"),
 ]
 
 

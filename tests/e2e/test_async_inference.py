@@ -284,7 +284,7 @@ def test_worker_killed_mid_request_still_writes_the_result_exactly_once(platform
     inference_id = f"killed-{uuid.uuid4().hex[:6]}"
     sent = rt.invoke_endpoint_async(EndpointName=endpoint, Body=b"sleep:4", InferenceId=inference_id)
     wait_for(lambda: _request_row(platform, inference_id)["status"] == "InProgress", 30, what="the request to start")
-    workers = platform_pids(platform.data_dir, "neurondock_workers worker")
+    workers = platform_pids(platform.data_dir, "neurondock_workers host")
     assert workers, "no worker process found"
     for pid in workers:
         os.kill(pid, signal.SIGKILL)
@@ -292,7 +292,7 @@ def test_worker_killed_mid_request_still_writes_the_result_exactly_once(platform
     assert json.loads(body)["echo"] == "sleep:4"
     wait_for(lambda: _request_row(platform, inference_id)["status"] == "Completed", 30, what="the outcome")
     assert _request_row(platform, inference_id)["attempts"] == 2
-    assert set(platform_pids(platform.data_dir, "neurondock_workers worker")).isdisjoint(workers)
+    assert set(platform_pids(platform.data_dir, "neurondock_workers host")).isdisjoint(workers)
     # Counted once, although two workers ran it.
     assert total(cw, "InvocationsProcesssed", variant) == before + 1
 

@@ -96,7 +96,7 @@ def test_lost_host_instances_are_replaced_without_failed_invocations(two_hosts, 
         )
     # SystemUpdating can last less than one poll (the move takes ~0.1 s on an idle machine), so the
     # worker's record of the flip counts as seeing it.
-    flipped = "has replicas on a lost host: SystemUpdating" in (plat.data_dir / "logs" / "worker.log").read_text()
+    flipped = "has replicas on a lost host: SystemUpdating" in (plat.data_dir / "logs" / "host.log").read_text()
     assert "SystemUpdating" in statuses or flipped, (statuses, plat.logs())
     assert hammer.errors == [], hammer.errors[:3]
     assert hammer.ok > 0

@@ -98,7 +98,7 @@ def test_sigkilled_up_takes_every_process_along_and_the_next_up_serves(plat, tmp
     replica_pids = {pid for _, pid, _ in _replica_rows(plat) if pid}
     assert replica_pids and replica_pids <= set(tree), (replica_pids, tree)
     roles = " ".join(tree.values())
-    for role in ("cli api", "neurondock_workers worker", "neurondock_workers agent"):
+    for role in ("cli api", "neurondock_workers host"):
         assert role in roles, tree
 
     # The OOM killer, or a runtime's stop timeout: no chance to clean up.

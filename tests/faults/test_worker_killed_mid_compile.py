@@ -1,4 +1,4 @@
-"""SIGKILL the Celery worker mid-compile: the supervisor restarts it and the job completes exactly once."""
+"""SIGKILL the host process (its Celery worker) mid-compile: the supervisor restarts it and the job completes once."""
 
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ def test_compile_survives_a_killed_worker(platform, tmp_path):
         what="the job to start compiling",
         state=platform.logs,
     )
-    workers = platform_pids(platform.data_dir, "neurondock_workers worker")
+    workers = platform_pids(platform.data_dir, "neurondock_workers host")
     assert workers, "no worker process found"
     for pid in workers:
         os.kill(pid, signal.SIGKILL)
@@ -56,8 +56,9 @@ def test_compile_survives_a_killed_worker(platform, tmp_path):
     desc = wait_for(finished, 240, what="the job to finish", interval=0.1, state=platform.logs)
     assert desc["CompilationJobStatus"] == "COMPLETED", (desc["FailureReason"], platform.logs())
     s3.head_object(Bucket="faults", Key="out/model-ml_inf1.tar.gz")
-    # The supervisor brought a new worker up, and the job was claimed twice but completed once.
-    assert set(platform_pids(platform.data_dir, "neurondock_workers worker")).isdisjoint(workers)
+    # The supervisor brought a new host process (a new worker) up, and the job was claimed twice but
+    # completed once.
+    assert set(platform_pids(platform.data_dir, "neurondock_workers host")).isdisjoint(workers)
     engine = create_engine(f"sqlite:///{platform.data_dir / 'neurondock.db'}")
     with engine.connect() as conn:
         attempts = conn.execute(text("select attempts from compilation_jobs where name = :n"), {"n": name}).scalar()

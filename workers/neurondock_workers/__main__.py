@@ -1,4 +1,4 @@
-"""``python -m neurondock_workers {worker|agent}``: entry points the platform CLI spawns."""
+"""``python -m neurondock_workers {worker|agent|host}``: entry points the platform CLI spawns."""
 
 from __future__ import annotations
 

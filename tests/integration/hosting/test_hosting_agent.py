@@ -9,6 +9,8 @@ import signal
 import subprocess
 import sys
 import threading
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,8 +21,9 @@ from tests.support.processes import pid_gone
 from tests.support.waiting import wait_for
 
 import neurondock_platform.models as m
+from neurondock_platform.config import Settings
 from neurondock_platform.dataplane import protocol
-from neurondock_platform.db import session_scope
+from neurondock_platform.db import session_scope, utcnow
 from neurondock_platform.models import ReplicaState
 from neurondock_workers.hosting.agent import ReplicaProcess, replica_dir
 from neurondock_workers.hosting.s3 import OwnerClients, StoreOwner
@@ -293,3 +296,79 @@ def test_run_agent_serves_until_sigterm_then_stops_its_replicas(
         log.close()
     wait_gone(row.pid)
     assert load_replica(replica_id).state == ReplicaState.PENDING
+
+
+# The supervisor's stop budget for each child before it kills it (Settings.stop_timeout's default).
+STOP_BUDGET = Settings().stop_timeout
+
+
+def _host_process(tmp_path, engine, moto_url) -> tuple[subprocess.Popen[bytes], Path]:
+    """``python -m neurondock_workers host`` (Celery worker and host agent in one process) as host-it."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NEURONDOCK_")}
+    env.update(
+        NEURONDOCK_DATA_DIR=str(tmp_path / "host-data"),
+        NEURONDOCK_DATABASE_URL=str(engine.url),
+        NEURONDOCK_HOST_ID="host-it",
+        NEURONDOCK_S3_ENDPOINT_URL=moto_url,
+        NEURONDOCK_S3_ACCESS_KEY_ID="testing",
+        NEURONDOCK_S3_SECRET_ACCESS_KEY="testing",
+        NEURONDOCK_STANDBY_POOL_SIZE="1",
+        PYTHONUNBUFFERED="1",
+    )
+    path = tmp_path / "host.log"
+    with path.open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "neurondock_workers", "host"], env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+    return proc, path
+
+
+def test_host_process_stops_both_halves_on_sigterm_within_its_stop_budget(
+    tmp_path, engine, sessions, moto_url, upload, add_replica, load_replica, tiny_model_bytes
+):
+    url = upload({"model.pth": tiny_model_bytes})
+    with session_scope(sessions) as session:
+        session.add(m.Host(id="host-it", address="127.0.0.1"))
+    replica_id = add_replica(url)
+    proc, log = _host_process(tmp_path, engine, moto_url)
+    try:
+
+        def serving() -> m.Replica | None:
+            assert proc.poll() is None, log.read_text()
+            row = load_replica(replica_id)
+            celery_ready = " ready." in log.read_text()
+            return row if row.state == ReplicaState.READY and celery_ready else None
+
+        row = wait_for(serving, 60, what="the replica Ready and Celery ready", interval=0.05, state=log.read_text)
+
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(STOP_BUDGET)
+        took = time.monotonic() - started
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    text = log.read_text()
+    assert code == 0, text
+    assert took < STOP_BUDGET, (took, text)
+    # Both halves stopped themselves: Celery's warm shutdown, and the agent handed its replica back.
+    assert "Warm shutdown" in text, text
+    wait_gone(row.pid)
+    assert load_replica(replica_id).state == ReplicaState.PENDING
+
+
+def test_host_process_exits_non_zero_when_its_agent_half_fails(tmp_path, engine, sessions, moto_url):
+    # A live agent (this test's process) beats as host-it: the host process's agent refuses to start.
+    with session_scope(sessions) as session:
+        session.add(m.Host(id="host-it", address="127.0.0.1", agent_pid=os.getpid(), last_heartbeat=utcnow()))
+    proc, log = _host_process(tmp_path, engine, moto_url)
+    try:
+        code = proc.wait(60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    text = log.read_text()
+    assert "Another host agent" in text, text
+    assert code != 0, "half a host process (a Celery worker without its agent) must not run on"

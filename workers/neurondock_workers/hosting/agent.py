@@ -57,7 +57,15 @@ from neurondock_workers.sandbox import Sandbox
 logger = logging.getLogger(__name__)
 
 # ReplicaProcess and the errors live in their own modules; importing them from here keeps working.
-__all__ = ["AgentConflictError", "HostAgent", "ReplicaProcess", "ReplicaStartError", "replica_dir", "run_agent"]
+__all__ = [
+    "AgentConflictError",
+    "AgentRun",
+    "HostAgent",
+    "ReplicaProcess",
+    "ReplicaStartError",
+    "replica_dir",
+    "run_agent",
+]
 
 DESIRED_RUNNING = "running"
 DESIRED_STOPPED = "stopped"
@@ -781,38 +789,37 @@ def _neuron(replica: Replica) -> dict[str, Any]:
     return {k: extra[k] for k in ("cores", "chips", "replicas_per_instance") if k in extra}
 
 
-def run_agent(settings: Settings, *, gate: int | None = None) -> None:
-    """Run this host's agent until SIGTERM or SIGINT, then stop its replicas cleanly.
+class AgentRun:
+    """One run of this host's agent, in phases its process drives: ``prepare``, ``serve``, ``close``.
 
-    With ``gate`` (``up`` starts the agent beside its migrations) it imports and probes its sandbox
-    first and touches the database only once the gate opens (database_gate).
+    ``run_agent`` drives them in a process of its own; the host process (``neurondock_workers host``)
+    drives them on a thread beside its Celery worker. ``request_stop`` and ``wake`` are safe from a
+    signal handler.
     """
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    settings.replicas_dir.mkdir(parents=True, exist_ok=True)
-    engine = make_engine(settings.database_url)
-    stop = threading.Event()
 
-    agent: HostAgent | None = None
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.stop = threading.Event()
+        self.agent: HostAgent | None = None
+        self.engine = make_engine(settings.database_url)
 
-    def _on_signal(signum: int, frame: Any) -> None:
-        if signum != signal.SIGCHLD:
-            stop.set()
-        if agent is not None:
-            agent.wake()  # a stop, or a replica process that exited: act now, not at the next idle pass
-
-    signals = (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD)
-    previous = {sig: signal.signal(sig, _on_signal) for sig in signals}
-    try:
-        sessions = make_sessionmaker(engine)
+    def prepare(self) -> None:
+        """Everything before the database is needed: imports, clients, the sandbox probe."""
+        settings = self.settings
+        settings.replicas_dir.mkdir(parents=True, exist_ok=True)
+        sessions = make_sessionmaker(self.engine)
         # Replica rows this agent reports (Ready, Failed …) wake the API's routing table at once.
         wakeup.install(sessions, settings.data_dir)
         clients = OwnerClients(settings, sessions, session_name=f"neurondock-agent-{settings.host_id}")
         # The first replica's download should not wait for botocore to parse S3's service model.
         threading.Thread(target=s3_warm, name="s3-warm", daemon=True).start()
-        agent = HostAgent(settings, sessions, clients)
-        logger.info("user code sandbox: %s", agent.sandbox.describe())
-        database_gate.wait(gate)
+        self.agent = HostAgent(settings, sessions, clients)
+        logger.info("user code sandbox: %s", self.agent.sandbox.describe())
+
+    def serve(self) -> None:
+        """Register, recover, warm up and run until ``request_stop``; then stop the replicas (database ready)."""
+        agent, settings = self.agent, self.settings
+        assert agent is not None, "prepare() first"
         # Register first (a second live agent on this host id is refused), then clean up, then warm up.
         agent.heartbeat()
         agent.recover()
@@ -830,17 +837,56 @@ def run_agent(settings: Settings, *, gate: int | None = None) -> None:
         logger.info("host agent %s running (pid %s)", settings.host_id, os.getpid())
         # SageMaker's instance metrics (CPU, memory), from this host's replica processes.
         usage = InstanceUsage(
-            make_sessionmaker(engine), settings.host_id, agent.managed_pids, settings.metrics_flush_seconds
+            make_sessionmaker(self.engine), settings.host_id, agent.managed_pids, settings.metrics_flush_seconds
         )
-        threading.Thread(target=usage.run, args=(stop,), name="instance-usage", daemon=True).start()
-        agent.run(stop)
-    finally:
+        threading.Thread(target=usage.run, args=(self.stop,), name="instance-usage", daemon=True).start()
+        agent.run(self.stop)
+
+    def request_stop(self) -> None:
+        """Ask ``serve`` to stop its replicas and return (a stop asked before ``serve`` makes it return at once)."""
+        self.stop.set()
+        self.wake()
+
+    def wake(self) -> None:
+        """Have the agent look at its replicas now (one of its processes exited, or a stop was asked)."""
+        if self.agent is not None:
+            self.agent.wake()
+
+    def close(self) -> None:
+        """Let the standby interpreters go and close the database connections."""
         if ReplicaProcess.standby_pool is not None:
             ReplicaProcess.standby_pool.close()
             ReplicaProcess.standby_pool = None
+        self.engine.dispose()
+
+
+def run_agent(settings: Settings, *, gate: int | None = None) -> None:
+    """Run this host's agent in this process until SIGTERM or SIGINT, then stop its replicas cleanly.
+
+    With ``gate`` (``up`` starts the agent beside its migrations) it imports and probes its sandbox
+    first and touches the database only once the gate opens (database_gate).
+    """
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    run = AgentRun(settings)
+
+    def _on_signal(signum: int, frame: Any) -> None:
+        # A stop, or a replica process that exited (SIGCHLD): act now, not at the next idle pass.
+        if signum == signal.SIGCHLD:
+            run.wake()
+        else:
+            run.request_stop()
+
+    signals = (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD)
+    previous = {sig: signal.signal(sig, _on_signal) for sig in signals}
+    try:
+        run.prepare()
+        database_gate.wait(gate)
+        run.serve()
+    finally:
+        run.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        engine.dispose()
 
 
 if __name__ == "__main__":
