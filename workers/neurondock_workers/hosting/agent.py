@@ -214,6 +214,8 @@ class HostAgent:
         self._started_at = utcnow()
         self._registered = False
         self._recovered = False
+        # The slots an earlier run left, when this run starts standbys before it recovers (None: all of them).
+        self._earlier_slots: list[Path] | None = None
         self._last_heartbeat = 0.0
         # When the last full pass (one that reads this host's replica rows) ran.
         self._last_full = 0.0
@@ -288,7 +290,7 @@ class HostAgent:
         """Clean up after an earlier agent run: stale replica processes, then their files.
 
         Runs before this agent starts any interpreter (the first pass calls it; ``run_agent`` calls
-        it before filling the standby pool, whose slots live where the old run's are removed).
+        it before its passes; standbys that ``AgentRun.prepare`` started already keep their slots).
         """
         if self._recovered:
             return
@@ -296,9 +298,21 @@ class HostAgent:
         # Files of an earlier run: no replica of ours maps or reads them any more.
         prune(self.weights_dir, ())
         artifacts.prune(self.cache_dir, ())
-        shutil.rmtree(self.slots_dir, ignore_errors=True)
+        if self._earlier_slots is None:
+            shutil.rmtree(self.slots_dir, ignore_errors=True)
+        else:
+            # Standbys of this run started before it registered (``note_earlier_slots``): theirs stay.
+            for slot in self._earlier_slots:
+                shutil.rmtree(slot, ignore_errors=True)
         self._remove_legacy_copies()
         self._recovered = True
+
+    def note_earlier_slots(self) -> None:
+        """Remember the sandbox slots an earlier run left, before this run starts any: ``recover`` removes those."""
+        try:
+            self._earlier_slots = list(self.slots_dir.iterdir())
+        except FileNotFoundError:
+            self._earlier_slots = []
 
     def _converge(
         self, replica: Replica, variant: EndpointVariant, now: float, todo: _Pass, owner: tuple[str, bool]
@@ -804,7 +818,7 @@ class AgentRun:
         self.engine = make_engine(settings.database_url)
 
     def prepare(self) -> None:
-        """Everything before the database is needed: imports, clients, the sandbox probe."""
+        """Everything before the database is needed: imports, clients, the sandbox probe, the standby."""
         settings = self.settings
         settings.replicas_dir.mkdir(parents=True, exist_ok=True)
         sessions = make_sessionmaker(self.engine)
@@ -813,17 +827,14 @@ class AgentRun:
         clients = OwnerClients(settings, sessions, session_name=f"neurondock-agent-{settings.host_id}")
         # The first replica's download should not wait for botocore to parse S3's service model.
         threading.Thread(target=s3_warm, name="s3-warm", daemon=True).start()
-        self.agent = HostAgent(settings, sessions, clients)
-        logger.info("user code sandbox: %s", self.agent.sandbox.describe())
-
-    def serve(self) -> None:
-        """Register, recover, warm up and run until ``request_stop``; then stop the replicas (database ready)."""
-        agent, settings = self.agent, self.settings
-        assert agent is not None, "prepare() first"
-        # Register first (a second live agent on this host id is refused), then clean up, then warm up.
-        agent.heartbeat()
-        agent.recover()
+        agent = self.agent = HostAgent(settings, sessions, clients)
+        logger.info("user code sandbox: %s", agent.sandbox.describe())
         if settings.standby_pool_size > 0:
+            # The standby's torch import needs no database: it runs beside the migrations and the other
+            # children's imports, not after them, and the first replica finds it warm (docs/runtime.md).
+            # What an earlier run left is cleaned up only once this agent has registered (``serve``):
+            # another live agent on this host id may own it.
+            agent.note_earlier_slots()
             pool = StandbyPool(
                 agent.launcher.environment({}, settings.replicas_dir, 0),
                 settings.replicas_dir,
@@ -834,6 +845,14 @@ class AgentRun:
             )
             ReplicaProcess.standby_pool = pool
             pool.fill()
+
+    def serve(self) -> None:
+        """Register, recover and run until ``request_stop``; then stop the replicas (database ready)."""
+        agent, settings = self.agent, self.settings
+        assert agent is not None, "prepare() first"
+        # Register first (a second live agent on this host id is refused), then clean up.
+        agent.heartbeat()
+        agent.recover()
         logger.info("host agent %s running (pid %s)", settings.host_id, os.getpid())
         # SageMaker's instance metrics (CPU, memory), from this host's replica processes.
         usage = InstanceUsage(
