@@ -330,13 +330,19 @@ def finish(
 
 
 def release(session: Session, row_id: int, attempt: int) -> bool:
-    """Park a claimed request back in the queue unrun (no replica could take it yet)."""
+    """Park a claimed request back in the queue unrun (no replica could take it yet), its attempt not counted.
+
+    Not counted: MAX_ATTEMPTS bounds the workers a request saw die, and a request put back while its
+    endpoint's replicas restart (a host process that died takes them along) would otherwise be failed
+    as interrupted before they are back. Its TTL bounds how long it is put back.
+    """
     put_back = session.execute(
         _claimed(row_id, attempt).values(
             status=AsyncInferenceStatus.QUEUED,
             owner=None,
             heartbeat_at=None,
             due_at=None,
+            attempts=attempt - 1,
         )
     )
     return getattr(put_back, "rowcount", 0) == 1
