@@ -284,6 +284,8 @@ def test_worker_killed_mid_request_still_writes_the_result_exactly_once(platform
     inference_id = f"killed-{uuid.uuid4().hex[:6]}"
     sent = rt.invoke_endpoint_async(EndpointName=endpoint, Body=b"sleep:4", InferenceId=inference_id)
     wait_for(lambda: _request_row(platform, inference_id)["status"] == "InProgress", 30, what="the request to start")
+    # The worker runs in the host process beside the agent: its replica dies with it, and the request is
+    # put back (uncounted) until the restarted agent has it Ready again.
     workers = platform_pids(platform.data_dir, "neurondock_workers host")
     assert workers, "no worker process found"
     for pid in workers:
