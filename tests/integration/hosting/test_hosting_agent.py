@@ -251,6 +251,20 @@ def test_owner_clients_reach_only_the_buckets_mapped_to_the_account_in_an_extern
     assert "not mapped to account" in caught.value.response["Error"]["Message"]
 
 
+def _host_env(data_dir: Path, engine, moto_url: str) -> dict[str, str]:
+    """A host process's environment as host-it on the test database, with moto's S3 and no other NEURONDOCK_*."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NEURONDOCK_")}
+    env.update(
+        NEURONDOCK_DATA_DIR=str(data_dir),
+        NEURONDOCK_DATABASE_URL=str(engine.url),
+        NEURONDOCK_HOST_ID="host-it",
+        NEURONDOCK_S3_ENDPOINT_URL=moto_url,
+        NEURONDOCK_S3_ACCESS_KEY_ID="testing",
+        NEURONDOCK_S3_SECRET_ACCESS_KEY="testing",
+    )
+    return env
+
+
 def test_run_agent_serves_until_sigterm_then_stops_its_replicas(
     tmp_path, engine, sessions, moto_url, upload, add_replica, load_replica, tiny_model_bytes
 ):
@@ -259,15 +273,7 @@ def test_run_agent_serves_until_sigterm_then_stops_its_replicas(
         # The agent registers itself on start; the replica row needs its host row first.
         session.add(m.Host(id="host-it", address="127.0.0.1"))
     replica_id = add_replica(url)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("NEURONDOCK_")}
-    env.update(
-        NEURONDOCK_DATA_DIR=str(tmp_path / "agent-data"),
-        NEURONDOCK_DATABASE_URL=str(engine.url),
-        NEURONDOCK_HOST_ID="host-it",
-        NEURONDOCK_S3_ENDPOINT_URL=moto_url,
-        NEURONDOCK_S3_ACCESS_KEY_ID="testing",
-        NEURONDOCK_S3_SECRET_ACCESS_KEY="testing",
-    )
+    env = _host_env(tmp_path / "agent-data", engine, moto_url)
     log = (tmp_path / "agent.log").open("wb")
     agent = subprocess.Popen(
         [sys.executable, "-m", "neurondock_workers.hosting.agent"],
@@ -304,17 +310,8 @@ STOP_BUDGET = Settings().stop_timeout
 
 def _host_process(tmp_path, engine, moto_url) -> tuple[subprocess.Popen[bytes], Path]:
     """``python -m neurondock_workers host`` (Celery worker and host agent in one process) as host-it."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("NEURONDOCK_")}
-    env.update(
-        NEURONDOCK_DATA_DIR=str(tmp_path / "host-data"),
-        NEURONDOCK_DATABASE_URL=str(engine.url),
-        NEURONDOCK_HOST_ID="host-it",
-        NEURONDOCK_S3_ENDPOINT_URL=moto_url,
-        NEURONDOCK_S3_ACCESS_KEY_ID="testing",
-        NEURONDOCK_S3_SECRET_ACCESS_KEY="testing",
-        NEURONDOCK_STANDBY_POOL_SIZE="1",
-        PYTHONUNBUFFERED="1",
-    )
+    env = _host_env(tmp_path / "host-data", engine, moto_url)
+    env.update(NEURONDOCK_STANDBY_POOL_SIZE="1", PYTHONUNBUFFERED="1")
     path = tmp_path / "host.log"
     with path.open("wb") as log:
         proc = subprocess.Popen(
