@@ -1,36 +1,77 @@
-"""uvicorn's server with an idle main loop that wakes once a second instead of ten times."""
+"""uvicorn's server with a main loop that sleeps while no connection is open, instead of ticking ten times a second."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
+from collections.abc import Callable
+from email.utils import formatdate
 from types import FrameType
+from typing import Any
 
 import uvicorn
 
-# uvicorn refreshes its Date header on every tenth tick, which is every tick here.
+# While a connection is open the loop ticks this often; uvicorn refreshes its Date header on every
+# tenth tick, which is every tick here.
 TICK_SECONDS = 1.0
 _DATE_TICK = 0
 
 
-class QuietServer(uvicorn.Server):
-    """A uvicorn Server whose main loop sleeps a second between ticks and wakes at once on a signal.
+class _Connections(set[Any]):
+    """uvicorn's set of open connections, calling ``on_first`` when the first one opens."""
 
-    uvicorn's own loop sleeps 0.1 s between ticks only to notice ``should_exit``: ten wake-ups a second
-    on an idle API (docs/measured.md, idle CPU). A shutdown signal sets an event the loop waits on.
+    def __init__(self, on_first: Callable[[], None]) -> None:
+        super().__init__()
+        self._on_first = on_first
+
+    def add(self, item: Any) -> None:
+        """Add a connection; the first after none were open calls ``on_first``."""
+        first = not self
+        super().add(item)
+        if first:
+            self._on_first()
+
+
+class QuietServer(uvicorn.Server):
+    """A uvicorn Server whose main loop ticks once a second while a connection is open, not at all otherwise.
+
+    uvicorn's own loop sleeps 0.1 s between ticks only to notice ``should_exit`` and refreshes its
+    Date header every tenth: ten wake-ups a second on an idle API (docs/measured.md, idle CPU). Here a
+    shutdown signal sets an event the loop waits on; the Date header matters only to a response, so
+    with no connection open the loop waits for that event alone, and the first connection refreshes
+    the header (before its request is read) and wakes the loop to tick again.
     """
 
     def __init__(self, config: uvicorn.Config) -> None:
         super().__init__(config)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
+        self._dated = 0.0
+        # Protocols keep a reference to this set from their creation on: replaced before any exists.
+        self.server_state.connections = _Connections(self._first_connection)
+
+    async def on_tick(self, counter: int) -> bool:
+        """uvicorn's tick (Date header, exit checks), remembering when the header was set."""
+        self._dated = time.monotonic()
+        return await super().on_tick(counter)
 
     async def main_loop(self) -> None:
         self._loop, self._wake = asyncio.get_running_loop(), asyncio.Event()
         while not await self.on_tick(_DATE_TICK):
+            timeout = TICK_SECONDS if self.server_state.connections else None
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), TICK_SECONDS)
+                await asyncio.wait_for(self._wake.wait(), timeout)
             self._wake.clear()
+
+    def _first_connection(self) -> None:
+        # On the loop's thread, from a protocol's connection_made: its request is read after this.
+        if time.monotonic() - self._dated >= TICK_SECONDS:
+            self._dated = time.monotonic()
+            date = [(b"date", formatdate(time.time(), usegmt=True).encode())] if self.config.date_header else []
+            self.server_state.default_headers = date + self.config.encoded_headers
+        if self._wake is not None:
+            self._wake.set()
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         super().handle_exit(sig, frame)

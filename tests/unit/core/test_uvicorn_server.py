@@ -1,11 +1,13 @@
-"""The API's uvicorn server wakes once a second when idle and still stops at once when told to."""
+"""The API's uvicorn server ticks once a second with a connection open, never without one, and stops at once."""
 
 from __future__ import annotations
 
+import http.client
 import signal
 import threading
 import time
 import urllib.request
+from email.utils import parsedate_to_datetime
 
 import uvicorn
 from tests.support.waiting import wait_for
@@ -20,7 +22,7 @@ async def hello(scope, receive, send):
     await send({"type": "http.response.body", "body": b"hi"})
 
 
-def test_an_idle_server_ticks_once_a_second_serves_with_a_date_and_stops_when_signalled():
+def _serve() -> tuple[QuietServer, list[int], threading.Thread, int]:
     server = QuietServer(uvicorn.Config(hello, host="127.0.0.1", port=0, lifespan="off", log_level="warning"))
     ticks: list[int] = []
     on_tick = server.on_tick
@@ -33,13 +35,37 @@ def test_an_idle_server_ticks_once_a_second_serves_with_a_date_and_stops_when_si
     runner = threading.Thread(target=server.run, daemon=True)
     runner.start()
     wait_for(lambda: server.started, 30, what="the server to start")
-    port = server.servers[0].sockets[0].getsockname()[1]
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as resp:
-        assert resp.read() == b"hi" and resp.headers["Date"]
+    return server, ticks, runner, server.servers[0].sockets[0].getsockname()[1]
+
+
+def test_a_server_with_a_connection_open_ticks_once_a_second_serves_with_a_date_and_stops_when_signalled():
+    server, ticks, runner, port = _serve()
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    conn.request("GET", "/")  # kept alive: the connection stays open while the ticks are counted
+    resp = conn.getresponse()
+    assert resp.read() == b"hi" and resp.headers["Date"]
     seen, started = len(ticks), time.monotonic()
-    wait_for(lambda: len(ticks) >= seen + 2, 10, what="two more ticks")
+    # The connection's first tick may come after the answer; the two after it are a second apart each.
+    wait_for(lambda: len(ticks) >= seen + 3, 10, what="three more ticks")
     # uvicorn's own loop ticks every 0.1 s; a busy machine can only make ticks later, never sooner.
     assert time.monotonic() - started >= 2 * TICK_SECONDS - 0.5
+    conn.close()
     server.handle_exit(signal.SIGTERM, None)  # as its signal handler would; the loop wakes at once
+    runner.join(10)
+    assert not runner.is_alive()
+
+
+def test_a_server_without_connections_does_not_tick_and_its_next_answer_has_a_fresh_date():
+    server, ticks, runner, port = _serve()
+    wait_for(lambda: not server.server_state.connections, 10, what="no connection open")
+    seen = len(ticks)
+    time.sleep(3 * TICK_SECONDS)  # the span in which no tick may come, not a wait for readiness
+    assert len(ticks) <= seen + 1  # the tick that saw the last connection close, at most
+    asked = time.time()
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as resp:
+        assert resp.read() == b"hi"
+        # HTTP dates have whole seconds: fresh means this second or later, not the one of the last tick.
+        assert parsedate_to_datetime(resp.headers["Date"]).timestamp() >= int(asked)
+    server.handle_exit(signal.SIGTERM, None)
     runner.join(10)
     assert not runner.is_alive()
