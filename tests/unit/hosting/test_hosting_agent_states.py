@@ -522,3 +522,49 @@ def test_a_replica_that_served_nothing_since_its_last_check_is_checked_ten_times
     assert agent._health_every(managed) == agent.health_interval * IDLE_HEALTH_FACTOR
     agent._check_health(managed)  # a request came: back to every interval
     assert agent._health_every(managed) == agent.health_interval
+
+
+def test_idle_replicas_checks_ride_a_heartbeat_when_due_before_the_next_one_and_share_its_thread(settings, sessions):
+    clock = FakeClock()
+    agent = HostAgent(
+        settings, sessions, FakeS3, process_cls=FakeProcess, stop_grace=0.1, clock=clock, heartbeat_interval=4.0
+    )
+    try:
+        agent.heartbeat()  # registers the host its replicas are placed on
+        first, second = add_replica(sessions), add_replica(sessions)
+        for replica_id in (first, second):
+            step_until(agent, sessions, replica_id, lambda r: r.state == ReplicaState.READY)
+        every = agent.health_interval * 10  # idle
+        checked: list[tuple[int, str]] = []
+        done = threading.Event()
+
+        def record(managed) -> None:
+            checked.append((managed.replica_id, threading.current_thread().name))
+            managed.checking = False
+            if len(checked) == 3:
+                done.set()
+
+        agent._check_health = record  # type: ignore[method-assign]
+        one, two = agent._managed[first], agent._managed[second]
+        for managed in (one, two):
+            managed.idle = True
+        one.checked_at = clock.now - every + 3.0  # due in 3 s: before the next beat
+        two.checked_at = clock.now - every + 6.0  # due in 6 s: after it
+
+        agent._last_heartbeat = clock.now  # no beat due: nothing is checked before its time
+        agent.tend()
+        assert not one.checking and not two.checking and not checked
+
+        agent._last_heartbeat = clock.now - agent.heartbeat_interval  # a beat is due
+        agent.tend()
+        assert one.checked_at == clock.now and two.checked_at == clock.now - every + 6.0
+        wait_for(lambda: checked, 5, what="the first replica's check")
+
+        clock.now += agent.heartbeat_interval  # the next beat, with the second's check due in 2 s …
+        one.checked_at = two.checked_at  # … and the first's too: checked together, on one thread
+        agent.tend()
+        wait_for(done.is_set, 5, what="both checks")
+        assert checked[0][0] == first and {rid for rid, _ in checked[1:]} == {first, second}
+        assert {name for _, name in checked} == {"idle-replicas-health"}
+    finally:
+        agent.shutdown()

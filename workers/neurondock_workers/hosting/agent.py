@@ -140,6 +140,8 @@ class _Pass:
     stops: list[tuple[_Managed, bool]] = field(default_factory=list)
     recycles: list[_Launch] = field(default_factory=list)
     checks: list[_Managed] = field(default_factory=list)
+    # Whether the pass heartbeats: idle replicas' checks due before the next beat come along (``_check_due``).
+    beat: bool = False
 
 
 @dataclass
@@ -225,12 +227,13 @@ class HostAgent:
     def step(self) -> None:
         """Make one idempotent pass: heartbeat, then converge every replica of this host."""
         now = self._last_full = self.clock()
-        if not self._registered or now - self._last_heartbeat >= self.heartbeat_interval:
+        beat = not self._registered or now - self._last_heartbeat >= self.heartbeat_interval
+        if beat:
             self.heartbeat()
         if not self._recovered:
             self.recover()
 
-        todo = _Pass()
+        todo = _Pass(beat=beat)
         with session_scope(self.sessions) as session:
             rows = session.execute(
                 select(Replica, EndpointVariant, Endpoint.account_id, Account.is_admin)
@@ -264,27 +267,49 @@ class HostAgent:
         that needs a pass rings the doorbell (``_check_health``).
         """
         now = self.clock()
-        if now - self._last_heartbeat >= self.heartbeat_interval:
+        beat = now - self._last_heartbeat >= self.heartbeat_interval
+        if beat:
             self.heartbeat()
         with self._lock:
             checks = [
-                m for m in self._managed.values() if m.phase == "ready" and not m.busy and self._check_due(m, now)
+                m for m in self._managed.values() if m.phase == "ready" and not m.busy and self._check_due(m, now, beat)
             ]
         self._start_checks(checks)
 
-    def _check_due(self, managed: _Managed, now: float) -> bool:
-        """Whether a ready replica's health check is due; if so, it is marked as running from ``now``."""
-        if managed.checking or now - managed.checked_at < self._health_every(managed):
+    def _check_due(self, managed: _Managed, now: float, beat: bool = False) -> bool:
+        """Whether a ready replica's health check is due; if so, it is marked as running from ``now``.
+
+        On a wake-up that heartbeats (``beat``), an idle replica whose check falls due before the next
+        beat is checked now: early, never late, and its check needs no wake-up of its own. Idle checks
+        of every replica then land on the same beats and run on one thread (``_start_checks``).
+        """
+        every = self._health_every(managed)
+        ahead = min(self.heartbeat_interval, every) if beat and managed.idle else 0.0
+        if managed.checking or now + ahead - managed.checked_at < every:
             return False
         managed.checking, managed.checked_at = True, now
         return True
 
     def _start_checks(self, checks: list[_Managed]) -> None:
+        # Not the managed thread: a check must never hold up a start, stop or shutdown. A serving
+        # replica gets a thread of its own (one that hangs must not delay another's check); idle ones,
+        # checked together on a heartbeat's wake-up, share one.
+        idle = [m for m in checks if m.idle]
         for managed in checks:
-            # Not the managed thread: a check must never hold up a start, stop or shutdown.
-            threading.Thread(
-                target=self._check_health, args=(managed,), name=f"replica-{managed.replica_id}-health", daemon=True
-            ).start()
+            if not managed.idle:
+                threading.Thread(
+                    target=self._check_health, args=(managed,), name=f"replica-{managed.replica_id}-health", daemon=True
+                ).start()
+        if idle:
+            threading.Thread(target=self._check_each, args=(idle,), name="idle-replicas-health", daemon=True).start()
+
+    def _check_each(self, checks: list[_Managed]) -> None:
+        for managed in checks:
+            try:
+                self._check_health(managed)
+            except Exception:
+                # Each check clears its own ``checking``; one that failed must not skip the rest.
+                logger.exception("health check of replica %s failed", managed.replica_id)
 
     def recover(self) -> None:
         """Clean up after an earlier agent run: stale replica processes, then their files.
@@ -347,7 +372,7 @@ class HostAgent:
                     managed.busy = True
                     managed.phase = "recycling"
                     todo.recycles.append(self._launch(managed, replica, variant, owner))
-                elif self._check_due(managed, now):
+                elif self._check_due(managed, now, todo.beat):
                     todo.checks.append(managed)
                 return
             if managed.phase == "backoff":
@@ -523,7 +548,8 @@ class HostAgent:
         """Seconds between health checks: ten times longer for a replica that served nothing since the last one.
 
         Memory grows and executions hang only with requests; a new request is noticed at the next
-        check, so an idle replica costs its host a check every 10 s, not every second.
+        check, so an idle replica costs its host a check at most every 10 s (on a heartbeat's wake-up
+        when one comes before: ``_check_due``), not every second.
         """
         return self.health_interval * (IDLE_HEALTH_FACTOR if managed.idle else 1)
 

@@ -116,6 +116,10 @@ class ReplicaProcess:
         self._took_standby = False
         self._loading_key: str | None = None
         self._scan_pos = 0
+        # The health checks' kept connection (``health``) and the address it goes to.
+        self._health_sock: socket.socket | None = None
+        self._health_address: str | None = None
+        self._health_lock = threading.Lock()
 
     @staticmethod
     def view_of(model_dir: Path, sandbox: Sandbox | None) -> Path:
@@ -363,16 +367,42 @@ class ReplicaProcess:
             return False
 
     def health(self, timeout: float = 1.0) -> dict[str, Any] | None:
-        """Return the replica's health answer (requests, in flight, memory, recycle), or None."""
-        if self.address is None:
+        """Return the replica's health answer (requests, in flight, memory, recycle), or None.
+
+        Checks reuse one connection: a connect and its key handshake cost the agent and the replica
+        more than the health answer itself. A kept connection the replica closed (a drain, an idle
+        close) is replaced once at once; one that timed out is dropped, and the check fails.
+        """
+        address = self.address
+        if address is None:
             return None
-        try:
-            with protocol.connect(self.address, self.channel_key, timeout) as sock:
-                protocol.send_frame(sock, {"op": OP_HEALTH})
-                meta, _ = protocol.recv_frame(sock)
-        except (OSError, ConnectionError, protocol.ProtocolError, ValueError):
-            return None
-        return meta if meta.get("status") == 200 else None
+        with self._health_lock:
+            for _ in range(2):
+                sock, fresh = self._health_sock, False
+                try:
+                    if sock is None or self._health_address != address:
+                        self._close_health()
+                        sock, fresh = protocol.connect(address, self.channel_key, timeout), True
+                        self._health_sock, self._health_address = sock, address
+                    sock.settimeout(timeout)
+                    protocol.send_frame(sock, {"op": OP_HEALTH})
+                    meta, _ = protocol.recv_frame(sock)
+                except TimeoutError:
+                    self._close_health()
+                    return None
+                except (OSError, ConnectionError, protocol.ProtocolError, ValueError):
+                    self._close_health()
+                    if fresh:
+                        return None
+                    continue
+                return meta if meta.get("status") == 200 else None
+        return None
+
+    def _close_health(self) -> None:
+        sock, self._health_sock = self._health_sock, None
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.close()
 
     def alive(self) -> bool:
         """Return True while the process has not exited."""
@@ -409,6 +439,7 @@ class ReplicaProcess:
 
     def discard(self) -> None:
         """Once the process has exited: remove its sandbox slot and give its uid back."""
+        self._close_health()
         self._done_loading()
         self._refill()
         interpreter = self._interpreter
