@@ -297,7 +297,8 @@ class CaptureWriter:
             return False
         self._queue.append(event)
         self._bytes += size
-        if self._wake is not None and len(self._queue) >= self.batch_records:
+        # The first record wakes a flusher that sleeps on an empty queue; a full batch cuts its wait short.
+        if self._wake is not None and (len(self._queue) == 1 or len(self._queue) >= self.batch_records):
             self._wake.set()
         return True
 
@@ -356,9 +357,15 @@ class CaptureWriter:
     async def _loop(self) -> None:
         assert self._wake is not None
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.interval)
+            if not self._queue:
+                # Nothing to write: sleep until a record is queued, not a wake-up every interval.
+                self._wake.clear()
+                await self._wake.wait()
             self._wake.clear()
+            if len(self._queue) < self.batch_records:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self.interval)
+                self._wake.clear()
             try:
                 await self.flush()
             except Exception:

@@ -218,6 +218,33 @@ def test_the_flusher_writes_when_a_batch_is_full_before_its_interval():
     assert sum(len(body.splitlines()) for body in store.files.values()) == 3
 
 
+def test_the_flusher_sleeps_on_an_empty_queue_and_writes_an_interval_after_the_first_record():
+    store = FakeStore()
+    flushes: list[int] = []
+
+    async def scenario():
+        writer = CaptureWriter(store, roles, interval=0.2)
+        flush = writer.flush
+
+        async def counting() -> int:
+            flushes.append(writer.queued)
+            return await flush()
+
+        writer.flush = counting  # type: ignore[method-assign]
+        writer.start()
+        await asyncio.sleep(0.7)  # three intervals with nothing queued: a span, not a wait for readiness
+        assert flushes == [], "no wake-up to write an empty queue"
+        writer.offer(event())
+        for _ in range(200):
+            if store.files:
+                break
+            await asyncio.sleep(0.01)
+        await writer.stop()
+
+    asyncio.run(scenario())
+    assert flushes[0] == 1 and sum(len(body.splitlines()) for body in store.files.values()) == 1
+
+
 @pytest.fixture
 def capture_app(settings, session_factory):
     store = FakeStore()
