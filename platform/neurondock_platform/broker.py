@@ -19,8 +19,11 @@ from neurondock_platform import wakeup
 
 EMBEDDED_ALIAS = "ndsqla"
 DRAIN_SLICE = 0.25
-# How often an idle worker looks at the embedded broker when no sender rang its bell.
-IDLE_POLL = 5.0
+# How often an idle worker looks at the embedded broker when no sender rang its bell: a backstop only.
+# Every sender of a platform rings (the dispatcher after it publishes, the worker's own sends through
+# Celery's ``after_task_publish``, retries included) and a worker looks once when it starts, so this
+# look finds a task only when something outside neurondock queued one without ringing.
+IDLE_POLL = 30.0
 _SQLITE_RE = re.compile(r"^(?:[a-z]+\+)?sqlite:///(?P<path>.+)$")
 
 
@@ -72,7 +75,7 @@ class EmbeddedTransport(_SQLAlchemyTransport):
     kombu polls an SQL queue every ``polling_interval`` (1 s); 50 ms made CreateEndpoint → InService
     fast but cost an idle worker ~4% of a core. A sender rings the broker's doorbell after it sends
     (``dispatch.CeleryDispatcher``), so the worker looks at once, and polls only every ``IDLE_POLL``
-    when nobody rang (a task sent by a client that does not ring still runs, a little later).
+    when nobody rang (a task sent by a client that does not ring still runs, up to 30 s later).
     """
 
     polling_interval = 0.05
