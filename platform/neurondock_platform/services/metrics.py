@@ -20,7 +20,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import delete, insert, select
+from sqlalchemy import delete, insert, select, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -75,10 +75,10 @@ def dimension_dicts(dimensions: Iterable[Sequence[str]]) -> list[dict[str, str]]
 # ------------------------------------------------------------------------------------------- writes
 
 
-def _upsert_stream(session: Session, key: StreamKey, digest: str) -> None:
+def _stream_values(key: StreamKey, digest: str) -> dict[str, Any]:
     named = dict(key.dimensions)
     replica = named.get(sm.REPLICA)
-    values = {
+    return {
         "account_id": key.account_id,
         "namespace": key.namespace,
         "metric_name": key.metric_name,
@@ -89,14 +89,58 @@ def _upsert_stream(session: Session, key: StreamKey, digest: str) -> None:
         "replica_id": int(replica) if replica is not None and replica.isdigit() else None,
         "created_at": dt.datetime.now(dt.UTC),
     }
+
+
+def _upsert_streams(session: Session, todo: Mapping[StreamKey, str]) -> None:
     dialect = session.get_bind().dialect.name
     module = postgresql if dialect == "postgresql" else sqlite
     statement = (
         module.insert(MetricStream)
-        .values(**values)
+        .values([_stream_values(key, digest) for key, digest in todo.items()])
         .on_conflict_do_nothing(index_elements=["account_id", "namespace", "metric_name", "dimensions_hash"])
     )
     session.execute(statement)
+
+
+# Streams looked up or created per statement: four bound values each, well under SQLite's limit.
+STREAM_CHUNK = 200
+
+
+def _look_streams(session: Session, todo: Mapping[StreamKey, str]) -> dict[StreamKey, int]:
+    wanted = {(key.account_id, key.namespace, key.metric_name, digest): key for key, digest in todo.items()}
+    columns = (MetricStream.account_id, MetricStream.namespace, MetricStream.metric_name, MetricStream.dimensions_hash)
+    rows = session.execute(select(MetricStream.id, *columns).where(tuple_(*columns).in_(list(wanted))))
+    return {wanted[(account, namespace, name, digest)]: id_ for id_, account, namespace, name, digest in rows}
+
+
+def stream_ids(
+    session: Session, keys: Iterable[StreamKey], cache: dict[StreamKey, int] | None = None
+) -> dict[StreamKey, int]:
+    """Return the ids of many streams, creating those that do not exist (safe against a concurrent writer).
+
+    In at most three statements per ``STREAM_CHUNK`` unknown streams (look, create the missing, look
+    again), not three per stream: a new endpoint's first metric flush creates a dozen or more.
+    """
+    found: dict[StreamKey, int] = {}
+    todo: dict[StreamKey, str] = {}
+    for key in keys:
+        if cache is not None and key in cache:
+            found[key] = cache[key]
+        elif key not in todo:
+            todo[key] = dimensions_hash(key.dimensions)
+    pending = list(todo.items())
+    for start in range(0, len(pending), STREAM_CHUNK):
+        chunk = dict(pending[start : start + STREAM_CHUNK])
+        looked = _look_streams(session, chunk)
+        missing = {key: digest for key, digest in chunk.items() if key not in looked}
+        if missing:
+            _upsert_streams(session, missing)
+            looked.update(_look_streams(session, missing))
+        assert len(looked) == len(chunk)
+        found.update(looked)
+    if cache is not None:
+        cache.update(found)
+    return found
 
 
 def stream_id(session: Session, key: StreamKey, cache: dict[StreamKey, int] | None = None) -> int:
@@ -112,7 +156,7 @@ def stream_id(session: Session, key: StreamKey, cache: dict[StreamKey, int] | No
     )
     found = session.scalar(query)
     if found is None:
-        _upsert_stream(session, key, digest)
+        _upsert_streams(session, {key: digest})
         found = session.scalar(query)
     assert found is not None
     if cache is not None:
@@ -129,12 +173,15 @@ def write_points(session: Session, rows: Sequence[Mapping[str, Any]], cache: dic
     """
     if not rows:
         return 0
+    keys = [
+        StreamKey(row["account_id"], row["namespace"], row["metric_name"], canonical(row["dimensions"])) for row in rows
+    ]
+    ids = stream_ids(session, keys, cache)
     values = []
-    for row in rows:
-        key = StreamKey(row["account_id"], row["namespace"], row["metric_name"], canonical(row["dimensions"]))
+    for row, key in zip(rows, keys, strict=True):
         values.append(
             {
-                "stream_id": stream_id(session, key, cache),
+                "stream_id": ids[key],
                 "period_start": row["period_start"],
                 "period_seconds": int(row["period_seconds"]),
                 "sample_count": float(row["sample_count"]),
