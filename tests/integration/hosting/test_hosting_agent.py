@@ -265,14 +265,18 @@ def _host_env(data_dir: Path, engine, moto_url: str) -> dict[str, str]:
     return env
 
 
+def _replica_on_host_it(sessions, upload, add_replica, model_bytes: bytes) -> int:
+    """A replica row for the tiny model on host-it (the row needs its host; the agent registers itself on start)."""
+    url = upload({"model.pth": model_bytes})
+    with session_scope(sessions) as session:
+        session.add(m.Host(id="host-it", address="127.0.0.1"))
+    return add_replica(url)
+
+
 def test_run_agent_serves_until_sigterm_then_stops_its_replicas(
     tmp_path, engine, sessions, moto_url, upload, add_replica, load_replica, tiny_model_bytes
 ):
-    url = upload({"model.pth": tiny_model_bytes})
-    with session_scope(sessions) as session:
-        # The agent registers itself on start; the replica row needs its host row first.
-        session.add(m.Host(id="host-it", address="127.0.0.1"))
-    replica_id = add_replica(url)
+    replica_id = _replica_on_host_it(sessions, upload, add_replica, tiny_model_bytes)
     env = _host_env(tmp_path / "agent-data", engine, moto_url)
     log = (tmp_path / "agent.log").open("wb")
     agent = subprocess.Popen(
@@ -323,10 +327,7 @@ def _host_process(tmp_path, engine, moto_url) -> tuple[subprocess.Popen[bytes], 
 def test_host_process_stops_both_halves_on_sigterm_within_its_stop_budget(
     tmp_path, engine, sessions, moto_url, upload, add_replica, load_replica, tiny_model_bytes
 ):
-    url = upload({"model.pth": tiny_model_bytes})
-    with session_scope(sessions) as session:
-        session.add(m.Host(id="host-it", address="127.0.0.1"))
-    replica_id = add_replica(url)
+    replica_id = _replica_on_host_it(sessions, upload, add_replica, tiny_model_bytes)
     proc, log = _host_process(tmp_path, engine, moto_url)
     try:
 

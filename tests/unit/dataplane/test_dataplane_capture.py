@@ -200,6 +200,14 @@ def test_a_full_queue_drops_and_counts_by_records_and_by_bytes():
     assert metrics.variants[(ACCOUNT_ID, "ep", "AllTraffic")].capture_failed[capture.QUEUE_FULL].total == 2
 
 
+async def _written(store: FakeStore) -> None:
+    """Until the writer has put a file in the store (or 2 s pass, for the assertion after to fail)."""
+    for _ in range(200):
+        if store.files:
+            return
+        await asyncio.sleep(0.01)
+
+
 def test_the_flusher_writes_when_a_batch_is_full_before_its_interval():
     store = FakeStore()
 
@@ -208,10 +216,7 @@ def test_the_flusher_writes_when_a_batch_is_full_before_its_interval():
         writer.start()
         for _ in range(3):
             writer.offer(event())
-        for _ in range(200):
-            if store.files:
-                break
-            await asyncio.sleep(0.01)
+        await _written(store)
         await writer.stop()
 
     asyncio.run(scenario())
@@ -235,10 +240,7 @@ def test_the_flusher_sleeps_on_an_empty_queue_and_writes_an_interval_after_the_f
         await asyncio.sleep(0.7)  # three intervals with nothing queued: a span, not a wait for readiness
         assert flushes == [], "no wake-up to write an empty queue"
         writer.offer(event())
-        for _ in range(200):
-            if store.files:
-                break
-            await asyncio.sleep(0.01)
+        await _written(store)
         await writer.stop()
 
     asyncio.run(scenario())
