@@ -94,6 +94,11 @@ def uvicorn_config(app: Any, settings: Settings, **overrides: Any) -> Any:
         "lifespan": "on",
         "log_level": "warning",
         "access_log": False,
+        # The address a request came from is the connection's (a reverse proxy's own, behind one:
+        # api/admin/_tokens.client_address); and no Server header. Both are per-request work
+        # (docs/measured.md, "The API's CPU per answer").
+        "proxy_headers": False,
+        "server_header": False,
         "timeout_keep_alive": 75,
         # boto3 sends Expect: 100-continue on uploads; uvicorn answers it when the app reads the body.
         "http": "httptools",

@@ -171,17 +171,30 @@ def encode_head(meta: dict[str, Any], body_len: int) -> bytes:
     return HEADER.pack(len(meta_bytes), body_len) + meta_bytes
 
 
-def _check(meta_len: int, body_len: int) -> None:
+def check_lengths(meta_len: int, body_len: int) -> None:
+    """Refuse a frame header announcing more than a frame may hold."""
     if meta_len > MAX_META or body_len > MAX_BODY:
         raise ProtocolError(f"frame too large: meta={meta_len} body={body_len}")
 
 
+_decode_json = json.JSONDecoder().decode
+
+
+def decode_meta(raw: bytes | bytearray) -> dict[str, Any]:
+    """Parse a frame's meta (UTF-8 JSON); ValueError when it is not."""
+    meta: dict[str, Any] = _decode_json(raw.decode())
+    return meta
+
+
 async def read_frame(reader: asyncio.StreamReader) -> tuple[dict[str, Any], bytes]:
     """Read one frame from an asyncio stream; raises IncompleteReadError at EOF."""
-    header = await reader.readexactly(HEADER.size)
-    meta_len, body_len = HEADER.unpack(header)
-    _check(meta_len, body_len)
-    meta = json.loads(await reader.readexactly(meta_len)) if meta_len else {}
+    meta_len, body_len = HEADER.unpack(await reader.readexactly(HEADER.size))
+    check_lengths(meta_len, body_len)
+    if meta_len + body_len < SPLIT_BODY:
+        # A small frame's meta and body in one read (a large body is not copied out of a joint read).
+        rest = await reader.readexactly(meta_len + body_len) if meta_len + body_len else b""
+        return (decode_meta(rest[:meta_len]) if meta_len else {}), (rest[meta_len:] if body_len else b"")
+    meta = decode_meta(await reader.readexactly(meta_len)) if meta_len else {}
     body = await reader.readexactly(body_len) if body_len else b""
     return meta, body
 
@@ -199,8 +212,8 @@ def _recv_exactly(sock: socket.socket, n: int) -> bytes:
 def recv_frame(sock: socket.socket) -> tuple[dict[str, Any], bytes]:
     """Read one frame from a blocking socket."""
     meta_len, body_len = HEADER.unpack(_recv_exactly(sock, HEADER.size))
-    _check(meta_len, body_len)
-    meta = json.loads(_recv_exactly(sock, meta_len)) if meta_len else {}
+    check_lengths(meta_len, body_len)
+    meta = decode_meta(_recv_exactly(sock, meta_len)) if meta_len else {}
     body = _recv_exactly(sock, body_len) if body_len else b""
     return meta, body
 
@@ -225,35 +238,6 @@ def detect_dead_peer(sock: socket.socket) -> None:
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, 1)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, DEAD_PEER_SECONDS)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, DEAD_PEER_SECONDS * 1000)
-
-
-async def open_channel(
-    address: str, key: str, *, timeout: float = HANDSHAKE_SECONDS, limit: int = 1 << 20
-) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    """Connect to a replica at ``host:port`` and run the handshake (asyncio).
-
-    Raises:
-        OSError: the connection failed.
-        ChannelAuthError: the peer is not the replica holding ``key``.
-    """
-    host, _, port = address.rpartition(":")
-    reader, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port), limit=limit), timeout)
-    sock = writer.get_extra_info("socket")
-    if sock is not None:
-        # http.client-style split writes plus Nagle cost ~40 ms per call (docs/measured.md).
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        detect_dead_peer(sock)
-    try:
-        async with asyncio.timeout(timeout):
-            shake = ClientHandshake(key)
-            hello, _ = await read_frame(reader)
-            writer.write(shake.auth(hello))
-            answer, _ = await read_frame(reader)
-            shake.check(answer)
-    except BaseException:
-        writer.close()
-        raise
-    return reader, writer
 
 
 def connect(address: str, key: str, timeout: float = HANDSHAKE_SECONDS) -> socket.socket:

@@ -54,7 +54,8 @@ class ThrottlingError(RuntimeApiError):
     )
 
 
-@dataclass(frozen=True)
+# Made once per request: not frozen, as a frozen dataclass's __init__ costs ~0.6 µs more here.
+@dataclass(slots=True)
 class RoutedAnswer:
     """A replica's answer and where it came from."""
 
@@ -105,7 +106,10 @@ class Router:
                     f"{', '.join(v.name for v in route.variants)}."
                 )
             return variant
-        candidates = [v for v in route.variants if v.replicas and v.weight > 0]
+        variants = route.variants
+        if len(variants) == 1 and variants[0].replicas:
+            return variants[0]  # the weighted choice below picks it whatever its weight
+        candidates = [v for v in variants if v.replicas and v.weight > 0]
         if not candidates:
             candidates = [v for v in route.variants if v.replicas]
         if not candidates:
@@ -211,6 +215,7 @@ class Router:
         full: list[dict[str, Any]] = []
         variant = self.choose_variant(route, target_variant)
         key = (route.account_id, route.name, variant.name)
+        outstanding, limits = self.outstanding, self.queue_limits
         if trace is not None:
             trace.variant_name = variant.name
         failed_at = 0.0
@@ -231,11 +236,11 @@ class Router:
             tried.add(rid)
             if trace is not None:
                 trace.replica_id = rid
-            self.outstanding[rid] += 1
-            if self.outstanding[rid] >= self.queue_limits.get(rid, sys.maxsize):
+            held = outstanding[rid] = outstanding[rid] + 1
+            if held >= limits.get(rid, sys.maxsize):
                 self.full.add(rid)
             # The replica may skip its model-thread hand-off for a request with no company coming.
-            meta["outstanding"] = self.outstanding[rid]
+            meta["outstanding"] = held
             sent = time.perf_counter()
             part = _PartClock(sent, on_chunk, variant.name) if on_chunk is not None else None
             try:
@@ -262,13 +267,13 @@ class Router:
                     self.metrics.replica_timeout(key, rid)
                 raise
             finally:
-                self.outstanding[rid] -= 1
-                if self.full and self.outstanding[rid] < self.queue_limits.get(rid, sys.maxsize):
+                outstanding[rid] -= 1
+                if self.full and outstanding[rid] < limits.get(rid, sys.maxsize):
                     self.full.discard(rid)
             rtt_us = int((time.perf_counter() - sent) * 1e6)
             limit = answer_meta.get("queue_limit")
             if limit:
-                self.queue_limits[rid] = int(limit)
+                limits[rid] = int(limit)
             if self.metrics is not None:
                 self.metrics.replica_answer(key, rid, answer_meta, rtt_us)
             status = answer_meta.get("status", 500)
@@ -285,8 +290,9 @@ class Router:
             outcome = m.OK if status == 200 else m.CLIENT_ERROR if 400 <= status < 500 else m.SERVER_ERROR
             parts = part.parts if part is not None else 0
             first_us = part.first_us if part is not None and part.parts else None
-            self._record(key, outcome, variant.instance_count, started, rtt_us, first_us)
-            return RoutedAnswer(variant.name, rid, answer_meta, answer_body, rtt_us, variant.instance_count, parts)
+            instances = variant.instance_count
+            self._record(key, outcome, instances, started, rtt_us, first_us)
+            return RoutedAnswer(variant.name, rid, answer_meta, answer_body, rtt_us, instances, parts)
         if trace is not None:
             trace.replica_id = None  # no one replica failed it: all were full, lost or draining
         if full:
