@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import importlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import delete, insert, select, tuple_
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from neurondock_platform import sagemaker_metrics as sm
@@ -92,8 +92,10 @@ def _stream_values(key: StreamKey, digest: str) -> dict[str, Any]:
 
 
 def _upsert_streams(session: Session, todo: Mapping[StreamKey, str]) -> None:
+    # The database's own dialect, already loaded by its engine: importing both here cost every process
+    # PostgreSQL's dialect (~2 MB it kept) on SQLite, and SQLite's on PostgreSQL (docs/measured.md).
     dialect = session.get_bind().dialect.name
-    module = postgresql if dialect == "postgresql" else sqlite
+    module = importlib.import_module(f"sqlalchemy.dialects.{'postgresql' if dialect == 'postgresql' else 'sqlite'}")
     statement = (
         module.insert(MetricStream)
         .values([_stream_values(key, digest) for key, digest in todo.items()])

@@ -123,3 +123,25 @@ def test_operator_commands_load_when_named():
         "assert 'neuron-ls' in main.list_commands(None)"
     )
     assert "neurondock_platform.cli_commands" in loaded
+
+
+def test_a_sqlite_platform_loads_no_other_database_dialect(tmp_path):
+    # Each costs every process that loads it 1-2 MB it keeps (docs/measured.md, "The API and the host
+    # process, leaner"): the metric store's upsert and kombu's broker tables (a MySQL table option) did.
+    code = f"""
+import neurondock_platform.server, neurondock_workers.hosting.agent, neurondock_workers.tasks
+from neurondock_platform import models
+from neurondock_platform.db import Base, make_engine, make_sessionmaker, session_scope
+from neurondock_platform.dispatch import CeleryDispatcher
+from neurondock_platform.services import metrics
+
+engine = make_engine("sqlite:///{tmp_path}/db.sqlite")
+Base.metadata.create_all(engine)
+with session_scope(make_sessionmaker(engine)) as session:
+    key = metrics.StreamKey("123456789012", "AWS/SageMaker", "Invocations", (("EndpointName", "e"),))
+    assert metrics.stream_ids(session, [key])
+CeleryDispatcher("sqla+sqlite:///{tmp_path}/broker.sqlite").send("neurondock.nothing")
+"""
+    loaded = _modules_after(code)
+    assert "sqlalchemy.dialects.sqlite" in loaded
+    assert not {m for m in loaded if m.startswith(("sqlalchemy.dialects.postgresql", "sqlalchemy.dialects.mysql"))}
