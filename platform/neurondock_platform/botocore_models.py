@@ -14,7 +14,7 @@ import ctypes
 import gzip
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from typing import Any
 
 _OPENERS = ((".json", open), (".json.gz", gzip.open))
@@ -25,8 +25,26 @@ def _blank_documentation(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return {k: "" if k == "documentation" and isinstance(v, str) else v for k, v in pairs}
 
 
+def _endpoints_of(data: dict[str, Any], services: Collection[str]) -> dict[str, Any]:
+    """``endpoints.json`` with only ``services`` in each partition, its other partition data as it is."""
+    for partition in data["partitions"]:
+        partition["services"] = {name: value for name, value in partition["services"].items() if name in services}
+    # Parsed afresh from its own text, once the whole file's objects are gone: the part kept would
+    # otherwise stay spread over the pages the whole file took (docs/measured.md).
+    text = json.dumps(data)
+    del data
+    return dict(json.loads(text))
+
+
 class UndocumentedFiles:
-    """A botocore file loader (``exists``, ``load_file``) that blanks a service model's documentation."""
+    """A botocore file loader (``exists``, ``load_file``) that blanks a service model's documentation.
+
+    With ``endpoint_services``, botocore's endpoint table (``endpoints.json``, ~4 MB parsed) keeps only
+    those services: for a loader whose clients are all of those services.
+    """
+
+    def __init__(self, endpoint_services: Collection[str] | None = None) -> None:
+        self.endpoint_services = endpoint_services
 
     def exists(self, file_path: str) -> bool:
         """Tell whether the model file exists, as ``.json`` or ``.json.gz``."""
@@ -38,7 +56,10 @@ class UndocumentedFiles:
         for ext, opener in _OPENERS:
             if os.path.isfile(file_path + ext):
                 with opener(file_path + ext, "rb") as fp:
-                    return json.loads(fp.read().decode("utf-8"), object_pairs_hook=hook)
+                    data = json.loads(fp.read().decode("utf-8"), object_pairs_hook=hook)
+                if self.endpoint_services is not None and os.path.basename(file_path) == "endpoints":
+                    return _endpoints_of(data, self.endpoint_services)
+                return data
         return None
 
 

@@ -27,6 +27,23 @@ def test_service_models_lose_their_prose_but_keep_every_key(tmp_path):
     assert files.load_file(str(tmp_path / "paginators-1")) is None
 
 
+def test_the_endpoint_table_keeps_only_the_services_asked_and_every_partition(tmp_path):
+    table = {
+        "version": 3,
+        "partitions": [
+            {"partition": p, "regions": {"r": {}}, "defaults": {"x": 1}, "services": {"s3": {"d": p}, "ec2": {}}}
+            for p in ("aws", "aws-cn")
+        ],
+    }
+    (tmp_path / "endpoints.json").write_text(json.dumps(table))
+
+    kept = botocore_models.UndocumentedFiles(endpoint_services={"s3"}).load_file(str(tmp_path / "endpoints"))
+
+    partitions = [{**p, "services": {"s3": p["services"]["s3"]}} for p in table["partitions"]]
+    assert kept == {**table, "partitions": partitions}
+    assert botocore_models.UndocumentedFiles().load_file(str(tmp_path / "endpoints")) == table
+
+
 def test_the_sagemaker_model_still_validates_with_its_shapes():
     operation = catalog.sagemaker_service_model().operation_model("CreateEndpointConfig")
 
