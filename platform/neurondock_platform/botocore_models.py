@@ -10,7 +10,6 @@ are left as they are.
 
 from __future__ import annotations
 
-import ctypes
 import gzip
 import json
 import os
@@ -83,17 +82,6 @@ def only_operations(model: dict[str, Any], operations: Iterable[str], shapes: It
         todo += [shape[part]["shape"] for part in ("member", "key", "value") if part in shape]
         todo += [member["shape"] for member in shape.get("members", {}).values()]
     return {**model, "operations": kept, "shapes": reached}
-
-
-def trim_heap() -> None:
-    """Hand the C heap's free pages back to the kernel (glibc's ``malloc_trim``; nothing elsewhere).
-
-    For after a model's bulk was dropped: without it the pages its dicts took stay resident (measured in
-    the API: ~3 MB of the ~4.5 MB a pruned SageMaker model frees, docs/measured.md).
-    """
-    trim = getattr(ctypes.CDLL(None), "malloc_trim", None)
-    if trim is not None:
-        trim(0)
 
 
 def loader() -> Any:

@@ -154,14 +154,14 @@ def service_model(name: str) -> Any:
     """Return botocore's model of an AWS service neurondock speaks (loaded once per process)."""
     from botocore.model import ServiceModel
 
-    from neurondock_platform import botocore_models
+    from neurondock_platform import botocore_models, heap
 
     model = botocore_models.loader().load_service_model(name, "service-2")
     if name in _SERVED:
         # The instance types' enum is read apart from any operation (all_instance_types).
         model = botocore_models.only_operations(model, sorted(_SERVED[name]), (_INSTANCE_TYPE_SHAPE,))
         # The rest of the parsed model is garbage now, most of it in the C heap that malloc keeps.
-        botocore_models.trim_heap()
+        heap.trim()
     return ServiceModel(model, name)
 
 

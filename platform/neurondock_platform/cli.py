@@ -109,7 +109,9 @@ def store(host: str | None, port: int | None, data_dir: str | None) -> None:
 @_common
 def api(host: str | None, port: int | None, data_dir: str | None) -> None:
     """Run the HTTP server (SageMaker API, runtime, S3 store) in this process."""
-    from neurondock_platform import database_gate
+    from neurondock_platform import database_gate, heap
+
+    heap.limit_arenas()  # before the server's threads start
     from neurondock_platform.server import serve
 
     serve(_settings(host, port, data_dir), gate=database_gate.take())

@@ -113,12 +113,12 @@ def _session(core: botocore.session.Session | None = None) -> boto3.session.Sess
 
 def warm() -> None:
     """Parse S3's service model now (a process's start, in the background), not at its first download."""
-    from neurondock_platform.botocore_models import trim_heap
+    from neurondock_platform import heap
 
     make_s3_client("http://127.0.0.1:9", "us-east-1", access_key_id="warm", secret_access_key="warm")
     # The parse's transient buffers (the files' text, the whole endpoint table) sit in the C heap,
     # which does not shrink by itself: ~2 MB a host process kept (docs/measured.md).
-    trim_heap()
+    heap.trim()
 
 
 def make_s3_client(
