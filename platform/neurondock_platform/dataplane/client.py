@@ -8,22 +8,18 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections import defaultdict, deque
+from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from neurondock_platform.dataplane.protocol import (
     HANDSHAKE_SECONDS,
-    HEADER,
     KIND_CHUNK,
-    SPLIT_BODY,
     ClientHandshake,
+    Frame,
+    FrameChannel,
     ProtocolError,
-    check_lengths,
-    decode_meta,
     detect_dead_peer,
-    encode_frame,
-    encode_head,
 )
 
 # Receives one streamed part: the chunk frame's meta and the part's bytes.
@@ -61,134 +57,14 @@ class ReplicaCaller(Protocol):
     async def close(self) -> None: ...
 
 
-Frame = tuple[dict[str, Any], bytes]
-# Frames a connection holds unread before it stops reading (a stream's parts faster than its caller).
-_UNREAD_LIMIT = 1 << 20
-
-
-class _Connection(asyncio.Protocol):
-    """One connection to a replica process, cutting frames from the bytes as they arrive.
-
-    Asyncio's streams cost three ``readexactly`` coroutines and a timeout context per answer; here a
-    frame that arrives whole is parsed in ``data_received`` and handed to the one future its request
-    waits on, and a plain timer bounds that wait.
-    """
+class _Connection(FrameChannel):
+    """One connection to a replica process, with what the client notes about its request in flight."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
-        self.transport: asyncio.Transport | None = None
+        super().__init__(loop)
         self.abandoned = False
         # Streamed parts handed on for the request in flight.
         self.parts = 0
-        self._buffer = bytearray()
-        self._frames: deque[Frame] = deque()
-        self._unread = 0
-        self._waiter: asyncio.Future[Frame] | None = None
-        # Why the connection ended: raised to the request waiting then and to any later one.
-        self._error: BaseException | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-
-    def data_received(self, data: bytes) -> None:
-        buffer = self._buffer
-        view: bytes | bytearray = data
-        if buffer:
-            buffer += data
-            view = buffer
-        size, start = len(view), 0
-        try:
-            while size - start >= HEADER.size:
-                meta_len, body_len = HEADER.unpack_from(view, start)
-                check_lengths(meta_len, body_len)
-                meta_end = start + HEADER.size + meta_len
-                end = meta_end + body_len
-                if end > size:
-                    break
-                meta = decode_meta(view[start + HEADER.size : meta_end]) if meta_len else {}
-                self._deliver((meta, bytes(view[meta_end:end]) if body_len else b""))
-                start = end
-        except (ProtocolError, ValueError) as exc:
-            self._end(exc)
-            if self.transport is not None:
-                self.transport.close()
-            return
-        if buffer:
-            del buffer[:start]
-        elif start < size:
-            buffer += memoryview(data)[start:]
-
-    def _deliver(self, frame: Frame) -> None:
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            self._waiter = None
-            waiter.set_result(frame)
-            return
-        self._frames.append(frame)
-        self._unread += len(frame[1]) + 1
-        if self._unread > _UNREAD_LIMIT and self.transport is not None:
-            self.transport.pause_reading()
-
-    def _end(self, error: BaseException) -> None:
-        if self._error is None:
-            self._error = error
-        waiter, self._waiter = self._waiter, None
-        if waiter is not None and not waiter.done():
-            waiter.set_exception(self._error)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if exc is None:
-            # The replica closed (or this side did): a frame left half read is as good as none.
-            self._end(asyncio.IncompleteReadError(bytes(self._buffer), None))
-        elif isinstance(exc, TimeoutError) and exc.errno is not None:
-            # ETIMEDOUT from the kernel: the peer stopped answering (protocol.detect_dead_peer),
-            # which says the replica is gone, not that the model is slow.
-            self._end(ConnectionError(f"replica stopped answering: {exc}"))
-        else:
-            self._end(exc)
-
-    def next_frame(self) -> asyncio.Future[Frame]:
-        """The next frame from the replica (an exception once the connection ended)."""
-        waiter = self.loop.create_future()
-        if self._frames:
-            frame = self._frames.popleft()
-            self._unread -= len(frame[1]) + 1
-            if not self._frames and self.transport is not None:
-                self.transport.resume_reading()
-            waiter.set_result(frame)
-        elif self._error is not None:
-            waiter.set_exception(self._error)
-        else:
-            self._waiter = waiter
-        return waiter
-
-    def expire(self) -> None:
-        """Fail the wait in progress with TimeoutError (the request's deadline passed)."""
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            self._waiter = None
-            waiter.set_exception(TimeoutError())
-
-    def write(self, data: bytes) -> None:
-        """Write bytes that are one or more whole frames."""
-        assert self.transport is not None
-        self.transport.write(data)
-
-    def send(self, meta: dict[str, Any], body: bytes) -> None:
-        """Write one request frame."""
-        assert self.transport is not None
-        if len(body) < SPLIT_BODY:
-            self.transport.write(encode_frame(meta, body))
-        else:
-            self.transport.writelines((encode_head(meta, len(body)), body))
-
-    @property
-    def usable(self) -> bool:
-        return self._error is None and self.transport is not None and not self.transport.is_closing()
-
-    def close(self) -> None:
-        if self.transport is not None:
-            self.transport.close()
 
 
 # Connections are pooled per replica process: the address and that process's key.

@@ -42,6 +42,8 @@ import json
 import secrets
 import socket
 import struct
+from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 HEADER = struct.Struct(">II")
@@ -186,17 +188,165 @@ def decode_meta(raw: bytes | bytearray) -> dict[str, Any]:
     return meta
 
 
-async def read_frame(reader: asyncio.StreamReader) -> tuple[dict[str, Any], bytes]:
-    """Read one frame from an asyncio stream; raises IncompleteReadError at EOF."""
-    meta_len, body_len = HEADER.unpack(await reader.readexactly(HEADER.size))
-    check_lengths(meta_len, body_len)
-    if meta_len + body_len < SPLIT_BODY:
-        # A small frame's meta and body in one read (a large body is not copied out of a joint read).
-        rest = await reader.readexactly(meta_len + body_len) if meta_len + body_len else b""
-        return (decode_meta(rest[:meta_len]) if meta_len else {}), (rest[meta_len:] if body_len else b"")
-    meta = decode_meta(await reader.readexactly(meta_len)) if meta_len else {}
-    body = await reader.readexactly(body_len) if body_len else b""
-    return meta, body
+Frame = tuple[dict[str, Any], bytes]
+# Frames a connection holds unread before it stops reading (parts coming faster than they are taken).
+_UNREAD_LIMIT = 1 << 20
+
+
+class FrameChannel(asyncio.Protocol):
+    """One connection of the frame protocol (either side), cutting frames from the bytes as they arrive.
+
+    Asyncio's streams cost a ``readexactly`` coroutine per header, meta and body, and a StreamReader
+    buffer; here a frame that arrives whole is parsed in ``data_received`` and handed to the one
+    future its reader waits on (``next_frame``). A connection carries one request at a time, so
+    frames nobody waits for yet are few; past ``_UNREAD_LIMIT`` bytes of them reading pauses.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, on_open: Callable[[FrameChannel], None] | None = None) -> None:
+        self.loop = loop
+        self.transport: asyncio.Transport | None = None
+        self._on_open = on_open
+        self._buffer = bytearray()
+        self._frames: deque[Frame] = deque()
+        self._unread = 0
+        self._waiter: asyncio.Future[Frame] | None = None
+        # Why reading ended: raised to the reader waiting then and to any later one.
+        self._error: BaseException | None = None
+        self._paused = False
+        self._drained: asyncio.Future[None] | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        if self._on_open is not None:
+            self._on_open(self)
+
+    def data_received(self, data: bytes) -> None:
+        if self._error is not None:
+            return  # after a malformed frame nothing on this connection is read as a frame
+        buffer = self._buffer
+        view: bytes | bytearray = data
+        if buffer:
+            buffer += data
+            view = buffer
+        size, start = len(view), 0
+        try:
+            while size - start >= HEADER.size:
+                meta_len, body_len = HEADER.unpack_from(view, start)
+                check_lengths(meta_len, body_len)
+                meta_end = start + HEADER.size + meta_len
+                end = meta_end + body_len
+                if end > size:
+                    break
+                meta = decode_meta(view[start + HEADER.size : meta_end]) if meta_len else {}
+                self._deliver((meta, bytes(view[meta_end:end]) if body_len else b""))
+                start = end
+        except (ProtocolError, ValueError) as exc:
+            self._end(exc)
+            return
+        if buffer:
+            del buffer[:start]
+        elif start < size:
+            buffer += memoryview(data)[start:]
+
+    def _deliver(self, frame: Frame) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            self._waiter = None
+            waiter.set_result(frame)
+            return
+        self._frames.append(frame)
+        self._unread += len(frame[1]) + 1
+        if self._unread > _UNREAD_LIMIT and self.transport is not None:
+            self.transport.pause_reading()
+
+    def _end(self, error: BaseException) -> None:
+        if self._error is None:
+            self._error = error
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(self._error)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if exc is None:
+            # The peer closed (or this side did): a frame left half read is as good as none.
+            self._end(asyncio.IncompleteReadError(bytes(self._buffer), None))
+        elif isinstance(exc, TimeoutError) and exc.errno is not None:
+            # ETIMEDOUT from the kernel: the peer stopped answering (detect_dead_peer), which says
+            # it is gone, not that it is slow.
+            self._end(ConnectionError(f"the peer stopped answering: {exc}"))
+        else:
+            self._end(exc)
+        drained, self._drained = self._drained, None
+        if drained is not None and not drained.done():
+            drained.set_exception(ConnectionResetError("Connection lost"))
+
+    def next_frame(self) -> asyncio.Future[Frame]:
+        """The next frame (IncompleteReadError at EOF, ProtocolError or ValueError after a malformed one)."""
+        waiter = self.loop.create_future()
+        if self._frames:
+            frame = self._frames.popleft()
+            self._unread -= len(frame[1]) + 1
+            if not self._frames and self.transport is not None:
+                self.transport.resume_reading()
+            waiter.set_result(frame)
+        elif self._error is not None:
+            waiter.set_exception(self._error)
+        else:
+            self._waiter = waiter
+        return waiter
+
+    def expire(self) -> None:
+        """Fail the wait in progress with TimeoutError (its deadline passed)."""
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            self._waiter = None
+            waiter.set_exception(TimeoutError())
+
+    def write(self, data: bytes) -> None:
+        """Write bytes that are one or more whole frames."""
+        assert self.transport is not None
+        self.transport.write(data)
+
+    def send(self, meta: dict[str, Any], body: bytes = b"") -> None:
+        """Write one frame (a large body beside its head, not copied into one buffer with it)."""
+        assert self.transport is not None
+        if len(body) < SPLIT_BODY:
+            self.transport.write(encode_frame(meta, body))
+        else:
+            self.transport.writelines((encode_head(meta, len(body)), body))
+
+    def pause_writing(self) -> None:
+        self._paused = True
+
+    def resume_writing(self) -> None:
+        self._paused = False
+        drained, self._drained = self._drained, None
+        if drained is not None and not drained.done():
+            drained.set_result(None)
+
+    async def drain(self) -> None:
+        """Wait until the transport takes more writes; ConnectionResetError once the connection is gone."""
+        if self.transport is None or self.transport.is_closing():
+            raise ConnectionResetError("Connection lost")
+        if self._paused:
+            if self._drained is None:
+                self._drained = self.loop.create_future()
+            await self._drained
+
+    def write_buffer_size(self) -> int:
+        return self.transport.get_write_buffer_size() if self.transport is not None else 0
+
+    def is_closing(self) -> bool:
+        return self.transport is None or self.transport.is_closing()
+
+    @property
+    def usable(self) -> bool:
+        """Whether a request may be written: nothing ended the connection."""
+        return self._error is None and not self.is_closing()
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
 
 
 def _recv_exactly(sock: socket.socket, n: int) -> bytes:

@@ -12,26 +12,32 @@ from neurondock_platform.dataplane import protocol
 from neurondock_platform.dataplane.client import ReplicaClient, ReplicaTimeout, ReplicaUnavailable, StreamInterrupted
 
 KEY = "7a" * 32
-# How the stand-in answers one request: given the request's meta and body and the writer.
-Answer = Callable[[dict[str, Any], bytes, asyncio.StreamWriter], Awaitable[None]]
+# How the stand-in answers one request: given the request's meta and body and its connection.
+Answer = Callable[[dict[str, Any], bytes, protocol.FrameChannel], Awaitable[None]]
 
 
 async def _serve(answer: Answer, key: str = KEY) -> tuple[asyncio.Server, str]:
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def handle(channel: protocol.FrameChannel) -> None:
         shake = protocol.ServerHandshake(key)
-        writer.write(shake.hello())
+        channel.write(shake.hello())
         try:
-            meta, _ = await protocol.read_frame(reader)
-            writer.write(shake.answer(meta))
+            meta, _ = await channel.next_frame()
+            channel.write(shake.answer(meta))
             while True:
-                meta, body = await protocol.read_frame(reader)
-                await answer(meta, body, writer)
+                meta, body = await channel.next_frame()
+                await answer(meta, body, channel)
         except (asyncio.IncompleteReadError, ConnectionError, protocol.ChannelAuthError):
             pass
         finally:
-            writer.close()
+            channel.close()
 
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    loop = asyncio.get_running_loop()
+    tasks: set[asyncio.Task[None]] = set()
+
+    def opened(channel: protocol.FrameChannel) -> None:
+        tasks.add(loop.create_task(handle(channel)))
+
+    server = await loop.create_server(lambda: protocol.FrameChannel(loop, on_open=opened), "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     return server, f"127.0.0.1:{port}"
 
@@ -49,7 +55,7 @@ def _run(answer: Answer, scenario: Callable[[ReplicaClient, str], Awaitable[Any]
     return asyncio.run(main())
 
 
-async def _echo_in_pieces(meta: dict[str, Any], body: bytes, writer: asyncio.StreamWriter) -> None:
+async def _echo_in_pieces(meta: dict[str, Any], body: bytes, writer: protocol.FrameChannel) -> None:
     # Two answers' bytes cut at every awkward place: the client must put each frame back together.
     frame = protocol.encode_frame({"status": 200, "n": meta["n"]}, body)
     for piece in (frame[:3], frame[3:10], frame[10:-1], frame[-1:]):
@@ -72,7 +78,7 @@ def test_frames_that_arrive_in_pieces_and_bodies_of_every_size_come_back_whole()
 
 
 def test_concurrent_calls_each_get_their_own_answer() -> None:
-    async def echo(meta: dict[str, Any], body: bytes, writer: asyncio.StreamWriter) -> None:
+    async def echo(meta: dict[str, Any], body: bytes, writer: protocol.FrameChannel) -> None:
         writer.write(protocol.encode_frame({"status": 200, "n": meta["n"]}, body))
 
     async def scenario(client: ReplicaClient, address: str) -> list[int]:
@@ -85,7 +91,7 @@ def test_concurrent_calls_each_get_their_own_answer() -> None:
 
 
 def test_no_answer_within_the_timeout_is_a_replica_timeout_and_the_next_call_gets_its_own_answer() -> None:
-    async def slow_first(meta: dict[str, Any], body: bytes, writer: asyncio.StreamWriter) -> None:
+    async def slow_first(meta: dict[str, Any], body: bytes, writer: protocol.FrameChannel) -> None:
         if meta["n"] == 0:
             await asyncio.sleep(0.5)
         writer.write(protocol.encode_frame({"status": 200, "n": meta["n"]}))
@@ -106,7 +112,7 @@ def test_no_answer_within_the_timeout_is_a_replica_timeout_and_the_next_call_get
 
 
 def test_a_replica_that_closes_mid_answer_is_unavailable() -> None:
-    async def half(meta: dict[str, Any], body: bytes, writer: asyncio.StreamWriter) -> None:
+    async def half(meta: dict[str, Any], body: bytes, writer: protocol.FrameChannel) -> None:
         writer.write(protocol.encode_frame({"status": 200}, b"0123456789")[:-4])
         await writer.drain()
         writer.close()
@@ -121,7 +127,7 @@ def test_a_replica_that_closes_mid_answer_is_unavailable() -> None:
 def test_a_frame_too_large_fails_the_call_and_the_connection_is_not_reused() -> None:
     calls = []
 
-    async def huge(meta: dict[str, Any], body: bytes, writer: asyncio.StreamWriter) -> None:
+    async def huge(meta: dict[str, Any], body: bytes, writer: protocol.FrameChannel) -> None:
         calls.append(meta)
         if len(calls) == 1:
             writer.write(protocol.HEADER.pack(protocol.MAX_META + 1, 0))
@@ -138,7 +144,7 @@ def test_a_frame_too_large_fails_the_call_and_the_connection_is_not_reused() -> 
 
 
 def test_a_peer_without_the_key_is_unavailable() -> None:
-    async def never(meta: dict[str, Any], body: bytes, writer: asyncio.StreamWriter) -> None:
+    async def never(meta: dict[str, Any], body: bytes, writer: protocol.FrameChannel) -> None:
         raise AssertionError("no request may reach a peer that failed the handshake")
 
     async def scenario(client: ReplicaClient, address: str) -> None:
@@ -149,7 +155,7 @@ def test_a_peer_without_the_key_is_unavailable() -> None:
 
 
 def test_stream_parts_each_get_the_whole_timeout_and_a_loss_after_one_is_an_interrupted_stream() -> None:
-    async def stream(meta: dict[str, Any], body: bytes, writer: asyncio.StreamWriter) -> None:
+    async def stream(meta: dict[str, Any], body: bytes, writer: protocol.FrameChannel) -> None:
         for part in (b"a", b"b", b"c"):
             # Each part comes later than the timeout after the request, but within it after the last part.
             await asyncio.sleep(0.12)
@@ -176,7 +182,7 @@ def test_stream_parts_each_get_the_whole_timeout_and_a_loss_after_one_is_an_inte
 
 
 def test_an_idle_connection_the_replica_closed_is_replaced_without_failing_the_call() -> None:
-    async def answer_then_close(meta: dict[str, Any], body: bytes, writer: asyncio.StreamWriter) -> None:
+    async def answer_then_close(meta: dict[str, Any], body: bytes, writer: protocol.FrameChannel) -> None:
         writer.write(protocol.encode_frame({"status": 200}))
         await writer.drain()
         writer.close()

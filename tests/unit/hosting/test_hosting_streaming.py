@@ -105,7 +105,7 @@ def test_a_prediction_that_is_not_an_iterator_is_one_part(model_dir):
 def test_the_replica_stops_a_model_whose_stream_nobody_reads() -> None:
     import asyncio
 
-    from neurondock_platform.dataplane.protocol import read_frame
+    from neurondock_platform.dataplane.protocol import FrameChannel
     from neurondock_workers.hosting.replica import StreamClosed, _chunk_writer
 
     class Writer:
@@ -132,10 +132,9 @@ def test_the_replica_stops_a_model_whose_stream_nobody_reads() -> None:
     writer = asyncio.run(scenario())
 
     async def decode():
-        reader = asyncio.StreamReader()
-        reader.feed_data(b"".join(writer.frames))
-        reader.feed_eof()
-        return await read_frame(reader)
+        channel = FrameChannel(asyncio.get_running_loop())
+        channel.data_received(b"".join(writer.frames))
+        return await channel.next_frame()
 
     meta, body = asyncio.run(decode())
     assert meta == {"kind": "chunk", "content_type": "audio/wav", "custom_attributes": None} and body == b"part"

@@ -50,10 +50,10 @@ from neurondock_platform.dataplane.protocol import (
     OP_METADATA,
     OP_PING,
     ChannelAuthError,
+    FrameChannel,
     ProtocolError,
     ServerHandshake,
     encode_frame,
-    read_frame,
     refusal,
 )
 from neurondock_workers.hosting import signature
@@ -165,7 +165,8 @@ class ReplicaServer:
         self.handler = handler
         self.config = config or batcher.BatchConfig.from_env(model_dir=getattr(handler, "model_dir", None))
         self.batcher = batcher.Batcher(handler, self.config)
-        self._writers: set[asyncio.StreamWriter] = set()
+        self._channels: set[FrameChannel] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
         self._inflight = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -179,50 +180,56 @@ class ReplicaServer:
         self._probed: Any = None
         self._has_device = False
 
-    async def handle_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def open(self, channel: FrameChannel) -> None:
+        """Serve a connection that just opened (``FrameChannel``'s ``on_open``)."""
+        task = channel.loop.create_task(self.handle_connection(channel))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def handle_connection(self, channel: FrameChannel) -> None:
         """Answer frames on one connection, one request at a time, until the peer closes it."""
-        sock = writer.get_extra_info("socket")
+        sock = channel.transport.get_extra_info("socket") if channel.transport is not None else None
         if sock is not None:
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self._writers.add(writer)
+        self._channels.add(channel)
         try:
-            if not await self._authenticate(reader, writer):
+            if not await self._authenticate(channel):
                 return
             while True:
                 try:
-                    meta, body = await read_frame(reader)
+                    meta, body = await channel.next_frame()
                 except (asyncio.IncompleteReadError, ConnectionError):
                     break
                 except (ProtocolError, ValueError) as exc:
-                    writer.write(encode_frame({"status": 400, "message": f"bad frame: {exc}"}))
-                    await writer.drain()
+                    channel.send({"status": 400, "message": f"bad frame: {exc}"})
+                    await channel.drain()
                     break
-                reply, reply_body = await self.dispatch(meta, body, writer)
-                writer.write(encode_frame(reply, reply_body))
-                if writer.transport.get_write_buffer_size() > WRITE_HIGH_WATER:
-                    await writer.drain()
+                reply, reply_body = await self.dispatch(meta, body, channel)
+                channel.send(reply, reply_body)
+                if channel.write_buffer_size() > WRITE_HIGH_WATER:
+                    await channel.drain()
         except ConnectionError:
             pass
         finally:
-            self._writers.discard(writer)
-            writer.close()
+            self._channels.discard(channel)
+            channel.close()
 
-    async def _authenticate(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+    async def _authenticate(self, channel: FrameChannel) -> bool:
         """Run the channel handshake; False (after saying why) when the peer cannot prove the key."""
         if self._key is None:
-            writer.write(refusal(ChannelAuthError("this replica has no channel key and serves no one")))
-            await writer.drain()
+            channel.write(refusal(ChannelAuthError("this replica has no channel key and serves no one")))
+            await channel.drain()
             return False
         shake = ServerHandshake(self._key)
-        writer.write(shake.hello())
+        channel.write(shake.hello())
         try:
             async with asyncio.timeout(HANDSHAKE_SECONDS):
-                meta, _ = await read_frame(reader)
-            writer.write(shake.answer(meta))
+                meta, _ = await channel.next_frame()
+            channel.write(shake.answer(meta))
         except ChannelAuthError as exc:
-            writer.write(refusal(exc))
-            await writer.drain()
+            channel.write(refusal(exc))
+            await channel.drain()
             return False
         except (TimeoutError, asyncio.IncompleteReadError, ProtocolError, ValueError):
             return False
@@ -250,7 +257,7 @@ class ReplicaServer:
         }
 
     async def dispatch(
-        self, meta: dict[str, Any], body: bytes, writer: asyncio.StreamWriter | None = None
+        self, meta: dict[str, Any], body: bytes, writer: FrameChannel | None = None
     ) -> tuple[dict[str, Any], bytes]:
         """Answer one request frame (a streamed invoke writes its parts to ``writer`` first)."""
         op = meta.get("op")
@@ -338,8 +345,8 @@ class ReplicaServer:
             idle = True
         except TimeoutError:
             idle = False
-        for writer in list(self._writers):
-            writer.close()
+        for channel in list(self._channels):
+            channel.close()
         self.batcher.close()
         return idle
 
@@ -348,7 +355,7 @@ class StreamClosed(ConnectionError):
     """The router closed the connection of a stream: the model stops producing parts nobody reads."""
 
 
-def _chunk_writer(writer: asyncio.StreamWriter) -> Emit:
+def _chunk_writer(writer: FrameChannel) -> Emit:
     """Return an ``emit`` that sends each part as a chunk frame; called on the model thread."""
     loop = asyncio.get_running_loop()
 
@@ -386,11 +393,15 @@ async def serve(
     timeout = model_timeout(os.environ)
     if timeout is not None:
         HangWatchdog(replica.batcher.stats, timeout).start()
+
+    def channel() -> FrameChannel:
+        return FrameChannel(loop, on_open=replica.open)
+
     if listen is not None:
         # Bound by the agent in the host's network: it works even from a sandbox with no network.
-        server = await asyncio.start_server(replica.handle_connection, sock=listen)
+        server = await loop.create_server(channel, sock=listen)
     else:
-        server = await asyncio.start_server(replica.handle_connection, host=bind, port=port)
+        server = await loop.create_server(channel, host=bind, port=port)
     host, bound_port = server.sockets[0].getsockname()[:2]
     # Memory growth counts from here: the model is loaded and the replica is about to be ready.
     replica.memory.start()
