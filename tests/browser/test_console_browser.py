@@ -120,7 +120,7 @@ def test_create_an_endpoint_watch_it_reach_in_service_invoke_it_and_delete_it(co
     assert len(json.loads(page.inner_text("#invoke-output"))[0]) == 4
     console.shot("06-invoke")
 
-    # Live charts: the data plane flushes metrics every second here and the page refreshes its charts every 15 s.
+    # Live charts: the data plane flushes metrics every second here and the page refreshes its charts every 1.5 s.
     expect(page.locator("figure.chart[data-metric=Invocations] canvas")).to_have_count(1, timeout=60_000)
     expect(page.locator("figure.chart[data-metric=ModelLatency] canvas")).to_have_count(1, timeout=20_000)
     page.check("#follow-logs")

@@ -21,6 +21,7 @@ from neurondock_platform.console._common import form_float, form_int, form_str, 
 from neurondock_platform.db import utcnow
 from neurondock_platform.errors import NotFoundError, ValidationException
 from neurondock_platform.models import Endpoint, EndpointStatus
+from neurondock_platform.sagemaker_metrics import aligned_interval
 from neurondock_platform.services import (
     costs,
     data_capture,
@@ -276,6 +277,8 @@ def register(bp: Blueprint) -> None:
             logs=chunks,
             cost=cost,
             charts=CHARTS,
+            # A period and a half: each refresh then finds the period flushed since the last one.
+            chart_refresh_ms=int(1500 * aligned_interval(context.settings().metrics_flush_seconds)),
             content_types=INVOKE_CONTENT_TYPES,
             can_update=row.status == EndpointStatus.IN_SERVICE,
             config_names=config_names,

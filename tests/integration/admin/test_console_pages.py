@@ -147,6 +147,8 @@ def test_every_page_renders(console, world, session_factory, settings):
     assert job.count("projected") >= 10 and "measured" in job
     fleet = console.get("/console/fleet").get_data(as_text=True)
     assert "emulated" in fleet and "e1/AllTraffic" in fleet and "NC3" in fleet
+    # Charts reload every period and a half of the metrics flush (10 s by default).
+    assert 'data-chart-refresh-ms="15000"' in console.get("/console/endpoints/e1").get_data(as_text=True)
 
 
 def test_create_endpoint_from_the_form(console, world, dispatcher):

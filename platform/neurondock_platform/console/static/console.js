@@ -223,8 +223,8 @@
       if (!document.hidden) { figures.forEach(function (fig) { loadChart(page, fig); }); }
     }
     refresh();
-    // Live: the data plane flushes a period every ~10 s.
-    window.setInterval(refresh, 15000);
+    // Live: every period and a half of the data plane's metrics flush (15 s with the default 10 s).
+    window.setInterval(refresh, Number(page.dataset.chartRefreshMs) || 15000);
   }
 
   /* ---------------------------------------------------------------- test invoke */
