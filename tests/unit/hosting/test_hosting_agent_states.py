@@ -480,7 +480,9 @@ def test_an_idle_agent_health_checks_and_heartbeats_on_time_without_reading_its_
     from dataclasses import replace
 
     slow = replace(settings, agent_idle_poll_interval=60.0)
-    agent = HostAgent(slow, sessions, FakeS3, process_cls=FakeProcess, stop_grace=0.1, health_interval=0.2)
+    agent = HostAgent(
+        slow, sessions, FakeS3, process_cls=FakeProcess, stop_grace=0.1, health_interval=0.05, heartbeat_interval=1.0
+    )
     agent.heartbeat()  # registers the host its replica is placed on
     replica_id = add_replica(sessions)
     step_until(agent, sessions, replica_id, lambda r: r.state == ReplicaState.READY)
@@ -492,7 +494,7 @@ def test_an_idle_agent_health_checks_and_heartbeats_on_time_without_reading_its_
     runner = threading.Thread(target=agent.run, args=(stop,), daemon=True)
     runner.start()
     try:
-        # Checked 0.2 s apart, then every 2 s once two answers showed it idle.
+        # Checked 0.05 s apart, then every 0.5 s once two answers showed it idle; a heartbeat every second.
         wait_for(lambda: checks[0] >= 4, 15, what="health checks between full passes")
         assert passes[0] == 1, "only the first pass read the rows; the checks ran on their own"
         beat = agent._last_heartbeat
