@@ -18,6 +18,12 @@ ACCOUNT_ID = "123456789012"
 _PLATFORM_ERRORS = pytest.StashKey[list[str]]()
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    from tests.support import botocore_models
+
+    botocore_models.install()
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     """When a test that ran a live platform fails, keep the errors its processes logged."""
