@@ -283,15 +283,16 @@ def _utf8(value: str) -> str:
 
 
 def _canonical_headers(names: tuple[str, ...], headers: Mapping[str, str]) -> str:
-    try:
-        values = [headers[n] for n in names]
-    except KeyError as exc:
-        raise InvalidSignatureException(
-            f"The request signature names header '{exc.args[0]}', which the request does not carry."
-        ) from None
-    return "".join(
-        [f"{n}:{' '.join((v if v.isascii() else _utf8(v)).split())}\n" for n, v in zip(names, values, strict=True)]
-    )
+    # One pass over the signed names (a lookup pass and a formatting pass cost twice as much here).
+    lines = []
+    for name in names:
+        value = headers.get(name)
+        if value is None:
+            raise InvalidSignatureException(
+                f"The request signature names header '{name}', which the request does not carry."
+            )
+        lines.append(f"{name}:{' '.join((value if value.isascii() else _utf8(value)).split())}\n")
+    return "".join(lines)
 
 
 def _payload_hash(request: Request, unsigned_payload: bool) -> str:
