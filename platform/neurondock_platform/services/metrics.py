@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import importlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -94,10 +93,13 @@ def _stream_values(key: StreamKey, digest: str) -> dict[str, Any]:
 def _upsert_streams(session: Session, todo: Mapping[StreamKey, str]) -> None:
     # The database's own dialect, already loaded by its engine: importing both here cost every process
     # PostgreSQL's dialect (~2 MB it kept) on SQLite, and SQLite's on PostgreSQL (docs/measured.md).
-    dialect = session.get_bind().dialect.name
-    module = importlib.import_module(f"sqlalchemy.dialects.{'postgresql' if dialect == 'postgresql' else 'sqlite'}")
+    upsert: Any  # the two dialects' insert constructs, each with its own on_conflict_do_nothing
+    if session.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as upsert
+    else:
+        from sqlalchemy.dialects.sqlite import insert as upsert
     statement = (
-        module.insert(MetricStream)
+        upsert(MetricStream)
         .values([_stream_values(key, digest) for key, digest in todo.items()])
         .on_conflict_do_nothing(index_elements=["account_id", "namespace", "metric_name", "dimensions_hash"])
     )
@@ -142,27 +144,6 @@ def stream_ids(
         found.update(looked)
     if cache is not None:
         cache.update(found)
-    return found
-
-
-def stream_id(session: Session, key: StreamKey, cache: dict[StreamKey, int] | None = None) -> int:
-    """Return the stream's id, creating it if needed (safe against a concurrent writer)."""
-    if cache is not None and key in cache:
-        return cache[key]
-    digest = dimensions_hash(key.dimensions)
-    query = select(MetricStream.id).where(
-        MetricStream.account_id == key.account_id,
-        MetricStream.namespace == key.namespace,
-        MetricStream.metric_name == key.metric_name,
-        MetricStream.dimensions_hash == digest,
-    )
-    found = session.scalar(query)
-    if found is None:
-        _upsert_streams(session, {key: digest})
-        found = session.scalar(query)
-    assert found is not None
-    if cache is not None:
-        cache[key] = found
     return found
 
 

@@ -24,7 +24,7 @@ def _rows(count: int, account: str) -> list[dict]:
     ]
 
 
-def test_new_streams_are_created_and_found_in_a_few_statements_and_match_one_by_one_lookups(
+def test_new_streams_are_created_and_found_in_a_few_statements_and_match_their_rows(
     engine, session_factory, monkeypatch
 ):
     from neurondock_platform.db import session_scope
@@ -43,8 +43,12 @@ def test_new_streams_are_created_and_found_in_a_few_statements_and_match_one_by_
     with session_scope(session_factory) as session:
         assert session.scalar(select(func.count()).select_from(MetricStream)) == 40
         assert session.scalar(select(func.count()).select_from(MetricDatapoint)) == 45
+        assert len(cache) == 40
         for key, id_ in cache.items():
-            assert metrics.stream_id(session, key) == id_
+            row = session.get(MetricStream, id_)
+            assert row is not None
+            found = (row.account_id, row.namespace, row.metric_name, row.dimensions_hash)
+            assert found == (key.account_id, key.namespace, key.metric_name, metrics.dimensions_hash(key.dimensions))
 
     statements.clear()
     with session_scope(session_factory) as session:
