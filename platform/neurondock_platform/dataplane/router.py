@@ -85,6 +85,9 @@ class Router:
         self.max_attempts = max_attempts
         self.metrics = metrics
         self.outstanding: dict[int, int] = defaultdict(int)
+        # Endpoint name → requests the front door is reading or authenticating and has not forwarded
+        # yet (the runtime counts them): the company a batching replica may wait for (``invoke``).
+        self.arriving: dict[str, int] = defaultdict(int)
         # Replica id → its job queue's size, from its answers (docs/runtime.md, "Queue bounds").
         self.queue_limits: dict[int, int] = {}
         # Replicas holding as many of this router's requests as their job queue takes.
@@ -239,8 +242,16 @@ class Router:
             held = outstanding[rid] = outstanding[rid] + 1
             if held >= limits.get(rid, sys.maxsize):
                 self.full.add(rid)
-            # The replica may skip its model-thread hand-off for a request with no company coming.
+            # The replica may skip its model-thread hand-off for a request with no company coming, and
+            # a replica with a batch delay may wait a little longer for requests already on their way:
+            # this replica's share of those the front door holds for the endpoint (docs/runtime.md,
+            # "Batching").
             meta["outstanding"] = held
+            following = self.arriving.get(route.name)
+            if following:
+                meta["following"] = -(-following // len(variant.replicas))
+            else:
+                meta.pop("following", None)
             sent = time.perf_counter()
             part = _PartClock(sent, on_chunk, variant.name) if on_chunk is not None else None
             try:

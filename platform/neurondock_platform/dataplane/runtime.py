@@ -434,8 +434,16 @@ class RuntimeApp:
                 endpoint=name,
                 detail="job queue full on every replica; the request body was not read",
             )
-        read = await self.read_body(receive, headers)
-        principal = await self.authenticate(scope, headers, read)
+        arriving = self.router.arriving
+        arriving[name] += 1
+        try:
+            read = await self.read_body(receive, headers)
+            principal = await self.authenticate(scope, headers, read)
+        finally:
+            if arriving[name] > 1:
+                arriving[name] -= 1
+            else:
+                del arriving[name]
         body = read.data
         trace.account_id = principal.account_id
         if not _NAME_RE.match(name):

@@ -206,6 +206,51 @@ def test_a_body_in_several_messages_that_is_not_the_signed_one_is_refused(runtim
     assert caller.calls == []
 
 
+def test_requests_still_being_read_for_an_endpoint_are_announced_to_its_replica(runtime_app):
+    """The replica is told how many requests for its endpoint the front door is reading (docs/runtime.md)."""
+    url, path = "http://localhost/endpoints/ep/invocations", "/endpoints/ep/invocations"
+    body = bytes(200_000)
+
+    def headers(payload: bytes) -> list[tuple[bytes, bytes]]:
+        signed = sign("POST", url, body=payload, headers={"Content-Type": "application/x-npy"})
+        signed["Host"] = "localhost"
+        return [(k.lower().encode(), v.encode()) for k, v in signed.items()]
+
+    async def scenario(replicas: list[str]) -> tuple[list[dict[str, Any]], dict[str, int]]:
+        caller = FakeCaller()
+        app = runtime_app({(ACCOUNT_ID, "ep"): route(("AllTraffic", 1.0, replicas))}, caller)
+
+        def request(payload: bytes, released: asyncio.Event | None = None, tampered: bool = False):
+            sent = payload[:-1] + b"\x01" if tampered else payload
+            chunks = [sent[:65536], sent[65536:]]
+
+            async def receive() -> dict[str, Any]:
+                if released is not None and len(chunks) == 1:
+                    await released.wait()  # the rest of this body has not arrived yet
+                return {"type": "http.request", "body": chunks.pop(0), "more_body": bool(chunks)}
+
+            async def send(message: dict[str, Any]) -> None: ...
+
+            scope = {"type": "http", "method": "POST", "path": path, "query_string": b"", "headers": headers(payload)}
+            return asyncio.ensure_future(app(scope, receive, send))
+
+        held, tampered = asyncio.Event(), asyncio.Event()
+        slow, refused = request(body, held), request(body, tampered, tampered=True)
+        await request(body)  # forwarded while the two others are still being read
+        tampered.set()
+        await refused
+        held.set()
+        await slow
+        return [meta for _, meta, _ in caller.calls], dict(app.router.arriving)
+
+    forwarded, left = asyncio.run(scenario(["x:1"]))
+    # The tampered one is refused after its body is read, and is counted no longer.
+    assert [meta.get("following") for meta in forwarded] == [2, None] and left == {}
+    # Shared out among the variant's replicas, rounded up.
+    forwarded, _ = asyncio.run(scenario(["x:1", "x:2"]))
+    assert [meta.get("following") for meta in forwarded] == [1, None]
+
+
 def test_unknown_endpoint_is_validation_error(runtime_app):
     app = runtime_app({}, FakeCaller())
     status, headers, body = invoke(app, name="missing")

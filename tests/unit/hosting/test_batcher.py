@@ -167,6 +167,28 @@ def test_max_delay_counts_from_when_the_model_frees_up(model_dir, write_code, ma
     assert (queued.batch_size, following.batch_size) == (2, 2)
 
 
+@pytest.mark.parametrize("following, arrives_after, sizes", [(0, 1.5, [1, 1]), (1, 1.5, [2]), (1, 3.0, [1, 1])])
+def test_company_the_router_announced_extends_the_delay_once(
+    model_dir, write_code, make_batcher, following, arrives_after, sizes
+):
+    """A request whose router was still reading another for this replica may wait one more delay, no longer."""
+    write_code(GATED_PREDICT)
+    delay = 0.4
+    batcher = make_batcher(model_dir, max_batch_size=2, max_delay=delay, batch_user_predict=True)
+    module = batcher.handler.module
+    module.GATE.set()
+    got = Collector()
+
+    first = got.request("first", npy(rows(1, 0)))
+    first.following = following
+    batcher.submit(first)
+    time.sleep(delay * arrives_after)  # the announced request reaches the replica this late
+    batcher.submit(got.request("next", npy(rows(1, 1))))
+
+    got.wait("first", "next")
+    assert sizes == module.SIZES
+
+
 def test_batched_answers_equal_one_by_one_answers(model_dir, make_batcher):
     batcher = make_batcher(model_dir, max_batch_size=8)
     handler = batcher.handler
@@ -498,8 +520,10 @@ def test_a_slower_model_runs_inline_only_for_a_solo_request_after_warm_up(model_
             assert [await thread_of(outstanding=1) for _ in range(warm_up)] == ["model"] * warm_up
             main = threading.current_thread().name
             assert await thread_of(outstanding=1) == main
-            # Company is coming (the router has another request in flight here), or nothing was said.
+            # Company is coming (the router has another request in flight here, or is reading more for
+            # this replica), or nothing was said.
             assert await thread_of(outstanding=2) == "model"
+            assert await thread_of(outstanding=1, following=1) == "model"
             assert await thread_of() == "model"
             stats.avg_execution_s = batching.SOLO_INLINE_MAX_SECONDS  # too long to hold the event loop
             meta, _ = await server.dispatch({**invoke, "outstanding": 1}, npy(rows(1, 0)))

@@ -3,7 +3,8 @@
 Opportunistic by default, like Triton with ``max_queue_delay_microseconds`` 0: when the model frees
 up, the worker takes whatever compatible requests are already queued, up to ``max_batch_size`` rows,
 and never waits when the queue is empty. ``max_delay`` (env ``NEURONDOCK_MAX_BATCH_DELAY_MS``) lets
-the model, once free with fewer than ``max_batch_size`` requests queued, wait that long for company.
+the model, once free with fewer than ``max_batch_size`` requests queued, wait that long for company,
+and one delay longer while the last request to arrive says its router is still reading more for it.
 ``docs/runtime.md`` ("Batching", "Queue bounds") has the rules and how they compare with the Neuron
 runtime and other model servers.
 
@@ -171,6 +172,8 @@ class Request:
     queue_depth: int = 0
     # Set for a request that asked for a streamed answer: receives each part on the model thread.
     emit: Emit | None = None
+    # Requests for this replica its router had begun reading but not forwarded when it sent this one.
+    following: int = 0
 
 
 @dataclass(frozen=True)
@@ -222,6 +225,8 @@ class Batcher:
         self._executing = 0
         self._closed = False
         self._unbatchable: set[tuple[Any, ...]] = set()
+        # The last queued request's ``following``: company its router said was on its way.
+        self._following = 0
         # Once executions have run and the model has been idle ``idle_trim_s``, the model thread hands
         # the heap they freed back to the kernel (memory.release_free_heap), once per idle spell.
         self._idle_trim_s = idle_trim_s
@@ -262,6 +267,7 @@ class Batcher:
                 raise QueueFull(outstanding, self.config.max_queue, self.config.cores_label)
             request.queue_depth = outstanding
             self._queue.append(request)
+            self._following = request.following
             self._cv.notify()
 
     def run_inline(self, request: Request, solo: bool = False) -> bool:
@@ -363,9 +369,12 @@ class Batcher:
                 # Its clock starts now, with the model free and a request queued, as TorchServe's
                 # pollBatch does: requests that queued during the last execution still wait for the
                 # clients that execution answered, instead of running as a fragment of a batch.
+                # While the last request to arrive says more are on their way (read by its router, not
+                # forwarded yet), the wait may run one delay longer, never more.
                 deadline = time.perf_counter_ns() / 1e9 + cfg.max_delay
+                announced = deadline + cfg.max_delay
                 while len(self._queue) < limit and not self._closed:
-                    remaining = deadline - time.perf_counter_ns() / 1e9
+                    remaining = (announced if self._following else deadline) - time.perf_counter_ns() / 1e9
                     if remaining <= 0:
                         break
                     self._cv.wait(remaining)

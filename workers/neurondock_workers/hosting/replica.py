@@ -292,11 +292,13 @@ class ReplicaServer:
             meta.get("custom_attributes"),
             batching.make_deliver(loop, future),
             emit=emit,
+            following=int(meta.get("following") or 0),
         )
         self._inflight += 1
         self._idle.clear()
         try:
-            if not self.batcher.run_inline(request, solo=meta.get("outstanding") == 1):
+            solo = meta.get("outstanding") == 1 and not request.following
+            if not self.batcher.run_inline(request, solo=solo):
                 self.batcher.submit(request)
         except batching.QueueFull as exc:
             self._done()
