@@ -175,6 +175,13 @@ def encode_head(meta: dict[str, Any], body_len: int) -> bytes:
     return HEADER.pack(len(meta_bytes), body_len) + meta_bytes
 
 
+def frame_buffers(meta: dict[str, Any], body: bytes = b"") -> tuple[bytes, ...]:
+    """Encode one frame as the buffers one write sends: one buffer, or its head beside a large body."""
+    if len(body) < SPLIT_BODY:
+        return (encode_frame(meta, body),)
+    return (encode_head(meta, len(body)), body)
+
+
 def check_lengths(meta_len: int, body_len: int) -> None:
     """Refuse a frame header announcing more than a frame may hold."""
     if meta_len > MAX_META or body_len > MAX_BODY:
@@ -311,11 +318,15 @@ class FrameChannel(asyncio.Protocol):
 
     def send(self, meta: dict[str, Any], body: bytes = b"") -> None:
         """Write one frame (a large body beside its head, not copied into one buffer with it)."""
+        self.write_buffers(frame_buffers(meta, body))
+
+    def write_buffers(self, buffers: tuple[bytes, ...]) -> None:
+        """Write what ``frame_buffers`` made of a frame."""
         assert self.transport is not None
-        if len(body) < SPLIT_BODY:
-            self.transport.write(encode_frame(meta, body))
+        if len(buffers) == 1:
+            self.transport.write(buffers[0])
         else:
-            self.transport.writelines((encode_head(meta, len(body)), body))
+            self.transport.writelines(buffers)
 
     def pause_writing(self) -> None:
         self._paused = True

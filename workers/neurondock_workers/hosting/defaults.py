@@ -7,6 +7,7 @@ prediction's dtype, and format errors carry a 4xx status instead of a bare 500.
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import warnings
@@ -113,6 +114,9 @@ def default_predict_fn(data: Any, model: Any) -> Any:
 
 def _to_plain(value: Any) -> Any:
     if isinstance(value, torch.Tensor):
+        if value.is_cpu and not value.requires_grad:
+            # What detach().cpu() would return shares this tensor's memory: skip their two dispatches.
+            return value.numpy()
         return value.detach().cpu().numpy()
     if isinstance(value, tuple | list):
         return [_to_plain(v) for v in value]
@@ -143,11 +147,17 @@ def _encode(prediction: Any, media: str) -> bytes:
     return stream.getvalue().encode()
 
 
+@functools.lru_cache(maxsize=64)
+def _output_type(accept: str) -> str | None:
+    # A replica sees a handful of Accept values; parsing one costs more than the NPY encode it picks.
+    return next((media for media in parse_accept(accept) if media in SUPPORTED_TYPES), None)
+
+
 def default_output_fn(prediction: Any, accept: str) -> tuple[bytes, str]:
     """Encode a prediction as the first supported type in ``accept`` (JSON, CSV or NPY)."""
-    for media in parse_accept(accept):
-        if media in SUPPORTED_TYPES:
-            return _encode(prediction, media), media
+    media = _output_type(accept)
+    if media is not None:
+        return _encode(prediction, media), media
     raise UnsupportedAcceptError(
         f"Accept type {accept} is not supported by the default output_fn, which encodes "
         f"{', '.join(SUPPORTED_TYPES)}. Ask for one of those, or implement output_fn in code/inference.py "
