@@ -9,7 +9,13 @@ from typing import Any
 import pytest
 
 from neurondock_platform.dataplane import protocol
-from neurondock_platform.dataplane.client import ReplicaClient, ReplicaTimeout, ReplicaUnavailable, StreamInterrupted
+from neurondock_platform.dataplane.client import (
+    Outbox,
+    ReplicaClient,
+    ReplicaTimeout,
+    ReplicaUnavailable,
+    StreamInterrupted,
+)
 
 KEY = "7a" * 32
 # How the stand-in answers one request: given the request's meta and body and its connection.
@@ -195,3 +201,66 @@ def test_an_idle_connection_the_replica_closed_is_replaced_without_failing_the_c
         return [first, second]
 
     assert _run(answer_then_close, scenario) == [{"status": 200}, {"status": 200}]
+
+
+def test_frames_of_one_pass_leave_together_at_its_end() -> None:
+    # A replica woken by the first frame finds the pass's others already readable and batches them.
+    async def echo(meta: dict[str, Any], body: bytes, writer: protocol.FrameChannel) -> None:
+        writer.write(protocol.encode_frame({"status": 200, "n": meta["n"]}, body))
+
+    async def scenario(client: ReplicaClient, address: str) -> tuple[list[int], list[int], list[int]]:
+        # Two connections in the pool, each with its writes noted.
+        await asyncio.gather(*(client.call(address, {"op": "invoke", "n": n}, b"", 5.0, key=KEY) for n in (0, 1)))
+        written: list[int] = []
+        for conn in client._idle[(address, KEY)]:
+            write = conn.write_buffers
+
+            def noting(buffers: tuple[bytes, ...], write: Any = write) -> None:
+                start = protocol.HEADER.size
+                meta_len, _ = protocol.HEADER.unpack_from(buffers[0])
+                written.append(protocol.decode_meta(buffers[0][start : start + meta_len])["n"])
+                write(buffers)
+
+            conn.write_buffers = noting  # type: ignore[method-assign]
+        calls = [
+            asyncio.ensure_future(client.call(address, {"op": "invoke", "n": n}, b"", 5.0, key=KEY)) for n in (2, 3)
+        ]
+        await asyncio.sleep(0)  # both calls have run up to their wait for an answer
+        held = list(written)
+        answers = await asyncio.gather(*calls)
+        return held, written, [meta["n"] for meta, _ in answers]
+
+    held, written, answered = _run(echo, scenario)
+    assert held == []
+    assert written == [2, 3]
+    assert answered == [2, 3]
+
+
+def test_the_outbox_writes_nothing_to_a_connection_closed_before_the_pass_ended() -> None:
+    class Conn:
+        def __init__(self, loop: asyncio.AbstractEventLoop, closing: bool) -> None:
+            self.loop, self.closing, self.written = loop, closing, []
+
+        def is_closing(self) -> bool:
+            return self.closing
+
+        def write_buffers(self, buffers: tuple[bytes, ...]) -> None:
+            self.written.append(buffers)
+
+    async def main() -> tuple[Any, Any, Any]:
+        loop = asyncio.get_running_loop()
+        outbox = Outbox()
+        kept, closed, large = Conn(loop, False), Conn(loop, False), Conn(loop, False)
+        outbox.send(kept, {"n": 1}, b"x")  # type: ignore[arg-type]
+        outbox.send(closed, {"n": 2}, b"y")  # type: ignore[arg-type]
+        outbox.send(large, {"n": 3}, b"z" * protocol.SPLIT_BODY)  # type: ignore[arg-type]
+        with pytest.raises(TypeError):
+            outbox.send(kept, {"n": object()}, b"")  # type: ignore[arg-type]
+        closed.closing = True
+        await asyncio.sleep(0)
+        return kept.written, closed.written, large.written
+
+    kept, closed, large = asyncio.run(main())
+    assert kept == [(protocol.encode_frame({"n": 1}, b"x"),)]
+    assert closed == []
+    assert large == [(protocol.encode_head({"n": 3}, protocol.SPLIT_BODY), b"z" * protocol.SPLIT_BODY)]

@@ -229,6 +229,20 @@ def test_max_batch_size_counts_rows(model_dir, make_batcher):
     assert [np.load(io.BytesIO(a.result.body)).shape[0] for a in answers] == [2, 2, 3, 6]
 
 
+def test_inputs_of_another_dtype_never_share_an_execution(model_dir, make_batcher):
+    # torch.cat would promote them to one dtype without complaint: the batch key must keep them apart.
+    batcher = make_batcher(model_dir, max_batch_size=8)
+    got = Collector()
+    with batcher.hold():
+        batcher.submit(got.request("a", npy(rows(1, 0))))
+        batcher.submit(got.request("wide", npy(rows(1, 1).astype(np.float64))))
+        batcher.submit(got.request("b", npy(rows(2, 2))))
+    a, wide, b = got.wait("a", "wide", "b")
+    assert (a.batch_size, b.batch_size) == (2, 2)
+    assert (a.result.status, b.result.status) == (200, 200)
+    assert wide.batch_size == 1
+
+
 def test_custom_transform_fn_runs_one_by_one(model_dir, write_code, make_batcher):
     write_code(
         """

@@ -55,6 +55,22 @@ def test_default_handler_json_in_json_out(model_dir, expected):
     assert result.model_latency_us > 0
 
 
+@pytest.mark.parametrize("accept", ["application/x-npy", "application/json"])
+def test_default_output_fn_encodes_a_tensor_that_requires_grad_like_one_that_does_not(accept):
+    # A user's predict_fn may return a tensor still attached to autograd; numpy() alone refuses that one.
+    from neurondock_workers.hosting.defaults import default_output_fn
+
+    plain = torch.from_numpy(X.copy())
+    attached = torch.from_numpy(X.copy()).requires_grad_(True) * 1.0
+
+    assert attached.requires_grad
+    assert default_output_fn(attached, accept) == default_output_fn(plain, accept)
+    body, media = default_output_fn(plain, accept)
+    assert media == accept
+    decoded = np.load(io.BytesIO(body)) if media == "application/x-npy" else np.array(json.loads(body))
+    np.testing.assert_array_equal(decoded, X)
+
+
 def test_default_handler_csv_in_csv_out(model_dir, expected):
     handler = load_handler(model_dir, {})
     body = "\n".join(",".join(str(v) for v in row) for row in X.tolist()).encode()
