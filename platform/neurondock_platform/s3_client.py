@@ -20,25 +20,27 @@ import datetime as dt
 import functools
 import re
 import threading
+import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy.orm import Session, sessionmaker
-
 from neurondock_platform.config import Settings
-from neurondock_platform.db import session_scope
-from neurondock_platform.services import store_access, sts
 
 if TYPE_CHECKING:
     import boto3
     import botocore.session
     from botocore.config import Config
     from botocore.credentials import RefreshableCredentials
+    from sqlalchemy.orm import Session, sessionmaker
+
+    from neurondock_platform.services import store_access, sts
 
 # boto3 and botocore are imported where a client is built, not here: importing them costs a process
 # ~10 MB that the API and the Celery worker keep for good, and both import this module at start but
 # build an S3 client only for an artifact request, a compile or an async job (docs/measured.md).
+# SQLAlchemy and the services are imported where keys are issued: the host process's model-data
+# fetcher (hosting/fetcher.py) builds clients from ``StoreKeys`` with this module and no ORM.
 
 # How long each AssumeRole session the platform takes for a worker lasts; botocore refreshes it when
 # less than 15 minutes remain, so a long download or multipart upload never signs with expired keys.
@@ -157,6 +159,19 @@ class _AssumedRole:
         self._session_name = session_name
 
     def _fetch(self) -> dict[str, str]:
+        issued = self.issue()
+        return {
+            "access_key": issued.access_key_id,
+            "secret_key": issued.secret_access_key,
+            "token": issued.session_token,
+            "expiry_time": issued.expiration.astimezone(dt.UTC).isoformat(),
+        }
+
+    def issue(self) -> sts.IssuedCredentials:
+        """Fresh credentials of the owner's role (AssumeRole, SESSION_SECONDS long)."""
+        from neurondock_platform.db import session_scope
+        from neurondock_platform.services import sts
+
         with session_scope(self._factory) as session:
             issued = sts.assume_role(
                 session,
@@ -165,12 +180,7 @@ class _AssumedRole:
                 role_session_name=self._session_name,
                 duration_seconds=SESSION_SECONDS,
             )
-        return {
-            "access_key": issued.access_key_id,
-            "secret_key": issued.secret_access_key,
-            "token": issued.session_token,
-            "expiry_time": issued.expiration.astimezone(dt.UTC).isoformat(),
-        }
+        return issued
 
     def load(self) -> RefreshableCredentials:
         from botocore.credentials import RefreshableCredentials
@@ -196,6 +206,44 @@ def _refuse_unmapped(allowed: Collection[str], account_id: str) -> Callable[...,
     return check
 
 
+@dataclass(frozen=True)
+class StoreKeys:
+    """What one owner's requests are signed with: the store, the owner's keys, the buckets they may reach.
+
+    ``buckets`` None: any bucket (the store itself checks ownership); a tuple: only those, checked here
+    before a request leaves (an external store's shared key). Never the platform's root pair.
+    """
+
+    account_id: str
+    endpoint_url: str
+    region: str
+    access_key_id: str
+    secret_access_key: str
+    session_token: str | None = None
+    buckets: tuple[str, ...] | None = None
+    # When temporary keys expire (seconds since the epoch); None for an external store's lasting keys.
+    expires: float | None = None
+
+
+def client_for(keys: StoreKeys) -> Any:
+    """An S3 client signed with ``keys`` that refuses, before sending, any bucket they are not mapped to."""
+    client = make_s3_client(
+        keys.endpoint_url,
+        keys.region,
+        access_key_id=keys.access_key_id,
+        secret_access_key=keys.secret_access_key,
+        session_token=keys.session_token,
+    )
+    if keys.buckets is not None:
+        client.meta.events.register("before-parameter-build.s3.*", _refuse_unmapped(keys.buckets, keys.account_id))
+    return client
+
+
+# Temporary keys handed out by ``OwnerClients.keys`` are issued afresh once less than this remains:
+# what they sign (a HEAD, a download) must finish before they expire, as botocore's refresh assures.
+KEYS_MARGIN_SECONDS = 15 * 60
+
+
 class OwnerClients:
     """S3 clients acting as their owner (one per owner, kept: building a client costs tens of milliseconds)."""
 
@@ -206,16 +254,62 @@ class OwnerClients:
         self.session_name = re.sub(r"[^\w+=,.@-]", "-", session_name, flags=re.ASCII)[:64].ljust(2, "-")
         self._lock = threading.Lock()
         self._clients: dict[tuple[Any, ...], Any] = {}
+        self._keys: dict[tuple[str, str], StoreKeys] = {}
 
     def __call__(self, owner: StoreOwner) -> Any:
         if self.settings.store_knows_accounts:
             return self._cached((owner.account_id, owner.role), lambda: self._assumed(owner))
-        with session_scope(self.session_factory) as session:
-            grant = store_access.grant(session, self.settings, owner.account_id)
+        grant = self._grant(owner)
         # Keyed by the grant itself: new store credentials or a new mapping get a new client.
         return self._cached(
             (owner.account_id, grant.access_key_id, grant.secret_access_key, grant.buckets),
-            lambda: self._external(owner, grant),
+            lambda: client_for(self._external_keys(owner, grant)),
+        )
+
+    def keys(self, owner: StoreOwner, now: float | None = None) -> StoreKeys:
+        """The keys a client acting as ``owner`` signs with, for a client built elsewhere (``client_for``).
+
+        The same keys as ``__call__``'s clients: the owner's role's own temporary credentials on a store
+        that knows the accounts (kept until ``KEYS_MARGIN_SECONDS`` before they expire), else the
+        account's external-store grant and its bucket mapping.
+        """
+        if not self.settings.store_knows_accounts:
+            return self._external_keys(owner, self._grant(owner))
+        now = time.time() if now is None else now
+        key = (owner.account_id, owner.role)
+        with self._lock:
+            kept = self._keys.get(key)
+        if kept is not None and kept.expires is not None and kept.expires - now > KEYS_MARGIN_SECONDS:
+            return kept
+        issued = _AssumedRole(self.session_factory, owner, self.session_name).issue()
+        fresh = StoreKeys(
+            owner.account_id,
+            self.settings.artifact_store_url,
+            self.settings.region,
+            issued.access_key_id,
+            issued.secret_access_key,
+            issued.session_token,
+            expires=issued.expiration.timestamp(),
+        )
+        with self._lock:
+            self._keys[key] = fresh
+        return fresh
+
+    def _grant(self, owner: StoreOwner) -> store_access.StoreGrant:
+        from neurondock_platform.db import session_scope
+        from neurondock_platform.services import store_access
+
+        with session_scope(self.session_factory) as session:
+            return store_access.grant(session, self.settings, owner.account_id)
+
+    def _external_keys(self, owner: StoreOwner, grant: store_access.StoreGrant) -> StoreKeys:
+        return StoreKeys(
+            owner.account_id,
+            self.settings.artifact_store_url,
+            self.settings.region,
+            grant.access_key_id,
+            grant.secret_access_key,
+            buckets=grant.buckets,
         )
 
     def _cached(self, key: tuple[Any, ...], build: Callable[[], Any]) -> Any:
@@ -237,16 +331,3 @@ class OwnerClients:
             region_name=self.settings.region,
             config=client_config(),
         )
-
-    def _external(self, owner: StoreOwner, grant: store_access.StoreGrant) -> Any:
-        client = make_s3_client(
-            self.settings.artifact_store_url,
-            self.settings.region,
-            access_key_id=grant.access_key_id,
-            secret_access_key=grant.secret_access_key,
-        )
-        if grant.buckets is not None:
-            client.meta.events.register(
-                "before-parameter-build.s3.*", _refuse_unmapped(grant.buckets, owner.account_id)
-            )
-        return client

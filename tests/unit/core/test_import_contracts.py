@@ -39,6 +39,14 @@ def test_api_and_worker_start_without_boto3_or_torch():
     assert not loaded & {"boto3", "s3transfer", "torch", "numpy"}
 
 
+def test_the_model_data_fetcher_child_holds_botocore_without_the_orm():
+    # It lives while replicas start, so that the host process keeps no botocore (docs/measured.md): what
+    # it imports is its whole cost, and the ORM (~29 MB) would double it.
+    loaded = _loaded_after("from neurondock_workers.hosting import fetcher, s3; s3.warm()")
+    assert "botocore" in loaded
+    assert not loaded & {"sqlalchemy", "celery", "kombu", "flask", "torch", "numpy"}
+
+
 def test_source_roots_hold_no_python_files():
     for root in ("platform", "sdk", "workers"):
         assert not list((ROOT / root).glob("*.py")), f"{root}/ must not hold .py files (it would shadow stdlib)"

@@ -17,6 +17,7 @@ from neurondock_platform.config import Settings
 from neurondock_workers import sandbox as sandboxing
 from neurondock_workers.hosting.artifacts import ModelDataError, fetch_model
 from neurondock_workers.hosting.environment import replica_environment
+from neurondock_workers.hosting.fetcher import ChildFetcher
 from neurondock_workers.hosting.process import ReplicaProcess, ReplicaStartError, append_log
 from neurondock_workers.hosting.s3 import OwnerClientFactory, StoreOwner
 from neurondock_workers.sandbox import WEIGHTS_DIR, Sandbox
@@ -36,12 +37,16 @@ class ReplicaLauncher:
         *,
         process_cls: type[ReplicaProcess] = ReplicaProcess,
         fetch_retry_seconds: float = 60.0,
+        fetcher: ChildFetcher | None = None,
     ) -> None:
         self.settings = settings
         # How user code runs on this host (probed once per process; docs/sandbox.md).
         self.sandbox = sandbox
         # S3 clients acting as a model's owner (s3_client.OwnerClients): never the platform's keys.
         self.s3_clients = s3_clients
+        # Where fetch_model runs: in a child holding botocore (the host process's), else in this
+        # process with ``s3_clients``.
+        self.fetcher = fetcher
         self.process_cls = process_cls
         self.fetch_retry_seconds = fetch_retry_seconds
         self.cache_dir = host_dir / "model-data"
@@ -115,6 +120,16 @@ class ReplicaLauncher:
             slots_dir=self.slots_dir,
         )
 
+    def _fetch_once(self, owner: StoreOwner, url: str, limit: int) -> tuple[Path, str]:
+        if self.fetcher is not None:
+            return self.fetcher(owner, url, self.cache_dir, limit)
+        return fetch_model(self.s3_clients(owner), url, self.cache_dir, max_bytes=limit)
+
+    def tidy(self) -> None:
+        """Reap a fetcher child that exited idle (the agent's passes; a SIGCHLD rings for one)."""
+        if self.fetcher is not None:
+            self.fetcher.reap_exited()
+
     def fetch(self, owner: StoreOwner, url: str, cancel: threading.Event) -> tuple[Path, str]:
         """Fetch model data as its owner, riding out a store that is briefly unreachable (an API restart)."""
         deadline = time.monotonic() + self.fetch_retry_seconds
@@ -122,7 +137,7 @@ class ReplicaLauncher:
         limit = self.settings.max_model_extracted_mb * 1024 * 1024
         while True:
             try:
-                return fetch_model(self.s3_clients(owner), url, self.cache_dir, max_bytes=limit)
+                return self._fetch_once(owner, url, limit)
             except ModelDataError as exc:
                 if not exc.transient or time.monotonic() + delay > deadline or cancel.is_set():
                     raise

@@ -2,6 +2,14 @@
 
 from __future__ import annotations
 
-from neurondock_platform.s3_client import OwnerClientFactory, OwnerClients, StoreOwner, make_s3_client, warm
+from neurondock_platform.s3_client import (
+    OwnerClientFactory,
+    OwnerClients,
+    StoreKeys,
+    StoreOwner,
+    client_for,
+    make_s3_client,
+    warm,
+)
 
-__all__ = ["OwnerClientFactory", "OwnerClients", "StoreOwner", "make_s3_client", "warm"]
+__all__ = ["OwnerClientFactory", "OwnerClients", "StoreKeys", "StoreOwner", "client_for", "make_s3_client", "warm"]
