@@ -16,7 +16,6 @@ import signal
 import subprocess
 import threading
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -37,7 +36,9 @@ def pid_alive(pid: int) -> bool:
         return True
     # A zombie has exited already; only its parent's wait() is missing.
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        # open(), not pathlib: the supervisor's watch imports this module and nothing it can do without.
+        with open(f"/proc/{pid}/stat") as stat_file:
+            stat = stat_file.read()
     except OSError:
         return True
     return stat.rpartition(")")[2].split()[:1] != ["Z"]

@@ -13,23 +13,21 @@ import errno
 import fcntl
 import json
 import os
-import select
 import signal
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
-from neurondock_platform import database_gate
+from neurondock_platform import database_gate, watch
 from neurondock_platform.config import Settings
-from neurondock_platform.lifetime import pid_alive, spawn
+from neurondock_platform.lifetime import pid_alive
+from neurondock_platform.watch import Child, stop_all
 
-RESTART_LIMIT = 5  # restarts of one child within RESTART_WINDOW before the supervisor gives up
-RESTART_WINDOW = 60.0
 LOCK_FILE = "instance.lock"
 
 
@@ -204,70 +202,6 @@ def port_in_use(host: str, port: int) -> bool:
 # --- supervised children ------------------------------------------------------------------------
 
 
-# The longest the supervisor goes without looking at its children: SIGCHLD wakes it when one exits,
-# and SIGINT/SIGTERM when it should stop, so this only bounds a lost wake-up.
-CHILD_CHECK_BACKSTOP = 5.0
-
-
-@dataclass
-class Child:
-    """One supervised child process and its restart history."""
-
-    name: str
-    argv: list[str]
-    log_path: Path
-    process: subprocess.Popen[bytes] | None = None
-    restarts: list[float] = field(default_factory=list)
-    # The API process alone gets the platform's root keys (child_env).
-    root_keys: bool = False
-
-    def start(self, env: dict[str, str], keep_fds: tuple[int, ...] = (), gate: int | None = None) -> None:
-        """Spawn the child; with ``gate`` (a pipe's read end) it waits there before using the database."""
-        if gate is not None:
-            env, keep_fds = {**env, database_gate.ENV: str(gate)}, (*keep_fds, gate)
-        log = self.log_path.open("ab")
-        try:
-            # SIGTERM when the supervisor dies, however it dies; its own session so a terminal's Ctrl-C
-            # reaches only the supervisor, which then stops the children itself.
-            self.process = spawn(
-                self.argv,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                pass_fds=keep_fds,
-            )
-        finally:
-            log.close()
-            if gate is not None:
-                os.close(gate)  # the child holds its own copy
-
-    def alive(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def signal(self, sig: int) -> None:
-        if self.alive():
-            assert self.process is not None
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, sig)
-
-
-def stop_all(children: list[Child], timeout: float) -> None:
-    """SIGTERM every child at once; SIGKILL the process groups of those still running after ``timeout``."""
-    for child in children:
-        child.signal(signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    for child in children:
-        if child.process is None:
-            continue
-        try:
-            child.process.wait(max(0.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            print(f"neurondock: {child.name} did not stop within {timeout:.0f} s; killing it", file=sys.stderr)
-            child.signal(signal.SIGKILL)
-            child.process.wait()
-
-
 def answers_ping(host: str, port: int) -> bool:
     """Whether the server listening on ``host:port`` answers ``GET /ping`` with 200.
 
@@ -295,7 +229,7 @@ def answers_ping(host: str, port: int) -> bool:
 def _wait_ready(settings: Settings, child: Child, stopping: Callable[[], bool], timeout: float = 60.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and not stopping():
-        if child.process is not None and child.process.poll() is not None:
+        if not child.alive():
             return False
         if answers_ping(settings.host, settings.port):
             return True
@@ -305,7 +239,7 @@ def _wait_ready(settings: Settings, child: Child, stopping: Callable[[], bool], 
 
 
 class Supervisor:
-    """Start children, restart the ones that exit, and stop them all on SIGINT/SIGTERM."""
+    """Start the children (gated on the database at ``up``), then hand the watching over to ``watch``."""
 
     def __init__(self, settings: Settings, children: list[Child], lock: InstanceLock) -> None:
         self.settings = settings
@@ -313,18 +247,12 @@ class Supervisor:
         self.lock = lock
         self.envs = {flag: child_env(settings, root_keys=flag) for flag in (False, True)}
         self.stopping = False
-        # A self-pipe the signal handlers write to: ``run`` sleeps on it instead of polling its children
-        # (a threading.Event is not safe to set from a handler that may interrupt its own lock).
-        self._bell, self._ring = socket.socketpair()
-        self._ring.setblocking(False)
         # The gates of children started before the database was ready (database_gate).
         self.gates = database_gate.Gates()
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         if signum != signal.SIGCHLD:
             self.stopping = True
-        with contextlib.suppress(OSError):
-            self._ring.send(b"!")  # a full buffer already holds a wake-up
 
     def install_signals(self) -> None:
         for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGCHLD):
@@ -333,33 +261,26 @@ class Supervisor:
     def start(self, child: Child, *, gated: bool = False) -> None:
         """Start ``child``; ``gated``, it waits for ``self.gates`` to open before it uses the database."""
         keep = (self.lock.fd,) if self.lock.fd is not None else ()
-        child.start(self.envs[child.root_keys], keep, self.gates.reader() if gated else None)
+        env = self.envs[child.root_keys]
+        if not gated:
+            child.start(env, keep)
+            return
+        gate = self.gates.reader()
+        try:
+            child.start({**env, database_gate.ENV: str(gate)}, (*keep, gate))
+        finally:
+            os.close(gate)  # the child holds its own copy
+        child.env = env  # what a restart starts with: only the first start waits at a gate
 
     def run(self) -> int:
-        """Watch the children until asked to stop (or one keeps exiting); returns the exit code."""
-        code = 0
-        while not self.stopping:
-            for child in self.children:
-                if child.alive():
-                    continue
-                now = time.monotonic()
-                child.restarts = [t for t in child.restarts if now - t < RESTART_WINDOW] + [now]
-                if len(child.restarts) > RESTART_LIMIT:
-                    print(f"neurondock: {child.name} keeps exiting; see {child.log_path}", file=sys.stderr)
-                    self.stopping, code = True, 1
-                    break
-                assert child.process is not None
-                print(
-                    f"neurondock: {child.name} exited ({child.process.returncode}); restarting",
-                    file=sys.stderr,
-                )
-                self.start(child)
-            # Until a child exits (SIGCHLD) or a stop is asked; the timeout is only a backstop.
-            if select.select([self._bell], [], [], CHILD_CHECK_BACKSTOP)[0]:
-                with contextlib.suppress(BlockingIOError):
-                    self._bell.recv(4096, socket.MSG_DONTWAIT)
+        """Watch the children until asked to stop (or one keeps exiting); returns the exit code.
+
+        In a lean interpreter (``watch.hand_over``): this one's imports stay behind. A stop asked before
+        the hand-over is acted on here.
+        """
+        watch.hand_over(self.children, self.lock.fd, self.settings.stop_timeout, lambda: self.stopping)
         self.stop()
-        return code
+        return 0
 
     def stop(self) -> None:
         print("neurondock: stopping", file=sys.stderr, flush=True)

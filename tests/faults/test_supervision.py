@@ -143,6 +143,33 @@ def test_a_second_up_reports_the_running_or_stale_instance(plat):
     assert plat.ping()
 
 
+def test_after_the_banner_a_lean_watch_restarts_a_child_that_exits_as_it_started(plat):
+    plat.start()
+    assert plat.process is not None
+    up_pid = plat.process.pid
+    # The same pid, now the watch: the command line's imports (click, the settings) stayed behind.
+    command = Path(f"/proc/{up_pid}/cmdline").read_bytes().split(b"\0")
+    assert b"neurondock_platform.watch" in command, command
+    tree = descendants(up_pid)
+    api = next(pid for pid, cmd in tree.items() if cmd.endswith("cli api"))
+    host = next(pid for pid, cmd in tree.items() if cmd.endswith("neurondock_workers host"))
+
+    os.kill(api, signal.SIGKILL)
+    again = wait_for(
+        lambda: next((p for p, c in descendants(up_pid).items() if c.endswith("cli api") and p != api), None),
+        30,
+        what="the API restarted",
+    )
+    wait_for(plat.ping, 60, what="the restarted API to answer")
+    # As it started: the root keys (the API's alone), the instance lock, the same log.
+    environ = Path(f"/proc/{again}/environ").read_bytes()
+    assert b"NEURONDOCK_ROOT_SECRET_ACCESS_KEY=" in environ
+    assert b"NEURONDOCK_ROOT_SECRET_ACCESS_KEY=" not in Path(f"/proc/{host}/environ").read_bytes()
+    lock = str((plat.data_dir / "instance.lock").resolve())
+    assert lock in {os.readlink(fd) for fd in Path(f"/proc/{again}/fd").iterdir()}
+    assert host in descendants(up_pid)  # the other child was left alone
+
+
 def test_up_says_why_it_cannot_prepare_the_database(plat, tmp_path):
     plat.database_url = f"sqlite:///{tmp_path / 'no-such-dir' / 'neurondock.db'}"
     failed = _up(plat, "up")

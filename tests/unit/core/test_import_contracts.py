@@ -124,6 +124,20 @@ supervisor.banner(settings, {{"mode": "off", "describe": "off"}})
     assert _modules_after(code) & NOT_IN_THE_SUPERVISOR == set()
 
 
+def test_the_supervisors_watch_keeps_none_of_the_command_lines_imports(tmp_path):
+    # What `up` is once its children run (watch.hand_over): it lives as long as the platform, and only
+    # what watching needs may stay (docs/supervision.md).
+    code = f"""
+from neurondock_platform import watch
+child = watch.Child("true", ["true"], {str(tmp_path / "true.log")!r})
+child.start({{}})
+assert child.wait(10)
+watch.stop_all([child], 1.0)
+"""
+    kept = {"click", "neurondock_platform.config", "neurondock_platform.supervisor", "dataclasses", "pathlib"}
+    assert _modules_after(code) & (NOT_IN_THE_SUPERVISOR | kept) == set()
+
+
 def test_operator_commands_load_when_named():
     loaded = _modules_after(
         "from neurondock_platform.cli import main\n"
