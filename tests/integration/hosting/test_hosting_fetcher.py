@@ -78,3 +78,39 @@ def test_a_fetcher_that_exits_as_a_request_reaches_it_is_replaced_for_that_reque
         assert fetcher._child is not None and fetcher._child.pid != spare.pid
     finally:
         fetcher.close()
+
+
+def test_closing_ends_a_download_in_progress_and_starts_no_other_child(tmp_path):
+    import socket
+    import threading
+    import time
+
+    from neurondock_platform.s3_client import StoreKeys
+
+    # A store that accepts the connection and never answers: the download would wait out botocore's
+    # read timeout (a minute, and its retries) past the host's stop budget.
+    with socket.create_server(("127.0.0.1", 0)) as store:
+        keys = StoreKeys(ACCOUNT_ID, f"http://127.0.0.1:{store.getsockname()[1]}", "us-east-1", "AK", "SK")
+        fetcher = ChildFetcher(lambda owner: keys)
+        failed: list[ModelDataError] = []
+
+        def fetch() -> None:
+            try:
+                fetcher(OWNER, "s3://b/model.tar.gz", tmp_path, None)
+            except ModelDataError as exc:
+                failed.append(exc)
+
+        thread = threading.Thread(target=fetch, daemon=True)
+        thread.start()
+        store.settimeout(30)
+        connection, _ = store.accept()  # the child's HEAD is in flight
+        with connection:
+            started = time.monotonic()
+            fetcher.close()
+            thread.join(10)
+            assert not thread.is_alive() and time.monotonic() - started < 5
+        assert failed and failed[0].transient
+        assert fetcher._child is None
+        with pytest.raises(ModelDataError, match="the host is stopping"):
+            fetcher(OWNER, "s3://b/model.tar.gz", tmp_path, None)
+        assert fetcher._child is None

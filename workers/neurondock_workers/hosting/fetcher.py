@@ -57,6 +57,7 @@ class ChildFetcher:
         self.spare_seconds = spare_seconds
         self._lock = threading.Lock()
         self._child: subprocess.Popen[bytes] | None = None
+        self._closed = False
 
     def start_spare(self) -> None:
         """Start a child now (the host process's start), so that the first fetch finds S3's model parsed."""
@@ -83,6 +84,10 @@ class ChildFetcher:
             # A child may time out just as a request reaches it: then one new child is asked. Fetching
             # twice is safe (a version is unpacked once, atomically, under a lock: artifacts.fetch_model).
             for _attempt in range(2):
+                if self._closed:
+                    raise ModelDataError(
+                        f"Could not download model data from {url}: the host is stopping", transient=True
+                    )
                 answer = _ask(self._running(self.idle_seconds), line)
                 if answer is not None:
                     break
@@ -108,7 +113,12 @@ class ChildFetcher:
                 self._lock.release()
 
     def close(self) -> None:
-        """Stop the child, if one runs (the host process's shutdown)."""
+        """Stop the child, if one runs, and start no other (the host process's shutdown)."""
+        self._closed = True
+        child = self._child
+        if child is not None:
+            # A download in progress ends now, not after the host's stop budget: its fetch fails.
+            child.kill()
         with self._lock:
             self._reap()
 
