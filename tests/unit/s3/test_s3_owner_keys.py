@@ -31,7 +31,11 @@ def test_a_store_that_knows_the_accounts_gets_the_roles_own_credentials_reissued
 
     first = clients.keys(owner)
     assert first.session_token and first.buckets is None and first.expires is not None
-    assert (first.endpoint_url, first.region, first.account_id) == (settings.artifact_store_url, settings.region, ACCOUNT)
+    assert (first.endpoint_url, first.region, first.account_id) == (
+        settings.artifact_store_url,
+        settings.region,
+        ACCOUNT,
+    )
     with session_scope(sessions) as session:
         row = session.get(TemporaryCredential, first.access_key_id)
         assert row is not None and (row.account_id, row.role_arn) == (ACCOUNT, owner.role)
