@@ -7,11 +7,11 @@ Bodies never pass through JSON: NPY and raw bytes stay binary end to end (docs/m
 Requests carry ``{"op": "invoke"|"ping"|"metadata", "content_type", "accept", "custom_attributes",
 "inference_id", "target_variant", "outstanding", "following"}`` (``outstanding``: how many requests the
 sending router has in flight to that replica, this one included; ``following``, when not 0: that
-replica's share of the requests for the endpoint the router's API is still reading, docs/runtime.md
-"Batching"); responses carry ``{"status": int, "content_type", "custom_attributes", "message",
-"model_latency_us"}`` plus the batching and queue figures listed in ``neurondock_workers.hosting.replica``.
-Status 429 means the replica's queue was full and the request was never queued (safe to send
-elsewhere). A connection carries one request at a time.
+replica's share of the requests from the same caller for the endpoint that the router's API is still
+reading, docs/runtime.md "Batching"); responses carry ``{"status": int, "content_type",
+"custom_attributes", "message", "model_latency_us"}`` plus the batching and queue figures listed in
+``neurondock_workers.hosting.replica``. Status 429 means the replica's queue was full and the request
+was never queued (safe to send elsewhere). A connection carries one request at a time.
 
 Streaming (``docs/streaming.md``): a request with ``"stream": true`` may be answered by several
 frames. Each part the model produces comes as soon as it exists in a chunk frame, meta

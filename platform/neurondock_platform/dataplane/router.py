@@ -85,9 +85,6 @@ class Router:
         self.max_attempts = max_attempts
         self.metrics = metrics
         self.outstanding: dict[int, int] = defaultdict(int)
-        # Endpoint name → requests the front door is reading or authenticating and has not forwarded
-        # yet (the runtime counts them): the company a batching replica may wait for (``invoke``).
-        self.arriving: dict[str, int] = defaultdict(int)
         # Replica id → its job queue's size, from its answers (docs/runtime.md, "Queue bounds").
         self.queue_limits: dict[int, int] = {}
         # Replicas holding as many of this router's requests as their job queue takes.
@@ -203,6 +200,7 @@ class Router:
         started: float | None = None,
         trace: InvocationTrace | None = None,
         on_chunk: OnChunk | None = None,
+        following: int = 0,
     ) -> RoutedAnswer:
         """Send the request; a replica lost mid-flight or with a full queue is tried on another one.
 
@@ -210,7 +208,9 @@ class Router:
         metrics split the request's time into ModelLatency and OverheadLatency; ``trace`` receives
         the variant and the replica last tried, for the record of a failure. With ``on_chunk`` the
         replica may stream: each part goes there as it arrives, and once one has gone out the request
-        is never retried elsewhere (``StreamInterrupted``).
+        is never retried elsewhere (``StreamInterrupted``). ``following``: how many more requests from
+        the same caller for the endpoint the front door is still reading, the company a batching
+        replica may wait for.
         """
         tried: set[int] = set()
         lost = 0
@@ -247,7 +247,6 @@ class Router:
             # this replica's share of those the front door holds for the endpoint (docs/runtime.md,
             # "Batching").
             meta["outstanding"] = held
-            following = self.arriving.get(route.name)
             if following:
                 meta["following"] = -(-following // len(variant.replicas))
             else:

@@ -21,6 +21,7 @@ import re
 import sys
 import time
 import uuid
+from collections import defaultdict
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, NamedTuple
 
@@ -195,6 +196,9 @@ class RuntimeApp:
         self.authenticator = authenticator or default_authenticator(verifier)
         self.metrics_authenticator = metrics_authenticator or metrics_authenticator_for(verifier)
         self.router = Router(self.table, self.caller, metrics=self.metrics)
+        # (Claimed caller, endpoint name) → requests being read or authenticated, not forwarded yet: the
+        # company a batching replica may wait for (docs/runtime.md, "Batching").
+        self.arriving: dict[tuple[str, str], int] = defaultdict(int)
         self.flusher = MetricsFlusher(self.metrics, session_factory, interval=flush_interval or FLUSH_SECONDS)
         self.capture = capture or writer_for(settings, session_factory, self.metrics)
         listeners = getattr(self.table, "listeners", None)
@@ -380,6 +384,7 @@ class RuntimeApp:
         trace: InvocationTrace | None = None,
         on_chunk: OnChunk | None = None,
         streaming: StreamResponse | None = None,
+        following: int = 0,
     ) -> RoutedAnswer:
         """Route one invocation; a replica timeout becomes the runtime's ModelError (ModelStreamError mid-stream)."""
         try:
@@ -392,6 +397,7 @@ class RuntimeApp:
                 started=started,
                 trace=trace,
                 on_chunk=on_chunk,
+                following=following,
             )
         except StreamInterrupted as exc:
             raise ModelStreamError(
@@ -434,16 +440,20 @@ class RuntimeApp:
                 endpoint=name,
                 detail="job queue full on every replica; the request body was not read",
             )
-        arriving = self.router.arriving
-        arriving[name] += 1
+        # Counted by the caller the request claims to be (the Authorization header up to the first "/":
+        # SigV4's scheme and access key id) and the endpoint name, before either is verified, so that
+        # one caller's requests never count as company for another account's endpoint of the same name.
+        arriving = self.arriving
+        claim = (headers.get("authorization", "").partition("/")[0], name)
+        arriving[claim] += 1
         try:
             read = await self.read_body(receive, headers)
             principal = await self.authenticate(scope, headers, read)
         finally:
-            if arriving[name] > 1:
-                arriving[name] -= 1
+            if arriving[claim] > 1:
+                arriving[claim] -= 1
             else:
-                del arriving[name]
+                del arriving[claim]
         body = read.data
         trace.account_id = principal.account_id
         if not _NAME_RE.match(name):
@@ -478,6 +488,7 @@ class RuntimeApp:
             trace,
             on_chunk=stream.part if streaming else None,
             streaming=stream if streaming else None,
+            following=arriving.get(claim, 0),
         )
         status = int(answer.meta.get("status", 500))
         if status != 200:

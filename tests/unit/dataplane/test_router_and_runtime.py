@@ -8,7 +8,7 @@ import json
 from typing import Any
 
 import pytest
-from tests.conftest import ACCOUNT_ID, sign
+from tests.conftest import ACCESS_KEY, ACCOUNT_ID, sign
 from tests.unit.dataplane.fakes import StaticTable, asgi_call, verifier
 
 from neurondock_platform.dataplane.client import ReplicaTimeout, ReplicaUnavailable
@@ -211,16 +211,18 @@ def test_requests_still_being_read_for_an_endpoint_are_announced_to_its_replica(
     url, path = "http://localhost/endpoints/ep/invocations", "/endpoints/ep/invocations"
     body = bytes(200_000)
 
-    def headers(payload: bytes) -> list[tuple[bytes, bytes]]:
-        signed = sign("POST", url, body=payload, headers={"Content-Type": "application/x-npy"})
+    def headers(payload: bytes, access_key: str) -> list[tuple[bytes, bytes]]:
+        signed = sign("POST", url, body=payload, headers={"Content-Type": "application/x-npy"}, access_key=access_key)
         signed["Host"] = "localhost"
         return [(k.lower().encode(), v.encode()) for k, v in signed.items()]
 
-    async def scenario(replicas: list[str]) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    async def scenario(replicas: list[str]) -> tuple[list[dict[str, Any]], dict[tuple[str, str], int]]:
         caller = FakeCaller()
         app = runtime_app({(ACCOUNT_ID, "ep"): route(("AllTraffic", 1.0, replicas))}, caller)
 
-        def request(payload: bytes, released: asyncio.Event | None = None, tampered: bool = False):
+        def request(
+            payload: bytes, released: asyncio.Event | None = None, tampered: bool = False, access_key: str = ACCESS_KEY
+        ):
             sent = payload[:-1] + b"\x01" if tampered else payload
             chunks = [sent[:65536], sent[65536:]]
 
@@ -231,20 +233,29 @@ def test_requests_still_being_read_for_an_endpoint_are_announced_to_its_replica(
 
             async def send(message: dict[str, Any]) -> None: ...
 
-            scope = {"type": "http", "method": "POST", "path": path, "query_string": b"", "headers": headers(payload)}
+            scope = {
+                "type": "http",
+                "method": "POST",
+                "path": path,
+                "query_string": b"",
+                "headers": headers(payload, access_key),
+            }
             return asyncio.ensure_future(app(scope, receive, send))
 
         held, tampered = asyncio.Event(), asyncio.Event()
         slow, refused = request(body, held), request(body, tampered, tampered=True)
-        await request(body)  # forwarded while the two others are still being read
+        # Another caller (another account's key) reading a request for an endpoint of the same name.
+        stranger = request(body, tampered, access_key="AKIDSOMEONEELSE00000")
+        await request(body)  # forwarded while the others are still being read
         tampered.set()
         await refused
+        await stranger
         held.set()
         await slow
-        return [meta for _, meta, _ in caller.calls], dict(app.router.arriving)
+        return [meta for _, meta, _ in caller.calls], dict(app.arriving)
 
     forwarded, left = asyncio.run(scenario(["x:1"]))
-    # The tampered one is refused after its body is read, and is counted no longer.
+    # Only the same caller's count; the tampered one is refused after its body is read, and counts no longer.
     assert [meta.get("following") for meta in forwarded] == [2, None] and left == {}
     # Shared out among the variant's replicas, rounded up.
     forwarded, _ = asyncio.run(scenario(["x:1", "x:2"]))
