@@ -139,7 +139,11 @@ class _S3:
 class _Fake(ReplicaProcess):
     """Records how the agent would start the replica instead of starting it."""
 
-    def start(self) -> int:
+    @classmethod
+    def head_start(cls, *args: Any, **kwargs: Any) -> None:
+        return None  # no interpreter: start() plays the process
+
+    def start(self, head: Any = None) -> int:
         self.running = True
         return 4242
 

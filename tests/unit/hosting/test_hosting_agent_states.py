@@ -20,8 +20,12 @@ from tests.support.waiting import wait_for
 import neurondock_platform.models as m
 from neurondock_platform.config import Settings
 from neurondock_platform.db import Base, make_engine, make_sessionmaker, session_scope
+from neurondock_platform.lifetime import pid_alive
 from neurondock_platform.models import ReplicaState
+from neurondock_workers.hosting import process, standby
 from neurondock_workers.hosting.agent import AgentConflictError, HostAgent, ReplicaProcess, ReplicaStartError
+from neurondock_workers.hosting.artifacts import ModelDataError
+from neurondock_workers.hosting.standby import StandbyPool
 
 URL = "s3://models/tiny/model.tar.gz"
 HOST_ID = "host-unit"
@@ -51,7 +55,11 @@ class FakeProcess(ReplicaProcess):
     stale_kills: ClassVar[list[tuple[int, Path]]] = []
     _pids = itertools.count(10_000)
 
-    def start(self) -> int:
+    @classmethod
+    def head_start(cls, *args: Any, **kwargs: Any) -> None:
+        return None  # no interpreter: start() plays the process
+
+    def start(self, head: Any = None) -> int:
         self.fake_pid = next(self._pids)
         self.running = True
         self.terminated = False
@@ -570,3 +578,53 @@ def test_idle_replicas_checks_ride_a_heartbeat_when_due_before_the_next_one_and_
         assert {name for _, name in checked} == {"idle-replicas-health"}
     finally:
         agent.shutdown()
+
+
+class _FetchAfterHello:
+    """A fetch that waits for the replica's interpreter to say hello, then fails (or is cancelled meanwhile)."""
+
+    def __init__(self, spawned: list[Any]) -> None:
+        self.spawned = spawned
+        self.saw_hello = False
+
+    def __call__(self, owner: Any, url: str, cache_dir: Path, limit: int) -> tuple[Path, str]:
+        # Hello comes before the interpreter imports torch (~0.1 s); without a head start none is spawned.
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not (self.spawned and self.spawned[0].hello.is_set()):
+            time.sleep(0.01)
+        self.saw_hello = bool(self.spawned) and self.spawned[0].hello.is_set()
+        raise ModelDataError("The model data at s3://models/tiny/model.tar.gz does not exist")
+
+    def reap_exited(self) -> None:
+        pass
+
+
+def test_a_cold_interpreter_starts_before_the_fetch_returns_and_a_failed_fetch_leaves_nothing(
+    settings, sessions, monkeypatch
+):
+    spawned: list[Any] = []
+
+    def recording_spawn(*args: Any, **kwargs: Any) -> Any:
+        spawned.append(standby.spawn(*args, **kwargs))
+        return spawned[-1]
+
+    monkeypatch.setattr(process, "spawn", recording_spawn)
+    pool = StandbyPool({}, settings.data_dir / "standby", size=0)
+    monkeypatch.setattr(ReplicaProcess, "standby_pool", pool)
+    fetch = _FetchAfterHello(spawned)
+    agent = HostAgent(settings, sessions, FakeS3, stop_grace=0.1, fetcher=fetch)  # type: ignore[arg-type]
+    agent.heartbeat()
+    try:
+        replica_id = add_replica(sessions)
+        failed = step_until(agent, sessions, replica_id, lambda r: r.state == ReplicaState.FAILED, timeout=30)
+    finally:
+        agent.shutdown(timeout=5)
+
+    assert fetch.saw_hello, "the interpreter was spawned (and said hello) while the model data was fetched"
+    assert failed.failure_reason == "The model data at s3://models/tiny/model.tar.gz does not exist"
+    (interpreter,) = spawned
+    assert interpreter.proc.poll() is not None, "the failed start's interpreter is gone"
+    assert interpreter.pid is None or not pid_alive(interpreter.pid)
+    slots = agent.slots_dir
+    assert not slots.exists() or not any(slots.iterdir()), "and so is its sandbox slot"
+    assert pool.serving == 0, "the start is counted out of the standby pool"

@@ -494,19 +494,28 @@ class HostAgent:
                 raise ModelDataError(
                     "The model has no ModelDataUrl: neurondock's PyTorch runtime needs a model.tar.gz in S3"
                 )
-            model_dir, digest = self.launcher.fetch(launch.owner, str(url), managed.cancel)
-            managed.digest = digest
-            managed.weights_key = weights_key(digest, launch.container.get("Environment"), launch.account_id)
-            if managed.cancel.is_set():
-                managed.phase = "cancelled"
-                return
-            misfit = neuron.check_fit(model_dir, launch.neuron)
-            if misfit is not None:
-                append_log(log_path, misfit)
-                raise ReplicaStartError(misfit)
-            proc = self._process_for(launch, model_dir, log_path)
-            managed.proc = proc
-            pid = proc.start()
+            # The interpreter first: a cold one imports torch while the model data downloads.
+            head = self.launcher.head_start(
+                rid, launch.container, launch.neuron, trusted=launch.trusted, log_path=log_path
+            )
+            try:
+                model_dir, digest = self.launcher.fetch(launch.owner, str(url), managed.cancel)
+                managed.digest = digest
+                managed.weights_key = weights_key(digest, launch.container.get("Environment"), launch.account_id)
+                if managed.cancel.is_set():
+                    managed.phase = "cancelled"
+                    return
+                misfit = neuron.check_fit(model_dir, launch.neuron)
+                if misfit is not None:
+                    append_log(log_path, misfit)
+                    raise ReplicaStartError(misfit)
+                proc = self._process_for(launch, model_dir, log_path)
+                managed.proc = proc
+                pid = proc.start(head)
+            finally:
+                if head is not None:
+                    # A failed fetch, a misfit or a cancel: no interpreter, slot or pool count is left behind.
+                    head.abandon()
             self._update(rid, pid=pid)
             address = proc.wait_ready(launch.startup_timeout, managed.cancel)
             if address is None or not self._update(

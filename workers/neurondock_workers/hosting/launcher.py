@@ -18,7 +18,7 @@ from neurondock_workers import sandbox as sandboxing
 from neurondock_workers.hosting.artifacts import ModelDataError, fetch_model
 from neurondock_workers.hosting.environment import replica_environment
 from neurondock_workers.hosting.fetcher import ChildFetcher
-from neurondock_workers.hosting.process import ReplicaProcess, ReplicaStartError, append_log
+from neurondock_workers.hosting.process import HeadStart, ReplicaProcess, ReplicaStartError, append_log
 from neurondock_workers.hosting.s3 import OwnerClientFactory, StoreOwner
 from neurondock_workers.sandbox import WEIGHTS_DIR, Sandbox
 
@@ -117,6 +117,35 @@ class ReplicaLauncher:
             network=not container.get("EnableNetworkIsolation"),
             limits=limits,
             weights=(self.weights_dir, weights) if weights else None,
+            slots_dir=self.slots_dir,
+        )
+
+    def head_start(
+        self,
+        replica_id: int,
+        container: Mapping[str, Any],
+        neuron_assignment: Mapping[str, Any],
+        *,
+        trusted: bool,
+        log_path: Path,
+    ) -> HeadStart | None:
+        """Acquire a replica's interpreter before its model data is fetched (None: ``process`` will say why not).
+
+        A cold start's torch import then overlaps the download; the interpreter starts with the
+        environment ``process`` builds once the data is there, up to where the model lies (which it
+        reads only once activated).
+        """
+        try:
+            sandbox = self.sandbox_for(trusted=trusted)
+        except ReplicaStartError:
+            return None
+        env = self.environment(container, self.cache_dir, replica_id, neuron_assignment, sandboxed=sandbox is not None)
+        return self.process_cls.head_start(
+            replica_id,
+            log_path,
+            env,
+            sandbox=sandbox,
+            network=not container.get("EnableNetworkIsolation"),
             slots_dir=self.slots_dir,
         )
 

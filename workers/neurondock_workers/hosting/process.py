@@ -26,7 +26,14 @@ from neurondock_platform.db import utcnow
 from neurondock_platform.lifetime import pid_alive
 from neurondock_workers.hosting import slots
 from neurondock_workers.hosting.replica import FAILED_MARKER, LISTENING_MARKER, OP_HEALTH
-from neurondock_workers.hosting.standby import PIDFILE, STANDBY_MODULE, Interpreter, StandbyPool, spawn
+from neurondock_workers.hosting.standby import (
+    PIDFILE,
+    STANDBY_MODULE,
+    Interpreter,
+    StandbyPool,
+    spawn,
+    startup_env,
+)
 from neurondock_workers.hosting.weights_cache import WAIT_ENV
 from neurondock_workers.sandbox import MODEL_DIR, Limits, Sandbox
 
@@ -217,18 +224,48 @@ class ReplicaProcess:
                     del self._loading[self._loading_key]
                 self._loading_key = None
 
-    def start(self) -> int | None:
-        """Start the replica with stdout and stderr appended to the log; return its pid."""
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        if self.log_path.exists() and self.log_path.stat().st_size > LOG_ROTATE_BYTES:
-            self.log_path.replace(self.log_path.with_name(self.log_path.name + ".1"))
+    @classmethod
+    def head_start(
+        cls,
+        replica_id: int,
+        log_path: Path,
+        env: Mapping[str, str],
+        *,
+        sandbox: Sandbox | None,
+        network: bool,
+        slots_dir: Path,
+    ) -> HeadStart | None:
+        """Acquire the interpreter of a replica whose model data is still being fetched (``HeadStart``)."""
+        return HeadStart(
+            replica_id, log_path, env, sandbox=sandbox, network=network, slots_dir=slots_dir, pool=cls.standby_pool
+        )
+
+    def start(self, head: HeadStart | None = None) -> int | None:
+        """Activate the replica's interpreter, ``head``'s or one acquired now; return its pid.
+
+        Its stdout and stderr go to the log, after the banner its interpreter's acquisition wrote.
+        """
+        if head is not None and not head.fits(self):
+            head.abandon()
+            head = None
+        if head is None:
+            head = HeadStart(
+                self.replica_id,
+                self.log_path,
+                self.env,
+                sandbox=self.sandbox,
+                network=self.network,
+                slots_dir=self.slots_dir,
+                pool=self.standby_pool,
+            )
+        first, self._scan_pos = head.interpreter, head.scan_pos
+        self._counted_in = self._owes_loaded = head.pool
+        self._took_standby = head.took
+        head.interpreter = head.pool = None
         with self.log_path.open("ab") as log:
-            log.write(f"{START_BANNER} {self.replica_id} at {utcnow():%Y-%m-%dT%H:%M:%SZ}\n".encode())
-            log.flush()
-            self._scan_pos = log.tell()
             listen = self._listen_socket()
             try:
-                self._interpreter = self._activate(log, listen)
+                self._interpreter = self._activate(first, log, listen)
             finally:
                 # The replica holds the socket now; a copy here would keep a dead replica's port open.
                 listen.close()
@@ -238,23 +275,16 @@ class ReplicaProcess:
             (self.log_path.parent / PIDFILE).write_text(str(pid))
         return pid
 
-    def _activate(self, log: Any, listen: socket.socket) -> Interpreter:
-        pool = self.standby_pool
-        if pool is not None:
-            # Counted in before the take: a take that finds the pool empty must not refill it for us.
-            pool.serve()
-            self._counted_in = self._owes_loaded = pool
-        fits = pool is not None and (pool.sandbox is not None and pool.sandbox.enabled) == self.sandboxed
-        warm = pool.take(self.env, network=self.network) if fits and pool is not None else None
-        self._took_standby = warm is not None
+    def _activate(self, first: Interpreter | None, log: Any, listen: socket.socket) -> Interpreter:
         spec = self._spec()
-        for interpreter in (warm, None):
+        # The acquired interpreter first; one that died meanwhile (a standby, an import that failed) once more cold.
+        for interpreter in (first, None):
             if interpreter is None:
                 interpreter = spawn(self.sandbox, self.env, log, slots_dir=self.slots_dir, network=self.network)
             try:
                 self._prepare(interpreter)
                 if interpreter.activate(spec, [log.fileno(), listen.fileno()]):
-                    if interpreter is warm:
+                    if self._took_standby and interpreter is first:
                         log.write(b"neurondock: starting from a standby interpreter\n")
                         log.flush()
                     return interpreter
@@ -479,6 +509,78 @@ class ReplicaProcess:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         return True
+
+
+class HeadStart:
+    """A replica's interpreter, acquired before its model data is known: a standby taken, else one spawned cold.
+
+    The agent acquires it before it fetches the model data, so a cold start's torch import overlaps
+    the download; ``ReplicaProcess.start`` then activates it, or ``abandon`` lets it go (a failed
+    fetch, a misfit, a cancel). Acquiring counts the replica in with the pool (``StandbyPool.serve``)
+    and writes the start banner, so what the interpreter prints belongs to this attempt's lines.
+    """
+
+    def __init__(
+        self,
+        replica_id: int,
+        log_path: Path,
+        env: Mapping[str, str],
+        *,
+        sandbox: Sandbox | None,
+        network: bool,
+        slots_dir: Path,
+        pool: StandbyPool | None,
+    ) -> None:
+        self.log_path = Path(log_path)
+        self.env = dict(env)
+        self.sandbox = sandbox if sandbox is not None and sandbox.enabled else None
+        self.network = network
+        self.interpreter: Interpreter | None = None
+        # The pool this start is counted in with (and owes a loaded() to) until adopted or abandoned.
+        self.pool: StandbyPool | None = None
+        self.took = False
+        self.scan_pos = 0
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        if self.log_path.exists() and self.log_path.stat().st_size > LOG_ROTATE_BYTES:
+            self.log_path.replace(self.log_path.with_name(self.log_path.name + ".1"))
+        with self.log_path.open("ab") as log:
+            log.write(f"{START_BANNER} {replica_id} at {utcnow():%Y-%m-%dT%H:%M:%SZ}\n".encode())
+            log.flush()
+            self.scan_pos = log.tell()
+            if pool is not None:
+                # Counted in before the take: a take that finds the pool empty must not refill it for us.
+                pool.serve()
+                self.pool = pool
+            fits = pool is not None and (pool.sandbox is not None and pool.sandbox.enabled) == (
+                self.sandbox is not None
+            )
+            warm = pool.take(self.env, network=network) if fits and pool is not None else None
+            self.took = warm is not None
+            try:
+                self.interpreter = warm or spawn(self.sandbox, self.env, log, slots_dir=slots_dir, network=network)
+            except BaseException:
+                self.abandon()
+                raise
+
+    def fits(self, proc: ReplicaProcess) -> bool:
+        """Whether ``proc`` may become this interpreter: same log, sandbox, network and start-up environment."""
+        return (
+            self.log_path == proc.log_path
+            and self.sandbox is proc.sandbox
+            and self.network == proc.network
+            and startup_env(self.env) == startup_env(proc.env)
+        )
+
+    def abandon(self) -> None:
+        """Let the interpreter go (its slot and uid too) and count the start out; nothing once adopted."""
+        interpreter, self.interpreter = self.interpreter, None
+        if interpreter is not None:
+            interpreter.kill()
+            interpreter.release()
+        pool, self.pool = self.pool, None
+        if pool is not None:
+            pool.loaded(took=self.took)
+            pool.unserve()
 
 
 def _pidfile_names(path: Path, pid: int) -> bool:

@@ -126,6 +126,11 @@ def main(argv: list[str] | None = None) -> int:
 # --- on the agent's side ----------------------------------------------------------------------------
 
 
+def startup_env(env: Mapping[str, str]) -> dict[str, str]:
+    """The part of an environment an interpreter reads before it is activated (two agreeing may swap)."""
+    return {k: v for k, v in env.items() if k.startswith(_STARTUP_PREFIXES)}
+
+
 class Interpreter:
     """One interpreter process waiting to become a replica (warm once ``warm`` is set)."""
 
@@ -326,8 +331,7 @@ class StandbyPool:
 
     def compatible(self, env: Mapping[str, str]) -> bool:
         """Whether a replica with this environment may start from a standby."""
-        keys = {k for k in (*env, *self.base_env) if k.startswith(_STARTUP_PREFIXES)}
-        return all(env.get(k) == self.base_env.get(k) for k in keys)
+        return startup_env(env) == startup_env(self.base_env)
 
     def warm_count(self) -> int:
         """Return how many standbys are warm and waiting."""
