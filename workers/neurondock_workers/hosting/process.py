@@ -2,8 +2,9 @@
 
 The host agent never touches a replica process any other way, so tests swap this class for a fake.
 A replica starts as an interpreter (``hosting/standby.py``) — taken warm from the pool or spawned
-cold, sandboxed when the host's sandbox is enabled — that is then activated with this process's
-argv, environment, channel key and limits, its log and a listening socket the agent bound for it.
+cold, sandboxed when the host's sandbox is enabled, by the agent before it fetches the model data
+(``HeadStart``) — that is then activated with this process's argv, environment, channel key and
+limits, its log and a listening socket the agent bound for it.
 """
 
 from __future__ import annotations

@@ -6,8 +6,11 @@ Every replica process starts the same way. The agent spawns an interpreter —
 message with the sender's pid as the agent sees it, which is how the agent learns the pid of a
 process inside a pid namespace), imports torch and the serving modules, and says ready. Activation
 then sends it one message — argv, environment, channel key, limits — with two descriptors, the
-replica log and the listening socket the agent bound for it, and it becomes that replica. A cold
-start spawns an interpreter and activates it at once; a warm start takes one spawned earlier.
+replica log and the listening socket the agent bound for it, and it becomes that replica. A
+replica's interpreter is acquired before its model data is fetched (``process.HeadStart``): a warm
+start takes one spawned earlier, a cold start spawns one then, which imports torch while the data
+downloads; either is activated once the data is there and fits the replica's NeuronCores, or
+killed (its slot removed) when the fetch fails or the start is cancelled.
 
 A sandboxed interpreter sees its own *slot*, a directory the agent made for it before it knew which
 replica it would serve: ``<slot>/model`` shows read-only at ``/opt/ml/model`` and ``<slot>/weights``
