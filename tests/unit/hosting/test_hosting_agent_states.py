@@ -612,7 +612,7 @@ def test_a_cold_interpreter_starts_before_the_fetch_returns_and_a_failed_fetch_l
     pool = StandbyPool({}, settings.data_dir / "standby", size=0)
     monkeypatch.setattr(ReplicaProcess, "standby_pool", pool)
     fetch = _FetchAfterHello(spawned)
-    agent = HostAgent(settings, sessions, FakeS3, stop_grace=0.1, fetcher=fetch)  # type: ignore[arg-type]
+    agent = HostAgent(settings, sessions, FakeS3, stop_grace=0.1, fetcher=fetch)
     agent.heartbeat()
     try:
         replica_id = add_replica(sessions)

@@ -19,6 +19,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -235,11 +236,36 @@ class ReplicaProcess:
         sandbox: Sandbox | None,
         network: bool,
         slots_dir: Path,
-    ) -> HeadStart | None:
-        """Acquire the interpreter of a replica whose model data is still being fetched (``HeadStart``)."""
-        return HeadStart(
-            replica_id, log_path, env, sandbox=sandbox, network=network, slots_dir=slots_dir, pool=cls.standby_pool
+    ) -> HeadStart:
+        """Acquire a replica's interpreter before its model data is known: a standby taken, else one spawned cold.
+
+        Acquiring writes the start banner (what the interpreter prints belongs to this attempt's
+        lines) and counts the replica in with the pool before the take: a take that finds the pool
+        empty must not refill it for us.
+        """
+        head = HeadStart(
+            Path(log_path), dict(env), sandbox if sandbox is not None and sandbox.enabled else None, network
         )
+        head.log_path.parent.mkdir(parents=True, exist_ok=True)
+        if head.log_path.exists() and head.log_path.stat().st_size > LOG_ROTATE_BYTES:
+            head.log_path.replace(head.log_path.with_name(head.log_path.name + ".1"))
+        with head.log_path.open("ab") as log:
+            log.write(f"{START_BANNER} {replica_id} at {utcnow():%Y-%m-%dT%H:%M:%SZ}\n".encode())
+            log.flush()
+            head.scan_pos = log.tell()
+            pool = head.pool = cls.standby_pool
+            if pool is not None:
+                pool.serve()
+            pool_sandboxed = pool is not None and pool.sandbox is not None and pool.sandbox.enabled
+            fits = pool is not None and pool_sandboxed == (head.sandbox is not None)
+            warm = pool.take(head.env, network=network) if fits and pool is not None else None
+            head.took = warm is not None
+            try:
+                head.interpreter = warm or spawn(head.sandbox, head.env, log, slots_dir=slots_dir, network=network)
+            except BaseException:
+                head.abandon()
+                raise
+        return head
 
     def start(self, head: HeadStart | None = None) -> int | None:
         """Activate the replica's interpreter, ``head``'s or one acquired now; return its pid.
@@ -250,14 +276,13 @@ class ReplicaProcess:
             head.abandon()
             head = None
         if head is None:
-            head = HeadStart(
+            head = self.head_start(
                 self.replica_id,
                 self.log_path,
                 self.env,
                 sandbox=self.sandbox,
                 network=self.network,
                 slots_dir=self.slots_dir,
-                pool=self.standby_pool,
             )
         first, self._scan_pos = head.interpreter, head.scan_pos
         self._counted_in = self._owes_loaded = head.pool
@@ -512,56 +537,24 @@ class ReplicaProcess:
         return True
 
 
+@dataclass
 class HeadStart:
-    """A replica's interpreter, acquired before its model data is known: a standby taken, else one spawned cold.
+    """A replica's interpreter acquired before its model data is fetched (``ReplicaProcess.head_start``).
 
-    The agent acquires it before it fetches the model data, so a cold start's torch import overlaps
-    the download; ``ReplicaProcess.start`` then activates it, or ``abandon`` lets it go (a failed
-    fetch, a misfit, a cancel). Acquiring counts the replica in with the pool (``StandbyPool.serve``)
-    and writes the start banner, so what the interpreter prints belongs to this attempt's lines.
+    A cold start's torch import then overlaps the download; ``ReplicaProcess.start`` activates the
+    interpreter, or ``abandon`` lets it go (a failed fetch, a misfit, a cancel).
     """
 
-    def __init__(
-        self,
-        replica_id: int,
-        log_path: Path,
-        env: Mapping[str, str],
-        *,
-        sandbox: Sandbox | None,
-        network: bool,
-        slots_dir: Path,
-        pool: StandbyPool | None,
-    ) -> None:
-        self.log_path = Path(log_path)
-        self.env = dict(env)
-        self.sandbox = sandbox if sandbox is not None and sandbox.enabled else None
-        self.network = network
-        self.interpreter: Interpreter | None = None
-        # The pool this start is counted in with (and owes a loaded() to) until adopted or abandoned.
-        self.pool: StandbyPool | None = None
-        self.took = False
-        self.scan_pos = 0
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        if self.log_path.exists() and self.log_path.stat().st_size > LOG_ROTATE_BYTES:
-            self.log_path.replace(self.log_path.with_name(self.log_path.name + ".1"))
-        with self.log_path.open("ab") as log:
-            log.write(f"{START_BANNER} {replica_id} at {utcnow():%Y-%m-%dT%H:%M:%SZ}\n".encode())
-            log.flush()
-            self.scan_pos = log.tell()
-            if pool is not None:
-                # Counted in before the take: a take that finds the pool empty must not refill it for us.
-                pool.serve()
-                self.pool = pool
-            fits = pool is not None and (pool.sandbox is not None and pool.sandbox.enabled) == (
-                self.sandbox is not None
-            )
-            warm = pool.take(self.env, network=network) if fits and pool is not None else None
-            self.took = warm is not None
-            try:
-                self.interpreter = warm or spawn(self.sandbox, self.env, log, slots_dir=slots_dir, network=network)
-            except BaseException:
-                self.abandon()
-                raise
+    log_path: Path
+    env: dict[str, str]
+    sandbox: Sandbox | None
+    network: bool
+    interpreter: Interpreter | None = None
+    # The pool this start is counted in with (and owes a loaded() to) until adopted or abandoned.
+    pool: StandbyPool | None = None
+    took: bool = False
+    # Where this attempt's lines begin in the log.
+    scan_pos: int = 0
 
     def fits(self, proc: ReplicaProcess) -> bool:
         """Whether ``proc`` may become this interpreter: same log, sandbox, network and start-up environment."""
