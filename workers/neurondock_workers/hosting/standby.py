@@ -24,7 +24,7 @@ model, so the host agent keeps up to ``size`` standbys waiting (1 by default; 4 
 ml.inf1.xlarge start its 4 replicas, one per NeuronCore, all warm; the rest otherwise start cold, in
 parallel) — by default only while it serves no replica. The pool is sized by demand: the first
 endpoint on a fresh platform starts warm, and a host that serves holds no interpreter it may never
-use; a second endpoint, a scale-out or a replacement then starts cold (about a second more to
+use; a second endpoint, a scale-out or a replacement then starts cold (about 0.8 s more to
 InService, docs/measured.md). Every replica process counts itself in before it takes a standby or
 starts cold and out once it is gone; while any is counted in the pool starts none, and stops any
 still waiting once the starting replicas have loaded. The last replica gone refills it, so the next
