@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import os
 import time
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -24,6 +26,28 @@ def _base_env() -> dict[str, str]:
     return env
 
 
+def _predict(address: str, key: str, x: np.ndarray) -> np.ndarray:
+    """One npy prediction over the replica channel."""
+    buf = io.BytesIO()
+    np.save(buf, x)
+    with protocol.connect(address, key, timeout=10) as sock:
+        meta = {"op": "invoke", "content_type": "application/x-npy", "accept": "application/x-npy"}
+        protocol.send_frame(sock, meta, buf.getvalue())
+        answer, body = protocol.recv_frame(sock)
+    assert answer["status"] == 200, answer
+    return np.load(io.BytesIO(body))
+
+
+def _saved_model(tmp_path: Path, seed: int) -> tuple[Path, Any]:
+    import torch
+
+    model_dir = tmp_path / "replica" / "model"
+    model_dir.mkdir(parents=True)
+    model = tiny_mlp(seed=seed)
+    torch.jit.save(model, str(model_dir / "model.pt"))
+    return model_dir, model
+
+
 def test_compatible_only_when_startup_variables_agree(tmp_path):
     pool = StandbyPool(_base_env(), tmp_path)
     assert pool.compatible({**_base_env(), "SAGEMAKER_PROGRAM": "inference.py"})
@@ -35,10 +59,7 @@ def test_compatible_only_when_startup_variables_agree(tmp_path):
 def test_standby_becomes_a_replica(tmp_path, sandboxed):
     import torch
 
-    model_dir = tmp_path / "replica" / "model"
-    model_dir.mkdir(parents=True)
-    model = tiny_mlp(seed=2)
-    torch.jit.save(model, str(model_dir / "model.pt"))
+    model_dir, model = _saved_model(tmp_path, seed=2)
     sandbox = for_settings(Settings(data_dir=tmp_path / "data").resolved()) if sandboxed else None
     if sandbox is not None and not sandbox.enabled:
         pytest.skip(f"no sandbox here: {sandbox.describe()}")
@@ -58,17 +79,9 @@ def test_standby_becomes_a_replica(tmp_path, sandboxed):
         assert address is not None
         assert (tmp_path / "replica" / PIDFILE).read_text() == str(pid)
         x = np.ones((2, 16), dtype="float32")
-        buf = io.BytesIO()
-        np.save(buf, x)
-        with protocol.connect(address, proc.channel_key, timeout=10) as sock:
-            protocol.send_frame(
-                sock,
-                {"op": "invoke", "content_type": "application/x-npy", "accept": "application/x-npy"},
-                buf.getvalue(),
-            )
-            meta, body = protocol.recv_frame(sock)
-        assert meta["status"] == 200
-        np.testing.assert_allclose(np.load(io.BytesIO(body)), model(torch.from_numpy(x)).detach().numpy(), rtol=1e-5)
+        np.testing.assert_allclose(
+            _predict(address, proc.channel_key, x), model(torch.from_numpy(x)).detach().numpy(), rtol=1e-5
+        )
         print(f"warm replica ready in {warm_seconds:.2f} s")
         assert "starting from a standby interpreter" in proc.log_tail(50)
         assert proc.terminate(5) is not None
@@ -79,11 +92,7 @@ def test_standby_becomes_a_replica(tmp_path, sandboxed):
 
 
 def test_by_default_a_serving_host_keeps_no_standby_and_the_last_replica_gone_refills_it(tmp_path):
-    import torch
-
-    model_dir = tmp_path / "replica" / "model"
-    model_dir.mkdir(parents=True)
-    torch.jit.save(tiny_mlp(seed=4), str(model_dir / "model.pt"))
+    model_dir, _ = _saved_model(tmp_path, seed=4)
     pool = StandbyPool(_base_env(), tmp_path / "standby")
     pool.fill()
     wait_for(lambda: pool.warm_count() == 1, 60, what="a warm standby")
@@ -111,11 +120,7 @@ def test_a_standby_taken_while_importing_is_replaced_once_its_model_has_loaded(t
     # An endpoint created right after `up` takes the standby before torch is imported; the pool's fill
     # is still waiting on it then, and must not start the next import beside the model's load. With
     # standbys kept while serving (NEURONDOCK_STANDBY_WHILE_SERVING), the replacement comes after it.
-    import torch
-
-    model_dir = tmp_path / "replica" / "model"
-    model_dir.mkdir(parents=True)
-    torch.jit.save(tiny_mlp(seed=3), str(model_dir / "model.pt"))
+    model_dir, _ = _saved_model(tmp_path, seed=3)
     pool = StandbyPool(_base_env(), tmp_path / "standby", while_serving=True)
     pool.fill()
     ReplicaProcess.standby_pool = pool
@@ -158,3 +163,74 @@ def test_a_pool_hands_out_its_warm_interpreters_in_a_row(tmp_path):
             if standby is not None:
                 standby.release()
     assert all(p is not None and p.proc.returncode == 0 for p in taken), "an unused standby exits cleanly"
+
+
+def test_a_head_start_that_does_not_fit_its_replica_is_let_go_and_the_replica_starts_from_the_pool(tmp_path):
+    # The agent acquires the interpreter before the fetch; if what it then starts differs in what the
+    # interpreter was started with (here its thread count), that interpreter must not serve it.
+    import torch
+
+    model_dir, model = _saved_model(tmp_path, seed=5)
+    pool = StandbyPool(_base_env(), tmp_path / "standby")
+    pool.fill()
+    wait_for(lambda: pool.warm_count() == 1, 60, what="a warm standby")
+    ReplicaProcess.standby_pool = pool
+    try:
+        log = tmp_path / "replica" / "replica.log"
+        env = {**_base_env(), "SM_MODEL_DIR": str(model_dir)}
+        head = ReplicaProcess.head_start(
+            1, log, {**env, "OMP_NUM_THREADS": "4"}, sandbox=None, network=True, slots_dir=tmp_path / "slots"
+        )
+        assert head.interpreter is not None and not head.took, "an incompatible env starts cold"
+        misfit = head.interpreter.proc
+        assert pool.serving == 1
+
+        proc = ReplicaProcess(1, model_dir, log, env)
+        pid = proc.start(head)
+        address = proc.wait_ready(60)
+
+        assert address is not None
+        assert misfit.wait(10) is not None, "the misfit interpreter is stopped"
+        assert pid != misfit.pid and proc.pid != misfit.pid
+        assert (pool.serving, pool.taken_warm) == (1, 1), "counted in once; the replica took the warm standby"
+        assert "starting from a standby interpreter" in proc.log_tail(50)
+        x = np.ones((3, 16), dtype="float32")
+        np.testing.assert_allclose(
+            _predict(address, proc.channel_key, x), model(torch.from_numpy(x)).detach().numpy(), rtol=1e-5
+        )
+        assert proc.terminate(5) is not None
+        assert pool.serving == 0
+    finally:
+        ReplicaProcess.standby_pool = None
+        pool.close()
+
+
+@pytest.mark.parametrize("sandboxed", [True, False], ids=["sandboxed", "unsandboxed"])
+def test_a_head_start_whose_interpreter_died_before_activation_is_replaced_by_a_cold_one(tmp_path, sandboxed):
+    import torch
+
+    model_dir, model = _saved_model(tmp_path, seed=6)
+    sandbox = for_settings(Settings(data_dir=tmp_path / "data").resolved()) if sandboxed else None
+    if sandbox is not None and not sandbox.enabled:
+        pytest.skip(f"no sandbox here: {sandbox.describe()}")
+    slots = tmp_path / "slots"
+    log = tmp_path / "replica" / "replica.log"
+    env = {**_base_env(), "SM_MODEL_DIR": str(ReplicaProcess.view_of(model_dir, sandbox))}
+    head = ReplicaProcess.head_start(1, log, env, sandbox=sandbox, network=True, slots_dir=slots)
+    assert head.interpreter is not None
+    early = head.interpreter.proc
+    early.kill()  # e.g. the OOM killer while the model data downloads
+    early.wait(10)
+
+    proc = ReplicaProcess(1, model_dir, log, env, sandbox=sandbox, slots_dir=slots)
+    proc.start(head)
+    address = proc.wait_ready(60)
+
+    assert address is not None, proc.log_tail(50)
+    assert proc._popen is not early
+    x = np.ones((2, 16), dtype="float32")
+    np.testing.assert_allclose(
+        _predict(address, proc.channel_key, x), model(torch.from_numpy(x)).detach().numpy(), rtol=1e-5
+    )
+    assert proc.terminate(5) is not None
+    assert not slots.exists() or not any(slots.iterdir()), "neither interpreter leaves a slot behind"

@@ -573,8 +573,9 @@ class HeadStart:
             interpreter.release()
         pool, self.pool = self.pool, None
         if pool is not None:
-            pool.loaded(took=self.took)
+            # Out first: counted in, the pool would trim a warm standby as though this start were serving.
             pool.unserve()
+            pool.loaded(took=self.took)
 
 
 def _pidfile_names(path: Path, pid: int) -> bool:
