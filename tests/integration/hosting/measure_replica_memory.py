@@ -13,7 +13,6 @@ sum over the replicas is the memory they really use together.
 from __future__ import annotations
 
 import argparse
-import io
 import shutil
 import tempfile
 import time
@@ -22,10 +21,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tests.support.replica_channel import predict_npy
 from tests.support.waiting import wait_for
 
 from neurondock_platform.config import Settings
-from neurondock_platform.dataplane import protocol
 from neurondock_workers.hosting.environment import replica_environment
 from neurondock_workers.hosting.memory import MIB, smaps_rollup
 from neurondock_workers.hosting.process import ReplicaProcess
@@ -41,17 +40,6 @@ def build_model(path: Path, layers: int) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         torch.jit.trace(model, torch.zeros(1, 1024)).save(str(path))
-
-
-def invoke(address: str, key: str) -> np.ndarray:
-    buffer = io.BytesIO()
-    np.save(buffer, np.ones((2, 1024), dtype=np.float32))
-    with protocol.connect(address, key, timeout=30) as sock:
-        meta = {"op": "invoke", "content_type": "application/x-npy", "accept": "application/x-npy"}
-        protocol.send_frame(sock, meta, buffer.getvalue())
-        answer, body = protocol.recv_frame(sock)
-    assert answer["status"] == 200, answer
-    return np.load(io.BytesIO(body))
 
 
 def run(root: Path, model_file: Path, replicas: int, share: bool) -> tuple[list[dict[str, int]], list[np.ndarray]]:
@@ -71,7 +59,7 @@ def run(root: Path, model_file: Path, replicas: int, share: bool) -> tuple[list[
         for proc in procs:
             address = proc.wait_ready(300)
             assert address is not None
-            outputs.append(invoke(address, proc.channel_key))
+            outputs.append(predict_npy(address, proc.channel_key, np.ones((2, 1024), dtype=np.float32)))
         time.sleep(0.5)
         return [smaps_rollup(proc.pid or 0) for proc in procs], outputs
     finally:

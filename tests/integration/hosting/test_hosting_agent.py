@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import signal
@@ -18,6 +17,7 @@ import torch
 from sqlalchemy import delete, update
 from tests.integration.hosting.conftest import ACCOUNT_ID
 from tests.support.processes import pid_gone
+from tests.support.replica_channel import invoke_npy
 from tests.support.waiting import wait_for
 
 import neurondock_platform.models as m
@@ -29,19 +29,6 @@ from neurondock_workers.hosting.agent import ReplicaProcess, replica_dir
 from neurondock_workers.hosting.s3 import OwnerClients, StoreOwner
 
 X = np.array([[0.5, -1.0, 2.0, 0.25], [1.0, 2.0, 3.0, 4.0]], dtype=np.float32)
-
-
-def invoke_npy(replica: m.Replica, array: np.ndarray) -> tuple[dict, np.ndarray | bytes]:
-    buffer = io.BytesIO()
-    np.save(buffer, array)
-    with protocol.connect(replica.address, replica.channel_key, timeout=10) as sock:
-        protocol.send_frame(
-            sock,
-            {"op": "invoke", "content_type": "application/x-npy", "accept": "application/x-npy"},
-            buffer.getvalue(),
-        )
-        meta, body = protocol.recv_frame(sock)
-    return meta, (np.load(io.BytesIO(body)) if meta["status"] == 200 else body)
 
 
 def wait_gone(pid: int, timeout: float = 15) -> None:
@@ -63,7 +50,7 @@ def test_replica_lifecycle_ready_crash_restart_stop_and_delete(
     ready = step_until(agent, replica_id, lambda r: r.state == ReplicaState.READY)
 
     assert ready.address and ready.pid and ready.setup_seconds is not None and ready.failure_reason is None
-    meta, out = invoke_npy(ready, X)
+    meta, out = invoke_npy(ready.address, ready.channel_key, X)
     assert meta["status"] == 200
     np.testing.assert_allclose(out, expected, rtol=1e-6)
     assert (replica_dir(settings, replica_id) / "replica.log").exists()
@@ -76,7 +63,7 @@ def test_replica_lifecycle_ready_crash_restart_stop_and_delete(
     os.kill(ready.pid, signal.SIGKILL)
     restarted = step_until(agent, replica_id, lambda r: r.state == ReplicaState.READY and r.pid != ready.pid)
     assert restarted.restarts == 1
-    assert invoke_npy(restarted, X)[0]["status"] == 200
+    assert invoke_npy(restarted.address, restarted.channel_key, X)[0]["status"] == 200
 
     # desired stopped → the process gets SIGTERM and the row says Stopped.
     with session_scope(sessions) as session:
@@ -220,7 +207,7 @@ def test_a_new_agent_kills_stale_replicas_and_restarts_them(
         )
         wait_gone(old.pid)
         assert row.restarts == 1
-        _, out = invoke_npy(row, X)
+        _, out = invoke_npy(row.address, row.channel_key, X)
         np.testing.assert_allclose(out, expected, rtol=1e-6)
     finally:
         stop.set()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import shutil
 import textwrap
 import warnings
@@ -11,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from tests.support.replica_channel import predict_npy
 
 from neurondock_platform.config import Settings
-from neurondock_platform.dataplane import protocol
 from neurondock_workers.hosting.environment import replica_environment
 from neurondock_workers.hosting.process import ReplicaProcess
 from neurondock_workers.hosting.weights_cache import weights_key
@@ -51,17 +50,6 @@ def _write_model(model_dir: Path, kind: str) -> None:
         torch.save(_layers().state_dict(), model_dir / "weights.pth")
         (model_dir / "code").mkdir()
         (model_dir / "code" / "inference.py").write_text(textwrap.dedent(EAGER.format(layers=LAYERS)))
-
-
-def _invoke(address: str, key: str) -> np.ndarray:
-    buffer = io.BytesIO()
-    np.save(buffer, X)
-    with protocol.connect(address, key, timeout=30) as sock:
-        meta = {"op": "invoke", "content_type": "application/x-npy", "accept": "application/x-npy"}
-        protocol.send_frame(sock, meta, buffer.getvalue())
-        answer, body = protocol.recv_frame(sock)
-    assert answer["status"] == 200, body[-2000:]
-    return np.load(io.BytesIO(body))
 
 
 def _mapped_from(pid: int, directory: Path) -> dict[str, int]:
@@ -125,7 +113,7 @@ def test_two_replicas_share_one_mapping_of_the_weights_and_answer_identically(tm
     for proc in procs:
         address = proc.wait_ready(120)
         assert address is not None
-        outputs.append(_invoke(address, proc.channel_key))
+        outputs.append(predict_npy(address, proc.channel_key, X))
 
     # Bit for bit: sharing must never change an answer.
     assert all(np.array_equal(out, outputs[2]) for out in outputs[:2])

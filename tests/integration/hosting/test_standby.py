@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import os
 import time
 from pathlib import Path
@@ -10,11 +9,11 @@ from typing import Any
 
 import numpy as np
 import pytest
+from tests.support.replica_channel import predict_npy
 from tests.support.torch_models import tiny_mlp
 from tests.support.waiting import wait_for
 
 from neurondock_platform.config import Settings
-from neurondock_platform.dataplane import protocol
 from neurondock_workers.hosting.agent import ReplicaProcess
 from neurondock_workers.hosting.standby import PIDFILE, READY_MARKER, StandbyPool
 from neurondock_workers.sandbox import for_settings
@@ -24,18 +23,6 @@ def _base_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("NEURONDOCK_", "AWS_"))}
     env.update(OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     return env
-
-
-def _predict(address: str, key: str, x: np.ndarray) -> np.ndarray:
-    """One npy prediction over the replica channel."""
-    buf = io.BytesIO()
-    np.save(buf, x)
-    with protocol.connect(address, key, timeout=10) as sock:
-        meta = {"op": "invoke", "content_type": "application/x-npy", "accept": "application/x-npy"}
-        protocol.send_frame(sock, meta, buf.getvalue())
-        answer, body = protocol.recv_frame(sock)
-    assert answer["status"] == 200, answer
-    return np.load(io.BytesIO(body))
 
 
 def _saved_model(tmp_path: Path, seed: int) -> tuple[Path, Any]:
@@ -80,7 +67,7 @@ def test_standby_becomes_a_replica(tmp_path, sandboxed):
         assert (tmp_path / "replica" / PIDFILE).read_text() == str(pid)
         x = np.ones((2, 16), dtype="float32")
         np.testing.assert_allclose(
-            _predict(address, proc.channel_key, x), model(torch.from_numpy(x)).detach().numpy(), rtol=1e-5
+            predict_npy(address, proc.channel_key, x), model(torch.from_numpy(x)).detach().numpy(), rtol=1e-5
         )
         print(f"warm replica ready in {warm_seconds:.2f} s")
         assert "starting from a standby interpreter" in proc.log_tail(50)
@@ -196,7 +183,7 @@ def test_a_head_start_that_does_not_fit_its_replica_is_let_go_and_the_replica_st
         assert "starting from a standby interpreter" in proc.log_tail(50)
         x = np.ones((3, 16), dtype="float32")
         np.testing.assert_allclose(
-            _predict(address, proc.channel_key, x), model(torch.from_numpy(x)).detach().numpy(), rtol=1e-5
+            predict_npy(address, proc.channel_key, x), model(torch.from_numpy(x)).detach().numpy(), rtol=1e-5
         )
         assert proc.terminate(5) is not None
         assert pool.serving == 0
@@ -230,7 +217,7 @@ def test_a_head_start_whose_interpreter_died_before_activation_is_replaced_by_a_
     assert proc._popen is not early
     x = np.ones((2, 16), dtype="float32")
     np.testing.assert_allclose(
-        _predict(address, proc.channel_key, x), model(torch.from_numpy(x)).detach().numpy(), rtol=1e-5
+        predict_npy(address, proc.channel_key, x), model(torch.from_numpy(x)).detach().numpy(), rtol=1e-5
     )
     assert proc.terminate(5) is not None
     assert not slots.exists() or not any(slots.iterdir()), "neither interpreter leaves a slot behind"
