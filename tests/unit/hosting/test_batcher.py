@@ -387,6 +387,29 @@ def test_an_output_fn_failure_is_that_requests_answer_alone(model_dir, write_cod
     assert module.SEEN["output_fn"] == [1, 3]
 
 
+def test_a_batchs_answers_are_all_encoded_before_the_first_is_handed_back(model_dir, write_code, make_batcher):
+    # Handing one answer back wakes the event loop, which then contends with the model thread for the
+    # GIL while the rest are encoded: the batch's clients got their answers milliseconds apart.
+    write_code(COUNTING)
+    batcher = make_batcher(model_dir, max_batch_size=8, batch_user_predict=True)
+    module = batcher.handler.module
+    got = Collector()
+    encoded_when_delivered: list[int] = []
+    tags = [f"r{i}" for i in range(4)]
+    with batcher.hold():
+        for i, tag in enumerate(tags):
+            request = got.request(tag, _rows(i), JSON, JSON)
+            deliver = request.deliver
+            request.deliver = lambda answer, deliver=deliver: (
+                encoded_when_delivered.append(len(module.SEEN["output_fn"])),
+                deliver(answer),
+            )[-1]
+            batcher.submit(request)
+    assert [a.result.status for a in got.wait(*tags)] == [200] * 4
+    assert module.BATCHES == [[0, 1, 2, 3]]
+    assert encoded_when_delivered == [4, 4, 4, 4]
+
+
 def test_a_users_predict_fn_is_not_batched_unless_the_model_asks(model_dir, write_code, make_batcher):
     write_code(COUNTING)
     batcher = make_batcher(model_dir, max_batch_size=8)
