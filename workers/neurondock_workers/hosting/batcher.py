@@ -508,8 +508,8 @@ class Batcher:
         # output_fn runs once per request; its failure is that request's answer alone. Every answer is
         # encoded before the first is handed back: a handed-back answer wakes the event loop, which then
         # contends with this thread for the GIL while it encodes the rest (eight ResNet-18 answers took
-        # 3-6 ms that way instead of 0.3, the model idle meanwhile), and the batch's clients get their
-        # answers together rather than milliseconds apart.
+        # up to 6 ms that way instead of 0.3, the model idle meanwhile), and the batch's clients get
+        # their answers together rather than milliseconds apart.
         results = [
             pipeline.encode(invocation, piece) for (_, invocation), piece in zip(members, outcome.pieces, strict=True)
         ]
