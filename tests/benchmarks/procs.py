@@ -127,3 +127,71 @@ def memory_by_process(root: int) -> str:
     rows = [(name(pid), *memory_mb([pid])) for pid in tree(root)]
     rows = sorted((r for r in rows if r[1] >= 1.0), key=lambda r: -r[1])
     return ", ".join(f"{label} {rss:.0f}/{pss:.0f}" for label, rss, pss in rows)
+
+
+def _thread_runs(pid: int) -> dict[int, tuple[int, int]]:
+    """(CPU ns, times run) of each live thread of ``pid``, from /proc/<pid>/task/<tid>/schedstat."""
+    out = {}
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    for tid in tids:
+        try:
+            fields = Path(f"/proc/{pid}/task/{tid}/schedstat").read_text().split()
+        except OSError:
+            continue
+        out[int(tid)] = (int(fields[0]), int(fields[2]))
+    return out
+
+
+def _comm(pid: int, tid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/task/{tid}/comm").read_text().strip()
+    except OSError:
+        return "?"
+
+
+@dataclass(frozen=True)
+class Wakeups:
+    """How often each thread of a process tree ran over a window (a run is a wake-up when it is idle)."""
+
+    window_s: float
+    # (process label, pid, tid, thread name) -> (runs per second, % of one core)
+    by_thread: dict[tuple[str, int, int, str], tuple[float, float]]
+    # Runs and CPU of threads that started or ended inside the window are not seen by two reads.
+    threads_came_or_went: int
+
+    @property
+    def total(self) -> float:
+        """Runs per second of every thread alive for the whole window."""
+        return sum(runs for runs, _ in self.by_thread.values())
+
+    def top(self, n: int = 8) -> str:
+        """The threads that ran most often, labelled."""
+        ranked = sorted(self.by_thread.items(), key=lambda kv: -kv[1][0])[:n]
+        return ", ".join(
+            f"{label}[{tid if tid != pid else 'main'} {comm}] {runs:.2f}/s {cpu:.3f}%"
+            for (label, pid, tid, comm), (runs, cpu) in ranked
+            if runs > 0
+        )
+
+
+def thread_runs(pids: list[int]) -> dict[tuple[int, int], tuple[int, int]]:
+    """(CPU ns, times run) of every thread of ``pids``, keyed (pid, tid)."""
+    return {(pid, tid): value for pid in pids for tid, value in _thread_runs(pid).items()}
+
+
+def cpu_and_wakeups(root: int, window_s: float) -> tuple[CpuShare, Wakeups]:
+    """Over the next ``window_s`` seconds: each process's share of a core, and each thread's runs and CPU."""
+    pids = tree(root)
+    cpu_before, before, started = cpu_seconds(pids), thread_runs(pids), time.monotonic()
+    time.sleep(window_s)  # the measurement window itself, not a wait for readiness
+    cpu_after, after, elapsed = cpu_seconds(pids), thread_runs(pids), time.monotonic() - started
+    share = {pid: 100.0 * (cpu_after[pid] - cpu_before[pid]) / elapsed for pid in cpu_after if pid in cpu_before}
+    rows = {}
+    for key in after.keys() & before.keys():
+        pid, tid = key
+        ns, runs = (a - b for a, b in zip(after[key], before[key], strict=True))
+        rows[(name(pid), pid, tid, _comm(pid, tid))] = (runs / elapsed, 100.0 * ns / 1e9 / elapsed)
+    return CpuShare(elapsed, share), Wakeups(elapsed, rows, len(after.keys() ^ before.keys()))
