@@ -113,6 +113,10 @@ class EmbeddedTransport(_SQLAlchemyTransport):
     _look_now = True
     _next_poll = 0.0
 
+    def rings(self, connection: Any) -> bool:
+        """Whether this connection's drains wait on a doorbell (a broker file), so may be asked to wait untimed."""
+        return bells(str(connection.client.hostname or "")) is not None
+
     def look_again(self) -> None:
         """End the drain's wait now and look at the queue (a prefetch slot freed, on any thread)."""
         if self._bell is not None:
@@ -124,6 +128,9 @@ class EmbeddedTransport(_SQLAlchemyTransport):
         Celery's blocking loop asks for 2 s and looks for a shutdown request only between calls. With a
         doorbell the wait lasts the whole timeout and a shutdown signal ends it (``interrupt_drains``);
         without one it is cut to ``DRAIN_SLICE``, which kept a SIGTERMed worker alive for seconds.
+        With a doorbell and no timeout (the worker's loop, ``neurondock_workers.drains``) it returns
+        after each look that delivered nothing, so the loop runs between calls once per ring or idle
+        look instead of every 2 s.
         """
         if self._bell is None:
             directory = bells(str(connection.client.hostname or ""))
@@ -141,6 +148,8 @@ class EmbeddedTransport(_SQLAlchemyTransport):
                     self.cycle.get(self._deliver, timeout=timeout)  # type: ignore[attr-defined]  # kombu: cycle is None until a channel opens
                 except Empty:
                     self._look_now, self._next_poll = False, now + IDLE_POLL
+                    if timeout is None:
+                        raise TimeoutError() from None  # a ring or an idle look: the caller's loop turns once
                 else:
                     self._look_now = True  # more may be queued behind it
                     return None

@@ -23,6 +23,7 @@ def _celery_worker(settings: Settings, concurrency: int, loglevel: str) -> Any:
     from celery.utils.nodenames import default_nodename, host_format
 
     from neurondock_workers.celery_app import configure
+    from neurondock_workers.drains import QuietConsumer
 
     app = configure(settings)
     import neurondock_workers.tasks  # noqa: F401  (registers the tasks)
@@ -34,6 +35,7 @@ def _celery_worker(settings: Settings, concurrency: int, loglevel: str) -> Any:
         # Threads: a reconcile mostly waits on the database, and compiles run in child processes.
         pool_cls=pools.get_implementation("threads"),
         concurrency=concurrency,
+        consumer_cls=QuietConsumer,
         loglevel=mlevel(loglevel.upper()),
         without_gossip=True,
         without_mingle=True,

@@ -135,3 +135,66 @@ def test_a_shutdown_ends_a_drain_waiting_on_its_doorbell(tmp_path, monkeypatch):
         broker.interrupt_drains()
         waiting.join(10)
         assert outcome == ["returned"] and not waiting.is_alive()
+
+
+def test_an_untimed_drain_returns_once_per_ring_and_otherwise_waits(tmp_path, monkeypatch):
+    monkeypatch.setattr(broker, "_shutting_down", threading.Event())
+    url = broker.resolve_broker_url(f"sqla+sqlite:///{tmp_path / 'broker.db'}")
+    queue = Queue("q", routing_key="q")
+    returns: list[float] = []
+    with Connection(url) as worker:
+        Consumer(worker.channel(), [queue], callbacks=[lambda body, message: None]).consume()
+        assert worker.transport.rings(worker.connection)
+
+        def loop() -> None:
+            while not broker._shutting_down.is_set():
+                with contextlib.suppress(TimeoutError):
+                    worker.drain_events(timeout=None)  # as the worker's loop asks (neurondock_workers.drains)
+                returns.append(time.monotonic())
+
+        turning = threading.Thread(target=loop, daemon=True)
+        turning.start()
+        started = time.monotonic()
+        while not returns and time.monotonic() - started < 10:
+            time.sleep(0.01)
+        assert len(returns) == 1  # its first look found nothing
+        time.sleep(0.3)  # not readiness: a window in which nobody rings
+        assert len(returns) == 1
+        broker.ring(f"sqla+sqlite:///{tmp_path / 'broker.db'}")
+        while len(returns) < 2 and time.monotonic() - started < 10:
+            time.sleep(0.01)
+        assert len(returns) == 2  # one turn for the ring's look, which found nothing
+        broker.interrupt_drains()
+        turning.join(10)
+        assert not turning.is_alive()
+
+
+def test_the_workers_loop_asks_the_embedded_broker_for_untimed_drains(tmp_path):
+    from types import SimpleNamespace
+
+    from celery.worker import loops
+
+    from neurondock_workers import drains
+
+    asked: list[float | None] = []
+    blueprint = SimpleNamespace(state=loops.bootsteps.RUN)
+    with Connection(broker.resolve_broker_url(f"sqla+sqlite:///{tmp_path / 'broker.db'}")) as connection:
+        connection.connect()
+
+        def drain_events(timeout: float | None = None) -> None:
+            asked.append(timeout)
+            blueprint.state = loops.bootsteps.CLOSE
+            raise TimeoutError()
+
+        connection.drain_events = drain_events  # type: ignore[method-assign]
+        obj = SimpleNamespace(
+            create_task_handler=lambda: None,
+            perform_pending_operations=lambda: None,
+            pool=SimpleNamespace(is_green=False),
+            on_ready=lambda: None,
+            connection=connection,
+        )
+        consumer = SimpleNamespace(consume=lambda: None)
+        qos = SimpleNamespace(prev=1, value=1)
+        drains.synloop(obj, connection, consumer, blueprint, None, qos, None, None)
+    assert asked == [None]  # Celery's own loop asks for 2.0
