@@ -25,8 +25,10 @@ from neurondock_platform.lifetime import spawn
 RESTART_LIMIT = 5  # restarts of one child within RESTART_WINDOW before the supervisor gives up
 RESTART_WINDOW = 60.0
 # The longest the supervisor goes without looking at its children: SIGCHLD wakes it when one exits,
-# and SIGINT/SIGTERM when it should stop, so this only bounds a lost wake-up.
-CHILD_CHECK_BACKSTOP = 5.0
+# and SIGINT/SIGTERM when it should stop, each through the self-pipe, which keeps a ring sent while
+# the loop was not waiting; so this only bounds a wake-up lost some way not foreseen, and an idle
+# platform pays for it once a minute, not every 5 s (docs/supervision.md, "Waking instead of polling").
+CHILD_CHECK_BACKSTOP = 60.0
 _SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGCHLD)
 MODULE = "neurondock_platform.watch"
 

@@ -20,10 +20,6 @@ from neurondock_platform.services import leases, monitor
 
 log = logging.getLogger(__name__)
 
-# The longest the thread waits without looking at its stop event: a backstop, since the worker's
-# shutdown rings the thread's doorbell (``wake``) right after setting it.
-STOP_SLICE = 5.0
-
 _bells: set[wakeup.Doorbell] = set()
 
 
@@ -52,13 +48,16 @@ def run(settings: Settings, stop: threading.Event) -> None:
 
 
 def _sleep(stop: threading.Event, bell: wakeup.Doorbell, earliest: float, planned: float) -> bool:
-    """Wait until ``planned`` (or ``earliest``, if rung first, and no sooner); False when ``stop`` is set."""
+    """Wait until ``planned`` (or ``earliest``, if rung first, and no sooner); False when ``stop`` is set.
+
+    One wait for the whole time, no slices: whoever sets ``stop`` rings the bell (``wake``).
+    """
     deadline = max(earliest, planned)
     while not stop.is_set():
         left = deadline - time.monotonic()
         if left <= 0:
             return True
-        if bell.wait(min(left, STOP_SLICE)):
+        if bell.wait(left):
             deadline = min(deadline, max(earliest, time.monotonic()))
     return False
 
