@@ -559,7 +559,7 @@ def test_idle_replicas_checks_ride_a_heartbeat_when_due_before_the_next_one_and_
         for managed in (one, two):
             managed.idle = True
         one.checked_at = clock.now - every + 3.0  # due in 3 s: before the next beat
-        two.checked_at = clock.now - every + 6.0  # due in 6 s: after it
+        two.checked_at = clock.now - every + 9.0  # due in 9 s: after the beat after next (``_idle_companions``)
 
         agent._last_heartbeat = clock.now  # no beat due: nothing is checked before its time
         agent.tend()
@@ -567,11 +567,11 @@ def test_idle_replicas_checks_ride_a_heartbeat_when_due_before_the_next_one_and_
 
         agent._last_heartbeat = clock.now - agent.heartbeat_interval  # a beat is due
         agent.tend()
-        assert one.checked_at == clock.now and two.checked_at == clock.now - every + 6.0
+        assert one.checked_at == clock.now and two.checked_at == clock.now - every + 9.0
         wait_for(lambda: checked, 5, what="the first replica's check")
 
-        clock.now += agent.heartbeat_interval  # the next beat, with the second's check due in 2 s …
-        one.checked_at = two.checked_at  # … and the first's too: checked together, on one thread
+        clock.now += agent.heartbeat_interval  # the next beat, with both checks due before the one after:
+        one.checked_at = two.checked_at = clock.now - every + 3.0  # checked together, on one thread
         agent.tend()
         wait_for(done.is_set, 5, what="both checks")
         assert checked[0][0] == first and {rid for rid, _ in checked[1:]} == {first, second}
