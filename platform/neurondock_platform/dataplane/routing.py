@@ -15,7 +15,7 @@ from sqlalchemy import select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from neurondock_platform import wakeup
-from neurondock_platform.config import LOCAL_DB_IDLE_POLL, SHARED_DB_IDLE_POLL
+from neurondock_platform.config import SHARED_DB_IDLE_POLL
 from neurondock_platform.dataplane.looptask import LoopTask
 from neurondock_platform.models import Endpoint, EndpointStatus, EndpointVariant, Replica, ReplicaState
 from neurondock_platform.services.data_capture import CaptureSettings
@@ -89,6 +89,11 @@ SUSPECT_SECONDS = 15.0
 
 # Even when the database reports no change, the table is read in full this often (a safety net).
 FULL_RELOAD_SECONDS = 30.0
+
+# An unrung look on SQLite, where every writer is on this machine and rings: it only covers a lost ring,
+# and a lost ring costs the table less than it costs the other listeners (a miss refreshes at once, a
+# replica that went away turns suspect on its first failed request), so once a minute, not every 10 s.
+LOCAL_DB_ROUTES_POLL = 60.0
 
 # What every row the table is built from looks like, cheaply: PostgreSQL gives each row version the
 # id of the transaction that wrote it (xmin), so any insert, update or delete committed to these tables
@@ -174,7 +179,7 @@ class RoutingTable:
 
     With ``bells`` (a doorbell directory, ``wakeup.py``), a refresh runs as soon as a replica,
     endpoint or variant row changes on this host, when a suspect replica's time is up, and every
-    ``idle_interval`` otherwise (by default ``config.idle_poll``: each second on PostgreSQL, 10 s on SQLite);
+    ``idle_interval`` otherwise (by default each second on PostgreSQL, ``LOCAL_DB_ROUTES_POLL`` on SQLite);
     without, every ``refresh_interval``.
     """
 
@@ -329,7 +334,7 @@ class RoutingTable:
             idle = self._idle_interval
         else:
             # A database with a change signature is PostgreSQL, the one other hosts write to.
-            idle = SHARED_DB_IDLE_POLL if self._signature is not None else LOCAL_DB_IDLE_POLL
+            idle = SHARED_DB_IDLE_POLL if self._signature is not None else LOCAL_DB_ROUTES_POLL
         if self._suspects:
             # A suspect comes back when its time is up, not at the next slow poll.
             idle = min(idle, min(until for _, until in self._suspects.values()) - time.monotonic())

@@ -178,3 +178,16 @@ def test_with_a_doorbell_endpoint_and_variant_changes_arrive_at_once_and_a_suspe
             await table.stop()
 
     asyncio.run(scenario())
+
+
+def test_an_idle_table_on_sqlite_with_a_doorbell_looks_unrung_once_a_minute(session_factory, engine, settings):
+    from neurondock_platform import wakeup
+
+    if engine.dialect.name != "sqlite":
+        pytest.skip("on PostgreSQL other hosts' writes ring nobody here: the table looks every second")
+    table = RoutingTable(session_factory, bells=wakeup.bells_dir(settings.data_dir, wakeup.ROUTES))
+    _endpoint(session_factory, "idle")
+    asyncio.run(table.refresh())
+    assert _ids(table, "idle")
+    # The wait before its next unrung look: every writer of this database rings, a miss refreshes at once.
+    assert table._idle_wait() >= 60.0
