@@ -39,10 +39,10 @@ def synloop(obj: Any, connection: Any, *args: Any, **kwargs: Any) -> Any:
     return loops.synloop(obj, connection, *args, **kwargs)
 
 
-class QuietConsumer(Consumer):  # type: ignore[misc]  # celery is untyped
+class QuietConsumer(Consumer):
     """Celery's consumer, running ``synloop`` above where it would run Celery's own."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        if self.loop is loops.synloop:
+        if getattr(self, "loop", None) is loops.synloop:
             self.loop = synloop
