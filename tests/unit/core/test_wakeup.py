@@ -6,6 +6,7 @@ import contextlib
 import gc
 import threading
 import time
+from collections.abc import Iterator
 
 import pytest
 from kombu import Connection, Consumer, Producer, Queue
@@ -114,13 +115,18 @@ def test_two_processes_creating_the_same_queue_at_once_both_get_it(tmp_path, mon
         assert blind == [0] and row.name == "q" and row.id == theirs._get_or_create("q").id
 
 
-def test_a_shutdown_ends_a_drain_waiting_on_its_doorbell(tmp_path, monkeypatch):
+@contextlib.contextmanager
+def _idle_worker(tmp_path, monkeypatch) -> Iterator[Connection]:
+    """A consumer of an empty queue on an embedded broker, with a shutdown flag of its own."""
     monkeypatch.setattr(broker, "_shutting_down", threading.Event())
-    url = broker.resolve_broker_url(f"sqla+sqlite:///{tmp_path / 'broker.db'}")
-    queue = Queue("q", routing_key="q")
+    with Connection(broker.resolve_broker_url(f"sqla+sqlite:///{tmp_path / 'broker.db'}")) as worker:
+        Consumer(worker.channel(), [Queue("q", routing_key="q")], callbacks=[lambda body, message: None]).consume()
+        yield worker
+
+
+def test_a_shutdown_ends_a_drain_waiting_on_its_doorbell(tmp_path, monkeypatch):
     outcome: list[str] = []
-    with Connection(url) as worker:
-        Consumer(worker.channel(), [queue], callbacks=[lambda body, message: None]).consume()
+    with _idle_worker(tmp_path, monkeypatch) as worker:
 
         def drain() -> None:
             try:
@@ -138,12 +144,8 @@ def test_a_shutdown_ends_a_drain_waiting_on_its_doorbell(tmp_path, monkeypatch):
 
 
 def test_an_untimed_drain_returns_once_per_ring_and_otherwise_waits(tmp_path, monkeypatch):
-    monkeypatch.setattr(broker, "_shutting_down", threading.Event())
-    url = broker.resolve_broker_url(f"sqla+sqlite:///{tmp_path / 'broker.db'}")
-    queue = Queue("q", routing_key="q")
     returns: list[float] = []
-    with Connection(url) as worker:
-        Consumer(worker.channel(), [queue], callbacks=[lambda body, message: None]).consume()
+    with _idle_worker(tmp_path, monkeypatch) as worker:
         assert worker.transport.rings(worker.connection)
 
         def loop() -> None:
