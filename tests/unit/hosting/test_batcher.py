@@ -671,6 +671,24 @@ def test_batching_off_queues_eight_clients_and_refuses_only_past_the_job_queue(m
         server.batcher.close()
 
 
+def test_by_default_an_idle_model_hands_its_heap_back_within_three_quiet_seconds(model_dir):
+    # Three quiet seconds are what a platform is measured "once quiet" after (tests/benchmarks/procs.settle):
+    # a replica trimmed later is read with an execution's leftovers (~11 MB for ResNet-18, docs/measured.md).
+    handler = Handler(model_dir, {})
+    handler.load_model()
+    trimmed = threading.Event()
+    batcher = Batcher(handler, BatchConfig(max_batch_size=1), trim=trimmed.set)
+    try:
+        got = Collector()
+        batcher.submit(got.request("queued", npy(rows(1, 0))))
+        got.wait("queued")
+        done = time.perf_counter()
+        assert trimmed.wait(3.0), "no trim within three idle seconds"
+        assert time.perf_counter() - done < 3.0
+    finally:
+        batcher.close()
+
+
 def test_an_idle_model_hands_its_free_heap_back_once_per_idle_spell(model_dir):
     handler = Handler(model_dir, {})
     handler.load_model()

@@ -23,7 +23,9 @@ CHECK_INTERVAL = 0.5
 LIMIT_ENV = "NEURONDOCK_MAX_MEMORY_GROWTH_MB"
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 # How long a replica's model sits idle after executions before its free heap goes back to the kernel.
-IDLE_TRIM_SECONDS = 5.0
+# A trim costs <1 ms and the next execution ~1 ms of page faults, once per idle spell: at 5 s a replica
+# read three quiet seconds after its last answer still held ~11 MB it gives back (docs/measured.md).
+IDLE_TRIM_SECONDS = 2.0
 
 
 @functools.cache
