@@ -16,10 +16,12 @@ import signal
 import subprocess
 import threading
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
 
+# Not imported from typing: the watch imports this module and nothing else that needs typing.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from concurrent.futures import Future
+    from typing import Any
 
 PR_SET_PDEATHSIG = 1
 

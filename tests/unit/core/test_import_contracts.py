@@ -135,7 +135,8 @@ assert child.wait(10)
 watch.stop_all([child], 1.0)
 """
     kept = {"click", "neurondock_platform.config", "neurondock_platform.supervisor", "dataclasses", "pathlib"}
-    assert _modules_after(code) & (NOT_IN_THE_SUPERVISOR | kept) == set()
+    # typing: 0.45 MB RSS of a 13 MB watch, imported for annotations only (docs/measured.md).
+    assert _modules_after(code) & (NOT_IN_THE_SUPERVISOR | kept | {"typing"}) == set()
 
 
 def test_operator_commands_load_when_named():
