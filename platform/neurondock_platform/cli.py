@@ -114,8 +114,7 @@ def api(host: str | None, port: int | None, data_dir: str | None) -> None:
     heap.limit_arenas()  # before the server's threads start
     from neurondock_platform.server import serve
 
-    gate, prepare = database_gate.take(), database_gate.take(database_gate.PREPARE_ENV)
-    serve(_settings(host, port, data_dir), gate=gate, prepare=prepare)
+    serve(_settings(host, port, data_dir), gate=database_gate.take())
 
 
 def _exec_workers(command: str, settings: Settings) -> None:
@@ -150,8 +149,8 @@ def db() -> None:
 @click.option("--revision", default="head")
 def upgrade(data_dir: str | None, revision: str) -> None:
     """Apply database migrations (and, at head, make sure the root account exists)."""
-    from neurondock_platform.migrate import prepare_database
     from neurondock_platform.migrate import upgrade as do_upgrade
+    from neurondock_platform.supervisor import prepare_database
 
     settings = _settings(None, None, data_dir)
     if revision == "head":

@@ -108,16 +108,3 @@ def upgrade(settings: Settings, revision: str = "head") -> None:
     from alembic import command
 
     command.upgrade(alembic_config(settings.database_url), revision)
-
-
-def prepare_database(settings: Settings) -> None:
-    """Apply migrations and make sure the root account and its key exist (safe on every start)."""
-    from neurondock_platform.db import make_engine, make_sessionmaker, session_scope
-    from neurondock_platform.services.accounts import ensure_root_account, root_identity
-
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    upgrade(settings)
-    engine = make_engine(settings.database_url)
-    with session_scope(make_sessionmaker(engine)) as session:
-        ensure_root_account(session, root_identity(settings))
-    engine.dispose()

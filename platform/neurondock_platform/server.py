@@ -115,24 +115,15 @@ def run_server(app: Any, settings: Settings, **overrides: Any) -> None:
     QuietServer(uvicorn_config(app, settings, **overrides)).run()
 
 
-def _prepare_database(settings: Settings) -> None:
-    from neurondock_platform.migrate import prepare_database
-
-    prepare_database(settings)
-
-
-def serve(settings: Settings, *, gate: int | None = None, prepare: int | None = None) -> None:
+def serve(settings: Settings, *, gate: int | None = None) -> None:
     """Serve the platform on ``settings.host:settings.port`` until SIGINT/SIGTERM.
 
     With ``gate`` (``up`` starts the API beside its migrations) the app is built first and the server
-    starts once the database is ready; with ``prepare`` (``up``'s first start of the API) the app is
-    built, then the database prepared in a fork, which tells ``up`` on that pipe (database_gate).
+    starts once the database is ready (database_gate).
     """
     # uvicorn configures only its own loggers; without this the platform's warnings and tracebacks
     # reach stderr through logging's last-resort handler, with no time, level or logger name.
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = NeurondockASGI(settings)
-    if prepare is not None:
-        database_gate.prepare_in_fork(prepare, lambda: _prepare_database(settings))
     database_gate.wait(gate)
     run_server(app, settings)
