@@ -88,6 +88,8 @@ def uvicorn_config(app: Any, settings: Settings, **overrides: Any) -> Any:
     """A uvicorn config with the serving choices neurondock relies on."""
     import uvicorn
 
+    from neurondock_platform.uvicorn_server import OneSendProtocol
+
     options: dict[str, Any] = {
         "host": settings.host,
         "port": settings.port,
@@ -101,7 +103,8 @@ def uvicorn_config(app: Any, settings: Settings, **overrides: Any) -> Any:
         "server_header": False,
         "timeout_keep_alive": 75,
         # boto3 sends Expect: 100-continue on uploads; uvicorn answers it when the app reads the body.
-        "http": "httptools",
+        # httptools', sending a response's head and body in one write (uvicorn_server.OneSendProtocol).
+        "http": OneSendProtocol,
         "loop": "uvloop",
     }
     options.update(overrides)

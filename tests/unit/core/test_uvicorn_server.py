@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import signal
 import threading
 import time
 import urllib.request
 from email.utils import parsedate_to_datetime
+from types import SimpleNamespace
 
 import uvicorn
 from tests.support.waiting import wait_for
 
+from neurondock_platform.server import uvicorn_config
 from neurondock_platform.uvicorn_server import TICK_SECONDS, QuietServer
 
 
@@ -69,3 +72,68 @@ def test_a_server_without_connections_does_not_tick_and_its_next_answer_has_a_fr
     server.handle_exit(signal.SIGTERM, None)
     runner.join(10)
     assert not runner.is_alive()
+
+
+class _Recording(asyncio.Transport):
+    """A transport that records each call that would send bytes (``writelines`` is one writev)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sends: list[bytes] = []
+        self.closed = False
+
+    def get_extra_info(self, name, default=None):
+        return default
+
+    def write(self, data) -> None:
+        self.sends.append(bytes(data))
+
+    def writelines(self, list_of_data) -> None:
+        self.sends.append(b"".join(list_of_data))
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def close(self) -> None:
+        self.closed = True
+
+
+async def sized(scope, receive, send):
+    headers = [(b"content-type", b"text/plain"), (b"content-length", b"2")]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": b"hi"})
+
+
+def _protocol(transport: asyncio.Transport) -> asyncio.Protocol:
+    config = uvicorn_config(sized, SimpleNamespace(host="127.0.0.1", port=0), lifespan="off")
+    config.load()
+    protocol = config.http_protocol_class(config=config, server_state=uvicorn.server.ServerState(), app_state={})
+    protocol.connection_made(transport)
+    return protocol
+
+
+def test_a_response_head_and_body_leave_in_one_send():
+    async def exchange() -> list[bytes]:
+        transport = _Recording()
+        protocol = _protocol(transport)
+        protocol.data_received(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        await asyncio.sleep(0.01)
+        protocol.connection_lost(None)
+        return transport.sends
+
+    sends = asyncio.run(exchange())
+    assert len(sends) == 1, sends
+    assert sends[0].startswith(b"HTTP/1.1 200 OK\r\n") and sends[0].endswith(b"\r\n\r\nhi")
+
+
+def test_a_closing_connection_sends_what_is_held_before_it_closes():
+    async def exchange() -> list[bytes]:
+        transport = _Recording()
+        protocol = _protocol(transport)
+        protocol.data_received(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        await asyncio.sleep(0.01)
+        assert transport.closed
+        return transport.sends
+
+    sends = asyncio.run(exchange())
+    assert b"".join(sends).endswith(b"\r\n\r\nhi")
