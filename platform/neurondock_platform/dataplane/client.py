@@ -26,6 +26,7 @@ from neurondock_platform.dataplane.protocol import (
     ProtocolError,
     detect_dead_peer,
     frame_buffers,
+    local_name,
 )
 
 # Receives one streamed part: the chunk frame's meta and the part's bytes.
@@ -119,18 +120,38 @@ class ReplicaClient:
         self._max_idle = max_idle_per_replica
         self._outbox = Outbox()
 
-    async def _connect(self, address: str, key: str) -> _Connection:
+    async def _open(self, loop: asyncio.AbstractEventLoop, address: str, key: str) -> _Connection:
+        """Connect on the replica's Unix socket when it is on this host, else on TCP at ``address``."""
+        local = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        local.setblocking(False)
+        try:
+            local.connect(local_name(key))
+        except OSError:
+            # No such name in this network namespace (a replica on another host, or one started
+            # without an agent), or its backlog is full: TCP reaches it all the same.
+            local.close()
+        else:
+            _, conn = await loop.create_unix_connection(lambda: _Connection(loop), sock=local)
+            return conn
         host, _, port = address.rpartition(":")
+        connecting = loop.create_connection(lambda: _Connection(loop), host, int(port))
+        _, conn = await asyncio.wait_for(connecting, HANDSHAKE_SECONDS)
+        sock = conn.transport.get_extra_info("socket") if conn.transport is not None else None
+        if sock is not None:
+            try:
+                # http.client-style split writes plus Nagle cost ~40 ms per call (docs/measured.md).
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                detect_dead_peer(sock)
+            except BaseException:
+                conn.close()
+                raise
+        return conn
+
+    async def _connect(self, address: str, key: str) -> _Connection:
         loop = asyncio.get_running_loop()
         try:
-            connecting = loop.create_connection(lambda: _Connection(loop), host, int(port))
-            _, conn = await asyncio.wait_for(connecting, HANDSHAKE_SECONDS)
+            conn = await self._open(loop, address, key)
             try:
-                sock = conn.transport.get_extra_info("socket") if conn.transport is not None else None
-                if sock is not None:
-                    # http.client-style split writes plus Nagle cost ~40 ms per call (docs/measured.md).
-                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                    detect_dead_peer(sock)
                 async with asyncio.timeout(HANDSHAKE_SECONDS):
                     shake = ClientHandshake(key)
                     hello, _ = await conn.next_frame()

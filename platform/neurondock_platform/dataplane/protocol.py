@@ -33,6 +33,13 @@ nonces on both sides make a recorded handshake useless. The key lets its holder 
 process only: the model code inside that process can read it, and it opens nothing else.
 (Authentication only, no encryption: across hosts, keep the replica network private — see
 ``docs/sandbox.md``.)
+
+A replica started by a host agent also listens on an abstract Unix socket named from its key
+(``local_name``), and a router in the same network namespace — the same host — connects there
+before it tries TCP: the same frames and handshake for fewer microseconds of kernel time a frame
+(docs/runtime.md, "The replica channel"). Abstract names live in their network namespace, so a
+router on another host (or in another namespace) finds none and uses TCP; and the name cannot be
+taken first by anyone who does not hold the key.
 """
 
 from __future__ import annotations
@@ -76,6 +83,12 @@ class ChannelAuthError(ProtocolError):
 def new_key() -> str:
     """Return a fresh replica key (hex; one per replica process, never reused)."""
     return secrets.token_hex(32)
+
+
+def local_name(key: str) -> str:
+    """The abstract Unix socket name of the replica holding ``key`` (``\\0`` first: no file behind it)."""
+    digest = hashlib.sha256(f"{_PROOF_CONTEXT}|local|{key}".encode()).hexdigest()
+    return f"\0neurondock-replica-{digest[:40]}"
 
 
 def _proof(key: str, role: str, server_nonce: str, client_nonce: str) -> str:
@@ -414,15 +427,20 @@ def connect(address: str, key: str, timeout: float = HANDSHAKE_SECONDS) -> socke
     sock = socket.create_connection((host, int(port)), timeout=timeout)
     try:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        shake = ClientHandshake(key)
-        hello, _ = recv_frame(sock)
-        sock.sendall(shake.auth(hello))
-        answer, _ = recv_frame(sock)
-        shake.check(answer)
+        authenticate(sock, key)
     except BaseException:
         sock.close()
         raise
     return sock
+
+
+def authenticate(sock: socket.socket, key: str) -> None:
+    """Run the caller's side of the handshake on a connected blocking socket (ChannelAuthError on failure)."""
+    shake = ClientHandshake(key)
+    hello, _ = recv_frame(sock)
+    sock.sendall(shake.auth(hello))
+    answer, _ = recv_frame(sock)
+    shake.check(answer)
 
 
 def ping(address: str, key: str, timeout: float = 2.0) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from tests.support.torch_models import tiny_mlp
 from tests.support.waiting import wait_for
 
 from neurondock_platform.config import Settings
+from neurondock_platform.dataplane import protocol
 from neurondock_workers.hosting.agent import ReplicaProcess
 from neurondock_workers.hosting.standby import PIDFILE, READY_MARKER, StandbyPool
 from neurondock_workers.sandbox import for_settings
@@ -69,6 +71,13 @@ def test_standby_becomes_a_replica(tmp_path, sandboxed):
         np.testing.assert_allclose(
             predict_npy(address, proc.channel_key, x), model(torch.from_numpy(x)).detach().numpy(), rtol=1e-5
         )
+        # A router on this host reaches it on its Unix socket, behind the same handshake.
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as local:
+            local.settimeout(10)
+            local.connect(protocol.local_name(proc.channel_key))
+            protocol.authenticate(local, proc.channel_key)
+            protocol.send_frame(local, {"op": "ping"})
+            assert protocol.recv_frame(local)[0]["status"] == 200
         print(f"warm replica ready in {warm_seconds:.2f} s")
         assert "starting from a standby interpreter" in proc.log_tail(50)
         assert proc.terminate(5) is not None

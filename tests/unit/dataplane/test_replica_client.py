@@ -22,7 +22,9 @@ KEY = "7a" * 32
 Answer = Callable[[dict[str, Any], bytes, protocol.FrameChannel], Awaitable[None]]
 
 
-async def _serve(answer: Answer, key: str = KEY) -> tuple[asyncio.Server, str]:
+async def _serve(answer: Answer, key: str = KEY, *, local: bool = False) -> tuple[list[asyncio.Server], str]:
+    """Serve on loopback TCP, and with ``local`` on the key's Unix socket too, as an agent's replica does."""
+
     async def handle(channel: protocol.FrameChannel) -> None:
         shake = protocol.ServerHandshake(key)
         channel.write(shake.hello())
@@ -44,19 +46,23 @@ async def _serve(answer: Answer, key: str = KEY) -> tuple[asyncio.Server, str]:
         tasks.add(loop.create_task(handle(channel)))
 
     server = await loop.create_server(lambda: protocol.FrameChannel(loop, on_open=opened), "127.0.0.1", 0)
+    servers = [server]
+    if local:
+        path = protocol.local_name(key)
+        servers.append(await loop.create_unix_server(lambda: protocol.FrameChannel(loop, on_open=opened), path))
     port = server.sockets[0].getsockname()[1]
-    return server, f"127.0.0.1:{port}"
+    return servers, f"127.0.0.1:{port}"
 
 
 def _run(answer: Answer, scenario: Callable[[ReplicaClient, str], Awaitable[Any]], key: str = KEY) -> Any:
     async def main() -> Any:
-        server, address = await _serve(answer, key)
+        servers, address = await _serve(answer, key)
         client = ReplicaClient()
         try:
             return await scenario(client, address)
         finally:
             await client.close()
-            server.close()
+            servers[0].close()
 
     return asyncio.run(main())
 
@@ -264,3 +270,25 @@ def test_the_outbox_writes_nothing_to_a_connection_closed_before_the_pass_ended(
     assert kept == [(protocol.encode_frame({"n": 1}, b"x"),)]
     assert closed == []
     assert large == [(protocol.encode_head({"n": 3}, protocol.SPLIT_BODY), b"z" * protocol.SPLIT_BODY)]
+
+
+def test_a_replica_on_this_host_is_reached_on_its_unix_socket_with_the_same_handshake() -> None:
+    async def family(meta: dict[str, Any], body: bytes, writer: protocol.FrameChannel) -> None:
+        assert writer.transport is not None
+        writer.send({"status": 200, "family": writer.transport.get_extra_info("socket").family.name}, body)
+
+    async def main() -> list[str]:
+        servers, address = await _serve(family, local=True)
+        other = "6b" * 32  # no Unix socket for this key (a replica on another host): TCP
+        servers_other, address_other = await _serve(family, other)
+        client = ReplicaClient()
+        try:
+            here = await client.call(address, {"op": "invoke"}, b"x", 5.0, key=KEY)
+            elsewhere = await client.call(address_other, {"op": "invoke"}, b"x", 5.0, key=other)
+            return [here[0]["family"], elsewhere[0]["family"]]
+        finally:
+            await client.close()
+            for server in servers + servers_other:
+                server.close()
+
+    assert asyncio.run(main()) == ["AF_UNIX", "AF_INET"]

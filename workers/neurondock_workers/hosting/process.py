@@ -177,6 +177,18 @@ class ReplicaProcess:
             raise
         return sock
 
+    def _local_socket(self) -> socket.socket | None:
+        """The Unix socket a router on this host reaches the replica on (``protocol.local_name``), if it binds."""
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.bind(protocol.local_name(self.channel_key))
+        except OSError as exc:
+            # Routers then use TCP, as they do for a replica on another host.
+            logger.warning("replica %s: no local Unix socket (%s); it is reached on TCP only", self.replica_id, exc)
+            sock.close()
+            return None
+        return sock
+
     def _spec(self) -> dict[str, Any]:
         env = dict(self.env)
         if self.sandboxed:
@@ -290,18 +302,21 @@ class ReplicaProcess:
         head.interpreter = head.pool = None
         with self.log_path.open("ab") as log:
             listen = self._listen_socket()
+            local = self._local_socket()
             try:
-                self._interpreter = self._activate(first, log, listen)
+                self._interpreter = self._activate(first, log, [listen, local] if local is not None else [listen])
             finally:
-                # The replica holds the socket now; a copy here would keep a dead replica's port open.
+                # The replica holds the sockets now; a copy here would keep a dead replica's port open.
                 listen.close()
+                if local is not None:
+                    local.close()
         pid = self._interpreter.wait_pid(_HELLO_SECONDS)
         if pid is not None:
             # kill_stale() of a later agent recognises this pid as this replica's by this file.
             (self.log_path.parent / PIDFILE).write_text(str(pid))
         return pid
 
-    def _activate(self, first: Interpreter | None, log: Any, listen: socket.socket) -> Interpreter:
+    def _activate(self, first: Interpreter | None, log: Any, sockets: list[socket.socket]) -> Interpreter:
         spec = self._spec()
         # The acquired interpreter first; one that died meanwhile (a standby, an import that failed) once more cold.
         for interpreter in (first, None):
@@ -309,7 +324,7 @@ class ReplicaProcess:
                 interpreter = spawn(self.sandbox, self.env, log, slots_dir=self.slots_dir, network=self.network)
             try:
                 self._prepare(interpreter)
-                if interpreter.activate(spec, [log.fileno(), listen.fileno()]):
+                if interpreter.activate(spec, [log.fileno(), *(sock.fileno() for sock in sockets)]):
                     if self._took_standby and interpreter is first:
                         log.write(b"neurondock: starting from a standby interpreter\n")
                         log.flush()

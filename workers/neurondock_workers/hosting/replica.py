@@ -1,4 +1,4 @@
-"""A model-server replica: load the model, then serve the frame protocol on TCP.
+"""A model-server replica: load the model, then serve the frame protocol on TCP (and a local Unix socket).
 
 ``python -m neurondock_workers.hosting.replica --model-dir DIR --bind 127.0.0.1 --port 0 --key-fd N``
 
@@ -189,7 +189,7 @@ class ReplicaServer:
     async def handle_connection(self, channel: FrameChannel) -> None:
         """Answer frames on one connection, one request at a time, until the peer closes it."""
         sock = channel.transport.get_extra_info("socket") if channel.transport is not None else None
-        if sock is not None:
+        if sock is not None and sock.family != socket.AF_UNIX:
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._channels.add(channel)
@@ -382,8 +382,12 @@ async def serve(
     *,
     key: str | None,
     listen: socket.socket | None = None,
+    local: socket.socket | None = None,
 ) -> bool:
     """Listen (on ``listen`` when the agent bound it), announce the address, serve until SIGTERM/SIGINT.
+
+    ``local``, when the agent bound it, is the Unix socket a router on this host connects to first
+    (``protocol.local_name``): the same frames, served the same way.
 
     Returns True on a clean drain.
     """
@@ -404,14 +408,19 @@ async def serve(
         server = await loop.create_server(channel, sock=listen)
     else:
         server = await loop.create_server(channel, host=bind, port=port)
+    servers = [server]
+    if local is not None:
+        servers.append(await loop.create_unix_server(channel, sock=local))
     host, bound_port = server.sockets[0].getsockname()[:2]
     # Memory growth counts from here: the model is loaded and the replica is about to be ready.
     replica.memory.start()
     print(f"{LISTENING_MARKER} {host}:{bound_port}", flush=True)
     await stop.wait()
-    server.close()
+    for each in servers:
+        each.close()
     idle = await replica.drain(drain_seconds)
-    await server.wait_closed()
+    for each in servers:
+        await each.wait_closed()
     return idle
 
 
@@ -459,7 +468,13 @@ def _share_weights(model: Any) -> None:
         print(f"neurondock: {note}", flush=True)
 
 
-def main(argv: Sequence[str] | None = None, *, key: str | None = None, listen: socket.socket | None = None) -> int:
+def main(
+    argv: Sequence[str] | None = None,
+    *,
+    key: str | None = None,
+    listen: socket.socket | None = None,
+    local: socket.socket | None = None,
+) -> int:
     """Run a replica; the exit code is non-zero when the model cannot be loaded."""
     args = _parse_args(argv)
     if key is None and args.key_fd is not None:
@@ -499,7 +514,7 @@ def main(argv: Sequence[str] | None = None, *, key: str | None = None, listen: s
     _share_weights(handler.model)
 
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-        idle = runner.run(serve(handler, args.bind, args.port, key=key, listen=listen))
+        idle = runner.run(serve(handler, args.bind, args.port, key=key, listen=listen, local=local))
     sys.stdout.flush()
     sys.stderr.flush()
     if not idle:

@@ -82,6 +82,7 @@ def _become(spec: dict[str, Any], fds: Sequence[int]) -> int:
 
     log_fd = fds[0]
     listen = socket.socket(fileno=fds[1]) if len(fds) > 1 else None
+    local = socket.socket(fileno=fds[2]) if len(fds) > 2 else None
     sys.stdout.flush()
     sys.stderr.flush()
     os.dup2(log_fd, 1)
@@ -97,7 +98,7 @@ def _become(spec: dict[str, Any], fds: Sequence[int]) -> int:
     apply_limits(spec.get("limits"))
     from neurondock_workers.hosting import replica
 
-    return replica.main(spec["argv"], key=spec["key"], listen=listen)
+    return replica.main(spec["argv"], key=spec["key"], listen=listen, local=local)
 
 
 def main(argv: list[str] | None = None) -> int:
