@@ -1,9 +1,10 @@
 """uvicorn as the API runs it: a main loop that sleeps while no connection is open, and one send per response.
 
 ``QuietServer`` ticks once a second with a connection open instead of ten times a second.
-``OneSendProtocol`` holds a connection's writes until the end of the event loop's pass: uvicorn writes a
-response's head and its body separately, and uvloop sends each at once, two system calls (and two
-wake-ups of the client) per answer where one does (docs/measured.md, "Server CPU per answer: one send").
+``OneSendProtocol`` holds a connection's writes until the end of the event loop's pass: uvicorn
+writes a response's head and its body separately, and uvloop sends each at once, two system calls
+(and two wake-ups of the client) per answer where one does (docs/measured.md, "Server CPU per
+answer: one send per response, and the replica channel on a Unix socket").
 """
 
 from __future__ import annotations

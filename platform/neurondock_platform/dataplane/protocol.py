@@ -37,7 +37,7 @@ process only: the model code inside that process can read it, and it opens nothi
 A replica started by a host agent also listens on an abstract Unix socket named from its key
 (``local_name``), and a router in the same network namespace — the same host — connects there
 before it tries TCP: the same frames and handshake for fewer microseconds of kernel time a frame
-(docs/runtime.md, "The replica channel"). Abstract names live in their network namespace, so a
+(docs/sandbox.md, "The replica channel"). Abstract names live in their network namespace, so a
 router on another host (or in another namespace) finds none and uses TCP; and the name cannot be
 taken first by anyone who does not hold the key.
 """
