@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,11 @@ _PLATFORM_ERRORS = pytest.StashKey[list[str]]()
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    # The suite starts hundreds of Python processes (platforms, replicas, standbys, CLIs, examples). With
+    # PYTHONDONTWRITEBYTECODE set, each compiled the sources it imports again and pytest rewrote every test
+    # module on every run (collection: 11-13 s, 6 s with caches). The caches are gitignored.
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+    sys.dont_write_bytecode = False
     from tests.support import botocore_models
 
     botocore_models.install()
