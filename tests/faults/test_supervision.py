@@ -147,9 +147,13 @@ def test_after_the_banner_a_lean_watch_restarts_a_child_that_exits_as_it_started
     plat.start()
     assert plat.process is not None
     up_pid = plat.process.pid
-    # The same pid, now the watch: the command line's imports (click, the settings) stayed behind.
-    command = Path(f"/proc/{up_pid}/cmdline").read_bytes().split(b"\0")
-    assert b"neurondock_platform.watch" in command, command
+
+    # The same pid, now the watch: the command line's imports (click, the settings) stayed behind. `up`
+    # execs it after printing the banner, so the test may look mid-exec (an empty command line).
+    def command() -> list[bytes]:
+        return Path(f"/proc/{up_pid}/cmdline").read_bytes().split(b"\0")
+
+    wait_for(lambda: b"neurondock_platform.watch" in command(), 10, what="up to exec the watch", state=command)
     tree = descendants(up_pid)
     api = next(pid for pid, cmd in tree.items() if cmd.endswith("cli api"))
     host = next(pid for pid, cmd in tree.items() if cmd.endswith("neurondock_workers host"))
