@@ -82,10 +82,3 @@ def only_operations(model: dict[str, Any], operations: Iterable[str], shapes: It
         todo += [shape[part]["shape"] for part in ("member", "key", "value") if part in shape]
         todo += [member["shape"] for member in shape.get("members", {}).values()]
     return {**model, "operations": kept, "shapes": reached}
-
-
-def loader() -> Any:
-    """A botocore loader of the installed models that parses them without documentation."""
-    from botocore.loaders import Loader
-
-    return Loader(file_loader=UndocumentedFiles())

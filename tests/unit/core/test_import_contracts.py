@@ -168,3 +168,18 @@ CeleryDispatcher("sqla+sqlite:///{tmp_path}/broker.sqlite").send("neurondock.not
     loaded = _modules_after(code)
     assert "sqlalchemy.dialects.sqlite" in loaded
     assert not {m for m in loaded if m.startswith(("sqlalchemy.dialects.postgresql", "sqlalchemy.dialects.mysql"))}
+
+
+def test_the_api_validates_requests_without_botocores_model_code():
+    # botocore.model brings botocore's HTTP, auth and date code (urllib3, dateutil, awscrt), ~2 MB the
+    # API would keep for good; it reads only the shapes (docs/measured.md).
+    code = """
+import neurondock_platform.server
+from neurondock_platform import catalog
+from neurondock_platform.services import validation
+validation.validate_input("DescribeEndpoint", {"EndpointName": "e"})
+assert "ml.c5.large" in catalog.all_instance_types()
+catalog.service_model("cloudwatch").operation_model("PutMetricData").input_shape.members
+"""
+    loaded = _modules_after(code)
+    assert not loaded & {"botocore.model", "botocore.loaders", "urllib3", "dateutil"}
