@@ -112,9 +112,16 @@ def api(host: str | None, port: int | None, data_dir: str | None) -> None:
     from neurondock_platform import database_gate, heap
 
     heap.limit_arenas()  # before the server's threads start
+    settings, preparing = _settings(host, port, data_dir), None
+    prepare = database_gate.take(database_gate.PREPARE_ENV)
+    if prepare is not None:
+        from neurondock_platform.migrate import prepare_in_fork
+
+        # Before the rest of the API's imports, which the fork then does not wait for (one thread yet).
+        preparing = prepare_in_fork(settings, prepare)
     from neurondock_platform.server import serve
 
-    serve(_settings(host, port, data_dir), gate=database_gate.take())
+    serve(settings, gate=database_gate.take(), preparing=preparing)
 
 
 def _exec_workers(command: str, settings: Settings) -> None:
@@ -149,8 +156,8 @@ def db() -> None:
 @click.option("--revision", default="head")
 def upgrade(data_dir: str | None, revision: str) -> None:
     """Apply database migrations (and, at head, make sure the root account exists)."""
+    from neurondock_platform.migrate import prepare_database
     from neurondock_platform.migrate import upgrade as do_upgrade
-    from neurondock_platform.supervisor import prepare_database
 
     settings = _settings(None, None, data_dir)
     if revision == "head":

@@ -108,3 +108,29 @@ def upgrade(settings: Settings, revision: str = "head") -> None:
     from alembic import command
 
     command.upgrade(alembic_config(settings.database_url), revision)
+
+
+def prepare_database(settings: Settings) -> None:
+    """Apply migrations and make sure the root account and its key exist (safe on every start)."""
+    from neurondock_platform.db import make_engine, make_sessionmaker, session_scope
+    from neurondock_platform.services.accounts import ensure_root_account, root_identity
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    upgrade(settings)
+    engine = make_engine(settings.database_url)
+    with session_scope(make_sessionmaker(engine)) as session:
+        ensure_root_account(session, root_identity(settings))
+    engine.dispose()
+
+
+def prepare_in_fork(settings: Settings, fd: int) -> int:
+    """Import what ``prepare_database`` needs, then run it in a fork that tells ``up`` on ``fd``; return its pid.
+
+    The API calls it first thing: the fork shares these imports (SQLAlchemy, the models, the accounts
+    service), prepares while the API imports the rest, and is joined before the API serves
+    (database_gate.joined).
+    """
+    from neurondock_platform import database_gate, db, models  # noqa: F401  (for the fork to share)
+    from neurondock_platform.services import accounts  # noqa: F401
+
+    return database_gate.prepare_in_fork(fd, lambda: prepare_database(settings))

@@ -118,15 +118,18 @@ def run_server(app: Any, settings: Settings, **overrides: Any) -> None:
     QuietServer(uvicorn_config(app, settings, **overrides)).run()
 
 
-def serve(settings: Settings, *, gate: int | None = None) -> None:
+def serve(settings: Settings, *, gate: int | None = None, preparing: int | None = None) -> None:
     """Serve the platform on ``settings.host:settings.port`` until SIGINT/SIGTERM.
 
     With ``gate`` (``up`` starts the API beside its migrations) the app is built first and the server
-    starts once the database is ready (database_gate).
+    starts once the database is ready; with ``preparing`` (the pid of the fork preparing the database,
+    ``migrate.prepare_in_fork``) it is built, then the server starts once that fork succeeded.
     """
     # uvicorn configures only its own loggers; without this the platform's warnings and tracebacks
     # reach stderr through logging's last-resort handler, with no time, level or logger name.
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = NeurondockASGI(settings)
+    if preparing is not None:
+        database_gate.joined(preparing)
     database_gate.wait(gate)
     run_server(app, settings)

@@ -272,6 +272,21 @@ class Supervisor:
             os.close(gate)  # the child holds its own copy
         child.env = env  # what a restart starts with: only the first start waits at a gate
 
+    def start_preparing(self, child: Child) -> int:
+        """Start ``child`` (the API) to prepare the database; return the read end ``database_gate.prepared`` reads."""
+        keep = (self.lock.fd,) if self.lock.fd is not None else ()
+        env = self.envs[child.root_keys]
+        read, write = os.pipe()
+        try:
+            child.start({**env, database_gate.PREPARE_ENV: str(write)}, (*keep, write))
+        except BaseException:
+            os.close(read)
+            raise
+        finally:
+            os.close(write)  # the child holds its own copy: EOF here once it (and its fork) let go
+        child.env = env  # a restart finds the database prepared
+        return read
+
     def run(self) -> int:
         """Watch the children until asked to stop (or one keeps exiting); returns the exit code.
 
@@ -359,37 +374,6 @@ def _sandbox_lines(sandbox: dict[str, str] | None) -> list[str]:
     return lines
 
 
-def prepare_database(settings: Settings) -> None:
-    """Apply migrations and make sure the root account and its key exist (safe on every start)."""
-    from neurondock_platform.db import make_engine, make_sessionmaker, session_scope
-    from neurondock_platform.migrate import upgrade
-    from neurondock_platform.services.accounts import ensure_root_account, root_identity
-
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    upgrade(settings)
-    engine = make_engine(settings.database_url)
-    with session_scope(make_sessionmaker(engine)) as session:
-        ensure_root_account(session, root_identity(settings))
-    engine.dispose()
-
-
-def prepare_in_child(settings: Settings) -> str | None:
-    """Run ``prepare_database`` in a child process; return None when it worked, else its output.
-
-    The supervisor lives as long as the platform: migrations would leave SQLAlchemy and Alembic in
-    its memory for good (~40 MB RSS measured; docs/runtime.md, "Start-up").
-    """
-    done = subprocess.run(
-        [sys.executable, "-m", "neurondock_platform.cli", "db", "upgrade"],
-        env=child_env(settings, root_keys=True),
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-    )
-    if done.returncode == 0:
-        return None
-    return (done.stderr or done.stdout).decode("utf-8", "replace").strip() or f"exit code {done.returncode}"
-
-
 def _locked(settings: Settings, role: str, url: str = "") -> InstanceLock | None:
     lock = InstanceLock(settings.data_dir)
     try:
@@ -426,13 +410,16 @@ def run_up(settings: Settings) -> int:
     supervisor = Supervisor(settings, [api, _host_child(logs)], lock)
     supervisor.install_signals()
     # Everything at once: the sandbox probe (a sandboxed interpreter) and the two children, which
-    # import for seconds and then wait at their database gate, beside the migrations: the worker is
-    # then ready for the first CreateEndpoint, and the agent registers and starts its standby's torch
-    # import as soon as the database is (docs/runtime.md, "Start-up").
+    # import for seconds. The API then prepares the database (migrations, the root account) in a fork
+    # that shares its imports, while the host process waits at its database gate: the worker is then
+    # ready for the first CreateEndpoint, and the agent registers as soon as the database is
+    # (docs/supervision.md, "Start-up").
     probe = probe_sandbox(settings)
+    preparing = supervisor.start_preparing(api)
     for child in supervisor.children:
-        supervisor.start(child, gated=True)
-    failed = prepare_in_child(settings)
+        if child is not api:
+            supervisor.start(child, gated=True)
+    failed = database_gate.prepared(preparing)
     if failed is None and not supervisor.stopping:
         supervisor.gates.open()
     if failed is not None or not _wait_ready(settings, api, lambda: supervisor.stopping):

@@ -41,3 +41,48 @@ def test_no_gate_means_no_wait_and_the_variable_is_not_passed_on(monkeypatch):
 
     assert database_gate.take() == 7
     assert database_gate.take() is None, "a grandchild must not inherit the gate's descriptor number"
+
+
+def test_the_database_is_prepared_in_a_fork_which_keeps_what_it_imports_to_itself():
+    import os
+    import sys
+    import types
+
+    read, write = os.pipe()
+    name = f"imported_while_preparing_{os.getpid()}"
+
+    def prepare() -> None:
+        # As Alembic would be imported, for an older database.
+        sys.modules[name] = types.ModuleType(name)
+
+    pid = database_gate.prepare_in_fork(write, prepare)
+
+    assert database_gate.prepared(read) is None
+    database_gate.joined(pid)
+    assert name not in sys.modules, "the API keeps none of what preparing imported"
+
+
+def test_a_failed_preparation_tells_the_supervisor_why_and_the_api_exits():
+    import os
+
+    read, write = os.pipe()
+
+    def prepare() -> None:
+        raise RuntimeError("unable to open database file")
+
+    pid = database_gate.prepare_in_fork(write, prepare)
+
+    why = database_gate.prepared(read)
+    assert why is not None and "RuntimeError: unable to open database file" in why
+    with pytest.raises(SystemExit) as exited:
+        database_gate.joined(pid)
+    assert exited.value.code == 1
+
+
+def test_an_api_that_exits_before_preparing_is_reported_as_such():
+    import os
+
+    read, write = os.pipe()
+    os.close(write)
+
+    assert database_gate.prepared(read) == "the API exited before it prepared the database"

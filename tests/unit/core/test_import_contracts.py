@@ -183,3 +183,23 @@ catalog.service_model("cloudwatch").operation_model("PutMetricData").input_shape
 """
     loaded = _modules_after(code)
     assert not loaded & {"botocore.model", "botocore.loaders", "urllib3", "dateutil"}
+
+
+def test_the_api_forks_to_prepare_the_database_before_its_web_stack_is_imported(tmp_path):
+    # The fork prepares while the API imports the rest (docs/supervision.md, "Start-up"): taken any
+    # later, the preparation would wait for those imports, on the cores the launch waits for.
+    code = f"""
+import os
+from pathlib import Path
+from neurondock_platform import database_gate
+from neurondock_platform.config import Settings
+from neurondock_platform.migrate import prepare_in_fork
+read, write = os.pipe()
+settings = Settings.from_env(data_dir=Path({str(tmp_path)!r}))
+pid = prepare_in_fork(settings, write)
+assert database_gate.prepared(read) is None
+database_gate.joined(pid)
+"""
+    loaded = _modules_after(code)
+    assert "neurondock_platform.models" in loaded
+    assert not loaded & {"flask", "werkzeug", "uvicorn", "a2wsgi", "kombu", "neurondock_platform.app"}
