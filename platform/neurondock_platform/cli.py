@@ -109,9 +109,10 @@ def store(host: str | None, port: int | None, data_dir: str | None) -> None:
 @_common
 def api(host: str | None, port: int | None, data_dir: str | None) -> None:
     """Run the HTTP server (SageMaker API, runtime, S3 store) in this process."""
-    from neurondock_platform import database_gate, heap
+    from neurondock_platform import database_gate, heap, optional_imports
 
     heap.limit_arenas()  # before the server's threads start
+    optional_imports.refuse()  # before any library looks for them
     settings, preparing = _settings(host, port, data_dir), None
     prepare = database_gate.take(database_gate.PREPARE_ENV)
     if prepare is not None:

@@ -10,7 +10,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from neurondock_platform import database_gate, heap
+from neurondock_platform import database_gate, heap, optional_imports
 from neurondock_platform.config import Settings
 
 logger = logging.getLogger(__name__)
@@ -181,6 +181,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--loglevel", default="INFO")
     args = parser.parse_args(argv)
     heap.limit_arenas()  # before any thread starts
+    optional_imports.refuse()  # before Celery and kombu look for them
     # `up` hands its children a pipe to wait on until the database is migrated.
     gate = database_gate.take()
     logging.basicConfig(level=args.loglevel, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -203,3 +203,18 @@ database_gate.joined(pid)
     loaded = _modules_after(code)
     assert "neurondock_platform.models" in loaded
     assert not loaded & {"flask", "werkzeug", "uvicorn", "a2wsgi", "kombu", "neurondock_platform.app"}
+
+
+def test_the_api_and_the_host_process_refuse_the_optional_packages_they_never_use():
+    # Libraries import them when installed (kombu's YAML serializer, Celery's bootsteps and debug
+    # helpers); each would stay for good in a process that lives as long as the platform.
+    code = """
+from neurondock_platform import optional_imports
+optional_imports.refuse()
+import neurondock_platform.server, neurondock_workers.hosting.agent, neurondock_workers.tasks
+import celery.bootsteps, celery.utils.debug, celery.worker, kombu.serialization
+from neurondock_workers.celery_app import configure
+loaded = {name for name, module in sys.modules.items() if module is not None}
+assert "celery.worker" in loaded and not loaded & {"yaml", "greenlet", "psutil"}, loaded
+"""
+    _modules_after(code)
