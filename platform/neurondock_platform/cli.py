@@ -112,6 +112,7 @@ def api(host: str | None, port: int | None, data_dir: str | None) -> None:
     from neurondock_platform import database_gate, heap, optional_imports
 
     heap.limit_arenas()  # before the server's threads start
+    heap.fix_thresholds()
     optional_imports.refuse()  # before any library looks for them
     settings, preparing = _settings(host, port, data_dir), None
     prepare = database_gate.take(database_gate.PREPARE_ENV)

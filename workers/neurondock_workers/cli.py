@@ -181,6 +181,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--loglevel", default="INFO")
     args = parser.parse_args(argv)
     heap.limit_arenas()  # before any thread starts
+    heap.fix_thresholds()
     optional_imports.refuse()  # before Celery and kombu look for them
     # `up` hands its children a pipe to wait on until the database is migrated.
     gate = database_gate.take()

@@ -42,3 +42,38 @@ def _arenas(limit: bool) -> int:
 def test_threads_share_two_arenas_once_limited():
     assert _arenas(limit=False) > 2  # glibc's default: a new arena for each new thread that allocates
     assert _arenas(limit=True) == 2
+
+
+_MAPPED_AFTER_A_BIG_FREE = """
+import ctypes
+from neurondock_platform import heap
+if {fixed}:
+    heap.fix_thresholds()
+
+
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost"
+    )]
+
+
+libc = ctypes.CDLL(None)
+libc.malloc.restype = ctypes.c_void_p
+libc.mallinfo2.restype = MallInfo2
+libc.free(ctypes.c_void_p(libc.malloc(8 << 20)))  # an 8 MB upload part: mapped on its own, then freed
+before = libc.mallinfo2().hblks
+libc.malloc(600 << 10)  # a 602 KB request body
+print(libc.mallinfo2().hblks - before)  # 1 if it was mapped on its own, 0 if the heap served it
+"""
+
+
+def _body_mapped(fixed: bool) -> bool:
+    code = _MAPPED_AFTER_A_BIG_FREE.format(fixed=fixed)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return out.stdout.strip() == "1"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc")
+def test_a_big_block_freed_no_longer_raises_the_thresholds_once_fixed():
+    assert not _body_mapped(fixed=False)  # glibc's default: the threshold slid up to 8 MB
+    assert _body_mapped(fixed=True)
