@@ -164,7 +164,7 @@ def service_model(name: str) -> ServiceModel:
         # The instance types' enum is read apart from any operation (all_instance_types).
         text = json.dumps(botocore_models.only_operations(model, sorted(_SERVED[name]), (_INSTANCE_TYPE_SHAPE,)))
         # Parsed anew once the whole parse is garbage, the part kept lands packed together instead of
-        # spread over the pages the whole model took (0.9 MB less resident, docs/measured.md).
+        # spread over the pages the whole model took (1.5 MB less resident, docs/measured.md).
         del model
         model = json.loads(text)
         # The rest of the parsed model is garbage now, most of it in the C heap that malloc keeps.
