@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import hmac
 import time
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -136,6 +137,15 @@ def test_rejects_wrong_secret():
     headers = sign("POST", "http://localhost/", body=b"{}", secret_key="not-the-secret")
     with pytest.raises(errors.InvalidSignatureException):
         verify("POST", "http://localhost/", b"{}", headers)
+
+
+def test_the_cached_signer_is_hmac_sha256_of_each_message_alone():
+    # One keyed start serves every request signed with that key: a message must not see the one before.
+    signer = sigv4._signer(SECRET_KEY, "20260101", "us-east-1", "sagemaker")
+    key = sigv4.signing_key(SECRET_KEY, "20260101", "us-east-1", "sagemaker")
+    for message in (b"first", b"first", b"", b"x" * 200):
+        assert signer.hexdigest(message) == hmac.new(key, message, hashlib.sha256).hexdigest()
+    assert sigv4._signer(SECRET_KEY, "20260101", "us-east-1", "sagemaker") is signer
 
 
 def test_rejects_clock_skew_over_15_minutes():
