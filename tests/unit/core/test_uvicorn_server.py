@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import http.client
 import signal
+import socket
 import threading
 import time
 import urllib.request
@@ -146,3 +147,72 @@ def test_a_closing_connection_sends_what_is_held_before_it_closes():
     transport = asyncio.run(_exchange(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"))
     assert transport.closed
     assert b"".join(transport.sends).endswith(b"\r\n\r\nhi")
+
+
+class _CountingLoop:
+    """The running loop, counting the timers armed through it."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self.timers = 0
+
+    def call_later(self, *args, **kwargs):
+        self.timers += 1
+        return self._loop.call_later(*args, **kwargs)
+
+    def call_at(self, *args, **kwargs):
+        self.timers += 1
+        return self._loop.call_at(*args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self._loop, name)
+
+
+def test_a_keep_alive_connection_arms_one_timer_not_one_per_request():
+    async def scenario() -> int:
+        transport = _Recording()
+        protocol = _protocol(transport)
+        loop = protocol.loop = _CountingLoop(asyncio.get_running_loop())
+        for _ in range(10):
+            protocol.data_received(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            while not protocol.cycle.response_complete:
+                await asyncio.sleep(0)
+        assert len(transport.sends) >= 1 and not transport.closed
+        protocol.connection_lost(None)
+        assert protocol.timeout_keep_alive_task is None  # nothing left armed for a closed connection
+        return loop.timers
+
+    assert asyncio.run(scenario()) == 1
+
+
+def _serve_api(**overrides) -> tuple[QuietServer, threading.Thread, int]:
+    """The API's own server (OneSendProtocol) on a free port, answering ``sized``."""
+    server = QuietServer(uvicorn_config(sized, SimpleNamespace(host="127.0.0.1", port=0), lifespan="off", **overrides))
+    runner = threading.Thread(target=server.run, daemon=True)
+    runner.start()
+    wait_for(lambda: server.started, 30, what="the server to start")
+    return server, runner, server.servers[0].sockets[0].getsockname()[1]
+
+
+def test_a_busy_keep_alive_connection_stays_open_and_an_idle_one_closes_a_timeout_after_its_last_answer():
+    timeout = 0.5
+    server, runner, port = _serve_api(timeout_keep_alive=timeout)
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            reader = sock.makefile("rb")
+            started = time.monotonic()
+            # Requests a fifth of the timeout apart, for three timeouts: never idle long enough to close.
+            while time.monotonic() - started < 3 * timeout:
+                sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+                assert reader.readline().startswith(b"HTTP/1.1 200")
+                while reader.readline() != b"\r\n":
+                    pass
+                assert reader.read(2) == b"hi"
+                answered = time.monotonic()
+                time.sleep(timeout / 5)  # the pace of the requests, not a wait for readiness
+            assert reader.read(1) == b""  # blocks until the server closes the idle connection
+            idle = time.monotonic() - answered
+        assert timeout - 0.05 <= idle < timeout + 2.0, idle
+    finally:
+        server.handle_exit(signal.SIGTERM, None)
+        runner.join(10)
