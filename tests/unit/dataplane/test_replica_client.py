@@ -123,6 +123,39 @@ def test_no_answer_within_the_timeout_is_a_replica_timeout_and_the_next_call_get
     assert n == 1
 
 
+def test_one_connection_arms_one_deadline_timer_for_many_calls_and_each_call_keeps_its_own_deadline() -> None:
+    async def answer_all_but_the_last(meta: dict[str, Any], body: bytes, writer: protocol.FrameChannel) -> None:
+        if meta["n"] < 10:
+            writer.write(protocol.encode_frame({"status": 200, "n": meta["n"]}))
+
+    async def scenario(client: ReplicaClient, address: str) -> tuple[int, float]:
+        loop = asyncio.get_running_loop()
+        armed = 0
+        call_at = loop.call_at
+
+        def counting(*args: Any, **kwargs: Any) -> asyncio.TimerHandle:
+            nonlocal armed
+            armed += 1
+            return call_at(*args, **kwargs)
+
+        # The first call connects (its handshake has a timer of its own) and arms the connection's timer.
+        await client.call(address, {"op": "invoke", "n": 0}, b"", 0.3, key=KEY)
+        loop.call_at = counting  # type: ignore[method-assign]  # call_later arms through it too
+        for n in range(1, 10):
+            await client.call(address, {"op": "invoke", "n": n}, b"", 0.3, key=KEY)
+        timers = armed
+        # The timer armed for the first call fires 0.3 s after it: the call in flight then is not due.
+        await asyncio.sleep(0.2)
+        started = loop.time()
+        with pytest.raises(ReplicaTimeout):
+            await client.call(address, {"op": "invoke", "n": 10}, b"", 0.3, key=KEY)
+        return timers, loop.time() - started
+
+    timers, waited = _run(answer_all_but_the_last, scenario)
+    assert timers == 0
+    assert 0.3 <= waited < 0.6
+
+
 def test_a_replica_that_closes_mid_answer_is_unavailable() -> None:
     async def half(meta: dict[str, Any], body: bytes, writer: protocol.FrameChannel) -> None:
         writer.write(protocol.encode_frame({"status": 200}, b"0123456789")[:-4])
