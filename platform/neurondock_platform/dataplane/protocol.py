@@ -9,7 +9,8 @@ Requests carry ``{"op": "invoke"|"ping"|"metadata", "content_type", "accept", "c
 sending router has in flight to that replica, this one included; ``following``, when not 0: that
 replica's share of the requests from the same caller for the endpoint that the router's API is still
 reading, docs/runtime.md "Batching"); responses carry ``{"status": int, "content_type",
-"custom_attributes", "message", "model_latency_us"}`` plus the batching and queue figures listed in
+"custom_attributes", "message", "model_latency_us"}`` (``custom_attributes`` and ``message`` only when
+they are set) plus the batching and queue figures listed in
 ``neurondock_workers.hosting.replica``. Status 429 means the replica's queue was full and the request
 was never queued (safe to send elsewhere). A connection carries one request at a time.
 
@@ -53,6 +54,7 @@ import socket
 import struct
 from collections import deque
 from collections.abc import Callable
+from json.encoder import c_make_encoder, encode_basestring_ascii  # type: ignore[attr-defined]
 from typing import Any
 
 HEADER = struct.Struct(">II")
@@ -168,7 +170,20 @@ class ClientHandshake:
             raise ChannelAuthError("the peer could not prove the replica's key (not the replica it claims to be)")
 
 
-_encode_meta = json.JSONEncoder(separators=(",", ":")).encode
+def _meta_encoder() -> Callable[[dict[str, Any]], str]:
+    """JSON for a frame's meta: the C encoder made once, without the circular-reference check.
+
+    ``JSONEncoder.encode`` builds a new C encoder and a marker dict on every call; a meta is a flat
+    dict this code builds, so neither is needed (a 290-byte answer meta: 6.8 → 5.1 µs here).
+    """
+    encoder = json.JSONEncoder(separators=(",", ":"), check_circular=False)
+    if c_make_encoder is None:  # no _json accelerator: the pure-Python encoder
+        return encoder.encode
+    make = c_make_encoder(None, encoder.default, encode_basestring_ascii, None, ":", ",", False, False, True)
+    return lambda meta: "".join(make(meta, 0))
+
+
+_encode_meta = _meta_encoder()
 
 
 def encode_frame(meta: dict[str, Any], body: bytes = b"") -> bytes:
@@ -236,6 +251,12 @@ class FrameChannel(asyncio.Protocol):
         self._error: BaseException | None = None
         self._paused = False
         self._drained: asyncio.Future[None] | None = None
+        # Set by ``serve``: frames go to this callback, one at a time, instead of to ``next_frame``.
+        self._on_frame: Callable[[Frame], None] | None = None
+        # A frame handed to ``on_frame`` is not answered yet (``release`` says when it is).
+        self._holding = False
+        self._releasing = False
+        self._ended: asyncio.Future[BaseException] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -271,15 +292,59 @@ class FrameChannel(asyncio.Protocol):
             buffer += memoryview(data)[start:]
 
     def _deliver(self, frame: Frame) -> None:
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            self._waiter = None
-            waiter.set_result(frame)
-            return
+        on_frame = self._on_frame
+        if on_frame is not None:
+            if not self._holding and not self._frames:
+                self._holding = True
+                on_frame(frame)
+                return
+        else:
+            waiter = self._waiter
+            if waiter is not None and not waiter.done():
+                self._waiter = None
+                waiter.set_result(frame)
+                return
         self._frames.append(frame)
         self._unread += len(frame[1]) + 1
         if self._unread > _UNREAD_LIMIT and self.transport is not None:
             self.transport.pause_reading()
+
+    def _unqueue(self) -> Frame:
+        frame = self._frames.popleft()
+        self._unread -= len(frame[1]) + 1
+        if not self._frames and self.transport is not None:
+            self.transport.resume_reading()
+        return frame
+
+    def serve(self, on_frame: Callable[[Frame], None]) -> asyncio.Future[BaseException]:
+        """Hand each later frame to ``on_frame`` as it is parsed, one at a time; return why reading ended.
+
+        A connection carries one request at a time: the next frame is handed over once ``release`` says
+        the last one is answered. Frames parsed meanwhile wait here, as they wait for ``next_frame``.
+        This costs no future and no task wake-up per frame (a replica answers most frames on the
+        event loop's thread). The returned future's result is what ended reading: an
+        ``IncompleteReadError`` at EOF, the ``ProtocolError`` or ``ValueError`` of a malformed frame,
+        or the connection's error.
+        """
+        self._on_frame = on_frame
+        ended = self._ended = self.loop.create_future()
+        if self._error is not None:
+            ended.set_result(self._error)
+        self.release()
+        return ended
+
+    def release(self) -> None:
+        """The frame last handed to ``on_frame`` is answered: hand over the next one if it came."""
+        self._holding = False
+        if self._releasing or self._on_frame is None:
+            return  # called from within on_frame, under the loop below: it takes the next frame
+        self._releasing = True
+        try:
+            while not self._holding and self._frames and self._error is None:
+                self._holding = True
+                self._on_frame(self._unqueue())
+        finally:
+            self._releasing = False
 
     def _end(self, error: BaseException) -> None:
         if self._error is None:
@@ -287,6 +352,9 @@ class FrameChannel(asyncio.Protocol):
         waiter, self._waiter = self._waiter, None
         if waiter is not None and not waiter.done():
             waiter.set_exception(self._error)
+        ended = self._ended
+        if ended is not None and not ended.done():
+            ended.set_result(self._error)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if exc is None:
@@ -306,11 +374,7 @@ class FrameChannel(asyncio.Protocol):
         """The next frame (IncompleteReadError at EOF, ProtocolError or ValueError after a malformed one)."""
         waiter = self.loop.create_future()
         if self._frames:
-            frame = self._frames.popleft()
-            self._unread -= len(frame[1]) + 1
-            if not self._frames and self.transport is not None:
-                self.transport.resume_reading()
-            waiter.set_result(frame)
+            waiter.set_result(self._unqueue())
         elif self._error is not None:
             waiter.set_exception(self._error)
         else:

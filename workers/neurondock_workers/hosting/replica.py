@@ -40,7 +40,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from neurondock_platform.dataplane.protocol import (
@@ -63,6 +63,9 @@ from neurondock_workers.sandbox import memory_limit_note
 if TYPE_CHECKING:
     from neurondock_workers.hosting.batcher import Answer, BatchConfig
     from neurondock_workers.hosting.pipeline import Emit
+
+# Sends one answer frame (its meta and body); always called on the event loop's thread.
+Reply = Callable[[dict[str, Any], bytes], None]
 
 LISTENING_MARKER = "NEURONDOCK_REPLICA_LISTENING"
 # Printed (with every thread's traceback) by a replica that ends itself because an execution hung.
@@ -187,7 +190,7 @@ class ReplicaServer:
         task.add_done_callback(self._tasks.discard)
 
     async def handle_connection(self, channel: FrameChannel) -> None:
-        """Answer frames on one connection, one request at a time, until the peer closes it."""
+        """Authenticate a connection, then answer its frames one request at a time until the peer closes it."""
         sock = channel.transport.get_extra_info("socket") if channel.transport is not None else None
         if sock is not None and sock.family != socket.AF_UNIX:
             with contextlib.suppress(OSError):
@@ -196,24 +199,42 @@ class ReplicaServer:
         try:
             if not await self._authenticate(channel):
                 return
-            while True:
-                try:
-                    meta, body = await channel.next_frame()
-                except (asyncio.IncompleteReadError, ConnectionError):
-                    break
-                except (ProtocolError, ValueError) as exc:
-                    channel.send({"status": 400, "message": f"bad frame: {exc}"})
-                    await channel.drain()
-                    break
-                reply, reply_body = await self.dispatch(meta, body, channel)
-                channel.send(reply, reply_body)
-                if channel.write_buffer_size() > WRITE_HIGH_WATER:
-                    await channel.drain()
+            loop = channel.loop
+
+            def reply(meta: dict[str, Any], body: bytes) -> None:
+                self._reply(channel, meta, body)
+
+            def on_frame(frame: tuple[dict[str, Any], bytes]) -> None:
+                self._handle(frame[0], frame[1], reply, loop, channel)
+
+            # Frames are answered from callbacks (no task wake-up per frame); this task only sees the end.
+            ended = await channel.serve(on_frame)
+            if isinstance(ended, ProtocolError | ValueError):
+                channel.send({"status": 400, "message": f"bad frame: {ended}"})
+                await channel.drain()
         except ConnectionError:
             pass
         finally:
             self._channels.discard(channel)
             channel.close()
+
+    def _reply(self, channel: FrameChannel, meta: dict[str, Any], body: bytes) -> None:
+        """Send one answer frame, then let the connection's next request in."""
+        if channel.is_closing():
+            return  # the router gave up on this connection meanwhile: no one reads the answer
+        channel.send(meta, body)
+        if channel.write_buffer_size() > WRITE_HIGH_WATER:
+            task = channel.loop.create_task(self._release_drained(channel))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        else:
+            channel.release()
+
+    async def _release_drained(self, channel: FrameChannel) -> None:
+        # A slow reader: its next request waits until the answers already written have left.
+        with contextlib.suppress(ConnectionError):
+            await channel.drain()
+            channel.release()
 
     async def _authenticate(self, channel: FrameChannel) -> bool:
         """Run the channel handshake; False (after saying why) when the peer cannot prove the key."""
@@ -260,37 +281,60 @@ class ReplicaServer:
         self, meta: dict[str, Any], body: bytes, writer: FrameChannel | None = None
     ) -> tuple[dict[str, Any], bytes]:
         """Answer one request frame (a streamed invoke writes its parts to ``writer`` first)."""
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[tuple[dict[str, Any], bytes]] = loop.create_future()
+
+        def reply(reply_meta: dict[str, Any], reply_body: bytes) -> None:
+            if not answer.done():
+                answer.set_result((reply_meta, reply_body))
+
+        self._handle(meta, body, reply, loop, writer)
+        return await answer
+
+    def _handle(
+        self,
+        meta: dict[str, Any],
+        body: bytes,
+        reply: Reply,
+        loop: asyncio.AbstractEventLoop,
+        writer: FrameChannel | None = None,
+    ) -> None:
+        """Answer one request frame through ``reply`` on the loop's thread: at once, or when its execution ends."""
         op = meta.get("op")
         if op == OP_INVOKE:
             emit = _chunk_writer(writer) if writer is not None and meta.get("stream") else None
-            return await self._invoke(meta, body, emit)
-        if op == OP_PING:
-            return {"status": 200}, b""
-        if op == OP_HEALTH:
+            self._invoke(meta, body, reply, loop, emit)
+        elif op == OP_PING:
+            reply({"status": 200}, b"")
+        elif op == OP_HEALTH:
             health = {"requests": self._received, "inflight": self._inflight, **self.memory.snapshot()}
-            return {"status": 200, **health}, b""
-        if op == OP_METADATA:
+            reply({"status": 200, **health}, b"")
+        elif op == OP_METADATA:
             if self._metadata is None:
                 self._metadata = signature.describe(self.handler, self._observed)
-            return {"status": 200, **self._metadata, **self._counters()}, b""
-        return {"status": 400, "message": f"unknown op {op!r}"}, b""
+            reply({"status": 200, **self._metadata, **self._counters()}, b"")
+        else:
+            reply({"status": 400, "message": f"unknown op {op!r}"}, b"")
 
-    async def _invoke(
-        self, meta: dict[str, Any], body: bytes, emit: Emit | None = None
-    ) -> tuple[dict[str, Any], bytes]:
+    def _invoke(
+        self, meta: dict[str, Any], body: bytes, reply: Reply, loop: asyncio.AbstractEventLoop, emit: Emit | None
+    ) -> None:
         if self.stopping:
             # Never executed: ``retry`` tells the router to send it to another replica.
-            return {"status": 503, "message": "replica is shutting down", "retry": True}, b""
+            reply({"status": 503, "message": "replica is shutting down", "retry": True}, b"")
+            return
         self._received += 1
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Answer] = loop.create_future()
         batching = self._batching
+
+        def answered(answer: Answer) -> None:
+            self._answered(meta, body, reply, answer)
+
         request = batching.Request(
             body,
             meta.get("content_type"),
             meta.get("accept"),
             meta.get("custom_attributes"),
-            batching.make_deliver(loop, future),
+            batching.make_deliver(loop, answered),
             emit=emit,
             following=int(meta.get("following") or 0),
         )
@@ -303,11 +347,11 @@ class ReplicaServer:
         except batching.QueueFull as exc:
             self._done()
             # Refused before it was queued: the router may try another replica, the client may retry.
-            return {"status": 429, "message": str(exc), "queue_depth": exc.outstanding, **self._counters()}, b""
-        try:
-            answer = await future
-        finally:
-            self._done()
+            reply({"status": 429, "message": str(exc), "queue_depth": exc.outstanding, **self._counters()}, b"")
+
+    def _answered(self, meta: dict[str, Any], body: bytes, reply: Reply, answer: Answer) -> None:
+        """Answer an executed request (on the loop's thread)."""
+        self._done()
         self.memory.check()
         result = answer.result
         if self._observed is None and result.status == 200:
@@ -319,20 +363,26 @@ class ReplicaServer:
             # looks (LogStreamArn, `neurondock logs`), never into the answer.
             detail = result.failure.text() if result.failure is not None else result.message
             print(f"invocation failed with status {result.status}: {detail}", file=sys.stderr, flush=True)
-        return {
+        meta = {
             "status": result.status,
             "content_type": result.content_type,
-            "custom_attributes": result.custom_attributes,
-            "message": result.message[:MAX_META_MESSAGE],
             "model_latency_us": result.model_latency_us,
-            **({"parts": result.parts} if result.parts else {}),
             "queue_us": answer.queue_us,
             "queue_depth": answer.queue_depth,
             "batch_size": answer.batch_size,
             "batch_index": answer.batch_index,
-            **({"device_us": answer.device_us} if answer.device_us is not None else {}),
             **self._counters(),
-        }, result.body
+        }
+        # Left out when empty: every answer's meta is encoded here and decoded by the router.
+        if result.custom_attributes is not None:
+            meta["custom_attributes"] = result.custom_attributes
+        if result.message:
+            meta["message"] = result.message[:MAX_META_MESSAGE]
+        if result.parts:
+            meta["parts"] = result.parts
+        if answer.device_us is not None:
+            meta["device_us"] = answer.device_us
+        reply(meta, result.body)
 
     def _done(self) -> None:
         self._inflight -= 1
