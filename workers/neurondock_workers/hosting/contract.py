@@ -128,7 +128,8 @@ class Failure:
         return f"{self.message}\n{self.traceback}"
 
 
-@dataclass(frozen=True)
+# Made for every answer: slotted, not frozen (a frozen __init__ costs a setattr call per field).
+@dataclass(slots=True)
 class InvocationResult:
     """One answer: a 200 with the encoded body, or an error status with its failure."""
 

@@ -50,7 +50,7 @@ ERROR_CONTENT_TYPE = "text/plain; charset=utf-8"
 Emit = Callable[[bytes, str, str | None], None]
 
 
-@dataclass
+@dataclass(slots=True)
 class Invocation:
     """One request on its way through the pipeline: its context, then its decoded input or its failure."""
 
