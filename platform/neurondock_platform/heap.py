@@ -41,11 +41,12 @@ def fix_thresholds() -> None:
     """Keep glibc's starting trim and mmap thresholds (128 KiB) for good, instead of letting them slide up.
 
     By default, freeing a block malloc had mapped on its own raises the mmap threshold to that block's
-    size and the trim threshold to twice it: after one 8 MB part of a multipart upload, the API's heap
-    served blocks up to 8 MB and kept up to 16 MB free at its top. Fixed, big blocks go back to the
-    kernel when freed and so does the heap's free top: 4-5 MB less resident in the quiet API
-    (docs/measured.md). A block of 128 KiB or more (a 602 KB request body) is then mapped and
-    unmapped each time, which the sliding threshold would have served from the heap.
+    size and the trim threshold to twice it, and the heap then keeps up to that much free at its top.
+    Fixed, big blocks go back to the kernel when freed and so does the heap's free top. For the host
+    process, which handles no request bodies. Not for the API: there each block of 128 KiB or more (a
+    602 KB ResNet-18 body and its copies) would be mapped and faulted in anew on every request, which
+    measured ~680 page faults and about twice the API's CPU per such request (docs/measured.md, "The
+    API's malloc thresholds left to slide").
     """
     mallopt = _libc_call("mallopt")
     if mallopt is not None:
