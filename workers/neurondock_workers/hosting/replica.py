@@ -363,7 +363,7 @@ class ReplicaServer:
             # looks (LogStreamArn, `neurondock logs`), never into the answer.
             detail = result.failure.text() if result.failure is not None else result.message
             print(f"invocation failed with status {result.status}: {detail}", file=sys.stderr, flush=True)
-        meta = {
+        reply_meta = {
             "status": result.status,
             "content_type": result.content_type,
             "model_latency_us": result.model_latency_us,
@@ -375,14 +375,14 @@ class ReplicaServer:
         }
         # Left out when empty: every answer's meta is encoded here and decoded by the router.
         if result.custom_attributes is not None:
-            meta["custom_attributes"] = result.custom_attributes
+            reply_meta["custom_attributes"] = result.custom_attributes
         if result.message:
-            meta["message"] = result.message[:MAX_META_MESSAGE]
+            reply_meta["message"] = result.message[:MAX_META_MESSAGE]
         if result.parts:
-            meta["parts"] = result.parts
+            reply_meta["parts"] = result.parts
         if answer.device_us is not None:
-            meta["device_us"] = answer.device_us
-        reply(meta, result.body)
+            reply_meta["device_us"] = answer.device_us
+        reply(reply_meta, result.body)
 
     def _done(self) -> None:
         self._inflight -= 1
