@@ -48,6 +48,9 @@ pytestmark = [pytest.mark.benchmark, pytest.mark.timeout(2400)]
 LAUNCH_WAIT = {"Delay": 0.02, "MaxAttempts": 6000}
 
 
+# The unmeasured load on each row and server before the rounds start.
+WARM_UP_SECONDS = 3.0
+
 # TorchServe's maxBatchDelay, and neurondock's for ResNet-18 with batching on: once the model is free
 # with fewer than 8 requests queued, it waits up to this long for more (docs/runtime.md, "Batching").
 BATCH_DELAY_MS = 5
@@ -318,6 +321,11 @@ def test_speed_beside_torchserve(tmp_path):
                 return raw_loop(net, resnet_body, 1.5, decode=True)[0]
             return raw_loop(net, resnet_body, 1.5, decode=False, batch=8)[0]
 
+        # One unmeasured window per row and server first: TorchServe's JVM compiles its hot paths
+        # under load, and neurondock's replicas fault in their first batch buffers.
+        for _label, key, connections, _seconds in rows:
+            for server in ("neurondock", "TorchServe"):
+                run_wrk(*scripts[server, key], connections, WARM_UP_SECONDS)
         for r in range(rounds):
             order = ["neurondock", "TorchServe"] if r % 2 == 0 else ["TorchServe", "neurondock"]
             for label, key, connections, seconds in rows:
