@@ -177,6 +177,16 @@ class Wakeups:
         )
 
 
+def jit_seconds(pids: list[int]) -> float:
+    """CPU seconds the JVM's JIT compiler threads ("C1 CompilerThre", "C2 CompilerThre") of ``pids`` used so far."""
+    return sum(
+        ns / 1e9
+        for pid in pids
+        for tid, (ns, _runs) in _thread_runs(pid).items()
+        if _comm(pid, tid).startswith(("C1 Compiler", "C2 Compiler"))
+    )
+
+
 def thread_runs(pids: list[int]) -> dict[tuple[int, int], tuple[int, int]]:
     """(CPU ns, times run) of every thread of ``pids``, keyed (pid, tid)."""
     return {(pid, tid): value for pid in pids for tid, value in _thread_runs(pid).items()}
