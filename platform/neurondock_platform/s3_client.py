@@ -21,7 +21,7 @@ import functools
 import re
 import threading
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -39,8 +39,8 @@ if TYPE_CHECKING:
 # boto3 and botocore are imported where a client is built, not here: importing them costs a process
 # ~10 MB that the API and the Celery worker keep for good, and both import this module at start but
 # build an S3 client only for an artifact request, a compile or an async job (docs/measured.md).
-# SQLAlchemy and the services are imported where keys are issued: the host process's model-data
-# fetcher (hosting/fetcher.py) builds clients from ``StoreKeys`` with this module and no ORM.
+# SQLAlchemy and the services are imported where keys are issued. The host process reads model data
+# with ``StoreKeys`` and a client of its own (neurondock_workers/hosting/s3.py), without botocore.
 
 # How long each AssumeRole session the platform takes for a worker lasts; botocore refreshes it when
 # less than 15 minutes remain, so a long download or multipart upload never signs with expired keys.
@@ -188,16 +188,23 @@ class _AssumedRole:
         return RefreshableCredentials.create_from_metadata(self._fetch(), self._fetch, self.METHOD)
 
 
-def _refuse_unmapped(allowed: Collection[str], account_id: str) -> Callable[..., None]:
+def unmapped(keys: StoreKeys, bucket: str) -> str | None:
+    """Why ``keys`` may not reach ``bucket`` (an external store's shared key, not mapped to it), else None."""
+    if keys.buckets is None or bucket in keys.buckets:
+        return None
+    return (
+        f"Access Denied: bucket {bucket} is not mapped to account {keys.account_id} and the account has no "
+        "store credentials of its own (an admin sets either: neurondock accounts store-access)"
+    )
+
+
+def _refuse_unmapped(keys: StoreKeys) -> Callable[..., None]:
     def check(params: dict[str, Any], model: Any, **_: Any) -> None:
         from botocore.exceptions import ClientError
 
         bucket = params.get("Bucket")
-        if bucket is not None and bucket not in allowed:
-            message = (
-                f"Access Denied: bucket {bucket} is not mapped to account {account_id} and the account has no "
-                "store credentials of its own (an admin sets either: neurondock accounts store-access)"
-            )
+        message = None if bucket is None else unmapped(keys, bucket)
+        if message is not None:
             raise ClientError(
                 {"Error": {"Code": "AccessDenied", "Message": message}, "ResponseMetadata": {"HTTPStatusCode": 403}},
                 model.name,
@@ -235,7 +242,7 @@ def client_for(keys: StoreKeys) -> Any:
         session_token=keys.session_token,
     )
     if keys.buckets is not None:
-        client.meta.events.register("before-parameter-build.s3.*", _refuse_unmapped(keys.buckets, keys.account_id))
+        client.meta.events.register("before-parameter-build.s3.*", _refuse_unmapped(keys))
     return client
 
 

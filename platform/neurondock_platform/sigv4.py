@@ -1,5 +1,8 @@
 """AWS Signature Version 4: the one verifier every front door uses (SageMaker, runtime, OIP, S3, STS, admin).
 
+It also signs, for the host process's model-data reads (``neurondock_workers.hosting.s3``): ``sign``
+writes the canonical request and string to sign the verifier checks (``string_to_sign``, one grammar).
+
 What it accepts follows what botocore sends and AWS answers (docs/sigv4.md): the request's own
 SignedHeaders list; a request time from ``X-Amz-Date`` or, when that is absent, from ``Date`` (botocore
 signs that way whenever a ``Date`` header is present); a credential scope whose region is the
@@ -332,6 +335,65 @@ def _payload_hash(request: Request, unsigned_payload: bool) -> str:
     return computed
 
 
+def string_to_sign(
+    method: str,
+    path: str,
+    query: str,
+    headers: Mapping[str, str],
+    names: tuple[str, ...],
+    payload_hash: str,
+    signature: Signature,
+) -> bytes:
+    """The string a request's signature is the HMAC of: its canonical request, time and scope.
+
+    ``path`` decoded, ``query`` canonical (``_canonical_query``), ``headers`` with lower-case names;
+    ``names`` the signed ones, sorted. The one grammar the verifier checks and ``sign`` writes.
+    """
+    creq = "\n".join(
+        (
+            method.upper(),
+            _canonical_path(path, signature.service),
+            query,
+            _canonical_headers(names, headers),
+            ";".join(names),
+            payload_hash,
+        )
+    )
+    digest = hashlib.sha256(creq.encode()).hexdigest()
+    return f"{ALGORITHM}\n{signature.amz_date}\n{signature.scope}\n{digest}".encode()
+
+
+def sign(
+    method: str,
+    path: str,
+    headers: dict[str, str],
+    *,
+    access_key_id: str,
+    secret_access_key: str,
+    region: str,
+    service: str,
+    payload_hash: str,
+    session_token: str | None = None,
+    now: float | None = None,
+) -> None:
+    """Sign a request with no query string in its headers, as botocore does: adds X-Amz-*, Authorization.
+
+    ``headers`` has lower-case names and holds ``host``; every header in it is signed.
+    """
+    amz_date = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(time.time() if now is None else now))
+    headers["x-amz-date"] = amz_date
+    headers["x-amz-content-sha256"] = payload_hash
+    if session_token:
+        headers["x-amz-security-token"] = session_token
+    names = tuple(sorted(headers))
+    signature = Signature(access_key_id, amz_date[:8], region, service, names, "", amz_date)
+    to_sign = string_to_sign(method, path, "", headers, names, payload_hash, signature)
+    signed = _signer(secret_access_key, signature.date, region, service).hexdigest(to_sign)
+    headers["authorization"] = (
+        f"{ALGORITHM} Credential={access_key_id}/{signature.scope}, SignedHeaders={';'.join(names)}, Signature={signed}"
+    )
+
+
 def token_sha256(token: str) -> str:
     """Return how a session token is stored and compared: its SHA-256, hex."""
     return hashlib.sha256(token.encode()).hexdigest()
@@ -452,21 +514,11 @@ class Verifier:
         else:
             payload_hash = _payload_hash(request, unsigned_payload)
             query = _canonical_query(request.query)
-        names = signature.signed_headers
-        creq = "\n".join(
-            (
-                request.method.upper(),
-                _canonical_path(request.path, signature.service),
-                query,
-                _canonical_headers(names, request.headers),
-                ";".join(names),
-                payload_hash,
-            )
+        to_sign = string_to_sign(
+            request.method, request.path, query, request.headers, signature.signed_headers, payload_hash, signature
         )
-        digest = hashlib.sha256(creq.encode()).hexdigest()
-        to_sign = f"{ALGORITHM}\n{signature.amz_date}\n{signature.scope}\n{digest}"
         signer = _signer(credential.secret_access_key, signature.date, signature.region, signature.service)
-        expected = signer.hexdigest(to_sign.encode())
+        expected = signer.hexdigest(to_sign)
         if not hmac.compare_digest(expected, signature.signature):
             raise InvalidSignatureException()
         return Verified(signature, credential)

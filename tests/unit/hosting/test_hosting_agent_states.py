@@ -24,7 +24,7 @@ from neurondock_platform.lifetime import pid_alive
 from neurondock_platform.models import ReplicaState
 from neurondock_workers.hosting import process, standby
 from neurondock_workers.hosting.agent import AgentConflictError, HostAgent, ReplicaProcess, ReplicaStartError
-from neurondock_workers.hosting.artifacts import ModelDataError
+from neurondock_workers.hosting.s3 import ObjectHead, StoreError
 from neurondock_workers.hosting.standby import StandbyPool
 
 URL = "s3://models/tiny/model.tar.gz"
@@ -40,11 +40,13 @@ class FakeS3:
             tar.addfile(info, io.BytesIO(b"w"))
         self.data = buffer.getvalue()
 
-    def head_object(self, Bucket: str, Key: str) -> dict[str, Any]:
-        return {"ETag": hashlib.md5(self.data).hexdigest()}
+    def head(self, bucket: str, key: str) -> ObjectHead:
+        return ObjectHead(hashlib.md5(self.data).hexdigest(), None, len(self.data))
 
-    def get_object(self, Bucket: str, Key: str) -> dict[str, Any]:
-        return {"Body": io.BytesIO(self.data)}
+    def get(self, bucket: str, key: str) -> io.BytesIO:
+        body = io.BytesIO(self.data)
+        body.length = len(self.data)  # type: ignore[attr-defined]
+        return body
 
 
 class FakeProcess(ReplicaProcess):
@@ -581,22 +583,22 @@ def test_idle_replicas_checks_ride_a_heartbeat_when_due_before_the_next_one_and_
 
 
 class _FetchAfterHello:
-    """A fetch that waits for the replica's interpreter to say hello, then fails (or is cancelled meanwhile)."""
+    """A store whose HEAD waits for the replica's interpreter to say hello, then finds no such key."""
 
     def __init__(self, spawned: list[Any]) -> None:
         self.spawned = spawned
         self.saw_hello = False
 
-    def __call__(self, owner: Any, url: str, cache_dir: Path, limit: int) -> tuple[Path, str]:
+    def __call__(self, owner: Any) -> _FetchAfterHello:
+        return self
+
+    def head(self, bucket: str, key: str) -> ObjectHead:
         # Hello comes before the interpreter imports torch (~0.1 s); without a head start none is spawned.
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and not (self.spawned and self.spawned[0].hello.is_set()):
             time.sleep(0.01)
         self.saw_hello = bool(self.spawned) and self.spawned[0].hello.is_set()
-        raise ModelDataError("The model data at s3://models/tiny/model.tar.gz does not exist")
-
-    def reap_exited(self) -> None:
-        pass
+        raise StoreError("AccessDenied", 403)
 
 
 def test_a_cold_interpreter_starts_before_the_fetch_returns_and_a_failed_fetch_leaves_nothing(
@@ -612,7 +614,7 @@ def test_a_cold_interpreter_starts_before_the_fetch_returns_and_a_failed_fetch_l
     pool = StandbyPool({}, settings.data_dir / "standby", size=0)
     monkeypatch.setattr(ReplicaProcess, "standby_pool", pool)
     fetch = _FetchAfterHello(spawned)
-    agent = HostAgent(settings, sessions, FakeS3, stop_grace=0.1, fetcher=fetch)
+    agent = HostAgent(settings, sessions, fetch, stop_grace=0.1)
     agent.heartbeat()
     try:
         replica_id = add_replica(sessions)
@@ -621,7 +623,7 @@ def test_a_cold_interpreter_starts_before_the_fetch_returns_and_a_failed_fetch_l
         agent.shutdown(timeout=5)
 
     assert fetch.saw_hello, "the interpreter was spawned (and said hello) while the model data was fetched"
-    assert failed.failure_reason == "The model data at s3://models/tiny/model.tar.gz does not exist"
+    assert failed.failure_reason == "Could not download model data from s3://models/tiny/model.tar.gz: AccessDenied"
     (interpreter,) = spawned
     assert interpreter.proc.poll() is not None, "the failed start's interpreter is gone"
     assert interpreter.pid is None or not pid_alive(interpreter.pid)

@@ -7,10 +7,8 @@ import io
 import os
 import tarfile
 import threading
-from typing import Any
 
 import pytest
-from botocore.exceptions import ClientError
 
 from neurondock_workers.hosting import artifacts
 from neurondock_workers.hosting.artifacts import (
@@ -19,6 +17,7 @@ from neurondock_workers.hosting.artifacts import (
     fetch_model,
     safe_extract,
 )
+from neurondock_workers.hosting.s3 import ObjectHead, StoreError
 
 BUCKET = "models"
 KEY = "tiny/model.tar.gz"
@@ -155,30 +154,47 @@ def test_safe_extract_reports_a_corrupt_gzip_stream_and_keeps_nothing(tmp_path, 
     assert list((tmp_path / "out").iterdir()) == []
 
 
+class FakeBody(io.BytesIO):
+    """A GET's body; ``length`` None as for a chunked answer, and what was read counted."""
+
+    def __init__(self, data: bytes, length: int | None) -> None:
+        super().__init__(data)
+        self.length = length
+        self.served = 0
+
+    def read(self, size: int | None = -1) -> bytes:
+        chunk = super().read(size)
+        self.served += len(chunk)
+        return chunk
+
+
 class FakeS3:
-    """The two calls fetch_model makes, with S3's error shapes (HEAD has no error body)."""
+    """The two requests fetch_model makes, with S3's error shapes (HEAD has no error body)."""
 
     def __init__(self) -> None:
         self.objects: dict[tuple[str, str], bytes] = {}
         self.gets = 0
+        self.bodies: list[FakeBody] = []
+        self.send_length = True
 
     def _etag(self, data: bytes) -> str:
         return '"' + hashlib.md5(data).hexdigest() + '"'
 
-    def head_object(self, Bucket: str, Key: str) -> dict[str, Any]:
-        data = self.objects.get((Bucket, Key))
+    def head(self, bucket: str, key: str) -> ObjectHead:
+        data = self.objects.get((bucket, key))
         if data is None:
-            raise ClientError({"Error": {"Code": "404", "Message": "Not Found"}}, "HeadObject")
-        return {"ETag": self._etag(data), "ContentLength": len(data)}
+            raise StoreError("NoSuchKey", 404)
+        return ObjectHead(self._etag(data), None, len(data))
 
-    def get_object(self, Bucket: str, Key: str) -> dict[str, Any]:
-        if not any(bucket == Bucket for bucket, _ in self.objects):
-            raise ClientError({"Error": {"Code": "NoSuchBucket", "Message": "no bucket"}}, "GetObject")
-        data = self.objects.get((Bucket, Key))
+    def get(self, bucket: str, key: str) -> FakeBody:
+        if not any(b == bucket for b, _ in self.objects):
+            raise StoreError("NoSuchBucket", 404)
+        data = self.objects.get((bucket, key))
         if data is None:
-            raise ClientError({"Error": {"Code": "NoSuchKey", "Message": "no key"}}, "GetObject")
+            raise StoreError("NoSuchKey", 404)
         self.gets += 1
-        return {"Body": io.BytesIO(data), "ETag": self._etag(data)}
+        self.bodies.append(FakeBody(data, len(data) if self.send_length else None))
+        return self.bodies[-1]
 
 
 @pytest.fixture
@@ -251,3 +267,19 @@ def test_fetch_model_keeps_the_old_copy_when_the_new_tarball_is_bad(tmp_path, s3
     assert (old / "model.pth").read_bytes() == b"v1"
     assert [p.name for p in (cache / "extracted").iterdir()] == [old.name], "no staging dirs left"
     assert not any((cache / "downloads").iterdir()), "nor the bad download"
+
+
+@pytest.mark.parametrize("send_length", [True, False], ids=["content-length", "chunked"])
+def test_fetch_model_reads_no_more_of_an_archive_than_the_limit(tmp_path, s3, send_length):
+    s3.objects[(BUCKET, KEY)] = os.urandom(3 * 1024 * 1024)
+    s3.send_length = send_length
+    limit = 1024 * 1024
+
+    with pytest.raises(ModelDataError, match="larger than 1 MiB") as info:
+        fetch_model(s3, URL, tmp_path / "cache", max_bytes=limit)
+
+    assert not info.value.transient
+    (body,) = s3.bodies
+    # Refused from its Content-Length before a byte is read, else one byte past the limit at most.
+    assert body.served == (0 if send_length else limit + 1)
+    assert not any((tmp_path / "cache" / "downloads").iterdir()), "nothing of it kept"

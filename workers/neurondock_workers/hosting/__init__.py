@@ -1,7 +1,7 @@
 """Hosting: the host agent, the replica model server and the SageMaker PyTorch handler contract.
 
 Names resolve lazily: ``python -m neurondock_workers.hosting.replica`` imports this package first,
-and a replica should load neither the agent's SQLAlchemy and boto3 nor a second copy of itself.
+and a replica should load neither the agent's SQLAlchemy nor a second copy of itself.
 ``handler`` (and so torch) is never imported here; only replica processes need it.
 """
 
@@ -20,7 +20,6 @@ if TYPE_CHECKING:
     )
     from neurondock_workers.hosting.host import AgentConflictError
     from neurondock_workers.hosting.process import ReplicaProcess, ReplicaStartError
-    from neurondock_workers.hosting.s3 import make_s3_client
 
 _EXPORTS = {
     "AgentConflictError": "host",
@@ -33,7 +32,6 @@ _EXPORTS = {
     "UnsafeArchiveError": "artifacts",
     "fetch_model": "artifacts",
     "safe_extract": "artifacts",
-    "make_s3_client": "s3",
 }
 
 __all__ = [
@@ -44,7 +42,6 @@ __all__ = [
     "ReplicaStartError",
     "UnsafeArchiveError",
     "fetch_model",
-    "make_s3_client",
     "replica_dir",
     "run_agent",
     "safe_extract",

@@ -36,8 +36,7 @@ from neurondock_platform.db import make_engine, make_sessionmaker, session_scope
 from neurondock_platform.models import Account, Endpoint, EndpointVariant, Replica, ReplicaState
 from neurondock_workers import sandbox as sandboxing
 from neurondock_workers.hosting import artifacts, host, neuron, recycle
-from neurondock_workers.hosting.artifacts import ModelDataError
-from neurondock_workers.hosting.fetcher import ChildFetcher
+from neurondock_workers.hosting.artifacts import ModelDataError, ObjectStore
 from neurondock_workers.hosting.host import AgentConflictError
 from neurondock_workers.hosting.launcher import ReplicaLauncher
 from neurondock_workers.hosting.process import (
@@ -48,7 +47,7 @@ from neurondock_workers.hosting.process import (
     read_tail,
 )
 from neurondock_workers.hosting.replica import EXIT_TIMED_OUT, describe_exception, timeout_grace
-from neurondock_workers.hosting.s3 import OwnerClientFactory, OwnerClients, StoreOwner
+from neurondock_workers.hosting.s3 import ModelStores, OwnerClients, StoreOwner
 from neurondock_workers.hosting.standby import StandbyPool
 from neurondock_workers.hosting.utilization import InstanceUsage
 from neurondock_workers.hosting.weights_cache import prune, weights_key
@@ -170,14 +169,13 @@ class HostAgent:
         self,
         settings: Settings,
         session_factory: sessionmaker[Session],
-        s3_clients: OwnerClientFactory,
+        stores: Callable[[StoreOwner], ObjectStore],
         *,
         process_cls: type[ReplicaProcess] = ReplicaProcess,
         startup_timeout: float = DEFAULT_STARTUP_TIMEOUT,
         stop_grace: float = DEFAULT_STOP_GRACE,
         heartbeat_interval: float | None = None,
         fetch_retry_seconds: float = 60.0,
-        fetcher: ChildFetcher | None = None,
         health_interval: float = recycle.HEALTH_INTERVAL,
         sandbox: Sandbox | None = None,
         clock: Callable[[], float] = time.monotonic,
@@ -203,11 +201,10 @@ class HostAgent:
         self.launcher = ReplicaLauncher(
             settings,
             self.sandbox,
-            s3_clients,
+            stores,
             self.host_dir,
             process_cls=process_cls,
             fetch_retry_seconds=fetch_retry_seconds,
-            fetcher=fetcher,
         )
         self.cache_dir = self.launcher.cache_dir
         self.weights_dir = self.launcher.weights_dir
@@ -766,7 +763,6 @@ class HostAgent:
         try:
             while not stop_event.is_set():
                 try:
-                    self.launcher.tidy()
                     if rung or self._pass_due():
                         self.step()
                     else:
@@ -881,7 +877,7 @@ class AgentRun:
         self.settings = settings
         self.stop = threading.Event()
         self.agent: HostAgent | None = None
-        self.fetcher: ChildFetcher | None = None
+        self.stores: ModelStores | None = None
         self.engine = make_engine(settings.database_url)
 
     def prepare(self) -> None:
@@ -892,11 +888,10 @@ class AgentRun:
         # Replica rows this agent reports (Ready, Failed …) wake the API's routing table at once.
         wakeup.install(sessions, settings.data_dir)
         clients = OwnerClients(settings, sessions, session_name=f"neurondock-agent-{settings.host_id}")
-        # Model data is fetched in a child that alone holds botocore, started now so that the first
-        # replica's download does not wait for it to parse S3's service model (hosting/fetcher.py).
-        fetcher = self.fetcher = ChildFetcher(clients.keys)
-        fetcher.start_spare()
-        agent = self.agent = HostAgent(settings, sessions, clients, fetcher=fetcher)
+        # Model data is read with the owner's keys by a client of the host process's own, without
+        # botocore (hosting/s3.py).
+        stores = self.stores = ModelStores(clients.keys)
+        agent = self.agent = HostAgent(settings, sessions, stores)
         logger.info("user code sandbox: %s", agent.sandbox.describe())
         if settings.standby_pool_size > 0:
             # The standby's torch import needs no database: it runs beside the migrations and the other
@@ -945,8 +940,9 @@ class AgentRun:
         if ReplicaProcess.standby_pool is not None:
             ReplicaProcess.standby_pool.close()
             ReplicaProcess.standby_pool = None
-        if self.fetcher is not None:
-            self.fetcher.close()
+        if self.stores is not None:
+            # A download still in flight ends now, not after the host's stop budget.
+            self.stores.close()
         self.engine.dispose()
 
 

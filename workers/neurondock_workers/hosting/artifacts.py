@@ -13,11 +13,12 @@ import tempfile
 import zlib
 from collections.abc import Collection, Iterator
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Protocol
 from urllib.parse import urlparse
 
-from botocore.exceptions import BotoCoreError, ClientError
 from isal import igzip, isal_zlib
+
+from neurondock_workers.hosting.s3 import ObjectBody, ObjectHead, StoreError
 
 # Read S3 bodies in pieces so a multi-GB artifact never sits in memory.
 _CHUNK = 1024 * 1024
@@ -26,6 +27,14 @@ EXTRACTED = "extracted"
 MAX_MEMBERS = 100_000
 # What ISA-L raises on a corrupt deflate stream (its stub calls it an instance; it is igzip_lib.IsalError).
 _INFLATE_ERROR: type[Exception] = isal_zlib.error  # type: ignore[assignment]
+
+
+class ObjectStore(Protocol):
+    """What fetch_model reads objects with: ``s3.ObjectReader``, as the model's owner (tests pass fakes)."""
+
+    def head(self, bucket: str, key: str) -> ObjectHead: ...
+
+    def get(self, bucket: str, key: str) -> ObjectBody: ...
 
 
 class ModelDataError(Exception):
@@ -166,61 +175,66 @@ def _make_readable(root: Path) -> None:
             os.chmod(path, (mode | 0o444) & ~0o022)
 
 
-def _error_code(exc: ClientError) -> str:
-    err = exc.response.get("Error", {})
-    code = str(err.get("Code") or "")
-    # HEAD responses carry no body, so botocore only knows the status; name it the way GET would.
-    return {"404": "NoSuchKey", "403": "AccessDenied", "400": "BadRequest"}.get(code, code) or "Unknown"
+def _download_error(url: str, exc: StoreError) -> ModelDataError:
+    # A store that answered 5xx or 429 is busy; one not reached (status 0: refused, timed out, closed)
+    # is away, not the data wrong: both are worth retrying.
+    transient = exc.status == 0 or exc.status >= 500 or exc.status == 429
+    return ModelDataError(f"Could not download model data from {url}: {exc.code}", transient=transient)
 
 
-def _download_error(url: str, exc: Exception) -> ModelDataError:
-    detail = _error_code(exc) if isinstance(exc, ClientError) else str(exc)
-    if isinstance(exc, ClientError):
-        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
-        transient = status >= 500 or status == 429
-    else:
-        # Connection refused, timeouts, a closed connection: the store is away, not the data wrong.
-        transient = True
-    return ModelDataError(f"Could not download model data from {url}: {detail}", transient=transient)
+def _too_large(max_bytes: int) -> ModelDataError:
+    return ModelDataError(
+        f"model.tar.gz is larger than {_mib(max_bytes)}, this host's limit on what a model unpacks to "
+        "(NEURONDOCK_MAX_MODEL_EXTRACTED_MB), so it cannot unpack to less; nothing of it was kept. "
+        "Ship a smaller model archive, or ask the operator to raise the limit."
+    )
 
 
-def _head(s3_client: Any, url: str) -> str:
+def _head(store: ObjectStore, url: str) -> str:
     """Return the artifact's digest (URL and ETag); a HEAD with the caller's own credentials, every time."""
     bucket, key = parse_s3_url(url)
     try:
-        head = s3_client.head_object(Bucket=bucket, Key=key)
-    except ClientError as exc:
-        if _error_code(exc) == "NoSuchKey":
+        head = store.head(bucket, key)
+    except StoreError as exc:
+        if exc.code == "NoSuchKey":
             # A HEAD 404 cannot tell a missing bucket from a missing key; a GET's error body can.
             try:
-                s3_client.get_object(Bucket=bucket, Key=key)["Body"].close()
-            except (ClientError, BotoCoreError) as get_exc:
+                store.get(bucket, key).close()
+            except StoreError as get_exc:
                 raise _download_error(url, get_exc) from get_exc
         raise _download_error(url, exc) from exc
-    except BotoCoreError as exc:
-        raise _download_error(url, exc) from exc
-    version = str(head.get("ETag") or f"{head.get('LastModified')}-{head.get('ContentLength')}")
+    version = head.etag or f"{head.last_modified}-{head.length}"
     url_digest = hashlib.sha256(url.encode()).hexdigest()[:32]
     version_digest = hashlib.sha256(version.encode()).hexdigest()[:16]
     return f"{url_digest}-{version_digest}"
 
 
-def _download(s3_client: Any, url: str, directory: Path) -> Path:
+def _download(store: ObjectStore, url: str, directory: Path, max_bytes: int | None) -> Path:
+    """Download the archive into ``directory``, reading no byte past ``max_bytes``."""
     bucket, key = parse_s3_url(url)
     directory.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=".download-", suffix=".tar.gz", dir=directory)
     try:
         with os.fdopen(fd, "wb") as out:
             try:
-                response = s3_client.get_object(Bucket=bucket, Key=key)
-                body = response["Body"]
-                try:
-                    while chunk := body.read(_CHUNK):
-                        out.write(chunk)
-                finally:
-                    body.close()
-            except (ClientError, BotoCoreError) as exc:
+                body = store.get(bucket, key)
+            except StoreError as exc:
                 raise _download_error(url, exc) from exc
+            try:
+                # A gzip tarball unpacks to at least about its own size: one larger than the limit is
+                # refused as it starts, or as soon as it has sent more than the limit.
+                if max_bytes is not None and body.length is not None and body.length > max_bytes:
+                    raise _too_large(max_bytes)
+                total = 0
+                while chunk := body.read(_CHUNK if max_bytes is None else min(_CHUNK, max_bytes - total + 1)):
+                    total += len(chunk)
+                    if max_bytes is not None and total > max_bytes:
+                        raise _too_large(max_bytes)
+                    out.write(chunk)
+            except StoreError as exc:
+                raise _download_error(url, exc) from exc
+            finally:
+                body.close()
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
         raise
@@ -237,26 +251,26 @@ def _locked(path: Path) -> Iterator[None]:
 
 
 def fetch_model(
-    s3_client: Any, model_data_url: str, cache_dir: Path | str, *, max_bytes: int | None = None
+    store: ObjectStore, model_data_url: str, cache_dir: Path | str, *, max_bytes: int | None = None
 ) -> tuple[Path, str]:
     """Return the artifact's unpacked directory on this host, and its digest (from its URL and ETag).
 
     Every call asks the store (HEAD, with the caller's credentials) which version the URL names; a
     version already unpacked on this host is reused — one directory per artifact per host, read-only
-    to the replicas that load it — else it is downloaded, checked, unpacked (at most ``max_bytes``)
-    and the tarball dropped. ``prune`` removes directories no replica uses any more.
+    to the replicas that load it — else it is downloaded (no more than ``max_bytes`` read), checked,
+    unpacked (at most ``max_bytes``) and the tarball dropped. ``prune`` removes directories no replica uses any more.
 
     Raises:
         ModelDataError: the object cannot be downloaded, or is not a safe gzip tarball.
     """
     cache = Path(cache_dir)
-    digest = _head(s3_client, model_data_url)
+    digest = _head(store, model_data_url)
     extracted = cache / EXTRACTED
     final = extracted / digest
     with _locked(cache / "locks" / f"{digest}.lock"):
         if final.is_dir():
             return final, digest
-        tarball = _download(s3_client, model_data_url, cache / "downloads")
+        tarball = _download(store, model_data_url, cache / "downloads", max_bytes)
         staging = Path(tempfile.mkdtemp(prefix=f".{digest}-", dir=_ensure(extracted)))
         try:
             safe_extract(tarball, staging, max_bytes=max_bytes)

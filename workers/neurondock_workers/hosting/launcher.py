@@ -9,17 +9,16 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from neurondock_platform.config import Settings
 from neurondock_workers import sandbox as sandboxing
-from neurondock_workers.hosting.artifacts import ModelDataError, fetch_model
+from neurondock_workers.hosting.artifacts import ModelDataError, ObjectStore, fetch_model
 from neurondock_workers.hosting.environment import replica_environment
-from neurondock_workers.hosting.fetcher import ChildFetcher
 from neurondock_workers.hosting.process import HeadStart, ReplicaProcess, ReplicaStartError, append_log
-from neurondock_workers.hosting.s3 import OwnerClientFactory, StoreOwner
+from neurondock_workers.hosting.s3 import StoreOwner
 from neurondock_workers.sandbox import WEIGHTS_DIR, Sandbox
 
 logger = logging.getLogger(__name__)
@@ -32,21 +31,17 @@ class ReplicaLauncher:
         self,
         settings: Settings,
         sandbox: Sandbox,
-        s3_clients: OwnerClientFactory,
+        stores: Callable[[StoreOwner], ObjectStore],
         host_dir: Path,
         *,
         process_cls: type[ReplicaProcess] = ReplicaProcess,
         fetch_retry_seconds: float = 60.0,
-        fetcher: ChildFetcher | None = None,
     ) -> None:
         self.settings = settings
         # How user code runs on this host (probed once per process; docs/sandbox.md).
         self.sandbox = sandbox
-        # S3 clients acting as a model's owner (s3_client.OwnerClients): never the platform's keys.
-        self.s3_clients = s3_clients
-        # Where fetch_model runs: in a child holding botocore (the host process's), else in this
-        # process with ``s3_clients``.
-        self.fetcher = fetcher
+        # Object readers acting as a model's owner (s3.ModelStores): never the platform's keys.
+        self.stores = stores
         self.process_cls = process_cls
         self.fetch_retry_seconds = fetch_retry_seconds
         self.cache_dir = host_dir / "model-data"
@@ -150,14 +145,7 @@ class ReplicaLauncher:
         )
 
     def _fetch_once(self, owner: StoreOwner, url: str, limit: int) -> tuple[Path, str]:
-        if self.fetcher is not None:
-            return self.fetcher(owner, url, self.cache_dir, limit)
-        return fetch_model(self.s3_clients(owner), url, self.cache_dir, max_bytes=limit)
-
-    def tidy(self) -> None:
-        """Reap a fetcher child that exited idle (the agent's passes; a SIGCHLD rings for one)."""
-        if self.fetcher is not None:
-            self.fetcher.reap_exited()
+        return fetch_model(self.stores(owner), url, self.cache_dir, max_bytes=limit)
 
     def fetch(self, owner: StoreOwner, url: str, cancel: threading.Event) -> tuple[Path, str]:
         """Fetch model data as its owner, riding out a store that is briefly unreachable (an API restart)."""
