@@ -97,7 +97,7 @@ def _session(core: botocore.session.Session | None = None) -> boto3.session.Sess
     """A boto3 session of its own (the default one is not thread-safe) sharing the process's data loader.
 
     Each botocore session parses S3's service model and endpoint rules again, 0.15-0.4 s here (0.9 s
-    under load), which a replica's first model download waited for; one loader parses them once per
+    under load), which each new client waited for; one loader parses them once per
     process (docs/runtime.md, "Start-up").
     """
     import boto3.session
@@ -111,16 +111,6 @@ def _session(core: botocore.session.Session | None = None) -> boto3.session.Sess
         # boto3 appends its own data directory to the loader's search paths per session: keep one.
         loader.search_paths[:] = list(dict.fromkeys(loader.search_paths))
     return session
-
-
-def warm() -> None:
-    """Parse S3's service model now (a process's start, in the background), not at its first download."""
-    from neurondock_platform import heap
-
-    make_s3_client("http://127.0.0.1:9", "us-east-1", access_key_id="warm", secret_access_key="warm")
-    # The parse's transient buffers (the files' text, the whole endpoint table) sit in the C heap,
-    # which does not shrink by itself: ~2 MB a host process kept (docs/measured.md).
-    heap.trim()
 
 
 def make_s3_client(

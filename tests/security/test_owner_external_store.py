@@ -27,6 +27,8 @@ from tests.support.identity import Keys, new_account
 
 from neurondock_platform.config import Settings
 from neurondock_platform.s3_client import OwnerClients, StoreOwner, make_s3_client
+from neurondock_workers.hosting.artifacts import ModelDataError, fetch_model
+from neurondock_workers.hosting.s3 import ModelStores, StoreError
 
 pytestmark = pytest.mark.parametrize("engine", ["sqlite"], indirect=True)
 
@@ -138,6 +140,34 @@ def test_workers_read_as_the_account_with_its_own_store_credentials_or_only_its_
     assert _read(clients, b, "platform-mapped") == b"root's model"
     assert _read(clients, b, "team-a-own") == "AccessDenied"
     assert _read(clients, b, "private") == "AccessDenied"
+
+
+def _host_read(stores: ModelStores, account_id: str, bucket: str) -> bytes | str:
+    try:
+        body = stores(StoreOwner(account_id, None)).get(bucket, "model.tar.gz")
+    except StoreError as exc:
+        return exc.code
+    try:
+        return body.read(1024)
+    finally:
+        body.close()
+
+
+def test_the_host_reads_model_data_as_the_account_by_the_same_rules(settings, session_factory, teams, tmp_path):
+    # The host process's own HEAD and GET (hosting/s3.py), not botocore's: B's model cannot read A's data.
+    stores = ModelStores(OwnerClients(settings, session_factory, session_name="external-host").keys)
+    a, b = teams["a"].account_id, teams["b"].account_id
+    assert _host_read(stores, a, "team-a-own") == b"team-a's model"
+    assert _host_read(stores, a, "private") == "AccessDenied"
+    assert _host_read(stores, a, "platform-mapped") == "AccessDenied"
+    assert _host_read(stores, b, "platform-mapped") == b"root's model"
+    assert _host_read(stores, b, "team-a-own") == "AccessDenied"
+    assert _host_read(stores, b, "private") == "AccessDenied"
+    # As a replica's start reports it: denied, the same whether or not the key exists.
+    for key in ("model.tar.gz", "no-such-key.tar.gz"):
+        with pytest.raises(ModelDataError) as denied:
+            fetch_model(stores(StoreOwner(b, None)), f"s3://team-a-own/{key}", tmp_path)
+        assert denied.value.message.endswith(": AccessDenied") and not denied.value.transient
 
 
 def test_the_admin_api_moves_artifacts_with_the_same_rules(client, teams):

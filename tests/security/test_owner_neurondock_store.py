@@ -19,6 +19,7 @@ from tests.support.identity import new_account
 
 from neurondock_platform.config import Settings
 from neurondock_platform.s3_client import OwnerClients, StoreOwner, make_s3_client
+from neurondock_workers.hosting.s3 import ModelStores, StoreError
 
 pytestmark = pytest.mark.parametrize("engine", ["sqlite"], indirect=True)
 
@@ -92,3 +93,16 @@ def test_the_admin_api_and_workers_reach_a_neurondock_store_as_the_account(clien
     with pytest.raises(ClientError) as caught:
         worker.get_object(Bucket="admins", Key="model.tar.gz")
     assert caught.value.response["Error"]["Code"] == "AccessDenied"
+
+    # The host process's own reads (hosting/s3.py) sign with the role's temporary keys and their token.
+    owner = StoreOwner(team.account_id, "arn:aws:iam::111122223333:role/Whatever")
+    assert clients.keys(owner).session_token
+    reader = ModelStores(clients.keys)(owner)
+    body = reader.get(bucket, "m.tar.gz")
+    assert body.read(100) == b"team's"
+    body.close()
+    assert reader.head(bucket, "m.tar.gz").etag
+    for key in ("model.tar.gz", "absent.tar.gz"):
+        with pytest.raises(StoreError) as denied:
+            reader.head("admins", key)
+        assert (denied.value.code, denied.value.status) == ("AccessDenied", 403)

@@ -23,6 +23,7 @@ from neurondock_platform.config import Settings
 from neurondock_platform.db import Base, make_engine, make_sessionmaker, session_scope
 from neurondock_platform.s3_client import OwnerClients
 from neurondock_workers.hosting.agent import HostAgent
+from neurondock_workers.hosting.s3 import ModelStores
 
 BUCKET = "neurondock-models"
 ACCOUNT_ID = "123456789012"
@@ -125,21 +126,23 @@ def sessions(engine: Engine) -> sessionmaker[Session]:
 
 
 @pytest.fixture
-def s3_factory(settings: Settings, sessions: sessionmaker[Session]) -> OwnerClients:
-    """S3 clients acting as a model's owner, as the agent makes them (the external store's mapping)."""
-    return OwnerClients(settings, sessions, session_name="hosting-tests")
+def stores(settings: Settings, sessions: sessionmaker[Session]) -> Iterator[ModelStores]:
+    """Model-data readers acting as a model's owner, as the agent makes them (the external store's mapping)."""
+    made = ModelStores(OwnerClients(settings, sessions, session_name="hosting-tests").keys)
+    yield made
+    made.close()
 
 
 @pytest.fixture
 def make_agent(
-    settings: Settings, sessions: sessionmaker[Session], s3_factory: OwnerClients
+    settings: Settings, sessions: sessionmaker[Session], stores: ModelStores
 ) -> Iterator[Callable[..., HostAgent]]:
     """Build host agents (registered, so replicas can name the host); all are shut down afterwards."""
     agents: list[HostAgent] = []
 
     def make(**kwargs: Any) -> HostAgent:
         kwargs.setdefault("stop_grace", 5.0)
-        agent = HostAgent(settings, sessions, s3_factory, **kwargs)
+        agent = HostAgent(settings, sessions, stores, **kwargs)
         agent.heartbeat()
         agents.append(agent)
         return agent

@@ -1,4 +1,4 @@
-"""OwnerClients.keys: the keys a client built elsewhere (the host's model-data fetcher) signs with."""
+"""OwnerClients.keys: the keys a client built elsewhere (the host process's model-data reads) signs with."""
 
 from __future__ import annotations
 
