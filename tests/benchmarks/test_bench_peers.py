@@ -230,6 +230,7 @@ def test_launch_beside_torchserve(tmp_path):
                 say(f"round {r} {server}: " + ", ".join(f"{step} {at:.2f} s" for step, at in marks.items()))
                 if r == 0:
                     fresh[server] = memory_mb(tree(root))
+                    say(f"RSS/PSS MB by process fresh, {server}: {memory_by_process(root)}")
                     settle(root)
                     quiet[server] = memory_mb(tree(root))
                     say(f"RSS/PSS MB by process once quiet, {server}: {memory_by_process(root)}")
