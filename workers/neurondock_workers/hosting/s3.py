@@ -122,6 +122,10 @@ class ModelStores:
             self._open.add(connection)
             return True
 
+    def _stopping(self) -> bool:
+        with self._lock:
+            return self._closed
+
     def _closed_one(self, connection: http.client.HTTPConnection) -> None:
         with self._lock:
             self._open.discard(connection)
@@ -135,13 +139,12 @@ class ObjectReader:
         self.keys = keys
         self._stores = stores if stores is not None else ModelStores(lambda owner: keys)
         parts = urlsplit(keys.endpoint_url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise StoreError(f"the store's endpoint URL {keys.endpoint_url!r} is not an http(s) URL")
+        self._usable = parts.scheme in ("http", "https") and bool(parts.hostname)
         self._https = parts.scheme == "https"
-        self._hostname = parts.hostname
+        self._hostname = parts.hostname or ""
         self._port = parts.port
         # The Host header as botocore signs it: without the scheme's default port.
-        self._host = parts.hostname if parts.port in (None, 443 if self._https else 80) else parts.netloc
+        self._host = self._hostname if parts.port in (None, 443 if self._https else 80) else parts.netloc
         self._base = unquote(parts.path).rstrip("/")
 
     def head(self, bucket: str, key: str) -> ObjectHead:
@@ -169,18 +172,9 @@ class ObjectReader:
         # Path-style; S3 signs the path URI-encoded once, as it is sent (sigv4's canonical path).
         return quote(f"{self._base}/{bucket}/{key}", safe="/~")
 
-    def _connection(self) -> http.client.HTTPConnection:
-        if self._https:
-            bundle = os.environ.get("AWS_CA_BUNDLE") or None
-            context = ssl.create_default_context(cafile=bundle)
-            return http.client.HTTPSConnection(self._hostname, self._port, timeout=CONNECT_TIMEOUT, context=context)
-        return http.client.HTTPConnection(self._hostname, self._port, timeout=CONNECT_TIMEOUT)
-
-    def _request(self, method: str, bucket: str, key: str) -> tuple[_Connection, http.client.HTTPResponse]:
-        """Send one signed request on a connection of its own; its answer, when it is a success."""
+    def signed_headers(self, method: str, bucket: str, key: str, now: float | None = None) -> dict[str, str]:
+        """The headers of a request for the object, signed with the owner's keys (no body: an empty payload)."""
         keys = self.keys
-        if unmapped(keys, bucket) is not None:
-            raise StoreError("AccessDenied", 403)
         headers = {"host": self._host}
         sigv4.sign(
             method,
@@ -192,7 +186,25 @@ class ObjectReader:
             service="s3",
             payload_hash=_EMPTY_SHA256,
             session_token=keys.session_token,
+            now=now,
         )
+        return headers
+
+    def _connection(self) -> http.client.HTTPConnection:
+        if self._https:
+            bundle = os.environ.get("AWS_CA_BUNDLE") or None
+            context = ssl.create_default_context(cafile=bundle)
+            return http.client.HTTPSConnection(self._hostname, self._port, timeout=CONNECT_TIMEOUT, context=context)
+        return http.client.HTTPConnection(self._hostname, self._port, timeout=CONNECT_TIMEOUT)
+
+    def _request(self, method: str, bucket: str, key: str) -> tuple[_Connection, http.client.HTTPResponse]:
+        """Send one signed request on a connection of its own; its answer, when it is a success."""
+        if not self._usable:
+            # The operator's setting, not the store: as a store refusing the request (not retried).
+            raise StoreError(f"the store's endpoint URL {self.keys.endpoint_url!r} is not an http(s) URL", 400)
+        if unmapped(self.keys, bucket) is not None:
+            raise StoreError("AccessDenied", 403)
+        headers = self.signed_headers(method, bucket, key)
         url = self._url(bucket, key)
         connection = self._connection()
         if not self._stores._opened(connection):
@@ -203,6 +215,9 @@ class ObjectReader:
             except OSError as exc:
                 raise StoreError(_network_message(url, exc, reading=False)) from exc
             assert connection.sock is not None
+            if self._stores._stopping():
+                # ``close`` came while this connected, before it could shut the socket down.
+                raise StoreError("the host is stopping")
             connection.sock.settimeout(READ_TIMEOUT)
             try:
                 connection.request(method, self._path(bucket, key), headers=headers)
