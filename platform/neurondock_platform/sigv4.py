@@ -340,15 +340,15 @@ def string_to_sign(
     path: str,
     query: str,
     headers: Mapping[str, str],
-    names: tuple[str, ...],
     payload_hash: str,
     signature: Signature,
 ) -> bytes:
     """The string a request's signature is the HMAC of: its canonical request, time and scope.
 
-    ``path`` decoded, ``query`` canonical (``_canonical_query``), ``headers`` with lower-case names;
-    ``names`` the signed ones, sorted. The one grammar the verifier checks and ``sign`` writes.
+    ``path`` decoded, ``query`` canonical (``_canonical_query``), ``headers`` with lower-case names, of
+    which ``signature.signed_headers`` are signed. The one grammar the verifier checks and ``sign`` writes.
     """
+    names = signature.signed_headers
     creq = "\n".join(
         (
             method.upper(),
@@ -387,7 +387,7 @@ def sign(
         headers["x-amz-security-token"] = session_token
     names = tuple(sorted(headers))
     signature = Signature(access_key_id, amz_date[:8], region, service, names, "", amz_date)
-    to_sign = string_to_sign(method, path, "", headers, names, payload_hash, signature)
+    to_sign = string_to_sign(method, path, "", headers, payload_hash, signature)
     signed = _signer(secret_access_key, signature.date, region, service).hexdigest(to_sign)
     headers["authorization"] = (
         f"{ALGORITHM} Credential={access_key_id}/{signature.scope}, SignedHeaders={';'.join(names)}, Signature={signed}"
@@ -514,9 +514,7 @@ class Verifier:
         else:
             payload_hash = _payload_hash(request, unsigned_payload)
             query = _canonical_query(request.query)
-        to_sign = string_to_sign(
-            request.method, request.path, query, request.headers, signature.signed_headers, payload_hash, signature
-        )
+        to_sign = string_to_sign(request.method, request.path, query, request.headers, payload_hash, signature)
         signer = _signer(credential.secret_access_key, signature.date, signature.region, signature.service)
         expected = signer.hexdigest(to_sign)
         if not hmac.compare_digest(expected, signature.signature):
