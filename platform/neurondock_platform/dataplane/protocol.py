@@ -203,11 +203,16 @@ def encode_head(meta: dict[str, Any], body_len: int) -> bytes:
     return HEADER.pack(len(meta_bytes), body_len) + meta_bytes
 
 
-def frame_buffers(meta: dict[str, Any], body: bytes = b"") -> tuple[bytes, ...]:
-    """Encode one frame as the buffers one write sends: one buffer, or its head beside a large body."""
+def frame_buffers(meta: dict[str, Any] | bytes, body: bytes = b"") -> tuple[bytes, ...]:
+    """Encode one frame as the buffers one write sends: one buffer, or its head beside a large body.
+
+    ``meta`` may come already encoded (UTF-8 JSON bytes of an object), as a replica's answer meta does.
+    """
+    meta_bytes = meta if isinstance(meta, bytes) else _encode_meta(meta).encode()
+    head = HEADER.pack(len(meta_bytes), len(body))
     if len(body) < SPLIT_BODY:
-        return (encode_frame(meta, body),)
-    return (encode_head(meta, len(body)), body)
+        return (b"".join((head, meta_bytes, body)),)
+    return (head + meta_bytes, body)
 
 
 def check_lengths(meta_len: int, body_len: int) -> None:
@@ -393,8 +398,8 @@ class FrameChannel(asyncio.Protocol):
         assert self.transport is not None
         self.transport.write(data)
 
-    def send(self, meta: dict[str, Any], body: bytes = b"") -> None:
-        """Write one frame (a large body beside its head, not copied into one buffer with it)."""
+    def send(self, meta: dict[str, Any] | bytes, body: bytes = b"") -> None:
+        """Write one frame (a large body beside its head, not copied into one buffer with it); see ``frame_buffers``."""
         self.write_buffers(frame_buffers(meta, body))
 
     def write_buffers(self, buffers: tuple[bytes, ...]) -> None:
