@@ -221,13 +221,23 @@ def check_lengths(meta_len: int, body_len: int) -> None:
         raise ProtocolError(f"frame too large: meta={meta_len} body={body_len}")
 
 
-_decode_json = json.JSONDecoder().decode
+_decoder = json.JSONDecoder()
+_decode_json, _scan_json = _decoder.decode, _decoder.scan_once  # type: ignore[attr-defined]
 
 
 def decode_meta(raw: bytes | bytearray) -> dict[str, Any]:
     """Parse a frame's meta (UTF-8 JSON); ValueError when it is not."""
-    meta: dict[str, Any] = _decode_json(raw.decode())
-    return meta
+    text = raw.decode()
+    # The scanner alone reads a meta as this protocol writes it (no whitespace around the object);
+    # anything else, an error included, goes through the whole decoder, which answers as before.
+    try:
+        meta, end = _scan_json(text, 0)
+        if end == len(text) and type(meta) is dict:
+            return meta
+    except StopIteration:
+        pass
+    decoded: dict[str, Any] = _decode_json(text)
+    return decoded
 
 
 Frame = tuple[dict[str, Any], bytes]

@@ -86,3 +86,18 @@ def test_frames_that_came_before_serve_are_served_and_a_malformed_one_ends_readi
     got, ended = asyncio.run(scenario())
     assert got == [7]
     assert isinstance(ended, protocol.ProtocolError)
+
+
+def test_a_meta_decodes_as_json_with_or_without_whitespace_and_refuses_anything_else() -> None:
+    import json
+
+    import pytest
+
+    meta = {"op": "invoke", "content_type": "application/x-npy", "custom_attributes": None, "outstanding": 3}
+    compact = json.dumps(meta, separators=(",", ":")).encode()
+    assert protocol.decode_meta(compact) == meta
+    assert protocol.decode_meta(b" \n" + json.dumps(meta).encode() + b" ") == meta
+    assert protocol.decode_meta(b'{"n":"\\u00fc\xc3\xbc"}') == {"n": "üü"}
+    for bad in (b"", b"{", b'{"a":1}x', b'{"a":1}{"b":2}', b"nul", b"\xff"):
+        with pytest.raises(ValueError):
+            protocol.decode_meta(bad)

@@ -8,6 +8,7 @@ to answer with its own HTTP status.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,8 +59,10 @@ class ModelLoadError(Exception):
     """A model file exists but is not loadable TorchScript."""
 
 
+@functools.lru_cache(maxsize=256)
 def base_type(content_type: str | None) -> str:
     """Return a media type without parameters, lower-cased (``text/csv; charset=utf-8`` → ``text/csv``)."""
+    # Cached: a replica sees a handful of content types, and each request asks about its own twice.
     return (content_type or "").split(";", 1)[0].strip().lower()
 
 

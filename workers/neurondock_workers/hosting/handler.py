@@ -54,6 +54,24 @@ def _call(fn: Hook, args: tuple[Any, ...], context: Context, arity: int | None =
     raise TypeError(f"{name} takes {count} arguments but {len(args)} were given.")
 
 
+# The contract's arguments of each per-request hook, the context not counted.
+_ARGS = {"input_fn": 2, "predict_fn": 2, "output_fn": 2, "transform_fn": 4}
+
+
+def _caller(fn: Hook, given: int) -> Hook:
+    """``fn`` as a callable taking its contract's arguments and then the context, whatever its arity.
+
+    Built once per hook: the call a request makes is then the hook's own (plus one frame when the
+    hook does not take the context), not an arity check and two argument tuples.
+    """
+    count = _arity(fn)
+    if count == given + 1:
+        return fn
+    if count == given:
+        return lambda *args: fn(*args[:-1])
+    return lambda *args: _call(fn, args[:-1], args[-1], count)  # raises the toolkit's TypeError
+
+
 def _module_name(program: str) -> str:
     return program[:-3] if program.endswith(".py") else program
 
@@ -93,8 +111,8 @@ class Handler:
         }
         if self.user_transform_fn is not None:
             self._hooks["transform_fn"] = self.user_transform_fn
-        # inspect.signature costs ~10 µs; the hooks never change, so count their parameters once.
-        self._arity = {name: _arity(fn) for name, fn in self._hooks.items()}
+        # inspect.signature costs ~10 µs; the hooks never change, so each is bound to its arity once.
+        self._callers = {name: _caller(fn, _ARGS[name]) for name, fn in self._hooks.items()}
         self.pipeline = Pipeline(self)
         # Answer one request through the hooks, as an unbatched replica does; never raises.
         self.invoke = self.pipeline.invoke
@@ -126,8 +144,7 @@ class Handler:
 
     def call(self, hook: str, *args: Any) -> Any:
         """Call ``input_fn``, ``predict_fn``, ``output_fn`` or ``transform_fn``; the last argument is the context."""
-        *positional, context = args
-        return _call(self._hooks[hook], tuple(positional), context, self._arity[hook])
+        return self._callers[hook](*args)
 
     def load_model(self) -> Any:
         """Run pre_model_fn, model_fn and model_warmup_fn once, as the toolkit does at startup."""
