@@ -223,7 +223,10 @@ class Batcher:
         self.config = config
         self.stats = BatchStats()
         self._queue: collections.deque[Request] = collections.deque()
-        self._cv = threading.Condition()
+        # The condition's lock, entered directly where a request passes (Condition's own `with` is two
+        # Python calls); reentrant, since ``hold`` keeps it while the caller submits.
+        self._lock = threading.RLock()
+        self._cv = threading.Condition(self._lock)
         self._executing = 0
         self._closed = False
         self._unbatchable: set[tuple[Any, ...]] = set()
@@ -262,7 +265,7 @@ class Batcher:
 
     def submit(self, request: Request) -> None:
         """Queue a request; its ``deliver`` runs on the model thread. Raises QueueFull past the bound."""
-        with self._cv:
+        with self._lock:
             outstanding = len(self._queue) + self._executing
             if outstanding >= self.config.max_queue:
                 self.stats.failed_to_queue += 1
@@ -296,11 +299,11 @@ class Batcher:
         if gathered:
             if len(gathered) >= self.config.max_batch_size or _kind(request) != _kind(gathered[0]):
                 return False  # queued: the model thread takes it once this batch has run
-            with self._cv:
+            with self._lock:
                 self._executing += 1
             gathered.append(request)
             return True
-        with self._cv:
+        with self._lock:
             if self._queue or self._executing:
                 return False
             self._executing = 1
@@ -324,7 +327,7 @@ class Batcher:
             else:
                 self._many(taken)
         finally:
-            with self._cv:
+            with self._lock:
                 self._executing = 0
                 self._finish(started, len(taken))
                 if self._queue:

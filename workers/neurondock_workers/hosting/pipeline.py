@@ -46,6 +46,9 @@ if TYPE_CHECKING:
 
 ERROR_CONTENT_TYPE = "text/plain; charset=utf-8"
 
+# What output_fn returns for one whole answer (a tuple, not ``tuple | bytes | str``: that makes a union per call).
+_NOT_STREAMED = (tuple, bytes, str)
+
 # Receives one streamed part as soon as it is encoded: its bytes, content type and custom attributes.
 Emit = Callable[[bytes, str, str | None], None]
 
@@ -68,9 +71,10 @@ class Invocation:
     def batch_key(self) -> tuple[Any, ...] | None:
         """What requests must share to be concatenated on dim 0, or None when this one cannot be."""
         data = self.data
-        if self.failure is not None or not isinstance(data, torch.Tensor) or data.dim() == 0:
+        if self.failure is not None or not isinstance(data, torch.Tensor):
             return None
-        return (data.dtype, data.shape[1:], data.device.type)
+        shape = data.shape
+        return (data.dtype, shape[1:], data.device.type) if shape else None
 
     @property
     def rows(self) -> int:
@@ -91,6 +95,7 @@ class Pipeline:
 
     def __init__(self, handler: Handler) -> None:
         self.handler = handler
+        self._model_dir = str(handler.model_dir)
 
     @property
     def default_predict(self) -> bool:
@@ -112,7 +117,7 @@ class Pipeline:
         headers = {"Content-Type": content_type, "Accept": accept}
         if custom_attributes is not None:
             headers[CUSTOM_ATTRIBUTES_HEADER] = custom_attributes
-        context = Context(model_dir=str(self.handler.model_dir), request_headers=headers)
+        context = Context(model_dir=self._model_dir, request_headers=headers)
         return Invocation(body, content_type, accept, context, emit=emit)
 
     # --- one request -----------------------------------------------------------------------------
@@ -163,7 +168,7 @@ class Pipeline:
                     invocation, (output_fn("output_fn", item, invocation.accept, context) for item in prediction)
                 )
             encoded = self.handler.call("output_fn", prediction, invocation.accept, context)
-            if not isinstance(encoded, tuple | bytes | str) and isinstance(encoded, Iterator):
+            if not isinstance(encoded, _NOT_STREAMED) and isinstance(encoded, Iterator):
                 return self._stream(invocation, encoded)
             return self._answer(invocation, encoded)
         except Exception as exc:
