@@ -379,16 +379,20 @@ class ReplicaServer:
 
     def _answer_meta(self, result: InvocationResult, answer: Answer) -> bytes:
         """An invoke answer's meta, written as JSON directly (a dict encoded per answer cost twice as much)."""
-        stats = self.batcher.stats
-        # Every field but the strings is an int this process counted: written as JSON with no encoder.
+        stats, config = self.batcher.stats, self.config
+        status: Any = result.status
+        if type(status) is not int:
+            status = json.dumps(status)  # a user's InferenceError may carry any status; the router judges it
+        # Every other figure is an int this process counted, written as JSON by str() (no format spec:
+        # one costs more than the conversion).
         meta = (
-            f'{{"status":{result.status:d},"content_type":{_json_text(result.content_type)},'
-            f'"model_latency_us":{result.model_latency_us:d},"queue_us":{answer.queue_us:d},'
-            f'"queue_depth":{answer.queue_depth:d},"batch_size":{answer.batch_size:d},'
-            f'"batch_index":{answer.batch_index:d},"queue_limit":{self.config.max_queue:d},'
-            f'"max_batch_size":{self.config.max_batch_size if self.batcher.batching else 1:d},'
-            f'"busy_us":{stats.busy_ns // 1000:d},"uptime_us":{(time.perf_counter_ns() - stats.started_ns) // 1000:d},'
-            f'"executions":{stats.executions:d},"failed_to_queue":{stats.failed_to_queue:d}'
+            f'{{"status":{status},"content_type":{_json_text(result.content_type)},'
+            f'"model_latency_us":{result.model_latency_us},"queue_us":{answer.queue_us},'
+            f'"queue_depth":{answer.queue_depth},"batch_size":{answer.batch_size},'
+            f'"batch_index":{answer.batch_index},"queue_limit":{config.max_queue},'
+            f'"max_batch_size":{config.max_batch_size if self.batcher.batching else 1},'
+            f'"busy_us":{stats.busy_ns // 1000},"uptime_us":{(time.perf_counter_ns() - stats.started_ns) // 1000},'
+            f'"executions":{stats.executions},"failed_to_queue":{stats.failed_to_queue}'
         )
         # Left out when empty: every answer's meta is encoded here and decoded by the router.
         extra = self._device_counters()
