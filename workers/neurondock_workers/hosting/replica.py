@@ -276,17 +276,22 @@ class ReplicaServer:
         device_ns = model.device_ns if self._has_device else None
         return {"device_busy_us": device_ns // 1000} if isinstance(device_ns, int) else {}
 
+    def _counters_json(self) -> str:
+        """The counters every answer carries, as JSON members without braces (all ints this process counted)."""
+        stats, config = self.batcher.stats, self.config
+        # Written by str(), no format spec: one costs more than the conversion (docs/measured.md).
+        return (
+            f'"queue_limit":{config.max_queue},'
+            f'"max_batch_size":{config.max_batch_size if self.batcher.batching else 1},'
+            f'"busy_us":{stats.busy_ns // 1000},"uptime_us":{(time.perf_counter_ns() - stats.started_ns) // 1000},'
+            f'"executions":{stats.executions},"failed_to_queue":{stats.failed_to_queue}'
+        )
+
     def _counters(self) -> dict[str, Any]:
-        stats = self.batcher.stats
-        return {
-            "queue_limit": self.config.max_queue,
-            "max_batch_size": self.config.max_batch_size if self.batcher.batching else 1,
-            "busy_us": stats.busy_ns // 1000,
-            "uptime_us": (time.perf_counter_ns() - stats.started_ns) // 1000,
-            "executions": stats.executions,
-            "failed_to_queue": stats.failed_to_queue,
-            **self._device_counters(),
-        }
+        """The counters as a dict, for the answers built as dicts (pings, refusals)."""
+        counters: dict[str, Any] = json.loads("{" + self._counters_json() + "}")
+        counters.update(self._device_counters())
+        return counters
 
     async def dispatch(
         self, meta: dict[str, Any], body: bytes, writer: FrameChannel | None = None
@@ -379,20 +384,15 @@ class ReplicaServer:
 
     def _answer_meta(self, result: InvocationResult, answer: Answer) -> bytes:
         """An invoke answer's meta, written as JSON directly (a dict encoded per answer cost twice as much)."""
-        stats, config = self.batcher.stats, self.config
         status: Any = result.status
         if type(status) is not int:
             status = json.dumps(status)  # a user's InferenceError may carry any status; the router judges it
-        # Every other figure is an int this process counted, written as JSON by str() (no format spec:
-        # one costs more than the conversion).
+        # Every other figure is an int this process counted, written as JSON by str().
         meta = (
             f'{{"status":{status},"content_type":{_json_text(result.content_type)},'
             f'"model_latency_us":{result.model_latency_us},"queue_us":{answer.queue_us},'
             f'"queue_depth":{answer.queue_depth},"batch_size":{answer.batch_size},'
-            f'"batch_index":{answer.batch_index},"queue_limit":{config.max_queue},'
-            f'"max_batch_size":{config.max_batch_size if self.batcher.batching else 1},'
-            f'"busy_us":{stats.busy_ns // 1000},"uptime_us":{(time.perf_counter_ns() - stats.started_ns) // 1000},'
-            f'"executions":{stats.executions},"failed_to_queue":{stats.failed_to_queue}'
+            f'"batch_index":{answer.batch_index},{self._counters_json()}'
         )
         # Left out when empty: every answer's meta is encoded here and decoded by the router.
         extra = self._device_counters()
