@@ -11,7 +11,6 @@ valid-but-unsupported type can be told apart from a typo.
 from __future__ import annotations
 
 import functools
-import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -159,16 +158,13 @@ def service_model(name: str) -> ServiceModel:
     from neurondock_platform import botocore_models, heap
     from neurondock_platform.service_model import ServiceModel, model_file
 
-    model = botocore_models.UndocumentedFiles().load_file(model_file(name))
     if name in _SERVED:
         # The instance types' enum is read apart from any operation (all_instance_types).
-        text = json.dumps(botocore_models.only_operations(model, sorted(_SERVED[name]), (_INSTANCE_TYPE_SHAPE,)))
-        # Parsed anew once the whole parse is garbage, the part kept lands packed together instead of
-        # spread over the pages the whole model took (1.5 MB less resident, docs/measured.md).
-        del model
-        model = json.loads(text)
-        # The rest of the parsed model is garbage now, most of it in the C heap that malloc keeps.
+        model = botocore_models.load_operations(model_file(name), sorted(_SERVED[name]), (_INSTANCE_TYPE_SHAPE,))
+        # The model's text and what was parsed only to be skipped are garbage now, in the C heap malloc keeps.
         heap.trim()
+    else:
+        model = botocore_models.UndocumentedFiles().load_file(model_file(name))
     return ServiceModel(model, name)
 
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import gzip
 import json
+import tracemalloc
 
-from neurondock_platform import botocore_models, catalog
+from neurondock_platform import botocore_models, catalog, service_model
 
 
 def test_service_models_lose_their_prose_but_keep_every_key(tmp_path):
@@ -94,3 +95,40 @@ def test_the_api_keeps_only_its_registered_sagemaker_operations(tmp_path):
         catalog._SERVED.clear()
         catalog.service_model.cache_clear()
         catalog.all_instance_types.cache_clear()
+
+
+def test_a_model_read_for_some_operations_is_the_whole_model_pruned():
+    from neurondock_platform.api.sagemaker.registry import OPERATIONS
+
+    path = service_model.model_file("sagemaker")
+    whole = botocore_models.UndocumentedFiles().load_file(path)
+    shapes = ("ProductionVariantInstanceType",)
+
+    kept = botocore_models.load_operations(path, sorted(OPERATIONS), shapes)
+
+    assert json.dumps(kept) == json.dumps(botocore_models.only_operations(whole, sorted(OPERATIONS), shapes))
+    assert kept["documentation"] == "" and len(kept["shapes"]) < len(whole["shapes"])
+
+
+def test_a_served_model_is_never_built_whole(tmp_path, monkeypatch):
+    # One operation served of a model whose other shapes parse into far more than their text takes.
+    shapes = {"In": {"type": "structure", "members": {}}, catalog._INSTANCE_TYPE_SHAPE: {"type": "string"}}
+    members = {f"m{j}": {"shape": "In"} for j in range(8)}
+    shapes |= {f"S{i}": {"type": "structure", "members": dict(members)} for i in range(4000)}
+    model = {"metadata": {}, "operations": {"Op": {"input": {"shape": "In"}}}, "shapes": shapes}
+    text = json.dumps(model)
+    (tmp_path / "service-2.json").write_text(text)
+    monkeypatch.setattr(service_model, "model_file", lambda name: str(tmp_path / "service-2"))
+    monkeypatch.setattr(catalog, "_SERVED", {"made-up": frozenset({"Op"})})
+    catalog.service_model.cache_clear()
+    tracemalloc.start()
+    try:
+        served = catalog.service_model("made-up")
+        _now, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+        catalog.service_model.cache_clear()
+
+    assert served.operation_names == ["Op"]
+    # The file's bytes and text, and one shape at a time: the whole would be several times the text.
+    assert peak < 3 * len(text)
