@@ -114,7 +114,7 @@ def api(host: str | None, port: int | None, data_dir: str | None) -> None:
     heap.limit_arenas()  # before the server's threads start
     # No heap.fix_thresholds() here: the API's invocation bodies (602 KB for a ResNet-18 image) would
     # each be mapped and faulted in anew: ~680 page faults and three times the API's CPU per request.
-    optional_imports.refuse()  # before any library looks for them
+    optional_imports.refuse(api=True)  # before any library looks for them
     settings, preparing = _settings(host, port, data_dir), None
     prepare = database_gate.take(database_gate.PREPARE_ENV)
     if prepare is not None:

@@ -14,9 +14,16 @@ from __future__ import annotations
 import sys
 
 UNUSED = ("yaml", "greenlet", "psutil")
+# Refused in the API only: kombu takes billiard's ``register_after_fork`` when it can import it, else
+# multiprocessing's; the API sends tasks with kombu alone and never forks a pool. The host process's
+# Celery worker needs billiard itself. ~0.3-0.6 MB RSS with the cffi modules it brings (docs/measured.md).
+UNUSED_IN_THE_API = ("billiard",)
 
 
-def refuse() -> None:
-    """Make the unused optional packages unimportable in this process (one already imported stays)."""
-    for name in UNUSED:
+def refuse(*, api: bool = False) -> None:
+    """Make the unused optional packages unimportable in this process (one already imported stays).
+
+    With ``api``, also those only the API does without (``UNUSED_IN_THE_API``).
+    """
+    for name in UNUSED + (UNUSED_IN_THE_API if api else ()):
         sys.modules.setdefault(name, None)  # type: ignore[arg-type]

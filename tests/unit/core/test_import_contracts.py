@@ -172,6 +172,25 @@ CeleryDispatcher("sqla+sqlite:///{tmp_path}/broker.sqlite").send("neurondock.not
     assert not {m for m in loaded if m.startswith(("sqlalchemy.dialects.postgresql", "sqlalchemy.dialects.mysql"))}
 
 
+def test_the_api_sends_tasks_without_billiard(tmp_path):
+    # kombu takes billiard's after-fork hook when it can import it; only Celery's worker needs billiard.
+    code = f"""
+from neurondock_platform import optional_imports
+optional_imports.refuse(api=True)
+import neurondock_platform.server
+from kombu import Connection
+from neurondock_platform.broker import resolve_broker_url
+from neurondock_platform.dispatch import CeleryDispatcher
+url = "sqla+sqlite:///{tmp_path}/broker.sqlite"
+CeleryDispatcher(url).send("neurondock.nothing")
+with Connection(resolve_broker_url(url)) as connection:
+    message = connection.SimpleQueue("neurondock").get(timeout=5)
+    assert message.headers["task"] == "neurondock.nothing"
+assert sys.modules["billiard"] is None and "cffi" not in sys.modules
+"""
+    assert "kombu.transport.sqlalchemy" in _modules_after(code)
+
+
 def test_the_api_validates_requests_without_botocores_model_code():
     # botocore.model brings botocore's HTTP, auth and date code (urllib3, dateutil, awscrt), ~2 MB the
     # API would keep for good; it reads only the shapes (docs/measured.md).
