@@ -72,6 +72,14 @@ class NeurondockASGI:
         else:
             await self.wsgi(scope, receive, send)  # type: ignore[arg-type]
 
+    def direct(self, path: str) -> Any:
+        """The app serving a POST to ``path`` without uvicorn's cycle (``uvicorn_server.DirectProtocol``), or None.
+
+        InvokeEndpoint's ``/endpoints/<name>/invocations``; its response stream, asynchronous
+        invocations and everything else keep uvicorn's cycle.
+        """
+        return self.runtime if runtime.matches(path) and path.endswith("/invocations") else None
+
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
             message = await receive()
@@ -88,7 +96,7 @@ def uvicorn_config(app: Any, settings: Settings, **overrides: Any) -> Any:
     """A uvicorn config with the serving choices neurondock relies on."""
     import uvicorn
 
-    from neurondock_platform.uvicorn_server import OneSendProtocol
+    from neurondock_platform.uvicorn_server import DirectProtocol
 
     options: dict[str, Any] = {
         "host": settings.host,
@@ -103,8 +111,9 @@ def uvicorn_config(app: Any, settings: Settings, **overrides: Any) -> Any:
         "server_header": False,
         "timeout_keep_alive": 75,
         # boto3 sends Expect: 100-continue on uploads; uvicorn answers it when the app reads the body.
-        # httptools', sending a response's head and body in one write (uvicorn_server.OneSendProtocol).
-        "http": OneSendProtocol,
+        # httptools', sending a response's head and body in one write and serving InvokeEndpoint's
+        # plainest requests beside uvicorn's request-response cycle (uvicorn_server.DirectProtocol).
+        "http": DirectProtocol,
         "loop": "uvloop",
     }
     options.update(overrides)

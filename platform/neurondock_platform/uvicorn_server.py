@@ -5,20 +5,25 @@
 writes a response's head and its body separately, and uvloop sends each at once, two system calls
 (and two wake-ups of the client) per answer where one does (docs/measured.md, "Server CPU per
 answer: one send per response, and the replica channel on a Unix socket").
+``DirectProtocol`` serves the plainest requests of the paths an app names without uvicorn's
+request-response cycle (docs/measured.md, "The API's request path beside uvicorn's cycle").
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import re
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from email.utils import formatdate
 from types import FrameType
 from typing import Any
 
+import httptools
 import uvicorn
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 # While a connection is open the loop ticks this often; uvicorn refreshes its Date header on every
 # tenth tick, which is every tick here.
@@ -118,6 +123,13 @@ class PassWriter:
         if len(data) >= SEND_AT_ONCE:
             self.flush()
 
+    def write_whole(self, data: bytes) -> None:
+        """Write a whole response at once (after what is held: then at the end of the pass, with it)."""
+        if self._held is None:
+            self._transport.write(data)
+        else:
+            self.write(data)
+
     def flush(self) -> None:
         """Hand what is held to the transport, in one write."""
         held, self._held = self._held, None
@@ -194,3 +206,220 @@ class OneSendProtocol(HttpToolsProtocol):
         if self.timeout_keep_alive_task is not None:
             self.timeout_keep_alive_task.cancel()
             self.timeout_keep_alive_task = None
+
+
+# The largest body a direct request may declare: one that arrives with its head or just after it, so
+# that waiting for all of it before the app starts changes nothing a client can see (a 413, or a
+# refusal before the body is read, matters for the large bodies that go through uvicorn's cycle).
+DIRECT_BODY_LIMIT = 64 * 1024
+# uvicorn's checks on a response header (a value from a model must not start a header of its own).
+_NAME_RE = re.compile(rb'[\x00-\x1f\x7f()<>@,;:\[\]={} \t\\"]')
+_VALUE_RE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+_INTERNAL_ERROR = (
+    b"content-type: text/plain; charset=utf-8\r\ncontent-length: 21\r\nconnection: close\r\n\r\nInternal Server Error"
+)
+
+log = logging.getLogger(__name__)
+ASGIApp = Callable[[dict[str, Any], Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]]], Awaitable[None]]
+
+
+class DirectCycle:
+    """One request served beside uvicorn's cycle: its whole body in one message, its response in one write.
+
+    It stands where uvicorn's ``RequestResponseCycle`` stands on the protocol (``cycle``,
+    ``response_complete``, ``keep_alive``), so pipelining and shutdown treat it as they treat uvicorn's.
+    The app sees an ASGI scope with the request's own keys, a ``receive`` that returns the body once
+    and a disconnect after it, and a ``send`` that needs a content-length.
+    """
+
+    __slots__ = ("app", "body", "head", "keep_alive", "left", "protocol", "response_complete", "scope")
+
+    def __init__(self, protocol: DirectProtocol, app: ASGIApp, scope: dict[str, Any]) -> None:
+        self.protocol = protocol
+        self.app = app
+        self.scope = scope
+        self.body: bytes | bytearray = b""
+        self.keep_alive = True
+        self.response_complete = False
+        self.head: bytes | None = None  # the response's head until it is written
+        self.left = -1  # the response's bytes still to come; -1 before its start
+
+    async def run(self) -> None:
+        """Serve the request; a failure is uvicorn's 500 or a closed connection."""
+        try:
+            await self.app(self.scope, self.receive, self.send)
+        except BaseException as exc:
+            log.error("Exception in ASGI application", exc_info=exc)
+            self._fail()
+        else:
+            if not self.response_complete:
+                log.error("ASGI callable returned without completing response.")
+                self._fail()
+
+    def _fail(self) -> None:
+        transport = self.protocol.transport
+        if self.left < 0 or self.head is not None:  # nothing written yet
+            transport.write(STATUS_LINE[500] + _INTERNAL_ERROR)
+        self.response_complete = True
+        transport.close()
+
+    async def receive(self) -> dict[str, Any]:
+        """The whole body, then a disconnect (as uvicorn's once a response is complete)."""
+        if self.response_complete or self.body is None:
+            return {"type": "http.disconnect"}
+        body, self.body = self.body, None  # type: ignore[assignment]
+        return {"type": "http.request", "body": body if type(body) is bytes else bytes(body), "more_body": False}
+
+    async def send(self, message: dict[str, Any]) -> None:
+        """Hold the response's start; write it with the body (one write for a one-message body)."""
+        if self.response_complete:
+            raise RuntimeError(f"Unexpected ASGI message '{message['type']}' sent, after response already completed.")
+        if self.left < 0:
+            if message["type"] != "http.response.start":
+                raise RuntimeError(f"Expected ASGI message 'http.response.start', but got '{message['type']}'.")
+            self._start(message["status"], message.get("headers", ()))
+            return
+        if message["type"] != "http.response.body":
+            raise RuntimeError(f"Expected ASGI message 'http.response.body', but got '{message['type']}'.")
+        body = message.get("body", b"")
+        self.left -= len(body)
+        if self.left < 0:
+            raise RuntimeError("Response content longer than Content-Length")
+        more = message.get("more_body", False)
+        if not more and self.left:
+            raise RuntimeError("Response content shorter than Content-Length")
+        transport = self.protocol.transport
+        if not transport.is_closing():  # the client went away: what it would have read is dropped
+            head, self.head = self.head, None
+            if head is None:
+                transport.write(body)
+            elif more:
+                transport.write(head + body)
+            else:
+                transport.write_whole(head + body)  # type: ignore[attr-defined]  # nothing to wait for: it leaves at once, in one send
+        if not more:
+            self.response_complete = True
+            if not self.keep_alive:
+                transport.close()
+            self.protocol.on_response_complete()
+
+    def _start(self, status: int, headers: Any) -> None:
+        lines = [STATUS_LINE[status]]
+        length = -1
+        for name, value in (*self.protocol.server_state.default_headers, *headers):
+            name = name.lower()
+            if name == b"content-length":
+                length = int(value)
+            elif name in (b"transfer-encoding", b"connection"):
+                raise RuntimeError(f"A direct response does not set {name.decode()}.")
+            lines += (name, b": ", value, b"\r\n")
+        # uvicorn's checks, on all names (joined by a character a name may hold) and all values at once.
+        if _NAME_RE.search(b"-".join(lines[1::4])):
+            raise RuntimeError("Invalid HTTP header name.")
+        if _VALUE_RE.search(b"\t".join(lines[3::4])):
+            raise RuntimeError("Invalid HTTP header value.")
+        if length < 0:
+            raise RuntimeError("A direct response needs a content-length.")
+        if not self.keep_alive:
+            lines.append(b"connection: close\r\n")
+        lines.append(b"\r\n")
+        self.head = b"".join(lines)
+        self.left = length
+
+
+class DirectProtocol(OneSendProtocol):
+    """``OneSendProtocol`` serving the plainest requests of some paths with a ``DirectCycle``.
+
+    The app names them: ``app.direct(path)`` returns the ASGI app to serve a POST to ``path``, or None.
+    A request is served directly only when it is a keep-alive HTTP/1.1 POST to such a path, with a
+    content-length of at most ``DIRECT_BODY_LIMIT``, no ``Expect``, no percent-escape in its path, and no other
+    request of the connection in progress; everything else goes through uvicorn's cycle as before.
+    What that skips per request: uvicorn's scope (with a copy of the app state), its cycle object and
+    event, the task's wrapper coroutine, and two regular expressions per header answered.
+    """
+
+    _reading: DirectCycle | None = None  # the direct request whose body is arriving
+    _direct: Callable[[str], ASGIApp | None] | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        if self.limit_concurrency is None and not self.root_path:
+            self._direct = getattr(self.app, "direct", None)
+
+    def on_message_begin(self) -> None:
+        # uvicorn's scope is built in on_headers_complete, for a request that goes through its cycle.
+        self.url = b""
+        self.expect_100_continue = False
+        self.headers = []
+        self._reading = None
+
+    def on_headers_complete(self) -> None:
+        parsed = self._parse_direct()
+        app = None if parsed is None else self._direct(parsed.path.decode("ascii"))  # type: ignore[misc]
+        if app is None or parsed is None:
+            headers, url, expect = self.headers, self.url, self.expect_100_continue
+            super().on_message_begin()
+            self.headers.extend(headers)
+            self.url, self.expect_100_continue = url, expect
+            super().on_headers_complete()
+            return
+        scope = {
+            "type": "http",
+            "http_version": "1.1",
+            "method": "POST",
+            "path": parsed.path.decode("ascii"),
+            "query_string": parsed.query or b"",
+            "headers": self.headers,
+            "server": self.server,
+            "client": self.client,
+            "scheme": self.scheme,
+        }
+        self.cycle = self._reading = DirectCycle(self, app, scope)  # type: ignore[assignment]
+
+    def _parse_direct(self) -> Any:
+        """The parsed URL of a request plain enough to be served directly, or None."""
+        if self._direct is None or self.expect_100_continue or self.parser.get_method() != b"POST":
+            return None
+        if self.parser.get_http_version() != "1.1" or not self.parser.should_keep_alive():
+            return None
+        if self.pipeline or not (self.cycle is None or self.cycle.response_complete):
+            return None
+        length = -1
+        for name, value in self.headers:
+            if name == b"content-length":
+                if length >= 0 or not value.isdigit():
+                    return None
+                length = int(value)
+            elif name in (b"transfer-encoding", b"expect", b"upgrade"):
+                return None
+        if not 0 <= length <= DIRECT_BODY_LIMIT:
+            return None
+        parsed = httptools.parse_url(self.url)
+        return None if b"%" in parsed.path else parsed  # an escaped path is uvicorn's to unquote
+
+    def on_body(self, body: bytes) -> None:
+        reading = self._reading
+        if reading is None:
+            super().on_body(body)
+        elif not reading.body:
+            reading.body = body
+        elif isinstance(reading.body, bytes):
+            reading.body = bytearray(reading.body) + body
+        else:
+            reading.body += body
+
+    def on_message_complete(self) -> None:
+        reading = self._reading
+        if reading is None:
+            super().on_message_complete()
+            return
+        self._reading = None
+        task = self.loop.create_task(reading.run())
+        task.add_done_callback(self.tasks.discard)
+        self.tasks.add(task)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if isinstance(self.cycle, DirectCycle):
+            # uvicorn's would tell its cycle; a direct one finds the transport closing when it answers.
+            self.cycle = None
+        super().connection_lost(exc)
