@@ -91,12 +91,10 @@ def build(data_dir: Path) -> tuple[Any, Any, bytes]:  # config, server, request
     from neurondock_platform.models import EndpointStatus
     from neurondock_platform.server import NeurondockASGI, uvicorn_config
     from neurondock_platform.services.accounts import ensure_root_account, root_identity
-    from neurondock_platform.services.credentials import CredentialCache
-    from neurondock_platform.sigv4 import Verifier
     from neurondock_platform.uvicorn_server import QuietServer
     from tests.conftest import ACCESS_KEY, ACCOUNT_ID, SECRET_KEY
     from tests.support import schema
-    from tests.unit.dataplane.fakes import StaticTable
+    from tests.unit.dataplane.fakes import StaticTable, verifier
 
     settings = Settings.from_env(
         {},
@@ -115,8 +113,8 @@ def build(data_dir: Path) -> tuple[Any, Any, bytes]:  # config, server, request
     route = EndpointRoute(
         ACCOUNT_ID, "ep", EndpointStatus.IN_SERVICE, (VariantRoute("AllTraffic", 1.0, (ReplicaRoute(1, "r:1"),)),)
     )
-    verifier = Verifier(CredentialCache(factory), region=settings.region, skew_seconds=settings.clock_skew_seconds)
-    app = RuntimeApp(settings, factory, verifier, caller=CannedCaller(), table=StaticTable({(ACCOUNT_ID, "ep"): route}))
+    table = StaticTable({(ACCOUNT_ID, "ep"): route})
+    app = RuntimeApp(settings, factory, verifier(settings, factory), caller=CannedCaller(), table=table)
 
     asgi = NeurondockASGI(settings, session_factory=factory)
     asgi.runtime = app  # the platform's dispatch, with the stand-ins above behind it
