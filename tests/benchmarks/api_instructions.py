@@ -2,13 +2,14 @@
 
 Raw requests of the peer benchmark's shape (botocore-signed headers, a small npy body) go to the
 uvicorn protocol the API runs (``server.uvicorn_config``) over a stand-in transport, through the
-platform's ASGI app with the real SigV4 verifier, routing, router and metrics, and a canned replica
-answer (no replica client, no sockets). The machine's load does not move an instruction count; its
-difference between two request counts is the count per request (docs/measured.md, "The API's
-request path, leaner"):
+platform's ASGI dispatch into the runtime with the real SigV4 verifier, router and metrics, a static
+routing table and a canned replica answer (no replica client, no sockets); each answer brings the
+next request. The machine's load does not move an instruction count; the difference between two
+request counts, over the difference in requests, is the count per request (docs/measured.md, "The
+API's request path beside uvicorn's cycle"):
 
     for n in 300 1300; do PYTHONHASHSEED=0 valgrind --tool=cachegrind --cache-sim=no \\
-        --cache-sim=no python -m tests.benchmarks.api_instructions $n 2>&1 | grep "I *refs"; done
+        python -m tests.benchmarks.api_instructions $n 2>&1 | grep "I *refs"; done
 
 ``python -m tests.benchmarks.api_instructions N --time`` times N requests instead (a hot run, noisy).
 """
