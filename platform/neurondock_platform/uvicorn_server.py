@@ -355,8 +355,9 @@ class DirectProtocol(OneSendProtocol):
 
     def on_headers_complete(self) -> None:
         parsed = self._parse_direct()
-        app = None if parsed is None else self._direct(parsed.path.decode("ascii"))  # type: ignore[misc]
-        if app is None or parsed is None:
+        path = "" if parsed is None else parsed.path.decode("ascii")
+        app = None if parsed is None else self._direct(path)  # type: ignore[misc]
+        if app is None:
             headers, url, expect = self.headers, self.url, self.expect_100_continue
             super().on_message_begin()
             self.headers.extend(headers)
@@ -367,7 +368,7 @@ class DirectProtocol(OneSendProtocol):
             "type": "http",
             "http_version": "1.1",
             "method": "POST",
-            "path": parsed.path.decode("ascii"),
+            "path": path,
             "query_string": parsed.query or b"",
             "headers": self.headers,
             "server": self.server,
