@@ -20,7 +20,6 @@ import logging
 import re
 import sys
 import time
-import uuid
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, NamedTuple
@@ -37,7 +36,7 @@ from neurondock_platform.dataplane.auth import (
     default_authenticator,
 )
 from neurondock_platform.dataplane.auth import metrics_authenticator as metrics_authenticator_for
-from neurondock_platform.dataplane.capture import CaptureWriter, writer_for
+from neurondock_platform.dataplane.capture import CaptureWriter, uuid4s, writer_for
 from neurondock_platform.dataplane.client import (
     OnChunk,
     ReplicaCaller,
@@ -230,7 +229,7 @@ class RuntimeApp:
         Prometheus scrape config can send). ``NEURONDOCK_METRICS_PUBLIC=true`` opens every series to
         anonymous scrapers, for an operator whose network keeps /metrics private (as Triton's :8002).
         """
-        request_id = str(uuid.uuid4())
+        request_id = uuid4s(1)[0]
         if scope["method"] not in ("GET", "HEAD"):
             await _send_json(send, 405, {"message": "Use GET /metrics."}, request_id)
             return
@@ -261,7 +260,7 @@ class RuntimeApp:
             return bool(account is not None and account.is_admin)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        request_id = str(uuid.uuid4())
+        request_id = uuid4s(1)[0]  # a random UUID, as uuid.uuid4's string in half its time
         trace = InvocationTrace()
         stream = StreamResponse(send, request_id)
         try:

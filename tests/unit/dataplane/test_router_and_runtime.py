@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import json
+import uuid
 from typing import Any
 
 import pytest
@@ -183,6 +184,11 @@ def test_invoke_passes_body_and_headers_through(runtime_app):
     assert headers["x-amzn-invoked-production-variant"] == "AllTraffic"
     assert caller.calls[0][1]["custom_attributes"] == "k=v"
     assert caller.calls[0][1]["accept"] == "application/json"
+    # A fresh random UUID per request, in its canonical form.
+    again = invoke(app)[1]["x-amzn-requestid"]
+    for request_id in (headers["x-amzn-requestid"], again):
+        assert str(uuid.UUID(request_id)) == request_id and uuid.UUID(request_id).version == 4
+    assert again != headers["x-amzn-requestid"]
 
 
 def test_a_body_in_several_messages_is_hashed_as_it_arrives_and_forwarded_whole(runtime_app):
