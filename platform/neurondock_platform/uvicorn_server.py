@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import time
 from collections.abc import Awaitable, Callable
 from email.utils import formatdate
@@ -23,7 +22,7 @@ from typing import Any
 
 import httptools
 import uvicorn
-from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import HEADER_RE, HEADER_VALUE_RE, STATUS_LINE, HttpToolsProtocol
 
 # While a connection is open the loop ticks this often; uvicorn refreshes its Date header on every
 # tenth tick, which is every tick here.
@@ -212,9 +211,6 @@ class OneSendProtocol(HttpToolsProtocol):
 # that waiting for all of it before the app starts changes nothing a client can see (a 413, or a
 # refusal before the body is read, matters for the large bodies that go through uvicorn's cycle).
 DIRECT_BODY_LIMIT = 64 * 1024
-# uvicorn's checks on a response header (a value from a model must not start a header of its own).
-_NAME_RE = re.compile(rb'[\x00-\x1f\x7f()<>@,;:\[\]={} \t\\"]')
-_VALUE_RE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 _INTERNAL_ERROR = (
     b"content-type: text/plain; charset=utf-8\r\ncontent-length: 21\r\nconnection: close\r\n\r\nInternal Server Error"
 )
@@ -313,10 +309,11 @@ class DirectCycle:
             elif name in (b"transfer-encoding", b"connection"):
                 raise RuntimeError(f"A direct response does not set {name.decode()}.")
             lines += (name, b": ", value, b"\r\n")
-        # uvicorn's checks, on all names (joined by a character a name may hold) and all values at once.
-        if _NAME_RE.search(b"-".join(lines[1::4])):
+        # uvicorn's own checks (a value from a model must not start a header of its own), on all names
+        # (joined by a character a name may hold) and all values at once.
+        if HEADER_RE.search(b"-".join(lines[1::4])):
             raise RuntimeError("Invalid HTTP header name.")
-        if _VALUE_RE.search(b"\t".join(lines[3::4])):
+        if HEADER_VALUE_RE.search(b"\t".join(lines[3::4])):
             raise RuntimeError("Invalid HTTP header value.")
         if length < 0:
             raise RuntimeError("A direct response needs a content-length.")
