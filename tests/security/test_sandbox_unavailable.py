@@ -8,16 +8,14 @@ everyone run again.
 
 from __future__ import annotations
 
-import hashlib
-import io
 import json
 import re
-import tarfile
 import time
 from typing import Any
 
 from tests.conftest import sign
 from tests.support.identity import new_account
+from tests.unit.hosting.test_hosting_agent_states import FakeS3
 
 import neurondock_platform.models as m
 from neurondock_platform.config import Settings
@@ -112,30 +110,6 @@ def test_an_ordinary_account_cannot_deploy_or_compile_while_a_host_cannot_sandbo
     assert _compile_request(client, tenant, "job-tenant-2")[0] == 200
 
 
-def _tarball() -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
-        info = tarfile.TarInfo("model.pth")
-        info.size = 1
-        tar.addfile(info, io.BytesIO(b"w"))
-    return buffer.getvalue()
-
-
-class _S3:
-    """The store as the agent sees it, for any owner."""
-
-    data = _tarball()
-
-    def __init__(self, owner: Any = None) -> None:
-        self.owner = owner
-
-    def head_object(self, Bucket: str, Key: str) -> dict[str, Any]:
-        return {"ETag": hashlib.md5(self.data).hexdigest()}
-
-    def get_object(self, Bucket: str, Key: str) -> dict[str, Any]:
-        return {"Body": io.BytesIO(self.data)}
-
-
 class _Fake(ReplicaProcess):
     """Records how the agent would start the replica instead of starting it."""
 
@@ -191,7 +165,7 @@ def test_the_agent_runs_only_admin_model_code_without_a_sandbox(settings: Settin
     admin = new_account(session_factory, "operator", is_admin=True)
     settings = settings.with_overrides(host_id="host-a")
     broken = Sandbox(MODE_UNAVAILABLE, "bwrap is not installed (Debian: bubblewrap)")
-    agent = HostAgent(settings, session_factory, _S3, process_cls=_Fake, sandbox=broken, stop_grace=0.1)
+    agent = HostAgent(settings, session_factory, FakeS3, process_cls=_Fake, sandbox=broken, stop_grace=0.1)
     agent.heartbeat()
     tenant_rid = _replica(session_factory, tenant.account_id, "tenant-ep")
     admin_rid = _replica(session_factory, admin.account_id, "admin-ep")
