@@ -16,7 +16,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -119,6 +119,24 @@ def teams(session_factory, client, external) -> dict[str, Keys]:
     return {"a": a, "b": b}
 
 
+# What each account reads of each bucket: its bytes, or the error code.
+READS = [
+    # Team A: its own store credentials, so the external store itself decides.
+    ("a", "team-a-own", b"team-a's model"),
+    ("a", "private", "AccessDenied"),
+    ("a", "platform-mapped", "AccessDenied"),
+    # Team B: the platform's key, limited to what was mapped to B (the key itself could read more).
+    ("b", "platform-mapped", b"root's model"),
+    ("b", "team-a-own", "AccessDenied"),
+    ("b", "private", "AccessDenied"),
+]
+
+
+def _check_reads(read: Callable[[str, str], bytes | str], teams: dict[str, Keys]) -> None:
+    """Every read of READS through ``read(account_id, bucket)`` gives what READS says."""
+    assert [read(teams[team].account_id, bucket) for team, bucket, _ in READS] == [want for *_, want in READS]
+
+
 def _read(clients: OwnerClients, account_id: str, bucket: str) -> bytes | str:
     try:
         body = clients(StoreOwner(account_id, None)).get_object(Bucket=bucket, Key="model.tar.gz")["Body"]
@@ -131,15 +149,7 @@ def test_workers_read_as_the_account_with_its_own_store_credentials_or_only_its_
     settings, session_factory, teams
 ):
     clients = OwnerClients(settings, session_factory, session_name="external-test")
-    a, b = teams["a"].account_id, teams["b"].account_id
-    # Team A: its own store credentials, so the external store itself decides.
-    assert _read(clients, a, "team-a-own") == b"team-a's model"
-    assert _read(clients, a, "private") == "AccessDenied"
-    assert _read(clients, a, "platform-mapped") == "AccessDenied"
-    # Team B: the platform's key, limited to what was mapped to B (the key itself could read more).
-    assert _read(clients, b, "platform-mapped") == b"root's model"
-    assert _read(clients, b, "team-a-own") == "AccessDenied"
-    assert _read(clients, b, "private") == "AccessDenied"
+    _check_reads(lambda account_id, bucket: _read(clients, account_id, bucket), teams)
 
 
 def _host_read(stores: ModelStores, account_id: str, bucket: str) -> bytes | str:
@@ -156,13 +166,8 @@ def _host_read(stores: ModelStores, account_id: str, bucket: str) -> bytes | str
 def test_the_host_reads_model_data_as_the_account_by_the_same_rules(settings, session_factory, teams, tmp_path):
     # The host process's own HEAD and GET (hosting/s3.py), not botocore's: B's model cannot read A's data.
     stores = ModelStores(OwnerClients(settings, session_factory, session_name="external-host").keys)
-    a, b = teams["a"].account_id, teams["b"].account_id
-    assert _host_read(stores, a, "team-a-own") == b"team-a's model"
-    assert _host_read(stores, a, "private") == "AccessDenied"
-    assert _host_read(stores, a, "platform-mapped") == "AccessDenied"
-    assert _host_read(stores, b, "platform-mapped") == b"root's model"
-    assert _host_read(stores, b, "team-a-own") == "AccessDenied"
-    assert _host_read(stores, b, "private") == "AccessDenied"
+    _check_reads(lambda account_id, bucket: _host_read(stores, account_id, bucket), teams)
+    b = teams["b"].account_id
     # As a replica's start reports it: denied, the same whether or not the key exists.
     for key in ("model.tar.gz", "no-such-key.tar.gz"):
         with pytest.raises(ModelDataError) as denied:
