@@ -15,6 +15,7 @@ import queue
 import signal
 import subprocess
 import threading
+import time
 from collections.abc import Callable, Sequence
 
 # Not imported from typing: the watch imports this module and nothing else that needs typing.
@@ -44,6 +45,16 @@ def pid_alive(pid: int) -> bool:
     except OSError:
         return True
     return stat.rpartition(")")[2].split()[:1] != ["Z"]
+
+
+def wait_gone(pid: int, timeout: float, poll: float = 0.01) -> bool:
+    """Wait until ``pid`` has exited, at most ``timeout`` seconds; return whether it has."""
+    deadline = time.monotonic() + timeout
+    while pid_alive(pid):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(poll)
+    return True
 
 
 def _prctl() -> Any:

@@ -7,20 +7,13 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+from neurondock_platform.lifetime import pid_alive
 from tests.support.waiting import WaitTimeout, wait_for
 
 
 def pid_gone(pid: int) -> bool:
     """Whether a process has exited (a zombie waiting to be reaped counts as gone)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rpartition(")")[2].split()[0] == "Z"
-    except FileNotFoundError:
-        return True
+    return not pid_alive(pid)
 
 
 def children_of(pid: int) -> list[int]:

@@ -7,8 +7,11 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 
 from tests.support.processes import pid_gone, wait_gone
+
+from neurondock_platform import lifetime
 
 PARENT = textwrap.dedent(
     """
@@ -47,3 +50,19 @@ def test_children_outlive_the_asking_thread_and_die_with_the_process():
         for pid in pids:
             if not pid_gone(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+def test_wait_gone_waits_for_an_exit_and_no_longer():
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        began = time.monotonic()
+        assert not lifetime.wait_gone(child.pid, 0.2), "a live process is not gone"
+        assert time.monotonic() - began >= 0.2
+        os.kill(child.pid, signal.SIGKILL)
+        # Not reaped yet: a zombie has exited, and waiting for it does not take the timeout.
+        began = time.monotonic()
+        assert lifetime.wait_gone(child.pid, 30)
+        assert time.monotonic() - began < 10
+    finally:
+        child.kill()
+        child.wait()

@@ -25,7 +25,7 @@ from typing import Any, ClassVar
 
 from neurondock_platform.dataplane import protocol
 from neurondock_platform.db import utcnow
-from neurondock_platform.lifetime import pid_alive
+from neurondock_platform.lifetime import pid_alive, wait_gone
 from neurondock_workers.hosting import slots
 from neurondock_workers.hosting.replica import FAILED_MARKER, LISTENING_MARKER, OP_HEALTH
 from neurondock_workers.hosting.standby import (
@@ -543,10 +543,7 @@ class ReplicaProcess:
             return False
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + grace
-        while pid_alive(pid) and time.monotonic() < deadline:
-            time.sleep(_READY_POLL)
-        if pid_alive(pid):
+        if not wait_gone(pid, grace, _READY_POLL):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         return True

@@ -218,6 +218,10 @@ class Interpreter:
         except subprocess.TimeoutExpired:
             self.kill()
             self.proc.wait(5)
+        if self.sandboxed and self.pid is not None:
+            # bwrap can be gone a moment before the interpreter is (its SIGKILL, from bwrap or from
+            # kill(), is still finishing): the uid must not go to another sandbox while it runs.
+            lifetime.wait_gone(self.pid, 5)
         self.cleanup()
 
     def kill(self) -> None:
