@@ -12,6 +12,10 @@ platform's own SigV4 signer (``sigv4.sign``), and keeps what botocore's client d
 - **The store as configured**: its endpoint URL (a path under it too: the embedded store's ``/s3``),
   its region, path-style addressing, TLS for an ``https`` URL (``AWS_CA_BUNDLE`` if set, else the
   system's roots), 5 s to connect and 60 s per read.
+- **The proxy botocore would have used** (``proxies.proxy_for``: ``HTTP(S)_PROXY`` and ``NO_PROXY``, read
+  when a reader is made): an ``http`` store through it with the absolute URL as the request target, an
+  ``https`` one through a CONNECT tunnel, the store's certificate still verified at its end. Either way
+  the request is signed for the store's Host and path, never the proxy's.
 - **S3's error codes**: from the error body (``NoSuchKey``, ``NoSuchBucket``, ``AccessDenied``), or
   named from the status where a HEAD has no body.
 
@@ -35,6 +39,7 @@ from urllib.parse import quote, unquote, urlsplit
 
 from neurondock_platform import sigv4
 from neurondock_platform.s3_client import OwnerClients, StoreKeys, StoreOwner, unmapped
+from neurondock_workers.hosting.proxies import Proxy, proxy_for
 
 __all__ = ["ModelStores", "ObjectHead", "ObjectReader", "OwnerClients", "StoreError", "StoreKeys", "StoreOwner"]
 
@@ -47,6 +52,8 @@ _ERROR_BODY_LIMIT = 64 * 1024
 _CODE = re.compile(rb"<Code>([^<]{1,128})</Code>")
 # A HEAD's error has no body: its status named as S3 names the error (as botocore's parser did).
 _STATUS_CODES = {404: "NoSuchKey", 403: "AccessDenied", 400: "BadRequest"}
+# How http.client's CONNECT reports a proxy's refusal (``HTTPConnection._tunnel``).
+_TUNNEL_REFUSED = re.compile(r"Tunnel connection failed: (\d{3})\s*(.*)")
 
 
 class StoreError(Exception):
@@ -146,6 +153,13 @@ class ObjectReader:
         # The Host header as botocore signs it: without the scheme's default port.
         self._host = self._hostname if parts.port in (None, 443 if self._https else 80) else parts.netloc
         self._base = unquote(parts.path).rstrip("/")
+        # The environment as it is now, as botocore read it when a client was made.
+        self._proxy: Proxy | None = None
+        self._proxy_unusable: str | None = None
+        try:
+            self._proxy = proxy_for(keys.endpoint_url) if self._usable else None
+        except ValueError as exc:
+            self._proxy_unusable = str(exc)
 
     def head(self, bucket: str, key: str) -> ObjectHead:
         """HEAD the object; raises StoreError."""
@@ -191,17 +205,46 @@ class ObjectReader:
         return headers
 
     def _connection(self) -> http.client.HTTPConnection:
+        proxy = self._proxy
         if self._https:
             bundle = os.environ.get("AWS_CA_BUNDLE") or None
             context = ssl.create_default_context(cafile=bundle)
-            return http.client.HTTPSConnection(self._hostname, self._port, timeout=CONNECT_TIMEOUT, context=context)
-        return http.client.HTTPConnection(self._hostname, self._port, timeout=CONNECT_TIMEOUT)
+            if proxy is None:
+                return http.client.HTTPSConnection(self._hostname, self._port, timeout=CONNECT_TIMEOUT, context=context)
+            # TLS with the store inside a CONNECT tunnel: http.client verifies the tunnel's far end.
+            tunnelled = http.client.HTTPSConnection(proxy.host, proxy.port, timeout=CONNECT_TIMEOUT, context=context)
+            tunnelled.set_tunnel(self._hostname, self._port or 443, headers=proxy.headers())
+            return tunnelled
+        if proxy is None:
+            return http.client.HTTPConnection(self._hostname, self._port, timeout=CONNECT_TIMEOUT)
+        return http.client.HTTPConnection(proxy.host, proxy.port, timeout=CONNECT_TIMEOUT)
+
+    def _target(self, bucket: str, key: str, headers: dict[str, str]) -> str:
+        """The request target: the path, or the whole URL (and the proxy's credentials) for an http proxy."""
+        if self._proxy is None or self._https:
+            return self._path(bucket, key)
+        headers.update(self._proxy.headers())
+        return self._url(bucket, key)
+
+    def _not_connected(self, url: str, exc: OSError) -> StoreError:
+        """The StoreError of a connection not made: the store, or the proxy, not reached or refusing."""
+        proxy = self._proxy
+        if proxy is None or isinstance(exc, ssl.SSLError):
+            return StoreError(_network_message(url, exc, reading=False))
+        refused = _TUNNEL_REFUSED.match(str(exc))
+        if refused:
+            status = int(refused.group(1))
+            reason = f"{status} {refused.group(2)}".strip()
+            return StoreError(f'The proxy "{proxy.masked}" refused a tunnel to "{url}": {reason}', status)
+        return StoreError(f'Failed to connect to proxy URL: "{proxy.masked}"')
 
     def _request(self, method: str, bucket: str, key: str) -> tuple[_Connection, http.client.HTTPResponse]:
         """Send one signed request on a connection of its own; its answer, when it is a success."""
         if not self._usable:
             # The operator's setting, not the store: as a store refusing the request (not retried).
             raise StoreError(f"the store's endpoint URL {self.keys.endpoint_url!r} is not an http(s) URL", 400)
+        if self._proxy_unusable is not None:
+            raise StoreError(self._proxy_unusable, 400)
         if unmapped(self.keys, bucket) is not None:
             raise StoreError("AccessDenied", 403)
         headers = self.signed_headers(method, bucket, key)
@@ -213,17 +256,20 @@ class ObjectReader:
             try:
                 connection.connect()
             except OSError as exc:
-                raise StoreError(_network_message(url, exc, reading=False)) from exc
+                raise self._not_connected(url, exc) from exc
             assert connection.sock is not None
             if self._stores._stopping():
                 # ``close`` came while this connected, before it could shut the socket down.
                 raise StoreError("the host is stopping")
             connection.sock.settimeout(READ_TIMEOUT)
             try:
-                connection.request(method, self._path(bucket, key), headers=headers)
+                connection.request(method, self._target(bucket, key, headers), headers=headers)
                 response = connection.getresponse()
             except (OSError, http.client.HTTPException) as exc:
                 raise StoreError(_network_message(url, exc, reading=True)) from exc
+            if response.status == 407 and self._proxy is not None:
+                # Only a proxy asks for its own credentials: named as the proxy's answer, not the store's.
+                raise StoreError(f'The proxy "{self._proxy.masked}" answered 407 {response.reason}'.strip(), 407)
             if response.status >= 300:
                 raise StoreError(_error_code(response), response.status)
         except BaseException:
