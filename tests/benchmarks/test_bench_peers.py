@@ -6,8 +6,8 @@ one load generator for both, with neurondock's SigV4 headers signed once and rep
 "Batching on" is TorchServe's batchSize 8 / maxBatchDelay 5 ms beside neurondock's up to 8:
 opportunistic, its default, for the tiny MLP (which runs inline, where no delay applies), and with
 ``NEURONDOCK_MAX_BATCH_DELAY_MS=5`` for ResNet-18; "off" is ``NEURONDOCK_MAX_BATCH_SIZE=1`` beside
-batchSize 1. Each ResNet-18 row is divided by a raw in-process loop measured right before and after
-it, and the row with batching on prints neurondock's batch sizes. Rounds are interleaved (the server
+batchSize 1. Each ResNet-18 window is divided by a raw in-process loop measured right before and
+after that window, and the row with batching on prints neurondock's batch sizes. Rounds are interleaved (the server
 order alternates) and every row prints the median and the spread of the
 rounds, and neurondock ÷ TorchServe. Also: launch → first ResNet-18 prediction, RSS and PSS of a
 fresh one-endpoint platform (/proc/<pid>/smaps_rollup over the whole process tree), idle CPU, and
@@ -314,9 +314,10 @@ def test_speed_beside_torchserve(tmp_path):
         ]
         rows = [row for row in rows if os.environ.get("NEURONDOCK_PEER_ROWS", "") in row[0]]
         results: dict[tuple[str, str], list[tuple[WrkResult, float]]] = {}
-        # The raw loop of each ResNet-18 row, per round: measured right before and right after the row's
-        # two windows and averaged, since this VM's speed drifts over seconds (test_bench_dataplane.py).
-        raw: dict[str, list[float]] = {}
+        # The raw loop beside each ResNet-18 window: measured right before and right after that server's
+        # window and averaged (raw, one server, raw, the other, raw), since this VM's speed drifts over
+        # seconds (test_bench_dataplane.py), and a raw loop a whole other window away reads it at another speed.
+        raw: dict[tuple[str, str], list[float]] = {}
         histogram: dict[int, int] = {}
         net, _file, resnet_body = models["resnet"]
 
@@ -346,7 +347,8 @@ def test_speed_beside_torchserve(tmp_path):
         for r in range(rounds):
             order = ["neurondock", "TorchServe"] if r % 2 == 0 else ["TorchServe", "neurondock"]
             for label, key, connections, seconds in rows:
-                before_raw = raw_rate(connections) if label.startswith("ResNet") else 0.0
+                ceiling = label.startswith("ResNet")
+                before_raw = raw_rate(connections) if ceiling else 0.0
                 before_batches = _batch_sizes(plat, endpoints["resnet_on"]) if key == "resnet_on" else {}
                 for server in order:
                     url, script = scripts[server, key]
@@ -356,11 +358,13 @@ def test_speed_beside_torchserve(tmp_path):
                     after = cpu_seconds(pids)
                     cpu = sum(after[p] - before[p] for p in after if p in before)
                     results.setdefault((server, label), []).append((result, cpu / max(1, result.answered) * 1e3))
+                    if ceiling:
+                        after_raw = raw_rate(connections)
+                        raw.setdefault((server, label), []).append((before_raw + after_raw) / 2)
+                        before_raw = after_raw
                 if key == "resnet_on":
                     for size, count in _batch_sizes(plat, endpoints["resnet_on"]).items():
                         histogram[size] = histogram.get(size, 0) + count - before_batches.get(size, 0)
-                if label.startswith("ResNet"):
-                    raw.setdefault(label, []).append((before_raw + raw_rate(connections)) / 2)
     finally:
         ts.stop()
         plat.stop()
@@ -369,7 +373,7 @@ def test_speed_beside_torchserve(tmp_path):
     if raw:
         say(
             "raw in-process ResNet-18 (batch 1 with NPY decode+encode beside c=1, batch 8 beside c=8), samples/s: "
-            + "; ".join(f"beside {label} {_spread(rates)}" for label, rates in raw.items())
+            + "; ".join(f"beside {server} {label} {_spread(rates)}" for (server, label), rates in raw.items())
         )
     med = statistics.median
     for label, _key, connections, _seconds in rows:
@@ -388,8 +392,8 @@ def test_speed_beside_torchserve(tmp_path):
         ceiling = ""
         if label.startswith("ResNet"):
             # The median of the rounds' ratios, each round's rate over the raw loop measured beside it.
-            ours = [x / y for x, y in zip(a, raw[label], strict=True)]
-            theirs = [x / y for x, y in zip(b, raw[label], strict=True)]
+            ours = [x / y for x, y in zip(a, raw["neurondock", label], strict=True)]
+            theirs = [x / y for x, y in zip(b, raw["TorchServe", label], strict=True)]
             ceiling = f"; ÷ raw batch-{8 if connections == 8 else 1} loop {_spread(ours)} vs {_spread(theirs)}"
         say(
             f"{label}: answers/s neurondock {_spread(a, '{:.1f}')}, TorchServe {_spread(b, '{:.1f}')} "
