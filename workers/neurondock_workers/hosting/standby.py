@@ -218,10 +218,6 @@ class Interpreter:
         except subprocess.TimeoutExpired:
             self.kill()
             self.proc.wait(5)
-        if self.sandboxed and self.pid is not None:
-            # bwrap can be gone a moment before the interpreter is (its SIGKILL, from bwrap or from
-            # kill(), is still finishing): the uid must not go to another sandbox while it runs.
-            lifetime.wait_gone(self.pid, 5)
         self.cleanup()
 
     def kill(self) -> None:
@@ -235,6 +231,10 @@ class Interpreter:
         """Once the process has exited: remove its slot and give back its uid."""
         with contextlib.suppress(OSError):
             self.control.close()
+        if self.sandboxed and self.pid is not None:
+            # bwrap can be gone a moment before the interpreter is (its SIGKILL, from bwrap or from
+            # kill(), is still finishing): the uid must not go to another sandbox while it runs.
+            lifetime.wait_gone(self.pid, 5)
         if self.slot is not None:
             shutil.rmtree(self.slot, ignore_errors=True)
         if self.sandbox is not None:
