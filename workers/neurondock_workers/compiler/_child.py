@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from neurondock_workers.exiting import exit_now
+
 
 def _apply_limits(limits: dict[str, Any]) -> None:
     # Limits go on before torch is imported so the allocator and thread pools live inside them.
@@ -75,4 +77,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv))
+    exit_now(main(sys.argv))

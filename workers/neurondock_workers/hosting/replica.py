@@ -59,6 +59,7 @@ from neurondock_platform.dataplane.protocol import (
     encode_frame,
     refusal,
 )
+from neurondock_workers.exiting import exit_now
 from neurondock_workers.hosting import signature
 from neurondock_workers.hosting.environment import THREADS_ENV, TIMEOUT_ENV
 from neurondock_workers.sandbox import memory_limit_note
@@ -601,4 +602,4 @@ def main(
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_now(main())

@@ -58,6 +58,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from neurondock_platform import lifetime
+from neurondock_workers.exiting import exit_now
 from neurondock_workers.sandbox import MODEL_DIR, WEIGHTS_DIR, Bind, Jail, Sandbox
 
 STANDBY_MODULE = "neurondock_workers.hosting.standby"
@@ -503,4 +504,4 @@ class StandbyPool:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_now(main())
