@@ -18,7 +18,7 @@ from sqlalchemy import create_engine, text
 
 from tests.e2e.test_walking_skeleton import deploy
 from tests.support.platform import Platform
-from tests.support.processes import descendants, wait_gone
+from tests.support.processes import descendants, open_files, wait_gone
 from tests.support.torch_models import tiny_mlp
 from tests.support.waiting import wait_for
 
@@ -170,7 +170,7 @@ def test_after_the_banner_a_lean_watch_restarts_a_child_that_exits_as_it_started
     assert b"NEURONDOCK_ROOT_SECRET_ACCESS_KEY=" in environ
     assert b"NEURONDOCK_ROOT_SECRET_ACCESS_KEY=" not in Path(f"/proc/{host}/environ").read_bytes()
     lock = str((plat.data_dir / "instance.lock").resolve())
-    assert lock in {os.readlink(fd) for fd in Path(f"/proc/{again}/fd").iterdir()}
+    assert lock in open_files(again)
     assert host in descendants(up_pid)  # the other child was left alone
 
 

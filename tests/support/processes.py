@@ -16,6 +16,15 @@ def pid_gone(pid: int) -> bool:
     return not pid_alive(pid)
 
 
+def open_files(pid: int) -> set[str]:
+    """What a process's descriptors point at now (one closed while being read is left out)."""
+    found = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(FileNotFoundError):
+            found.add(os.readlink(fd))
+    return found
+
+
 def children_of(pid: int) -> list[int]:
     """Direct children of a process (from /proc/*/stat's ppid field)."""
     found = []
