@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 import urllib.request
 from dataclasses import dataclass
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 __all__ = ["Proxy", "proxy_for"]
 
@@ -71,8 +71,11 @@ def proxy_for(url: str) -> Proxy | None:
 
 
 def _masked(url: str) -> str:
+    # The userinfo itself is replaced: botocore's text replace would mask the first place the secret
+    # appears, which for a short one ("p", "t") is inside "http" and leaves the credentials shown.
     parts = urlsplit(url)
-    for secret in (parts.username, parts.password):
-        if secret:
-            url = url.replace(secret, "***", 1)
-    return url
+    userinfo, at, address = parts.netloc.rpartition("@")
+    if not at:
+        return url
+    masked = ":".join("***" for _ in userinfo.split(":", 1))
+    return urlunsplit(parts._replace(netloc=f"{masked}@{address}"))
